@@ -1,0 +1,165 @@
+"""Training throughput: our engine's TSS-KD + RGA step against the reference-style pipeline, in one run.
+
+Both train the same ResNet-18 (the paper's network) with the same objective on the same synthetic
+data, on the same machine. Prints a table and writes JSON (default: bench/results/throughput-<device>.json).
+
+    python bench/throughput.py                 # every setting for this machine
+    python bench/throughput.py --settings 32:128 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.reference_pipeline import make_loader, reference_step  # noqa: E402
+from core.data import DataConfig  # noqa: E402
+from core.dataset import Split  # noqa: E402
+from core.device import amp_dtype, pick_device  # noqa: E402
+from core.model import ModelSpec, build_model  # noqa: E402
+from core.synthetic import CLASSES, render  # noqa: E402
+from core.train import State, TrainConfig, make_optimizer, train_step  # noqa: E402
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 datasheet rates
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def flops_per_image(model, size, device) -> float:
+    """FLOPs of one training image: teacher forward + student forward + backward (~2 forwards) = 4 forwards."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(2, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return 4 * counter.get_total_flops() / 2
+
+
+def measure_ours(images, labels, *, size, batch, steps, warmup, device) -> dict:
+    cfg = TrainConfig(data=DataConfig(image_size=size), batch_size=batch, device=str(device)).resolved()
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(classes=list(CLASSES), image_size=size, channels=1)).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+    state = State(model, make_optimizer(model, cfg, device), torch.Generator(device=device).manual_seed(0))
+    state.sums = torch.zeros(5, device=device)
+    train = Split(images.to(device), labels.to(device))
+    aug, amp = cfg.augment(size), amp_dtype(device, cfg.amp)
+    g = torch.Generator(device=device).manual_seed(1)
+
+    def run(n):
+        for _ in range(n):
+            idx = torch.randint(0, len(train), (batch,), generator=g, device=device)
+            train_step(state, cfg, aug, train, idx, amp=amp, alpha=0.0, sampler=None)
+
+    model.train()
+    run(warmup)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    run(steps)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    out = {"images_per_s": steps * batch / seconds, "steps": steps, "seconds": seconds, "amp": str(amp)}
+    if device.type == "cuda":
+        out["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+def measure_reference(images, labels, *, size, batch, steps, warmup, workers, device) -> dict:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(classes=list(CLASSES), image_size=size, channels=1)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    rgb = images[:, 0].numpy()[..., None].repeat(3, axis=-1)  # the reference reads grayscale as RGB
+    loader = make_loader(rgb, labels.numpy(), size=size, batch_size=batch, workers=workers, device=device)
+    model.train()
+    it, done, t0 = iter(loader), 0, None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    while done < warmup + steps:
+        try:
+            v1, v2, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            continue
+        reference_step(model, optimizer, v1, v2, y, device)
+        done += 1
+        if done == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+    sync(device)
+    seconds = time.perf_counter() - t0
+    out = {"images_per_s": steps * batch / seconds, "steps": steps, "seconds": seconds, "workers": workers}
+    if device.type == "cuda":
+        out["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    del loader
+    return out
+
+
+def machine(device) -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--settings", default=None, help="SIZE:BATCH,... (default: 32:128,32:512,224:128 on GPU)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
+    ap.add_argument("--workers", default=None, help="reference DataLoader workers, comma-separated")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    settings = args.settings or ("32:128,32:512,224:128" if gpu else "32:64")
+    workers = [int(w) for w in (args.workers or ("4,16" if gpu else "2")).split(",")]
+    peak = next((v for k, v in PEAK_BF16.items() if gpu and k in torch.cuda.get_device_name(device)), None)
+    results = []
+    for item in settings.split(","):
+        size, batch = (int(v) for v in item.split(":"))
+        steps = args.steps or (60 if gpu and size <= 64 else 20 if gpu else 6)
+        images, labels, _ = render(max(4 * batch, 4096 if size <= 64 else 1024), size=size, seed=0)
+        model = build_model(ModelSpec(classes=list(CLASSES), image_size=size, channels=1)).to(device)
+        flops = flops_per_image(model, size, device)
+        del model
+        ours = measure_ours(images, labels, size=size, batch=batch, steps=steps, warmup=10, device=device)
+        refs = [measure_reference(images, labels, size=size, batch=batch, steps=max(steps // 2, 4), warmup=3,
+                                  workers=w, device=device) for w in workers]
+        best_ref = max(refs, key=lambda r: r["images_per_s"])
+        row = {"image_size": size, "batch": batch, "gflop_per_image": flops / 1e9, "ours": ours, "reference": refs,
+               "speedup_vs_best_reference": ours["images_per_s"] / best_ref["images_per_s"]}
+        row["ours"]["tflop_per_s"] = ours["images_per_s"] * flops / 1e12
+        if peak:
+            row["ours"]["share_of_peak_bf16"] = ours["images_per_s"] * flops / peak
+        results.append(row)
+        print(f"{size:>4}px b{batch:<4} ours {ours['images_per_s']:>9.0f} img/s  "
+              + "  ".join(f"ref({r['workers']}w) {r['images_per_s']:>8.0f}" for r in refs)
+              + f"  x{row['speedup_vs_best_reference']:.2f}  {row['ours']['tflop_per_s']:.1f} TFLOP/s"
+              + (f"  peak {ours['peak_mem_gb']:.2f} GB" if gpu else ""), flush=True)
+    out = args.out or Path(__file__).parent / "results" / f"throughput-{'gpu' if gpu else 'cpu'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(device), "results": results}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Which device to compute on, and whether to use bf16 autocast there."""
+
+from __future__ import annotations
+
+import torch
+
+from core.errors import StudioError
+
+AMP_CHOICES = ("auto", "bf16", "off")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'; refuse devices that are not here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise StudioError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise StudioError(f"device '{name}' asked for, but this machine has no CUDA GPU; use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise StudioError(f"device '{name}' does not exist; this machine has {torch.cuda.device_count()} GPU(s).")
+    elif dev.type != "cpu":
+        raise StudioError(f"unsupported device '{name}'; use auto, cpu, cuda or cuda:N.")
+    return dev
+
+
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """bf16 on GPUs that support it (auto) or when asked (bf16); None means full float32."""
+    if amp not in AMP_CHOICES:
+        raise StudioError(f"unknown --amp '{amp}'; choose one of {', '.join(AMP_CHOICES)}.")
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None

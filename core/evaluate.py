@@ -1,0 +1,133 @@
+"""Classification metrics and the `python -m core.evaluate` command.
+
+Metrics: accuracy, balanced accuracy, AUC (binary for two classes, macro one-vs-rest otherwise),
+per-class sensitivity and specificity, macro F1, confusion matrix, expected calibration error (15 bins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+from core.augment import eval_transform
+from core.errors import StudioError
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    """Binary AUC for two classes, macro one-vs-rest otherwise, over the classes present; None if undefined."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    scores = [roc_auc_score(labels == c, probs[:, c]) for c in present]
+    return float(np.mean(scores))
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """All evaluation metrics for class probabilities (N, C) against labels (N,)."""
+    pred = probs.argmax(1)
+    cm = confusion_matrix(labels, pred, labels=list(range(len(classes))))
+    tp = np.diag(cm)
+    fn = cm.sum(1) - tp
+    fp = cm.sum(0) - tp
+    tn = cm.sum() - tp - fn - fp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), np.nan)
+        spec = np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), np.nan)
+    return {
+        "n": int(len(labels)),
+        "accuracy": float((pred == labels).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+        "auc": auc(probs, labels),
+        "f1_macro": float(f1_score(labels, pred, average="macro", labels=np.unique(labels), zero_division=0)),
+        "ece": expected_calibration_error(probs, labels),
+        "per_class": {
+            c: {
+                "sensitivity": None if np.isnan(sens[i]) else float(sens[i]),
+                "specificity": None if np.isnan(spec[i]) else float(spec[i]),
+                "support": int(tp[i] + fn[i]),
+            }
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+    }
+
+
+@torch.no_grad()
+def predict_probs(
+    model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 1024, amp_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Softmax probabilities (N, C) float32 for uint8 images (N, C, H, W), on the images' device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = eval_transform(images[start : start + batch_size].to(device, non_blocking=True))
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out.append(torch.softmax(model(x).float(), dim=1))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate_run(run: str | Path, *, split: str = "test", device: str = "auto") -> dict:
+    """Load a run's best model and its dataset (as configured at training time) and score one split."""
+    from core.data import DataConfig, load_dataset
+    from core.device import pick_device
+    from core.model import load_model
+
+    run = Path(run)
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise StudioError(f"{run.name}: not a run folder (no config.json).")
+    saved = json.loads(cfg_path.read_text())
+    data_cfg = DataConfig(**saved["data"])
+    dev = pick_device(device)
+    model, spec, _ = load_model(run, device=dev)
+    data = load_dataset(data_cfg)
+    if data.classes != spec.classes:
+        raise StudioError(f"{run.name}: the data's classes {data.classes} differ from the model's {spec.classes}.")
+    s = data.split(split)
+    probs = predict_probs(model, s.images).cpu().numpy()
+    return {"run": run.name, "split": split, **classification_metrics(probs, s.labels.numpy(), data.classes)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.evaluate", description="Score a trained run on one split.")
+    ap.add_argument("--model", required=True, help="run folder")
+    ap.add_argument("--split", default="test", choices=("train", "val", "test"))
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    args = ap.parse_args(argv)
+    try:
+        result = evaluate_run(args.model, split=args.split, device=args.device)
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Image folders and CSV manifests: PNG, JPEG, TIFF, BMP and DICOM files labelled by folder or by CSV.
+
+Layouts:
+- ``ROOT/<class>/<files>``: split into train/val/test by a seeded, stratified draw;
+- ``ROOT/train/<class>/...`` with optional ``ROOT/val/`` and ``ROOT/test/``: the missing splits are
+  drawn from train;
+- ``manifest.csv`` with columns ``path,label`` (and optionally ``split``), paths relative to the CSV.
+
+Unreadable files stop the load with a message naming each of them, unless `skip_bad_files` is set, in
+which case they are left out and named in the log.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from core.dataset import SPLITS, Dataset, stratified_split, subset
+from core.errors import StudioError
+from core.imageio import read_scan, to_model_array
+
+if TYPE_CHECKING:
+    from core.data import DataConfig
+
+log = logging.getLogger(__name__)
+# Files that sit beside scans in real folders and are never scans themselves.
+NOT_SCANS = {".txt", ".csv", ".json", ".md", ".db", ".ini", ".xml", ".yaml", ".yml", ".html", ".pdf", ".py"}
+MAX_LISTED = 10
+
+
+def _scan_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.suffix.lower() not in NOT_SCANS
+    )
+
+
+def _class_folders(root: Path) -> dict[str, list[Path]]:
+    classes = {d.name: _scan_files(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    return {name: files for name, files in classes.items() if files}
+
+
+def _decode(files: list[Path], *, skip_bad: bool) -> list:
+    """Decode files in parallel; return the scans, None where a file was unreadable and skipped."""
+
+    def one(path: Path):
+        try:
+            return read_scan(path), None
+        except StudioError as e:
+            return None, str(e)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(one, files))
+    errors = [err for _, err in results if err]
+    if errors and not skip_bad:
+        shown = "\n  ".join(errors[:MAX_LISTED])
+        more = f"\n  ... and {len(errors) - MAX_LISTED} more" if len(errors) > MAX_LISTED else ""
+        raise StudioError(
+            f"{len(errors)} of {len(files)} files could not be read:\n  {shown}{more}\n"
+            "Fix or remove them, or pass --skip-bad-files to leave them out."
+        )
+    for err in errors:
+        log.warning("skipped unreadable file: %s", err)
+    return [scan for scan, _ in results]
+
+
+def _build(entries: list[tuple[Path, str, str]], cfg: DataConfig, name: str) -> Dataset:
+    """entries: (file, class name, split or 'all'). Splits a file layout lacks are drawn from train."""
+    scans = _decode([p for p, _, _ in entries], skip_bad=cfg.skip_bad_files)
+    kept = [(scan, label, split) for scan, (_, label, split) in zip(scans, entries, strict=True) if scan is not None]
+    if not kept:
+        raise StudioError(f"{name}: no readable scans were found.")
+    classes = sorted({label for _, label, _ in kept})
+    channels = 3 if any(scan.channels == 3 for scan, _, _ in kept) else 1
+    images = torch.from_numpy(np.stack([to_model_array(s, size=cfg.image_size, channels=channels) for s, _, _ in kept]))
+    labels = torch.tensor([classes.index(label) for _, label, _ in kept], dtype=torch.int64)
+    owner = np.array([split for _, _, split in kept])
+
+    def where(split: str) -> torch.Tensor:
+        return torch.from_numpy(np.nonzero(owner == split)[0])
+
+    given = {s: subset(images, labels, where(s)) for s in SPLITS if (owner == s).any()}
+    pool = given.get("train") or subset(images, labels, where("all"))
+    tr, va, te = stratified_split(
+        pool.labels,
+        val_fraction=0.0 if "val" in given else cfg.val_fraction,
+        test_fraction=0.0 if "test" in given else cfg.test_fraction,
+        seed=cfg.seed,
+    )
+    train = subset(pool.images, pool.labels, tr)
+    val = given.get("val") or subset(pool.images, pool.labels, va)
+    test = given.get("test") or subset(pool.images, pool.labels, te)
+    return Dataset(name, classes, train, val, test)
+
+
+def _from_manifest(path: Path) -> list[tuple[Path, str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise StudioError(f"{path.name}: cannot read the CSV manifest ({e}).") from None
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise StudioError(f"{path.name}: a manifest needs a header with the columns 'path' and 'label'.")
+    entries = []
+    for n, row in enumerate(rows, start=2):
+        split = (row.get("split") or "all").strip().lower()
+        if split not in (*SPLITS, "all"):
+            raise StudioError(f"{path.name}, line {n}: split must be train, val or test, not '{split}'.")
+        if not row["path"] or not row["label"]:
+            raise StudioError(f"{path.name}, line {n}: path and label must not be empty.")
+        entries.append(((path.parent / row["path"].strip()), row["label"].strip(), split))
+    return entries
+
+
+def _from_folder(root: Path) -> list[tuple[Path, str, str]]:
+    subdirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
+    if "train" in subdirs:
+        layout = {s: subdirs[s] for s in SPLITS if s in subdirs}
+    else:
+        layout = {"all": root}
+    entries = []
+    for split, folder in layout.items():
+        for label, files in _class_folders(folder).items():
+            entries.extend((p, label, split) for p in files)
+    return entries
+
+
+def load_folder(cfg: DataConfig) -> Dataset:
+    """Load a class-per-subfolder tree or a CSV manifest at `cfg.data_path`."""
+    path = Path(cfg.data_path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        entries = _from_manifest(path)
+    elif path.is_dir():
+        entries = _from_folder(path)
+    else:
+        raise StudioError(f"{path.name or path}: no such folder or CSV manifest.")
+    if not entries:
+        raise StudioError(
+            f"{path.name}: no scans found. Put each class's files in its own subfolder (ROOT/<class>/...)."
+        )
+    return _build(entries, cfg, path.stem if path.is_file() else path.name)

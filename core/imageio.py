@@ -1,0 +1,184 @@
+"""Read any scan the studio accepts into a plain uint8 array, the same way for training and prediction.
+
+Accepted: PNG, JPEG, TIFF, BMP, GIF (8- or 16-bit; grayscale, RGB, RGBA, palette, CMYK; the first frame
+of a multi-frame file) and DICOM with or without a file extension. Intensities deeper than 8 bits are
+stretched from the image's own minimum to its maximum; DICOM gets its modality and VOI LUT (window)
+first and MONOCHROME1 is inverted. Nothing that identifies a patient is read into the result.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from core.errors import StudioError
+
+# A scan larger than this many pixels is refused instead of decoded (decompression bombs).
+MAX_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
+
+
+@dataclass
+class Scan:
+    """A decoded scan: `pixels` uint8 (H, W) for grayscale or (H, W, 3) for colour; `info` is safe to show."""
+
+    pixels: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.pixels.ndim == 2 else 3
+
+
+def is_dicom(path: Path) -> bool:
+    """True when the file carries the DICOM 'DICM' marker after its 128-byte preamble."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def stretch_to_uint8(a: np.ndarray) -> np.ndarray:
+    """Map an array's own min..max onto 0..255 (a flat image becomes 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    if not np.isfinite(a).all():
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    return np.round((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _collapse_gray(rgb: np.ndarray) -> np.ndarray:
+    """An RGB array whose three channels are equal is grayscale; return it as (H, W)."""
+    if rgb.ndim == 3 and np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return np.ascontiguousarray(rgb[..., 0])
+    return rgb
+
+
+def _read_pil(path: Path) -> Scan:
+    name = path.name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                frames = getattr(im, "n_frames", 1)
+                im.seek(0)
+                im.load()
+                fmt = im.format or "image"
+                mode = im.mode
+                if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                    pixels = stretch_to_uint8(np.array(im))
+                elif mode in ("1", "L", "LA", "La"):
+                    pixels = np.array(im.convert("L"))
+                else:  # P, PA, RGB, RGBA, RGBa, CMYK, YCbCr, LAB, HSV
+                    pixels = _collapse_gray(np.array(im.convert("RGB")))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise StudioError(f"{name}: the image is too large to open (over {MAX_PIXELS:,} pixels).") from None
+    except UnidentifiedImageError:
+        raise StudioError(f"{name}: not an image or DICOM file this studio can read.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise StudioError(f"{name}: the image file is damaged or truncated ({e}).") from None
+    if pixels.size == 0:
+        raise StudioError(f"{name}: the image has no pixels.")
+    info = {"format": fmt, "mode": mode, "size": [int(pixels.shape[1]), int(pixels.shape[0])]}
+    if frames > 1:
+        info["frames"] = int(frames)
+        info["frame_used"] = 0
+    return Scan(pixels, info)
+
+
+def _read_dicom(path: Path) -> Scan:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    name = path.name
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as e:
+        raise StudioError(f"{name}: the DICOM file is damaged ({e}).") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise StudioError(f"{name}: the DICOM file holds no image (no pixel data).")
+    try:
+        arr = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as e:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        label = syntax.name if syntax is not None else "an unknown transfer syntax"
+        raise StudioError(
+            f"{name}: the DICOM image is compressed as {label}, which this install cannot decode ({e})."
+        ) from None
+    except (ValueError, AttributeError, KeyError, TypeError, EOFError) as e:
+        raise StudioError(f"{name}: the DICOM pixel data cannot be read ({e}).") from None
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if frames > 1:
+        arr = arr[0]
+    info: dict = {"format": "DICOM", "modality": str(ds.get("Modality", "unknown")), "photometric": photometric}
+    if frames > 1:
+        info["frames"] = frames
+        info["frame_used"] = 0
+    if samples == 3 or arr.ndim == 3:
+        pixels = _collapse_gray(arr.astype(np.uint8) if arr.dtype == np.uint8 else stretch_to_uint8(arr))
+        info["window"] = "none (colour image)"
+    else:
+        values = apply_modality_lut(arr, ds)
+        if "WindowCenter" in ds and "WindowWidth" in ds:
+            center, width = ds.WindowCenter, ds.WindowWidth
+            center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
+            width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+            info["window"] = {"center": center, "width": width}
+            values = apply_voi_lut(values, ds)
+        elif "VOILUTSequence" in ds:
+            info["window"] = "VOI LUT from file"
+            values = apply_voi_lut(values, ds)
+        else:
+            info["window"] = "full range (min to max)"
+        pixels = stretch_to_uint8(values)
+        if photometric == "MONOCHROME1":
+            pixels = 255 - pixels
+    info["size"] = [int(pixels.shape[1]), int(pixels.shape[0])]
+    return Scan(pixels, info)
+
+
+def read_scan(path: str | Path) -> Scan:
+    """Decode one file into a `Scan`; raise `StudioError` naming the file when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"{path.name or path}: no such file.")
+    if path.stat().st_size == 0:
+        raise StudioError(f"{path.name}: the file is empty.")
+    if is_dicom(path):
+        return _read_dicom(path)
+    try:
+        return _read_pil(path)
+    except StudioError as e:
+        # A DICOM without the 128-byte preamble has no marker; give it one chance as DICOM.
+        if path.suffix.lower() not in IMAGE_SUFFIXES and "not an image" in str(e):
+            try:
+                return _read_dicom(path)
+            except StudioError:
+                pass
+        raise
+
+
+def to_model_array(scan: Scan, *, size: int, channels: int) -> np.ndarray:
+    """Resize a scan to `size` x `size` and give it `channels` (1 or 3) channels; uint8 (C, size, size)."""
+    if channels not in (1, 3):
+        raise StudioError(f"channels must be 1 or 3, not {channels}.")
+    im = Image.fromarray(scan.pixels)
+    im = im.convert("L" if channels == 1 else "RGB")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BILINEAR)
+    a = np.array(im, dtype=np.uint8)
+    return a[None] if channels == 1 else np.ascontiguousarray(a.transpose(2, 0, 1))

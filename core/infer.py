@@ -1,0 +1,81 @@
+"""Run a saved model on scans: class probabilities and lesion maps, with the same preprocessing as evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.augment import eval_transform
+from core.cam import compute_cam, lesion_box, overlay
+from core.errors import StudioError
+from core.imageio import Scan, read_scan, to_model_array
+from core.model import load_model
+
+
+@dataclass
+class LesionMap:
+    """A lesion map for one scan: `cam` float (S, S) in [0, 1], `overlay` uint8 (h, w, 3), `box` in scan pixels."""
+
+    cam: np.ndarray
+    overlay: np.ndarray
+    box: tuple[int, int, int, int] | None
+    target: str
+    method: str
+
+
+class Predictor:
+    """A loaded model ready for scans. Reuse one instance: loading is the slow part."""
+
+    def __init__(self, model_path: str | Path, *, device: str | torch.device = "cpu"):
+        self.model, self.spec, self.meta = load_model(model_path, device=device)
+        self.device = torch.device(device)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.spec.classes
+
+    def prepare(self, scan: Scan) -> torch.Tensor:
+        """A scan as the network sees it: (1, 3, S, S) normalised, exactly as evaluation prepares data."""
+        arr = to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels)
+        return eval_transform(torch.from_numpy(arr).unsqueeze(0).to(self.device))
+
+    @torch.no_grad()
+    def probabilities(self, scan: Scan) -> dict[str, float]:
+        probs = torch.softmax(self.model(self.prepare(scan)).float(), dim=1)[0].cpu().tolist()
+        return dict(zip(self.classes, probs, strict=True))
+
+    def predict(self, path: str | Path) -> dict:
+        """Probabilities by class name for one file, with what was read from it (never patient identifiers)."""
+        scan = read_scan(path)
+        probs = self.probabilities(scan)
+        best = max(probs, key=probs.get)
+        return {"predicted": best, "confidence": probs[best], "probabilities": probs, "scan": scan.info}
+
+    def lesion_map(
+        self, scan: Scan, *, target: str | int | None = None, method: str = "gradcam", opacity: float = 0.5
+    ) -> LesionMap:
+        """Grad-CAM (or another method) for `target` (default: the predicted class) over the scan."""
+        x = self.prepare(scan)
+        if target is None:
+            probs = self.probabilities(scan)
+            index = self.classes.index(max(probs, key=probs.get))
+        elif isinstance(target, int):
+            index = target
+        elif target in self.classes:
+            index = self.classes.index(target)
+        else:
+            raise StudioError(f"unknown class '{target}'; this model knows {', '.join(self.classes)}.")
+        if not 0 <= index < len(self.classes):
+            raise StudioError(f"class index {index} is out of range for {len(self.classes)} classes.")
+        if not 0 <= opacity <= 1:
+            raise StudioError("opacity must be between 0 and 1.")
+        cam = compute_cam(self.model, x, target=index, method=method)
+        box = lesion_box(cam)
+        if box is not None:  # from model pixels to scan pixels
+            h, w = scan.pixels.shape[:2]
+            s = self.spec.image_size
+            box = (box[0] * h // s, box[1] * w // s, -(-box[2] * h // s), -(-box[3] * w // s))
+        return LesionMap(cam, overlay(scan.pixels, cam, opacity=opacity), box, self.classes[index], method)

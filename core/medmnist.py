@@ -1,0 +1,85 @@
+"""Read a 2D MedMNIST `.npz` file directly (no download, no length checks on cut-down files)."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from core.dataset import Dataset, Split
+from core.errors import StudioError
+from core.imageio import Scan, to_model_array
+
+if TYPE_CHECKING:
+    from core.data import DataConfig
+
+KEYS = [f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels")]
+
+
+def class_names(path: Path, num_classes: int) -> list[str]:
+    """Names from the medmnist package's metadata when it is installed and knows the file; else indices."""
+    flag = re.sub(r"_\d+$", "", path.stem.lower())
+    try:
+        from medmnist import INFO  # optional dependency
+    except ImportError:
+        INFO = {}
+    labels = INFO.get(flag, {}).get("label", {})
+    if len(labels) == num_classes:
+        return [labels[str(i)] for i in range(num_classes)]
+    return [str(i) for i in range(num_classes)]
+
+
+def _split(images: np.ndarray, labels: np.ndarray, *, size: int, channels: int, name: str) -> Split:
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise StudioError(f"{name} has shape {images.shape}; expected (N, H, W) or (N, H, W, 3) images.")
+    if images.dtype != np.uint8:
+        raise StudioError(f"{name} holds {images.dtype} pixels; MedMNIST files hold uint8.")
+    if images.shape[1] == images.shape[2] == size and images.shape[-1] == channels:
+        out = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    else:
+        scans = (Scan(im[..., 0] if im.shape[-1] == 1 else im) for im in images)
+        out = torch.from_numpy(np.stack([to_model_array(s, size=size, channels=channels) for s in scans]))
+    return Split(out, torch.from_numpy(labels.astype(np.int64)))
+
+
+def load_medmnist(cfg: DataConfig) -> Dataset:
+    """Load `cfg.data_path`, a MedMNIST-format `.npz`, resized to `cfg.image_size`."""
+    path = Path(cfg.data_path)
+    if not path.is_file():
+        raise StudioError(f"{path.name}: no such MedMNIST file.")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in KEYS if k not in npz.files]
+            if missing:
+                raise StudioError(f"{path.name} is not a MedMNIST file: it lacks {', '.join(missing)}.")
+            arrays = {k: npz[k] for k in KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise StudioError(f"{path.name}: cannot read it as a .npz file ({e}).") from None
+
+    labels = {}
+    for split in ("train", "val", "test"):
+        y, n = arrays[f"{split}_labels"], len(arrays[f"{split}_images"])
+        if y.ndim == 2 and y.shape[1] > 1:
+            raise StudioError(
+                f"{path.name} is a multi-label dataset ({y.shape[1]} labels per image); "
+                "this studio trains single-label classifiers."
+            )
+        y = y.reshape(-1)
+        if len(y) != n:
+            raise StudioError(f"{path.name}: {split} has {n} images but {len(y)} labels.")
+        if len(y) and (y.min() < 0 or not np.issubdtype(y.dtype, np.integer)):
+            raise StudioError(f"{path.name}: labels must be non-negative integers.")
+        labels[split] = y
+    num_classes = int(max(int(y.max()) for y in labels.values() if len(y)) + 1)
+    channels = 3 if arrays["train_images"].ndim == 4 and arrays["train_images"].shape[-1] == 3 else 1
+    splits = [
+        _split(arrays[f"{s}_images"], labels[s], size=cfg.image_size, channels=channels, name=f"{path.name}:{s}")
+        for s in ("train", "val", "test")
+    ]
+    return Dataset(path.stem, class_names(path, num_classes), *splits)

@@ -1,0 +1,183 @@
+"""The classifier: a torchvision backbone whose head gives 128 features, then a small projector to the classes.
+
+The default is the paper's ResNet-18: for inputs of 64 px or less its stem is a 3x3 stride-1 convolution
+with no max-pool. The projector is ``Linear(128, 128) - BN - ReLU - Linear(128, C)``. Checkpoints are a
+``.safetensors`` file of weights plus a JSON file that says how to rebuild the network; never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torchvision
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core.augment import IMAGENET_MEAN, IMAGENET_STD
+from core.errors import StudioError
+
+FORMAT = "tss-kd-studio/model-1"
+ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "densenet121")
+SMALL_INPUT = 64  # at or below this size ResNets get the 3x3 stride-1 stem and no max-pool
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a network and feed it; written to model.json."""
+
+    arch: str = "resnet18"
+    classes: list[str] = field(default_factory=list)
+    image_size: int = 32
+    channels: int = 1  # channels of the data; the network always sees 3
+    feature_dim: int = 128
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def small_input(self) -> bool:
+        return self.image_size <= SMALL_INPUT
+
+
+class Classifier(nn.Module):
+    """backbone -> 128 features -> projector -> logits. `forward` returns logits (B, C)."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = nn.Sequential(
+            nn.Linear(feature_dim, feature_dim),
+            nn.BatchNorm1d(feature_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(feature_dim, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C)
+        return self.projector(self.backbone(x))
+
+
+def _backbone(spec: ModelSpec) -> nn.Module:
+    if spec.arch not in ARCHS:
+        raise StudioError(f"unknown architecture '{spec.arch}'; choose one of {', '.join(ARCHS)}.")
+    net = torchvision.models.get_model(spec.arch, weights=None, num_classes=spec.feature_dim)
+    if spec.arch.startswith("resnet") and spec.small_input:
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    return net
+
+
+def build_model(spec: ModelSpec, *, pretrained: str | None = None) -> Classifier:
+    """A freshly initialised classifier for `spec`, optionally starting from a local torchvision weight file."""
+    if spec.num_classes < 2:
+        raise StudioError("a classifier needs at least two classes.")
+    model = Classifier(_backbone(spec), spec.feature_dim, spec.num_classes)
+    if pretrained:
+        load_pretrained(model.backbone, pretrained)
+    return model
+
+
+def load_pretrained(backbone: nn.Module, path: str) -> list[str]:
+    """Copy matching weights from a local torchvision file (.pth/.pt via weights_only, or .safetensors).
+
+    Layers whose shape differs (the classifier head, a small-input stem) keep their fresh weights;
+    returns their names.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise StudioError(f"{p.name}: no such pretrained weight file.")
+    try:
+        if p.suffix == ".safetensors":
+            state = load_file(p)
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as e:
+        raise StudioError(f"{p.name}: not a weight file this studio can load safely ({e}).") from None
+    if not isinstance(state, dict):
+        raise StudioError(f"{p.name}: expected a state dict of tensors.")
+    own = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+    if not usable:
+        raise StudioError(f"{p.name}: none of its weights fit this architecture.")
+    backbone.load_state_dict(usable, strict=False)
+    return sorted(set(own) - set(usable))
+
+
+def cam_layer(model: Classifier) -> nn.Module:
+    """The last convolutional block: where Grad-CAM reads activations and gradients."""
+    bb = model.backbone
+    if hasattr(bb, "layer4"):
+        return bb.layer4[-1]
+    return bb.features[-1] if not hasattr(bb.features, "norm5") else bb.features.denseblock4
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, extra: dict | None = None) -> None:
+    """Write `path` (.safetensors) and its JSON twin (`model.safetensors` -> `model.json`), atomically."""
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(path, lambda tmp: save_file(state, tmp))
+    meta = {"format": FORMAT, **asdict(spec), "num_classes": spec.num_classes, "in_channels": 3, **(extra or {})}
+    meta["normalisation"] = {"mean": list(spec.mean), "std": list(spec.std)}
+    text = json.dumps(meta, indent=2)
+    _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text))
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A run directory, a `.safetensors` file or its `.json` twin -> the `.safetensors` weights path."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    elif p.suffix == ".json":
+        p = p.with_suffix(".safetensors")
+    if p.suffix in (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"):
+        raise StudioError(f"{p.name}: pickled checkpoints are refused; models load only from .safetensors + .json.")
+    if p.suffix != ".safetensors":
+        raise StudioError(f"{p.name}: not a model; give a run folder or a .safetensors file.")
+    if not p.is_file():
+        raise StudioError(f"{p.name}: no such model file ({p.parent.name}/ has no finished model yet?).")
+    if not p.with_suffix(".json").is_file():
+        raise StudioError(f"{p.name}: its description {p.with_suffix('.json').name} is missing.")
+    return p
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Classifier, ModelSpec, dict]:
+    """Rebuild a saved model in eval mode. Returns (model, spec, the whole model.json)."""
+    weights = resolve_model_path(path)
+    try:
+        meta = json.loads(weights.with_suffix(".json").read_text())
+        spec = ModelSpec(
+            arch=meta["arch"],
+            classes=[str(c) for c in meta["classes"]],
+            image_size=int(meta["image_size"]),
+            channels=int(meta["channels"]),
+            feature_dim=int(meta.get("feature_dim", 128)),
+            mean=tuple(meta.get("mean", IMAGENET_MEAN)),
+            std=tuple(meta.get("std", IMAGENET_STD)),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StudioError(f"{weights.with_suffix('.json').name}: not a valid model description ({e}).") from None
+    if spec.channels not in (1, 3):
+        raise StudioError(f"{weights.name}: channels must be 1 or 3.")
+    model = build_model(spec)
+    try:
+        state = load_file(weights)
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, OSError) as e:
+        raise StudioError(f"{weights.name}: the weights file is damaged ({e}).") from None
+    except RuntimeError as e:
+        raise StudioError(f"{weights.name}: the weights do not match the architecture in its JSON ({e}).") from None
+    return model.to(device).eval(), spec, meta

@@ -1,0 +1,65 @@
+"""`python -m core.predict --model RUN_OR_FILE IMAGE... [--cam OUT.png]`: probabilities as JSON.
+
+Prints a JSON list with one object per image: the predicted class, its probability, every class's
+probability, and what was read from the file (format, modality, window; never patient identifiers).
+With ``--cam`` a Grad-CAM overlay is written (``OUT.png`` for one image, ``OUT-<n>.png`` for several).
+Exits 2 if any image could not be read; the others are still reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from core.cam import CAM_METHODS
+from core.device import pick_device
+from core.errors import StudioError
+from core.imageio import read_scan
+from core.infer import Predictor
+
+
+def cam_path(out: Path, index: int, count: int) -> Path:
+    return out if count == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix or '.png'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="run folder or model .safetensors file")
+    ap.add_argument("images", nargs="+", help="image or DICOM files")
+    ap.add_argument("--cam", type=Path, default=None, metavar="OUT.png", help="write a lesion-map overlay")
+    ap.add_argument("--cam-method", default="gradcam", choices=tuple(CAM_METHODS))
+    ap.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    args = ap.parse_args(argv)
+    try:
+        predictor = Predictor(args.model, device=pick_device(args.device))
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results, failed = [], False
+    for i, image in enumerate(args.images):
+        try:
+            row = {"file": image, **predictor.predict(image)}
+            if args.cam is not None:
+                lesion = predictor.lesion_map(read_scan(image), method=args.cam_method)
+                out = cam_path(args.cam, i, len(args.images))
+                Image.fromarray(lesion.overlay).save(out, format="PNG")
+                row["cam"] = {
+                    "file": str(out),
+                    "method": lesion.method,
+                    "target": lesion.target,
+                    "lesion_box": lesion.box,
+                }
+        except StudioError as e:
+            row, failed = {"file": image, "error": str(e)}, True
+            print(f"error: {e}", file=sys.stderr)
+        results.append(row)
+    print(json.dumps(results, indent=2))
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Run directories: created once, never overwritten, with status, config and metrics files others can read.
+
+Layout of ``RUNS_DIR/<name>-<YYYYmmdd-HHMMSS>/``: ``config.json``, ``status.json``
+(``queued|running|done|failed|stopped``), ``metrics.jsonl`` (one object per epoch), ``train.log``,
+``model.safetensors`` + ``model.json`` (best on validation), ``last.safetensors`` (resume point).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from core.errors import StudioError
+
+STATUSES = ("queued", "running", "done", "failed", "stopped")
+
+
+def safe_name(name: str) -> str:
+    """Letters, digits, '.', '_' and '-' only, so a run name cannot climb out of the runs folder."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return cleaned[:64] or "run"
+
+
+def create_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """Make a new, empty run directory; never reuse one that exists."""
+    root = Path(runs_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StudioError(f"cannot create the runs folder {root} ({e.strerror}).") from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{safe_name(name)}-{stamp}"
+    for n in range(1, 1000):
+        path = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise StudioError(f"could not find a free run folder name under {root}.")
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically: readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def set_status(run: Path, status: str, **fields) -> dict:
+    """Update status.json, keeping fields written earlier (e.g. the pid) unless replaced."""
+    if status not in STATUSES:
+        raise ValueError(status)
+    current = read_json(run / "status.json", {}) or {}
+    current.update(fields, status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if status != "failed":
+        current.pop("error", None)
+    write_json(run / "status.json", current)
+    return current
+
+
+def append_metrics(run: Path, row: dict) -> None:
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run: Path) -> list[dict]:
+    rows = []
+    try:
+        with open(run / "metrics.jsonl") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        break  # a line cut short by a crash ends the record
+    except OSError:
+        pass
+    return rows
+
+
+def truncate_metrics(run: Path, last_epoch: int) -> None:
+    """Drop rows after `last_epoch` (written after the last checkpoint, by a run that then died)."""
+    rows = [r for r in read_metrics(run) if r.get("epoch", 0) <= last_epoch]
+    tmp = run / ".metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, run / "metrics.jsonl")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

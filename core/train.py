@@ -1,0 +1,653 @@
+"""Train a classifier with TSS-KD (or a baseline) and `python -m core.train`.
+
+One step, as in DESIGN.md: two independently augmented views v1, v2 of the batch; the teacher logits
+are the same network on v1 under no_grad (train mode), the student logits the network on v2; loss =
+CE + weight * distillation term; one optimizer step. Data sits on the training device as uint8 and is
+augmented there in batches. Metrics are summed on the device and read once per epoch.
+
+A run writes its directory (see core.runs) and never overwrites another. SIGINT/SIGTERM finish the
+current step, save ``last.safetensors`` and mark the run ``stopped``; ``--resume RUN`` continues
+from the saved step with the same data order and augmentation draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from core import runs
+from core.augment import RegionalGamma, TrainAugment
+from core.data import DataConfig, load_dataset
+from core.dataset import Dataset
+from core.device import AMP_CHOICES, amp_dtype, pick_device
+from core.errors import StudioError
+from core.evaluate import auc, classification_metrics, predict_probs
+from core.losses import METHODS, compute_loss, get_method, ps_kd_alpha
+from core.model import ARCHS, ModelSpec, build_model, save_model
+
+log = logging.getLogger("core.train")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. `None` temperatures and weights mean "the method's published default"."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    method: str = "tss-kd"
+    t_target: float | None = None
+    t_nontarget: float | None = None
+    kd_weight: float | None = None
+    ps_alpha: float | None = None
+    rga: bool = True
+    gamma_min: float = 0.5
+    gamma_max: float = 2.0
+    arch: str = "resnet18"
+    pretrained: str | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 100
+    batch_size: int = 128
+    poly_power: float = 0.9
+    amp: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    eval_batch_size: int = 1024
+    runs_dir: str = "runs"
+    name: str | None = None
+
+    def resolved(self) -> TrainConfig:
+        """Fill method defaults and check every value; raise `StudioError` on the first bad one."""
+        m = get_method(self.method)
+        cfg = replace(
+            self,
+            t_target=m.t_target if self.t_target is None else self.t_target,
+            t_nontarget=(m.t_nontarget or m.t_target) if self.t_nontarget is None else self.t_nontarget,
+            kd_weight=m.kd_weight if self.kd_weight is None else self.kd_weight,
+            ps_alpha=(m.ps_alpha or 0.8) if self.ps_alpha is None else self.ps_alpha,
+            name=self.name or f"{self.data.dataset}-{self.method}",
+        )
+        checks = [
+            (cfg.t_target > 0 and cfg.t_nontarget > 0, "temperatures must be positive."),
+            (cfg.kd_weight >= 0, "the KD weight must not be negative."),
+            (0 <= cfg.ps_alpha <= 1, "the PS-KD alpha must be between 0 and 1."),
+            (0 < cfg.gamma_min <= cfg.gamma_max, "gamma range must satisfy 0 < gamma-min <= gamma-max."),
+            (cfg.arch in ARCHS, f"unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHS)}."),
+            (
+                cfg.optimizer in OPTIMIZERS,
+                f"unknown optimizer '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}.",
+            ),
+            (cfg.lr > 0 and math.isfinite(cfg.lr), "the learning rate must be a positive number."),
+            (cfg.weight_decay >= 0 and 0 <= cfg.momentum < 1, "weight decay must be >= 0 and momentum in [0, 1)."),
+            (cfg.epochs >= 1, "train for at least one epoch."),
+            (cfg.batch_size >= 2, "the batch size must be at least 2 (batch norm needs two images)."),
+            (cfg.eval_batch_size >= 1, "the evaluation batch size must be at least 1."),
+            (cfg.amp in AMP_CHOICES, f"unknown --amp '{cfg.amp}'; choose one of {', '.join(AMP_CHOICES)}."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise StudioError(message)
+        return cfg
+
+    def augment(self, size: int) -> TrainAugment:
+        rga = RegionalGamma(gamma_range=(self.gamma_min, self.gamma_max)) if self.rga else None
+        return TrainAugment(size=size, rga=rga)
+
+    @staticmethod
+    def from_dict(d: dict) -> TrainConfig:
+        d = dict(d)
+        d["data"] = DataConfig(**d.get("data", {}))
+        return TrainConfig(**d)
+
+
+@dataclass
+class State:
+    """What changes during training and is saved for resume."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # augmentation draws, on the training device
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # the next step within it
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    past_probs: torch.Tensor | None = None  # PS-KD: each training image's last prediction (N, C)
+    sums: torch.Tensor | None = None  # loss, ce, kd, correct, seen in this epoch so far
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it after each step."""
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            self.requested = True
+            signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+def batches_per_epoch(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) slices over a shuffled epoch; a last batch of one image is dropped (batch norm)."""
+    size = min(batch_size, n)
+    out = [(a, min(a + size, n)) for a in range(0, n, size)]
+    return [s for s in out if s[1] - s[0] >= 2]
+
+
+def epoch_order(n: int, *, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The data order of one epoch, from (seed, epoch) alone, so a resumed run sees the same order."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).to(device)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, it: int, total: int) -> float:
+    """Polynomial decay per iteration: lr * (1 - it / total) ** power."""
+    lr = cfg.lr * (1 - it / total) ** cfg.poly_power
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    fast = {"foreach": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
+
+
+class ClassSampler:
+    """CS-KD's partner draw: for each label, a random training image of the same class."""
+
+    def __init__(self, labels: torch.Tensor):
+        self.order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels)
+        self.counts = counts
+        self.starts = torch.cumsum(counts, 0) - counts
+
+    def __call__(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        u = torch.rand(y.shape, generator=generator, device=y.device)
+        offset = (u * self.counts[y]).long().clamp_max(self.counts[y] - 1)
+        return self.order[self.starts[y] + offset]
+
+
+def train_step(state: State, cfg: TrainConfig, aug: TrainAugment, train, idx, *, amp, alpha, sampler) -> None:
+    """One optimizer step on the images `train.images[idx]`; adds to `state.sums` without syncing."""
+    model, g = state.model, state.generator
+    method = METHODS[cfg.method]
+    device = state.sums.device
+    x = train.images[idx].to(device, non_blocking=True)
+    y = train.labels[idx].to(device, non_blocking=True)
+    teacher = None
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        if method.teacher == "view":
+            v1, v2 = aug(x, generator=g), aug(x, generator=g)
+            with torch.no_grad():
+                teacher = model(v1)
+            z = model(v2)
+        elif method.teacher == "class":
+            partner = sampler(train.labels[idx].to(sampler.order.device), g)
+            v1 = aug(train.images[partner].to(device, non_blocking=True), generator=g)
+            v2 = aug(x, generator=g)
+            with torch.no_grad():
+                teacher = model(v1)
+            z = model(v2)
+        else:
+            z = model(aug(x, generator=g))
+    past = state.past_probs[idx] if state.past_probs is not None else None
+    parts = compute_loss(
+        cfg.method,
+        z,
+        y,
+        teacher_logits=teacher,
+        past_probs=past,
+        t_target=cfg.t_target,
+        t_nontarget=cfg.t_nontarget,
+        kd_weight=cfg.kd_weight,
+        alpha=alpha,
+    )
+    state.optimizer.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    state.optimizer.step()
+    if state.past_probs is not None:
+        state.past_probs[idx] = torch.softmax(z.detach().float(), dim=1)
+    b = y.numel()
+    with torch.no_grad():
+        correct = (z.detach().argmax(1) == y).sum()
+        state.sums += torch.stack(
+            [
+                parts["loss"].detach() * b,
+                parts["ce"].detach() * b,
+                parts["kd"].detach() * b,
+                correct.float(),
+                torch.tensor(float(b), device=device),
+            ]
+        )
+
+
+# ---- checkpoints for resume -------------------------------------------------------------------------
+
+
+def save_last(path: Path, state: State) -> None:
+    """Model, optimizer, RNG and loop position in one safetensors file (no pickles)."""
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in state.model.state_dict().items()}
+    opt = state.optimizer.state_dict()
+    for pid, slots in opt["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{name}"] = value.detach().contiguous().cpu()
+    tensors["rng.aug"] = state.generator.get_state().cpu()
+    if state.past_probs is not None:
+        tensors["state.past_probs"] = state.past_probs.detach().cpu()
+    if state.sums is not None:
+        tensors["state.sums"] = state.sums.detach().cpu()
+    meta = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_score": state.best_score,
+        "best_epoch": state.best_epoch,
+        "param_groups": opt["param_groups"],
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, tmp, metadata={"resume": json.dumps(meta)})
+    tmp.replace(path)
+
+
+def load_last(path: Path, state: State) -> None:
+    device = state.sums.device
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads(f.metadata()["resume"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    state.model.load_state_dict(model_state, strict=True)
+    opt_state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = v
+    state.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    state.generator.set_state(tensors["rng.aug"])
+    if "state.past_probs" in tensors and state.past_probs is not None:
+        state.past_probs.copy_(tensors["state.past_probs"].to(device))
+    if "state.sums" in tensors:
+        state.sums.copy_(tensors["state.sums"].to(device))
+    state.epoch, state.step = int(meta["epoch"]), int(meta["step"])
+    state.best_score, state.best_epoch = float(meta["best_score"]), int(meta["best_epoch"])
+
+
+# ---- the loop --------------------------------------------------------------------------------------
+
+
+def _place(data: Dataset, device: torch.device) -> Dataset:
+    """Put the whole dataset on the GPU when it takes under half the free memory; else keep it in RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if data.nbytes() < free // 2:
+            return data.to(device)
+        log.info("dataset (%.1f GB) kept in host memory; batches are copied to the GPU", data.nbytes() / 1e9)
+    return data
+
+
+def _validate(model, data: Dataset, cfg: TrainConfig, amp) -> tuple[float, float | None]:
+    probs = predict_probs(model, data.val.images, batch_size=cfg.eval_batch_size, amp_dtype=amp)
+    labels = data.val.labels.to(probs.device)
+    acc = float((probs.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
+    return acc, (auc(probs.cpu().numpy(), labels.cpu().numpy()) if len(labels) else None)
+
+
+def model_extra(cfg: TrainConfig, run: Path, epoch: int, metrics: dict) -> dict:
+    """What model.json says beyond the architecture: how the model was trained and how well it did."""
+    return {
+        "method": cfg.method,
+        "temperatures": {"t_target": cfg.t_target, "t_nontarget": cfg.t_nontarget},
+        "kd_weight": cfg.kd_weight,
+        "rga": cfg.rga,
+        "run": run.name,
+        "epoch": epoch,
+        "metrics": metrics,
+        "config": asdict(cfg),
+    }
+
+
+def fit(cfg: TrainConfig, run: Path, data: Dataset, device: torch.device, *, stop: StopFlag, resume: bool) -> str:
+    """Train into `run`; return the final status ('done' or 'stopped')."""
+    amp = amp_dtype(device, cfg.amp)
+    torch.manual_seed(cfg.seed)
+    spec = ModelSpec(arch=cfg.arch, classes=list(data.classes), image_size=data.image_size, channels=data.channels)
+    model = build_model(spec, pretrained=cfg.pretrained).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
+    data = _place(data, device)
+    train = data.train
+    state = State(model, make_optimizer(model, cfg, device), torch.Generator(device=device).manual_seed(cfg.seed))
+    state.sums = torch.zeros(5, device=device)
+    if METHODS[cfg.method].teacher == "history":
+        state.past_probs = torch.nn.functional.one_hot(train.labels, len(data.classes)).float().to(device)
+    sampler = ClassSampler(train.labels) if METHODS[cfg.method].teacher == "class" else None
+    last = run / "last.safetensors"
+    if resume and last.is_file():
+        load_last(last, state)
+        log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
+    runs.truncate_metrics(run, state.epoch)
+
+    aug = cfg.augment(data.image_size)
+    slices = batches_per_epoch(len(train), cfg.batch_size)
+    total = cfg.epochs * len(slices)
+    model.train()
+    while state.epoch < cfg.epochs:
+        epoch = state.epoch
+        order = epoch_order(len(train), seed=cfg.seed, epoch=epoch, device=train.images.device)
+        alpha = ps_kd_alpha(epoch, cfg.epochs, alpha_final=cfg.ps_alpha)
+        if state.step == 0:
+            state.sums.zero_()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        seen_before = int(state.sums[4].item())
+        bar = tqdm(
+            total=len(slices),
+            initial=state.step,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not sys.stderr.isatty(),
+            unit="batch",
+        )
+        while state.step < len(slices):
+            a, b = slices[state.step]
+            lr = set_lr(state.optimizer, cfg, epoch * len(slices) + state.step, total)
+            train_step(state, cfg, aug, train, order[a:b], amp=amp, alpha=alpha, sampler=sampler)
+            state.step += 1
+            bar.update(1)
+            if stop.requested:
+                break
+        bar.close()
+        if stop.requested and state.step < len(slices):
+            save_last(last, state)
+            log.info(
+                "stopped at epoch %d, step %d/%d; resume with --resume %s", epoch + 1, state.step, len(slices), run
+            )
+            return "stopped"
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - t0
+        loss, ce, kd, correct, seen = (state.sums / state.sums[4].clamp_min(1)).tolist()[:3] + state.sums[3:].tolist()
+        val_acc, val_auc = _validate(model, data, cfg, amp)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss,
+            "train_ce": ce,
+            "train_kd": kd,
+            "train_acc": correct / max(seen, 1),
+            "val_acc": val_acc,
+            "val_auc": val_auc,
+            "lr": lr,
+            "images_per_s": (seen - seen_before) / max(train_seconds, 1e-9),
+            "seconds": time.perf_counter() - t0,
+        }
+        if device.type == "cuda":
+            row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        score = val_auc if val_auc is not None else val_acc
+        if score > state.best_score:
+            state.best_score, state.best_epoch = score, epoch + 1
+            save_model(
+                model,
+                spec,
+                run / "model.safetensors",
+                extra=model_extra(cfg, run, epoch + 1, {"val_acc": val_acc, "val_auc": val_auc}),
+            )
+        state.epoch, state.step = epoch + 1, 0
+        save_last(last, state)
+        runs.append_metrics(run, row)
+        runs.set_status(run, "running", epoch=epoch + 1, epochs=cfg.epochs)
+        log.info(
+            "epoch %d/%d  loss %.4f (ce %.4f, kd %.4f)  val acc %.4f auc %s  %.0f img/s  %.1fs",
+            epoch + 1,
+            cfg.epochs,
+            loss,
+            ce,
+            kd,
+            val_acc,
+            "n/a" if val_auc is None else f"{val_auc:.4f}",
+            row["images_per_s"],
+            row["seconds"],
+        )
+        if stop.requested:
+            return "stopped" if state.epoch < cfg.epochs else "done"
+    return "done"
+
+
+def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> dict:
+    """Score the best checkpoint on the test split and record it in model.json; return the test metrics."""
+    from core.model import load_model
+
+    model, spec, meta = load_model(run, device=device)
+    probs = predict_probs(model, data.test.images, batch_size=cfg.eval_batch_size, amp_dtype=amp_dtype(device, cfg.amp))
+    test = classification_metrics(probs.cpu().numpy(), data.test.labels.cpu().numpy(), data.classes)
+    meta["metrics"].update(
+        test_acc=test["accuracy"],
+        test_auc=test["auc"],
+        test_balanced_accuracy=test["balanced_accuracy"],
+        test_ece=test["ece"],
+    )
+    runs.write_json(run / "model.json", meta)
+    return test
+
+
+def _logging_to(run: Path) -> logging.Handler:
+    handler = logging.FileHandler(run / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    logging.getLogger("core").addHandler(handler)
+    return handler
+
+
+def _prepare_resume(path: str, device: str | None) -> tuple[TrainConfig, Path]:
+    run = Path(path)
+    saved = runs.read_json(run / "config.json")
+    if saved is None:
+        raise StudioError(f"{run.name}: not a run folder (no readable config.json).")
+    status = runs.read_json(run / "status.json", {}) or {}
+    if status.get("status") == "done":
+        raise StudioError(f"{run.name} has already finished; start a new run instead.")
+    if status.get("status") == "running" and runs.pid_alive(status.get("pid")):
+        raise StudioError(f"{run.name} is still running (process {status.get('pid')}).")
+    cfg = TrainConfig.from_dict(saved)
+    return (replace(cfg, device=device) if device else cfg), run
+
+
+def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag | None = None) -> Path:
+    """Validate, load the data, create (or reopen) the run directory and train. Returns the run path.
+
+    User errors found before training (bad value, missing data) raise `StudioError` and leave no run
+    directory behind. Errors during training mark the run `failed` with the reason and re-raise.
+    """
+    stop = stop or StopFlag()
+    if resume:
+        cfg, run = _prepare_resume(resume, None if cfg.device == "auto" else cfg.device)
+    cfg = cfg.resolved()
+    device = pick_device(cfg.device)
+    data = load_dataset(cfg.data)
+    if not resume:
+        run = runs.create_run_dir(cfg.runs_dir, cfg.name)
+        runs.write_json(run / "config.json", asdict(cfg))
+    runs.set_status(run, "running", pid=os.getpid(), epoch=0, epochs=cfg.epochs, device=str(device))
+    handler = _logging_to(run)
+    try:
+        log.info(
+            "run %s on %s: method %s, T_target %s, T_nontarget %s, RGA %s",
+            run.name,
+            device,
+            cfg.method,
+            cfg.t_target,
+            cfg.t_nontarget,
+            "on" if cfg.rga else "off",
+        )
+        log.info("data: %s", json.dumps(data.summary()))
+        outcome = fit(cfg, run, data, device, stop=stop, resume=bool(resume))
+        if outcome == "done":
+            test = finish(run, data, device, cfg)
+            meta = runs.read_json(run / "model.json", {})
+            runs.set_status(
+                run,
+                "done",
+                best_epoch=meta.get("epoch"),
+                **{k: meta.get("metrics", {}).get(k) for k in ("val_acc", "val_auc", "test_acc", "test_auc")},
+            )
+            log.info("done: test accuracy %.4f, AUC %s", test["accuracy"], test["auc"])
+        else:
+            runs.set_status(run, "stopped")
+    except BaseException as e:
+        reason = (
+            "out of GPU memory; lower --batch-size"
+            if isinstance(e, torch.OutOfMemoryError)
+            else (str(e) or type(e).__name__)
+        )
+        log.error("failed: %s\n%s", reason, traceback.format_exc())
+        runs.set_status(run, "failed", error=reason)
+        raise
+    finally:
+        log.removeHandler(handler)
+        logging.getLogger("core").removeHandler(handler)
+        handler.close()
+    return run
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    d, t = DataConfig(), TrainConfig()
+    ap = argparse.ArgumentParser(
+        prog="python -m core.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = ap.add_argument_group("data")
+    g.add_argument("--dataset", default=d.dataset, choices=("synthetic", "medmnist", "folder"))
+    g.add_argument("--data-path", default=None, help="MedMNIST .npz, image folder, or CSV manifest")
+    g.add_argument("--image-size", type=int, default=d.image_size)
+    g.add_argument("--synthetic-train", type=int, default=d.synthetic_train)
+    g.add_argument("--synthetic-val", type=int, default=d.synthetic_val)
+    g.add_argument("--synthetic-test", type=int, default=d.synthetic_test)
+    g.add_argument("--synthetic-contrast", type=float, default=d.synthetic_contrast, help="demo lesion contrast")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    g.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    g.add_argument("--skip-bad-files", action="store_true", help="leave unreadable files out (named in the log)")
+    g = ap.add_argument_group("method")
+    g.add_argument("--method", default=t.method, choices=tuple(METHODS))
+    g.add_argument("--t-target", type=float, default=None, help="target-class temperature (default 4.0)")
+    g.add_argument("--t-nontarget", type=float, default=None, help="non-target temperature (tss-kd default 0.4)")
+    g.add_argument("--kd-weight", type=float, default=None, help="lambda, the KD term's weight (default 1.0)")
+    g.add_argument("--ps-alpha", type=float, default=None, help="PS-KD final alpha (default 0.8)")
+    g.add_argument("--rga", action=argparse.BooleanOptionalAction, default=t.rga, help="regional gamma augmentation")
+    g.add_argument("--gamma-min", type=float, default=t.gamma_min)
+    g.add_argument("--gamma-max", type=float, default=t.gamma_max)
+    g = ap.add_argument_group("model and optimisation")
+    g.add_argument("--arch", default=t.arch, choices=ARCHS)
+    g.add_argument("--pretrained", default=None, help="local torchvision weight file (.pth or .safetensors)")
+    g.add_argument("--optimizer", default=t.optimizer, choices=OPTIMIZERS)
+    g.add_argument("--lr", type=float, default=t.lr)
+    g.add_argument("--momentum", type=float, default=t.momentum)
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    g.add_argument("--epochs", type=int, default=t.epochs)
+    g.add_argument("--batch-size", type=int, default=t.batch_size)
+    g.add_argument("--eval-batch-size", type=int, default=t.eval_batch_size)
+    g.add_argument("--amp", default=t.amp, choices=AMP_CHOICES, help="bf16 autocast (auto: on GPUs that support it)")
+    g.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--seed", type=int, default=t.seed)
+    g = ap.add_argument_group("run")
+    g.add_argument("--runs-dir", default=t.runs_dir)
+    g.add_argument("--name", default=None, help="run name (default: <dataset>-<method>)")
+    g.add_argument("--resume", default=None, metavar="RUN", help="continue a stopped or killed run folder")
+    return ap
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    data = DataConfig(
+        dataset=args.dataset,
+        data_path=args.data_path,
+        image_size=args.image_size,
+        synthetic_train=args.synthetic_train,
+        synthetic_val=args.synthetic_val,
+        synthetic_test=args.synthetic_test,
+        synthetic_contrast=args.synthetic_contrast,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        skip_bad_files=args.skip_bad_files,
+        seed=args.seed,
+    )
+    return TrainConfig(
+        data=data,
+        method=args.method,
+        t_target=args.t_target,
+        t_nontarget=args.t_nontarget,
+        kd_weight=args.kd_weight,
+        ps_alpha=args.ps_alpha,
+        rga=args.rga,
+        gamma_min=args.gamma_min,
+        gamma_max=args.gamma_max,
+        arch=args.arch,
+        pretrained=args.pretrained,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        amp=args.amp,
+        device=args.device,
+        seed=args.seed,
+        runs_dir=args.runs_dir,
+        name=args.name,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    log.setLevel(logging.INFO)
+    stop = StopFlag()
+    stop.install()
+    try:
+        run = run_training(config_from_args(args), resume=args.resume, stop=stop)
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # already recorded in the run's status.json and train.log
+        print(f"error: training failed: {e}", file=sys.stderr)
+        return 1
+    status = runs.read_json(run / "status.json", {})
+    print(
+        json.dumps(
+            {
+                "run": str(run),
+                "status": status.get("status"),
+                **{k: status.get(k) for k in ("best_epoch", "val_auc", "test_acc", "test_auc")},
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Test helpers: files and datasets built on the spot (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+# Made-up identifiers that must never show up in any output.
+IDENTIFIERS = {
+    "PatientName": "Testpatient^Imaginary",
+    "PatientID": "ZZ-4711-XY",
+    "PatientBirthDate": "19010203",
+    "InstitutionName": "Nowhere General Hospital",
+    "AccessionNumber": "ACC99887766",
+}
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    window: tuple[float, float] | None = None,
+    rescale: tuple[float, float] = (1.0, 0.0),
+    preamble: bool = True,
+    pixel_data: bool = True,
+    modality: str = "CT",
+) -> Path:
+    """Write an uncompressed DICOM holding `pixels` (uint8/uint16 (H, W), uint8 (H, W, 3) or (F, H, W))."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    for key, value in IDENTIFIERS.items():
+        setattr(ds, key, value)
+    ds.Modality = modality
+    rgb = photometric == "RGB"
+    frames = pixels.shape[0] if (pixels.ndim == 3 and not rgb) else 1
+    rows, cols = pixels.shape[1:3] if frames > 1 else pixels.shape[:2]
+    ds.Rows, ds.Columns = int(rows), int(cols)
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 3 if rgb else 1
+    if rgb:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    bits = 8 if pixels.dtype == np.uint8 else 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if pixel_data:
+        ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    if preamble:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.preamble = None
+        ds.save_as(path, enforce_file_format=False)
+    return path

@@ -1,0 +1,180 @@
+"""Every data source yields the same thing: uint8 images, labels, class names, three disjoint splits."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import write_dicom
+from PIL import Image
+
+from core.data import DataConfig, load_dataset
+from core.dataset import stratified_split
+from core.errors import StudioError
+from core.synthetic import CLASSES, render
+
+
+def test_synthetic_is_deterministic_balanced_and_has_lesion_masks():
+    a, ya, ma = render(400, size=32, seed=3)
+    b, yb, mb = render(400, size=32, seed=3)
+    c, _, _ = render(400, size=32, seed=4)
+    assert torch.equal(a, b) and torch.equal(ya, yb) and torch.equal(ma, mb)
+    assert not torch.equal(a, c)
+    assert a.dtype == torch.uint8 and a.shape == (400, 1, 32, 32)
+    assert torch.bincount(ya).tolist() == [100] * 4
+    area = ma.flatten(1).float().mean(1)
+    assert (area[ya == 0] == 0).all()  # normal scans have no lesion
+    assert (area[ya != 0] > 0.005).all() and (area[ya != 0] < 0.2).all()  # small, local lesions
+
+
+def test_synthetic_lesions_change_the_pixels_inside_their_masks():
+    """Same seed, lesion contrast 0 vs 1: the images differ inside the lesion and hardly outside it."""
+    from core.synthetic import SyntheticSpec
+
+    flat, _, _ = render(200, size=64, seed=1, spec=SyntheticSpec(lesion_contrast=0.0))
+    full, y, m = render(200, size=64, seed=1)
+    diff = (full.float() - flat.float()).abs()[:, 0]
+    sick = y != 0
+    inside = diff[sick][m[sick]].mean()
+    outside = diff[sick][~m[sick]].mean()
+    assert inside > 10 and inside > 8 * outside
+
+
+def test_synthetic_dataset_splits_are_sized_as_asked():
+    d = load_dataset(DataConfig(image_size=24, synthetic_train=40, synthetic_val=12, synthetic_test=8))
+    assert (len(d.train), len(d.val), len(d.test)) == (40, 12, 8)
+    assert d.classes == list(CLASSES) and d.image_size == 24 and d.channels == 1
+    assert d.train.masks is not None and d.train.masks.shape == (40, 24, 24)
+
+
+def test_stratified_split_is_seeded_disjoint_and_stratified():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    tr, va, te = stratified_split(labels, val_fraction=0.2, test_fraction=0.1, seed=0)
+    tr2, va2, te2 = stratified_split(labels, val_fraction=0.2, test_fraction=0.1, seed=0)
+    assert torch.equal(tr, tr2) and torch.equal(va, va2) and torch.equal(te, te2)
+    allidx = torch.cat([tr, va, te])
+    assert len(allidx) == 100 and len(torch.unique(allidx)) == 100
+    assert torch.bincount(labels[va]).tolist() == [10, 6, 4]
+    assert torch.bincount(labels[te]).tolist() == [5, 3, 2]
+
+
+def _png(path, value, size=20, rgb=False):
+    a = np.full((size, size), value, np.uint8)
+    a[2:6, 2:6] = 255 - value
+    Image.fromarray(np.dstack([a, a // 2, a]) if rgb else a).save(path)
+
+
+def make_mixed_folder(root, per_class=6):
+    """Two classes with PNG, 16-bit TIFF and DICOM (one without extension) mixed."""
+    for c, base in (("benign", 40), ("malignant", 200)):
+        d = root / c
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            kind = i % 3
+            if kind == 0:
+                _png(d / f"{c}{i}.png", base + i)
+            elif kind == 1:
+                Image.fromarray(np.full((20, 20), (base + i) * 200, np.uint16)).save(d / f"{c}{i}.tif")
+            else:
+                name = f"{c}{i}.dcm" if i % 2 else f"{c}{i}"
+                write_dicom(d / name, np.full((20, 20), base + i, np.uint16))
+    (root / "benign" / "README.txt").write_text("not a scan, ignored")
+    (root / "benign" / ".hidden.png").write_bytes(b"junk")
+    return root
+
+
+def test_folder_with_mixed_formats(tmp_path):
+    root = make_mixed_folder(tmp_path / "scans", per_class=10)
+    d = load_dataset(
+        DataConfig(dataset="folder", data_path=str(root), image_size=16, val_fraction=0.2, test_fraction=0.2)
+    )
+    assert d.classes == ["benign", "malignant"]
+    assert len(d.train) + len(d.val) + len(d.test) == 20
+    assert torch.bincount(d.val.labels).tolist() == [2, 2] and torch.bincount(d.test.labels).tolist() == [2, 2]
+    assert d.train.images.dtype == torch.uint8 and d.train.images.shape[1:] == (1, 16, 16)
+
+
+def test_folder_with_split_subfolders_keeps_given_splits(tmp_path):
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                _png(tmp_path / split / c / f"{i}.png", 30 * i, rgb=True)
+    d = load_dataset(DataConfig(dataset="folder", data_path=str(tmp_path), image_size=16, val_fraction=0.34))
+    assert len(d.test) == 4 and len(d.val) == 4 and len(d.train) == 8
+    assert d.channels == 3
+
+
+def test_csv_manifest(tmp_path):
+    rows = ["path,label,split"]
+    for i in range(8):
+        _png(tmp_path / f"x{i}.png", 20 * i)
+        rows.append(f"x{i}.png,{'pos' if i % 2 else 'neg'},{'test' if i >= 6 else 'train'}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    d = load_dataset(DataConfig(dataset="folder", data_path=str(tmp_path / "m.csv"), image_size=16, val_fraction=0.34))
+    assert d.classes == ["neg", "pos"] and len(d.test) == 2 and len(d.train) + len(d.val) == 6
+
+
+def test_unreadable_files_are_named_not_dropped(tmp_path):
+    root = make_mixed_folder(tmp_path / "scans")
+    (root / "malignant" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cfg = DataConfig(dataset="folder", data_path=str(root), image_size=16)
+    with pytest.raises(StudioError, match=r"broken\.png") as e:
+        load_dataset(cfg)
+    assert "1 of 13 files" in str(e.value)
+    from dataclasses import replace
+
+    d = load_dataset(replace(cfg, skip_bad_files=True))
+    assert len(d.train) + len(d.val) + len(d.test) == 12
+
+
+def write_medmnist(path, *, n=(30, 10, 10), size=28, classes=3, rgb=False, multilabel=False):
+    g = np.random.default_rng(0)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n, strict=True):
+        shape = (count, size, size, 3) if rgb else (count, size, size)
+        arrays[f"{split}_images"] = g.integers(0, 256, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (
+            g.integers(0, 2, (count, 5)) if multilabel else (np.arange(count) % classes).reshape(-1, 1)
+        )
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("size,rgb,image_size", [(28, False, 28), (28, False, 32), (64, True, 32)])
+def test_medmnist_npz(tmp_path, size, rgb, image_size):
+    path = write_medmnist(tmp_path / "pathmnist.npz", size=size, rgb=rgb)
+    d = load_dataset(DataConfig(dataset="medmnist", data_path=str(path), image_size=image_size))
+    assert (len(d.train), len(d.val), len(d.test)) == (30, 10, 10)
+    assert d.image_size == image_size and d.channels == (3 if rgb else 1)
+    assert len(d.classes) == 3 and d.train.labels.tolist()[:4] == [0, 1, 2, 0]
+    if size == image_size:
+        raw = np.load(path)["train_images"]
+        assert torch.equal(d.train.images[:, 0], torch.from_numpy(raw))
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: write_medmnist(p / "chestmnist.npz", multilabel=True), "multi-label"),
+        (lambda p: (np.savez(p / "x.npz", train_images=np.zeros((2, 28, 28), np.uint8)), p / "x.npz")[1], "lacks"),
+        (lambda p: (p / "bad.npz").write_bytes(b"nonsense") and p / "bad.npz", "cannot read"),
+        (lambda p: p / "absent.npz", "no such"),
+    ],
+)
+def test_medmnist_bad_files(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(StudioError, match=message):
+        load_dataset(DataConfig(dataset="medmnist", data_path=str(path)))
+
+
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        (DataConfig(dataset="nope"), "unknown dataset"),
+        (DataConfig(dataset="folder"), "needs --data-path"),
+        (DataConfig(image_size=4), "image size"),
+        (DataConfig(dataset="folder", data_path="/definitely/not/here"), "no such folder"),
+    ],
+)
+def test_bad_data_configs(cfg, message):
+    with pytest.raises(StudioError, match=message):
+        load_dataset(cfg)

@@ -1,0 +1,145 @@
+"""Metrics against hand computations; the evaluate and predict commands on a trained run; lesion maps."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import IDENTIFIERS, write_dicom
+from PIL import Image
+
+from core.cam import CAM_METHODS, lesion_box
+from core.evaluate import classification_metrics, expected_calibration_error
+from core.evaluate import main as evaluate_main
+from core.infer import Predictor
+from core.predict import main as predict_main
+from core.synthetic import render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_metrics_on_a_hand_checked_example():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.array(
+        [[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.6, 0.2, 0.2]]
+    )
+    m = classification_metrics(probs, labels, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert m["per_class"]["a"] == {"sensitivity": 0.5, "specificity": 0.75, "support": 2}
+    assert m["per_class"]["b"]["sensitivity"] == 1.0 and m["per_class"]["b"]["specificity"] == 0.75
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    # one-vs-rest AUCs by counting pairs: a 1.0 (0.8, 0.3 vs 0.1, 0.2, 0.1, 0.6 -> 7/8), b 1.0, c 1.0
+    auc_a = np.mean([[float(p > n) + 0.5 * (p == n) for n in [0.1, 0.2, 0.1, 0.6]] for p in [0.8, 0.3]])
+    auc_b = np.mean([[float(p > n) + 0.5 * (p == n) for n in [0.1, 0.6, 0.2, 0.2]] for p in [0.8, 0.7]])
+    auc_c = np.mean([[float(p > n) + 0.5 * (p == n) for n in [0.1, 0.1, 0.1, 0.1]] for p in [0.7, 0.2]])
+    assert m["auc"] == pytest.approx((auc_a + auc_b + auc_c) / 3)
+
+
+def test_binary_auc_uses_the_positive_class():
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.45, 0.55], [0.2, 0.8]])  # pairs: 3 of 4 ordered
+    assert classification_metrics(probs, labels, ["neg", "pos"])["auc"] == pytest.approx(0.75)
+
+
+def test_ece_is_zero_when_calibrated_and_large_when_overconfident():
+    labels = np.array([0] * 8 + [1] * 2)
+    calibrated = np.tile([0.8, 0.2], (10, 1))
+    assert expected_calibration_error(calibrated, labels) == pytest.approx(0.0, abs=1e-12)
+    overconfident = np.tile([0.99, 0.01], (10, 1))
+    assert expected_calibration_error(overconfident, labels) == pytest.approx(0.19)
+
+
+def test_evaluate_cli_prints_json_for_the_test_split(tiny_run, capsys):
+    assert evaluate_main(["--model", str(tiny_run), "--split", "test", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["split"] == "test" and out["n"] == 32
+    assert sum(map(sum, out["confusion_matrix"])) == 32
+    meta = json.loads((tiny_run / "model.json").read_text())
+    assert out["accuracy"] == pytest.approx(meta["metrics"]["test_acc"])
+
+
+def test_evaluate_cli_reports_a_bad_run_without_traceback(tmp_path, capsys):
+    assert evaluate_main(["--model", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scans")
+    images, labels, _ = render(2, size=48, seed=11)
+    Image.fromarray(images[0, 0].numpy()).save(d / "scan.png")
+    write_dicom(d / "IM0001", images[1, 0].numpy().astype(np.uint16) * 16, window=(2000, 4000))
+    return d
+
+
+def test_predict_cli_on_png_and_extensionless_dicom(tiny_run, scans, tmp_path):
+    cam = tmp_path / "cam.png"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.predict",
+            "--model",
+            str(tiny_run),
+            str(scans / "scan.png"),
+            str(scans / "IM0001"),
+            "--cam",
+            str(cam),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["scan"]["format"] for r in rows] == ["PNG", "DICOM"]
+    for r in rows:
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert r["predicted"] == max(r["probabilities"], key=r["probabilities"].get)
+        assert Image.open(r["cam"]["file"]).size == (48, 48)
+    for value in IDENTIFIERS.values():
+        assert value not in proc.stdout and value not in proc.stderr
+
+
+def test_predict_cli_names_a_bad_file_and_still_reports_the_good_one(tiny_run, scans, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    code = predict_main(["--model", str(tiny_run), str(scans / "scan.png"), str(bad)])
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert code == 2 and "probabilities" in rows[0] and "broken.png" in rows[1]["error"]
+    assert "Traceback" not in captured.err
+
+
+def test_predict_refuses_a_pickle(tmp_path, scans, capsys):
+    evil = tmp_path / "model.pt"
+    evil.write_bytes(b"\x80\x04K\x01.")
+    assert predict_main(["--model", str(evil), str(scans / "scan.png")]) == 2
+    assert "pickled checkpoints are refused" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", list(CAM_METHODS))
+def test_every_cam_method_gives_a_map_overlay_and_box(tiny_run, scans, method):
+    from core.imageio import read_scan
+
+    predictor = Predictor(tiny_run)
+    scan = read_scan(scans / "scan.png")
+    lesion = predictor.lesion_map(scan, method=method, target=1, opacity=0.6)
+    assert lesion.cam.shape == (16, 16) and 0 <= lesion.cam.min() and lesion.cam.max() <= 1
+    assert lesion.overlay.shape == (48, 48, 3) and lesion.overlay.dtype == np.uint8
+    assert lesion.target == predictor.classes[1]
+    if lesion.box is not None:
+        y0, x0, y1, x1 = lesion.box
+        assert 0 <= y0 < y1 <= 48 and 0 <= x0 < x1 <= 48
+
+
+def test_lesion_box_surrounds_the_peak_region_only():
+    cam = np.zeros((20, 20), np.float32)
+    cam[3:7, 10:15] = 1.0  # the lesion
+    cam[15:18, 2:4] = 0.6  # a separate, weaker hot spot
+    assert lesion_box(cam) == (3, 10, 7, 15)
+    assert lesion_box(np.zeros((5, 5))) is None

@@ -1,0 +1,153 @@
+"""Every accepted file format decodes to the right pixels; bad files give one clear message naming them."""
+
+import io
+
+import numpy as np
+import pytest
+from helpers import IDENTIFIERS, write_dicom
+from PIL import Image
+
+from core.errors import StudioError
+from core.imageio import read_scan, to_model_array
+
+GRAY = (np.add.outer(np.arange(24), np.arange(32)) * 5).astype(np.uint8)  # (24, 32) gradient
+RGB = np.stack([GRAY, 255 - GRAY, np.full_like(GRAY, 90)], axis=-1)
+
+
+def save(img: Image.Image, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("fmt,suffix", [("PNG", ".png"), ("BMP", ".bmp"), ("TIFF", ".tiff"), ("GIF", ".gif")])
+def test_lossless_8bit_grayscale_roundtrips_exactly(tmp_path, fmt, suffix):
+    scan = read_scan(save(Image.fromarray(GRAY), tmp_path / f"g{suffix}", format=fmt))
+    assert scan.channels == 1
+    np.testing.assert_array_equal(scan.pixels, GRAY)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("PNG", ".png"), ("BMP", ".bmp"), ("TIFF", ".tif")])
+def test_lossless_rgb_roundtrips_exactly(tmp_path, fmt, suffix):
+    scan = read_scan(save(Image.fromarray(RGB), tmp_path / f"c{suffix}", format=fmt))
+    assert scan.channels == 3
+    np.testing.assert_array_equal(scan.pixels, RGB)
+
+
+def test_rgba_drops_alpha_and_palette_expands(tmp_path):
+    rgba = np.dstack([RGB, np.full_like(GRAY, 128)])
+    np.testing.assert_array_equal(read_scan(save(Image.fromarray(rgba), tmp_path / "a.png")).pixels, RGB)
+    pal = Image.fromarray(RGB).quantize(16)
+    want = np.array(pal.convert("RGB"))
+    np.testing.assert_array_equal(read_scan(save(pal, tmp_path / "p.png")).pixels, want)
+
+
+def test_gray_looking_rgb_is_read_as_grayscale(tmp_path):
+    scan = read_scan(save(Image.fromarray(np.dstack([GRAY] * 3)), tmp_path / "g3.png"))
+    assert scan.channels == 1
+    np.testing.assert_array_equal(scan.pixels, GRAY)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_is_stretched_from_min_to_max(tmp_path, suffix):
+    raw = (GRAY.astype(np.uint16) * 8 + 1000).astype(np.uint16)  # 12-bit-style values
+    scan = read_scan(save(Image.fromarray(raw), tmp_path / f"deep{suffix}"))
+    want = np.round((raw - raw.min()) * 255.0 / (raw.max() - raw.min())).astype(np.uint8)
+    np.testing.assert_array_equal(scan.pixels, want)
+
+
+def test_jpeg_and_cmyk_jpeg_decode_close_to_source(tmp_path):
+    j = read_scan(save(Image.fromarray(RGB), tmp_path / "c.jpg", quality=95))
+    assert j.channels == 3 and np.abs(j.pixels.astype(int) - RGB).mean() < 4
+    cmyk = read_scan(save(Image.fromarray(RGB).convert("CMYK"), tmp_path / "k.jpg", quality=95))
+    assert cmyk.pixels.shape == RGB.shape
+
+
+def test_multiframe_uses_first_frame(tmp_path):
+    frames = [Image.fromarray(GRAY), Image.fromarray(255 - GRAY)]
+    path = tmp_path / "multi.tif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    scan = read_scan(path)
+    np.testing.assert_array_equal(scan.pixels, GRAY)
+    assert scan.info["frames"] == 2
+
+
+@pytest.mark.parametrize("preamble,name", [(True, "ct.dcm"), (True, "IM0001"), (False, "IM0002")])
+def test_dicom_applies_rescale_and_window(tmp_path, preamble, name):
+    stored = (np.arange(32 * 32).reshape(32, 32) * 4).astype(np.uint16)  # 0 .. 4092
+    path = write_dicom(tmp_path / name, stored, rescale=(1.0, -1024.0), window=(40.0, 400.0), preamble=preamble)
+    scan = read_scan(path)
+    hu = stored.astype(float) - 1024
+    # linear VOI window: below c - w/2 black, above c + w/2 white
+    assert (scan.pixels[hu <= 40 - 200] == 0).all() and (scan.pixels[hu >= 40 + 200] == 255).all()
+    mid = (hu > -150) & (hu < 230)
+    assert np.all(np.diff(scan.pixels[mid].astype(int)) >= 0)
+    assert scan.info["window"] == {"center": 40.0, "width": 400.0} and scan.info["modality"] == "CT"
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    stored = GRAY.astype(np.uint16) * 16
+    m2 = read_scan(write_dicom(tmp_path / "m2.dcm", stored)).pixels
+    m1 = read_scan(write_dicom(tmp_path / "m1.dcm", stored, photometric="MONOCHROME1")).pixels
+    np.testing.assert_array_equal(m1, 255 - m2)
+
+
+def test_dicom_rgb_and_multiframe(tmp_path):
+    rgb = read_scan(write_dicom(tmp_path / "rgb.dcm", RGB, photometric="RGB"))
+    np.testing.assert_array_equal(rgb.pixels, RGB)
+    frames = np.stack([GRAY, 255 - GRAY]).astype(np.uint8)
+    mf = read_scan(write_dicom(tmp_path / "mf.dcm", frames))
+    np.testing.assert_array_equal(mf.pixels, GRAY)
+    assert mf.info["frames"] == 2
+
+
+def test_dicom_info_carries_no_identifiers(tmp_path):
+    scan = read_scan(write_dicom(tmp_path / "id.dcm", GRAY.astype(np.uint16)))
+    text = repr(scan.info)
+    for value in IDENTIFIERS.values():
+        assert value not in text and value.split("^")[0] not in text
+
+
+def truncated_png(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(RGB).save(buf, format="PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return tmp_path / "cut.png"
+
+
+def write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make,expect",
+    [
+        (lambda p: write(p / "empty.png", b""), "empty"),
+        (lambda p: write(p / "notes.png", b"hello, not a picture"), "not an image"),
+        (truncated_png, "damaged or truncated"),
+        (lambda p: write_dicom(p / "nopix.dcm", GRAY, pixel_data=False), "no pixel data"),
+        (lambda p: p / "missing.png", "no such file"),
+    ],
+)
+def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, make, expect):
+    path = make(tmp_path)
+    with pytest.raises(StudioError) as e:
+        read_scan(path)
+    assert path.name in str(e.value) and expect in str(e.value)
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (30_000, 30_000)).save(path)  # a few kB on disk, 900 megapixels decoded
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(StudioError, match="too large"):
+        read_scan(path)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_to_model_array_resizes_and_sets_channels(channels):
+    from core.imageio import Scan
+
+    for pixels in (GRAY, RGB):
+        out = to_model_array(Scan(pixels), size=16, channels=channels)
+        assert out.shape == (channels, 16, 16) and out.dtype == np.uint8 and out.flags.writeable

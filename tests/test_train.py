@@ -1,0 +1,270 @@
+"""Training end to end on CPU: every method, every data source, the run-directory contract, stop and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import load_file
+from test_data import make_mixed_folder, write_medmnist
+
+from core import runs
+from core.data import DataConfig
+from core.losses import METHODS
+from core.train import StopFlag, main, run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC_KEYS = {"epoch", "train_loss", "train_ce", "train_kd", "val_acc", "val_auc", "lr", "images_per_s", "seconds"}
+
+
+def assert_complete_run(run: Path, epochs: int, status: str = "done"):
+    for name in (
+        "config.json",
+        "status.json",
+        "metrics.jsonl",
+        "train.log",
+        "model.safetensors",
+        "model.json",
+        "last.safetensors",
+    ):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "status.json").read_text())["status"] == status
+    rows = runs.read_metrics(run)
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    assert all(METRIC_KEYS <= set(r) for r in rows)
+    meta = json.loads((run / "model.json").read_text())
+    assert {"arch", "classes", "image_size", "channels", "normalisation", "method", "temperatures", "metrics"} <= set(
+        meta
+    )
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+    return rows, meta
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_trains_and_writes_a_complete_run(tmp_path, method):
+    run = run_training(tiny_config(tmp_path, method=method, epochs=2))
+    rows, meta = assert_complete_run(run, 2)
+    assert meta["method"] == method
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows)
+    if method == "ce":
+        assert all(r["train_kd"] == 0 for r in rows)
+    else:
+        assert rows[-1]["train_kd"] != 0
+    if method != "ps-kd":  # ps-kd's loss is a mix of CE and its soft term
+        assert rows[0]["train_loss"] == pytest.approx(rows[0]["train_ce"] + rows[0]["train_kd"], rel=1e-4)
+    assert 0 <= meta["metrics"]["test_acc"] <= 1
+
+
+def test_training_learns_the_demo_task(tmp_path):
+    """A few epochs at 16 px with strong lesions lift validation AUC clearly above chance (0.5)."""
+    cfg = tiny_config(
+        tmp_path,
+        method="ce",
+        epochs=6,
+        batch_size=32,
+        data=DataConfig(
+            image_size=16, synthetic_train=384, synthetic_val=128, synthetic_test=64, synthetic_contrast=4.0
+        ),
+    )
+    rows, meta = assert_complete_run(run_training(cfg), 6)
+    assert max(r["val_auc"] for r in rows) > 0.68
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_same_seed_same_run(tmp_path):
+    a = runs.read_metrics(run_training(tiny_config(tmp_path, name="a", seed=3)))
+    b = runs.read_metrics(run_training(tiny_config(tmp_path, name="b", seed=3)))
+    c = runs.read_metrics(run_training(tiny_config(tmp_path, name="c", seed=4)))
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "seconds")} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b) and strip(a) != strip(c)
+
+
+def test_runs_are_never_overwritten(tmp_path):
+    first = run_training(tiny_config(tmp_path, name="same"))
+    second = run_training(tiny_config(tmp_path, name="same"))
+    assert first != second and first.parent == second.parent
+    assert_complete_run(first, 1)
+    assert_complete_run(second, 1)
+
+
+class StopAfter(StopFlag):
+    """Asks to stop once `n` steps have run, as SIGINT would."""
+
+    def __init__(self, n: int):
+        self.n, self.reads = n, 0
+
+    @property
+    def requested(self) -> bool:
+        self.reads += 1
+        return self.reads > self.n
+
+
+def test_stop_then_resume_matches_an_uninterrupted_run(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=3, method="tss-kd")  # 48 images, batch 16: 3 steps an epoch
+    straight = run_training(replace(cfg, name="straight"))
+    stopped = run_training(replace(cfg, name="interrupted"), stop=StopAfter(4))  # in epoch 2, after its 1st step
+    status = json.loads((stopped / "status.json").read_text())
+    assert status["status"] == "stopped"
+    assert len(runs.read_metrics(stopped)) == 1 and (stopped / "last.safetensors").is_file()
+    resumed = run_training(replace(cfg, device="cpu"), resume=str(stopped))
+    assert resumed == stopped
+    assert_complete_run(stopped, 3)
+    a, b = runs.read_metrics(straight), runs.read_metrics(stopped)
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("train_loss", "train_ce", "train_kd", "val_acc", "val_auc", "lr"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), k
+    wa, wb = load_file(straight / "last.safetensors"), load_file(stopped / "last.safetensors")
+    for k in wa:
+        if k.startswith("model."):
+            torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_finished_or_unknown_runs(tmp_path):
+    from core.errors import StudioError
+
+    done = run_training(tiny_config(tmp_path))
+    with pytest.raises(StudioError, match="already finished"):
+        run_training(tiny_config(tmp_path), resume=str(done))
+    with pytest.raises(StudioError, match="not a run folder"):
+        run_training(tiny_config(tmp_path), resume=str(tmp_path))
+
+
+def test_a_crash_marks_the_run_failed_with_its_reason(tmp_path, monkeypatch):
+    import core.train as train
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated disk full")
+
+    monkeypatch.setattr(train, "train_step", boom)
+    with pytest.raises(RuntimeError):
+        run_training(tiny_config(tmp_path, name="crash"))
+    run = next((tmp_path / "runs").iterdir())
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and "simulated disk full" in status["error"]
+    assert "simulated disk full" in (run / "train.log").read_text()
+    assert not (run / "model.safetensors").exists()
+
+
+TINY = [
+    "--image-size",
+    "16",
+    "--synthetic-train",
+    "32",
+    "--synthetic-val",
+    "16",
+    "--synthetic-test",
+    "16",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--epochs", "0"], "at least one epoch"),
+        (["--t-target", "-1"], "temperatures must be positive"),
+        (["--batch-size", "1"], "batch size"),
+        (["--lr", "nan"], "learning rate"),
+        (["--dataset", "folder"], "needs --data-path"),
+        (["--dataset", "medmnist", "--data-path", "/no/such.npz"], "no such MedMNIST"),
+        (["--device", "cuda:7"], "cuda"),
+        (["--gamma-min", "3", "--gamma-max", "2"], "gamma range"),
+        (["--resume", "/no/such/run"], "not a run folder"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_a_message_and_leaves_no_run(tmp_path, capsys, argv, message):
+    runs_dir = tmp_path / "runs"
+    code = main([*TINY, "--runs-dir", str(runs_dir), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_unknown_method_is_refused_listing_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*TINY, "--method", "magic"])
+    assert e.value.code == 2 and "tss-kd" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", ["synthetic", "medmnist", "folder", "csv"])
+def test_cli_trains_on_every_data_source(tmp_path, capsys, source):
+    extra = []
+    if source == "medmnist":
+        extra = ["--dataset", "medmnist", "--data-path", str(write_medmnist(tmp_path / "bloodmnist.npz", classes=3))]
+    elif source == "folder":
+        extra = ["--dataset", "folder", "--data-path", str(make_mixed_folder(tmp_path / "scans", per_class=9))]
+    elif source == "csv":
+        root = make_mixed_folder(tmp_path / "scans", per_class=9)
+        lines = ["path,label"] + [
+            f"{p.relative_to(root)},{p.parent.name}"
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix != ".txt" and not p.name.startswith(".")
+        ]
+        (root / "manifest.csv").write_text("\n".join(lines))
+        extra = ["--dataset", "folder", "--data-path", str(root / "manifest.csv")]
+    code = main([*TINY, "--runs-dir", str(tmp_path / "runs"), *extra])
+    out = capsys.readouterr().out
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["status"] == "done"
+    assert_complete_run(Path(result["run"]), 1)
+
+
+def test_sigterm_stops_a_cli_run_and_keeps_its_checkpoint(tmp_path):
+    """A real process: SIGTERM finishes the step, saves last.safetensors and marks the run stopped."""
+    runs_dir = tmp_path / "runs"
+    argv = [
+        sys.executable,
+        "-m",
+        "core.train",
+        "--image-size",
+        "16",
+        "--synthetic-train",
+        "512",
+        "--synthetic-val",
+        "16",
+        "--synthetic-test",
+        "16",
+        "--epochs",
+        "40",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--runs-dir",
+        str(runs_dir),
+        "--name",
+        "sig",
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    deadline = time.time() + 120
+    run = None
+    while time.time() < deadline:
+        found = list(runs_dir.glob("sig-*/metrics.jsonl")) if runs_dir.exists() else []
+        if found and found[0].read_text().strip():
+            run = found[0].parent
+            break
+        time.sleep(0.2)
+    assert run is not None, proc.communicate(timeout=5)
+    time.sleep(0.5)  # let it get into epoch 2
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "stopped", status
+    assert (run / "last.safetensors").is_file()
+    done_epochs = len(runs.read_metrics(run))
+    assert 1 <= done_epochs < 40
