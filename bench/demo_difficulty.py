@@ -31,31 +31,70 @@ def main(argv=None) -> int:
     ap.add_argument("--train", type=int, default=5000)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--init-from-ce",
+        action="store_true",
+        help="start every non-CE method from the CE run of the same contrast (run ce first)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for contrast in (float(c) for c in args.contrasts.split(",")):
+            ce_run = None
             for method in args.methods.split(","):
-                data = DataConfig(image_size=32, synthetic_train=args.train, synthetic_val=1000, synthetic_test=1000,
-                                  synthetic_contrast=contrast, seed=args.seed)
-                cfg = TrainConfig(data=data, method=method, rga=method != "ce", epochs=args.epochs,
-                                  device=str(device), runs_dir=tmp, seed=args.seed)
+                data = DataConfig(
+                    image_size=32,
+                    synthetic_train=args.train,
+                    synthetic_val=1000,
+                    synthetic_test=1000,
+                    synthetic_contrast=contrast,
+                    seed=args.seed,
+                )
+                init = str(ce_run) if args.init_from_ce and method != "ce" and ce_run else None
+                cfg = TrainConfig(
+                    data=data,
+                    method=method,
+                    rga=method != "ce",
+                    epochs=args.epochs,
+                    device=str(device),
+                    runs_dir=tmp,
+                    seed=args.seed,
+                    pretrained=init,
+                )
                 t0 = time.perf_counter()
                 run = run_training(cfg)
+                ce_run = run if method == "ce" else ce_run
                 meta = runs.read_json(run / "model.json")
                 m = meta["metrics"]
-                rows.append({"contrast": contrast, "method": method, "rga": cfg.rga, "test_acc": m["test_acc"],
-                             "test_auc": m["test_auc"], "val_auc": m["val_auc"], "best_epoch": meta["epoch"],
-                             "seconds": time.perf_counter() - t0,
-                             "curve": [r["val_acc"] for r in runs.read_metrics(run)]})
-                print(f"contrast {contrast:4.2f}  {method:7s} test acc {m['test_acc']:.4f}  auc {m['test_auc']:.4f}"
-                      f"  ({rows[-1]['seconds']:.0f}s)", flush=True)
+                rows.append(
+                    {
+                        "contrast": contrast,
+                        "method": method,
+                        "rga": cfg.rga,
+                        "init_from_ce": bool(init),
+                        "test_acc": m["test_acc"],
+                        "test_auc": m["test_auc"],
+                        "val_auc": m["val_auc"],
+                        "best_epoch": meta["epoch"],
+                        "seconds": time.perf_counter() - t0,
+                        "curve": [r["val_acc"] for r in runs.read_metrics(run)],
+                    }
+                )
+                print(
+                    f"contrast {contrast:4.2f}  {method:7s}{' (from CE)' if init else ''}"
+                    f" test acc {m['test_acc']:.4f}  auc {m['test_auc']:.4f}"
+                    f"  ({rows[-1]['seconds']:.0f}s)",
+                    flush=True,
+                )
     out = args.out or Path(__file__).parent / "results" / f"demo-difficulty-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": str(device), "epochs": args.epochs, "train_images": args.train,
-                               "results": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"device": str(device), "epochs": args.epochs, "train_images": args.train, "results": rows}, indent=2
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -38,15 +38,17 @@ class TwoViewDataset(torch.utils.data.Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, size: int):
         self.images = images  # uint8 (N, H, W, 3)
         self.labels = labels
-        self.transform = T.Compose([
-            T.RandomResizedCrop(size, scale=(0.8, 1.0)),
-            RegionalGammaPIL(),
-            T.ColorJitter(contrast=0.5, saturation=0.5),
-            T.RandomHorizontalFlip(),
-            T.RandomVerticalFlip(),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        self.transform = T.Compose(
+            [
+                T.RandomResizedCrop(size, scale=(0.8, 1.0)),
+                RegionalGammaPIL(),
+                T.ColorJitter(contrast=0.5, saturation=0.5),
+                T.RandomHorizontalFlip(),
+                T.RandomVerticalFlip(),
+                T.ToTensor(),
+                T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,8 +61,13 @@ class TwoViewDataset(torch.utils.data.Dataset):
 def make_loader(images: np.ndarray, labels: np.ndarray, *, size: int, batch_size: int, workers: int, device):
     ds = TwoViewDataset(images, labels, size)
     return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
     )
 
 

@@ -112,8 +112,13 @@ def measure_reference(images, labels, *, size, batch, steps, warmup, workers, de
 
 
 def machine(device) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "device": str(device)}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -141,19 +146,32 @@ def main(argv=None) -> int:
         flops = flops_per_image(model, size, device)
         del model
         ours = measure_ours(images, labels, size=size, batch=batch, steps=steps, warmup=10, device=device)
-        refs = [measure_reference(images, labels, size=size, batch=batch, steps=max(steps // 2, 4), warmup=3,
-                                  workers=w, device=device) for w in workers]
+        refs = [
+            measure_reference(
+                images, labels, size=size, batch=batch, steps=max(steps // 2, 4), warmup=3, workers=w, device=device
+            )
+            for w in workers
+        ]
         best_ref = max(refs, key=lambda r: r["images_per_s"])
-        row = {"image_size": size, "batch": batch, "gflop_per_image": flops / 1e9, "ours": ours, "reference": refs,
-               "speedup_vs_best_reference": ours["images_per_s"] / best_ref["images_per_s"]}
+        row = {
+            "image_size": size,
+            "batch": batch,
+            "gflop_per_image": flops / 1e9,
+            "ours": ours,
+            "reference": refs,
+            "speedup_vs_best_reference": ours["images_per_s"] / best_ref["images_per_s"],
+        }
         row["ours"]["tflop_per_s"] = ours["images_per_s"] * flops / 1e12
         if peak:
             row["ours"]["share_of_peak_bf16"] = ours["images_per_s"] * flops / peak
         results.append(row)
-        print(f"{size:>4}px b{batch:<4} ours {ours['images_per_s']:>9.0f} img/s  "
-              + "  ".join(f"ref({r['workers']}w) {r['images_per_s']:>8.0f}" for r in refs)
-              + f"  x{row['speedup_vs_best_reference']:.2f}  {row['ours']['tflop_per_s']:.1f} TFLOP/s"
-              + (f"  peak {ours['peak_mem_gb']:.2f} GB" if gpu else ""), flush=True)
+        print(
+            f"{size:>4}px b{batch:<4} ours {ours['images_per_s']:>9.0f} img/s  "
+            + "  ".join(f"ref({r['workers']}w) {r['images_per_s']:>8.0f}" for r in refs)
+            + f"  x{row['speedup_vs_best_reference']:.2f}  {row['ours']['tflop_per_s']:.1f} TFLOP/s"
+            + (f"  peak {ours['peak_mem_gb']:.2f} GB" if gpu else ""),
+            flush=True,
+        )
     out = args.out or Path(__file__).parent / "results" / f"throughput-{'gpu' if gpu else 'cpu'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine(device), "results": results}, indent=2))

@@ -54,11 +54,12 @@ class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int):
         super().__init__()
         self.backbone = backbone
+        # No biases, as in the paper's public code (the first is redundant before BN).
         self.projector = nn.Sequential(
-            nn.Linear(feature_dim, feature_dim),
+            nn.Linear(feature_dim, feature_dim, bias=False),
             nn.BatchNorm1d(feature_dim),
             nn.ReLU(inplace=True),
-            nn.Linear(feature_dim, num_classes),
+            nn.Linear(feature_dim, num_classes, bias=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, C)
@@ -76,38 +77,47 @@ def _backbone(spec: ModelSpec) -> nn.Module:
 
 
 def build_model(spec: ModelSpec, *, pretrained: str | None = None) -> Classifier:
-    """A freshly initialised classifier for `spec`, optionally starting from a local torchvision weight file."""
+    """A freshly initialised classifier for `spec`, optionally starting from saved weights (see `load_pretrained`)."""
     if spec.num_classes < 2:
         raise StudioError("a classifier needs at least two classes.")
     model = Classifier(_backbone(spec), spec.feature_dim, spec.num_classes)
     if pretrained:
-        load_pretrained(model.backbone, pretrained)
+        load_pretrained(model, pretrained)
     return model
 
 
-def load_pretrained(backbone: nn.Module, path: str) -> list[str]:
-    """Copy matching weights from a local torchvision file (.pth/.pt via weights_only, or .safetensors).
-
-    Layers whose shape differs (the classifier head, a small-input stem) keep their fresh weights;
-    returns their names.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise StudioError(f"{p.name}: no such pretrained weight file.")
+def _read_weights(p: Path) -> dict:
     try:
         if p.suffix == ".safetensors":
-            state = load_file(p)
-        else:
-            state = torch.load(p, map_location="cpu", weights_only=True)
+            return load_file(p)
+        state = torch.load(p, map_location="cpu", weights_only=True)
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as e:
         raise StudioError(f"{p.name}: not a weight file this studio can load safely ({e}).") from None
     if not isinstance(state, dict):
         raise StudioError(f"{p.name}: expected a state dict of tensors.")
-    own = backbone.state_dict()
+    return state
+
+
+def load_pretrained(model: Classifier, path: str) -> list[str]:
+    """Start from saved weights: a local torchvision file for the backbone (.pth/.pt read with
+    weights_only, or .safetensors), or one of our runs / model files (backbone and projector).
+
+    Layers whose shape differs (a classifier head, a small-input stem, another class count) keep their
+    fresh weights; returns their names.
+    """
+    p = Path(path)
+    ours = p.is_dir() or (p.suffix in (".safetensors", ".json") and p.with_suffix(".json").is_file())
+    if ours:
+        state = _read_weights(resolve_model_path(p))
+    elif p.is_file():
+        state = {f"backbone.{k}": v for k, v in _read_weights(p).items()}
+    else:
+        raise StudioError(f"{p.name}: no such pretrained weight file.")
+    own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
     if not usable:
         raise StudioError(f"{p.name}: none of its weights fit this architecture.")
-    backbone.load_state_dict(usable, strict=False)
+    model.load_state_dict(usable, strict=False)
     return sorted(set(own) - set(usable))
 
 

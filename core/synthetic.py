@@ -84,7 +84,7 @@ def _render_chunk(g: torch.Generator, labels: torch.Tensor, size: int, spec: Syn
 
     cy, cx = _uniform(g, n, 0.2, 0.8, 1, 1), _uniform(g, n, 0.2, 0.8, 1, 1)
     r = _uniform(g, n, 0.07, 0.12, 1, 1)
-    amp = spec.lesion_contrast * _uniform(g, n, 0.12, 0.3, 1, 1)
+    amp = spec.lesion_contrast * _uniform(g, n, 0.26, 0.66, 1, 1)
     d = _spot(yy, xx, cy, cx, r)  # (N, S, S)
     angle = torch.atan2(yy - cy, xx - cx)
     wobble = (

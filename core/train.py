@@ -561,7 +561,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma-max", type=float, default=t.gamma_max)
     g = ap.add_argument_group("model and optimisation")
     g.add_argument("--arch", default=t.arch, choices=ARCHS)
-    g.add_argument("--pretrained", default=None, help="local torchvision weight file (.pth or .safetensors)")
+    g.add_argument(
+        "--pretrained",
+        default=None,
+        help="start from weights: a local torchvision file (.pth or .safetensors) or a run folder",
+    )
     g.add_argument("--optimizer", default=t.optimizer, choices=OPTIMIZERS)
     g.add_argument("--lr", type=float, default=t.lr)
     g.add_argument("--momentum", type=float, default=t.momentum)

@@ -38,14 +38,21 @@ def test_gpu_augmentation_matches_the_cpu():
     params = aug.sample(16, 32, 32, generator=torch.Generator().manual_seed(0))
     cpu = aug.apply(x, params)
     moved = type(params)(
-        params.crop.cuda(), params.flip.cuda(), type(params.rga)(params.rga.gamma.cuda(), params.rga.boxes.cuda()),
-        params.contrast.cuda(), params.saturation.cuda(), params.saturation_first.cuda())
+        params.crop.cuda(),
+        params.flip.cuda(),
+        type(params.rga)(params.rga.gamma.cuda(), params.rga.boxes.cuda()),
+        params.contrast.cuda(),
+        params.saturation.cuda(),
+        params.saturation_first.cuda(),
+    )
     gpu = aug.apply(x.cuda(), moved)
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
     g = torch.rand(16, device="cuda")
     boxes = params.rga.boxes.cuda()
-    torch.testing.assert_close(regional_gamma(x.cuda().float() / 255, gamma=g + 0.5, boxes=boxes).cpu(),
-                               regional_gamma(x.float() / 255, gamma=g.cpu() + 0.5, boxes=boxes.cpu()))
+    torch.testing.assert_close(
+        regional_gamma(x.cuda().float() / 255, gamma=g + 0.5, boxes=boxes).cpu(),
+        regional_gamma(x.float() / 255, gamma=g.cpu() + 0.5, boxes=boxes.cpu()),
+    )
 
 
 class StopAfter(StopFlag):

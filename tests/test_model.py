@@ -92,8 +92,8 @@ def test_pretrained_torchvision_file_is_loaded_except_mismatched_layers(tmp_path
 
         save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
     model = build_model(SPEC)  # 32 px: 3x3 stem, so conv1 cannot be copied; fc has 128 outputs, not 1000
-    skipped = load_pretrained(model.backbone, str(path))
-    assert "conv1.weight" in skipped and "fc.weight" in skipped
+    skipped = load_pretrained(model, str(path))
+    assert "backbone.conv1.weight" in skipped and "backbone.fc.weight" in skipped
     assert torch.equal(model.backbone.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
 
 
@@ -101,4 +101,16 @@ def test_pretrained_file_must_be_safe_and_fit(tmp_path):
     bad = tmp_path / "evil.pth"
     bad.write_bytes(pickle.dumps(print))  # unpickling would call an arbitrary function
     with pytest.raises(StudioError, match="safely"):
-        load_pretrained(build_model(SPEC).backbone, str(bad))
+        load_pretrained(build_model(SPEC), str(bad))
+
+
+def test_a_run_can_start_from_another_runs_weights(tmp_path):
+    torch.manual_seed(3)
+    source = build_model(SPEC)
+    save_model(source, SPEC, tmp_path / "model.safetensors")
+    same = build_model(SPEC, pretrained=str(tmp_path))
+    for k, v in source.state_dict().items():
+        assert torch.equal(same.state_dict()[k], v), k
+    other = build_model(ModelSpec(classes=["x", "y"], image_size=32, channels=1), pretrained=str(tmp_path))
+    assert torch.equal(other.backbone.layer4[1].conv2.weight, source.backbone.layer4[1].conv2.weight)
+    assert other.projector[3].out_features == 2  # the head for two classes stays fresh

@@ -70,7 +70,7 @@ def test_training_learns_the_demo_task(tmp_path):
         epochs=6,
         batch_size=32,
         data=DataConfig(
-            image_size=16, synthetic_train=384, synthetic_val=128, synthetic_test=64, synthetic_contrast=4.0
+            image_size=16, synthetic_train=384, synthetic_val=128, synthetic_test=64, synthetic_contrast=1.8
         ),
     )
     rows, meta = assert_complete_run(run_training(cfg), 6)
