@@ -135,10 +135,14 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, extra: dict | None = None) -> None:
-    """Write `path` (.safetensors) and its JSON twin (`model.safetensors` -> `model.json`), atomically."""
+def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, extra: dict | None = None, half: bool = False) -> None:
+    """Write `path` (.safetensors) and its JSON twin (`model.safetensors` -> `model.json`), atomically.
+
+    `half` stores floating-point weights as float16 (half the size; loading converts them back)."""
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     _atomic_write(path, lambda tmp: save_file(state, tmp))
     meta = {"format": FORMAT, **asdict(spec), "num_classes": spec.num_classes, "in_channels": 3, **(extra or {})}
     meta["normalisation"] = {"mean": list(spec.mean), "std": list(spec.std)}

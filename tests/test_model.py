@@ -114,3 +114,20 @@ def test_a_run_can_start_from_another_runs_weights(tmp_path):
     other = build_model(ModelSpec(classes=["x", "y"], image_size=32, channels=1), pretrained=str(tmp_path))
     assert torch.equal(other.backbone.layer4[1].conv2.weight, source.backbone.layer4[1].conv2.weight)
     assert other.projector[3].out_features == 2  # the head for two classes stays fresh
+
+
+def test_half_precision_export_predicts_like_the_original(tmp_path):
+    from core.export import main as export_main
+
+    torch.manual_seed(4)
+    model = build_model(SPEC).eval()
+    (tmp_path / "run").mkdir()
+    save_model(model, SPEC, tmp_path / "run" / "model.safetensors", extra={"method": "tss-kd", "metrics": {"a": 1}})
+    assert export_main(["--model", str(tmp_path / "run"), "--out", str(tmp_path / "demo.safetensors"), "--half"]) == 0
+    small = (tmp_path / "demo.safetensors").stat().st_size
+    assert small < 0.55 * (tmp_path / "run" / "model.safetensors").stat().st_size
+    loaded, spec, meta = load_model(tmp_path / "demo.safetensors")
+    assert meta["method"] == "tss-kd" and meta["weights_dtype"] == "float16" and spec.classes == SPEC.classes
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x), atol=2e-2, rtol=2e-2)
+    assert next(loaded.parameters()).dtype == torch.float32

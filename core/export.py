@@ -1,0 +1,47 @@
+"""`python -m core.export --model RUN --out FILE.safetensors [--half]`: copy a run's best model to a file.
+
+Writes the weights and their JSON twin (architecture, classes, normalisation, method, metrics), for
+example to ship a model with the studio. `--half` stores the weights as float16 at half the size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.errors import StudioError
+from core.model import ModelSpec, load_model, save_model
+
+
+def export_model(model_path: str | Path, out: str | Path, *, half: bool = False) -> Path:
+    """Copy the model at `model_path` (run folder or model file) to `out`; returns the weights path."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise StudioError(f"{out.name}: the output must be a .safetensors file.")
+    model, spec, meta = load_model(model_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spec_fields = set(ModelSpec.__dataclass_fields__) | {"format", "num_classes", "in_channels", "normalisation"}
+    extra = {k: v for k, v in meta.items() if k not in spec_fields}
+    extra["weights_dtype"] = "float16" if half else "float32"
+    save_model(model, spec, out, extra=extra, half=half)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.export", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="run folder or model .safetensors file")
+    ap.add_argument("--out", required=True, help="output .safetensors path (its .json twin is written beside it)")
+    ap.add_argument("--half", action="store_true", help="store weights as float16")
+    args = ap.parse_args(argv)
+    try:
+        out = export_model(args.model, args.out, half=args.half)
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
