@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -68,3 +68,15 @@ def overlay(pixels: np.ndarray, cam: np.ndarray, *, opacity: float = 0.5) -> np.
     heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(im.size, Image.Resampling.BILINEAR)
     rgb = np.asarray(im, dtype=np.float32) / 255
     return show_cam_on_image(rgb, np.asarray(heat, dtype=np.float32) / 255, use_rgb=True, image_weight=1 - opacity)
+
+
+def draw_box(image: np.ndarray, box: tuple[int, int, int, int] | None, scan_hw: tuple[int, int]) -> np.ndarray:
+    """Draw a lesion box given in scan pixels onto `image` (uint8 (h, w, 3), possibly resized from the scan)."""
+    if box is None:
+        return image
+    im = Image.fromarray(image)
+    sy, sx = im.height / scan_hw[0], im.width / scan_hw[1]
+    y0, x0, y1, x1 = box
+    width = max(1, round(min(im.size) / 128))
+    ImageDraw.Draw(im).rectangle([x0 * sx, y0 * sy, x1 * sx - 1, y1 * sy - 1], outline=(0, 255, 255), width=width)
+    return np.asarray(im)

@@ -38,3 +38,17 @@ def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+def list_devices() -> list[tuple[str, str]]:
+    """(value, label) for the CPU and each CUDA GPU with its name and free memory."""
+    import os
+
+    out = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            name = torch.cuda.get_device_name(i)
+            out.append((f"cuda:{i}", f"GPU {i}: {name}, {free / 2**30:.1f} of {total / 2**30:.1f} GB free"))
+    out.append(("cpu", f"CPU ({os.cpu_count()} cores)"))
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from core.augment import eval_transform
-from core.cam import compute_cam, lesion_box, overlay
+from core.cam import compute_cam, draw_box, lesion_box, overlay
 from core.errors import StudioError
 from core.imageio import Scan, read_scan, to_model_array
 from core.model import load_model
@@ -32,6 +33,7 @@ class Predictor:
     def __init__(self, model_path: str | Path, *, device: str | torch.device = "cpu"):
         self.model, self.spec, self.meta = load_model(model_path, device=device)
         self.device = torch.device(device)
+        self.lock = threading.Lock()  # lesion maps hook the shared model: one at a time
 
     @property
     def classes(self) -> list[str]:
@@ -79,3 +81,38 @@ class Predictor:
             s = self.spec.image_size
             box = (box[0] * h // s, box[1] * w // s, -(-box[2] * h // s), -(-box[3] * w // s))
         return LesionMap(cam, overlay(scan.pixels, cam, opacity=opacity), box, self.classes[index], method)
+
+    def diagnose(
+        self, path: str | Path, *, method: str = "gradcam", target: str | None = None, opacity: float = 0.5
+    ) -> dict:
+        """Everything the Diagnose tab shows for one file: probabilities, the scan, the overlay with its
+        lesion box drawn, and what was read from the file (never patient identifiers)."""
+        scan = read_scan(path)
+        with self.lock:
+            probs = self.probabilities(scan)
+            lesion = self.lesion_map(scan, target=target or None, method=method, opacity=opacity)
+        best = max(probs, key=probs.get)
+        shown = draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2])
+        return {
+            "predicted": best,
+            "confidence": probs[best],
+            "probabilities": probs,
+            "scan": scan.info,
+            "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,
+            "overlay": shown,
+            "lesion_box": lesion.box,
+            "target": lesion.target,
+            "method": method,
+        }
+
+    @torch.no_grad()
+    def view_logits(self, scan: Scan, *, seed: int = 0) -> tuple[list[float], list[float]]:
+        """Logits of two training-style views of one scan: (teacher on view 1, student on view 2)."""
+        from core.augment import TrainAugment
+
+        arr = torch.from_numpy(to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels))
+        x = arr.unsqueeze(0).to(self.device)
+        aug = TrainAugment(size=self.spec.image_size)
+        g = torch.Generator(device=self.device).manual_seed(int(seed))
+        teacher, student = (self.model(aug(x, generator=g))[0].float().cpu().tolist() for _ in range(2))
+        return teacher, student

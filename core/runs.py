@@ -110,3 +110,43 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def list_runs(runs_dir: str | Path) -> list[dict]:
+    """One summary per run directory, newest first: id, status, method, temperatures, best validation figures."""
+    root = Path(runs_dir)
+    out = []
+    for run in sorted(root.iterdir(), reverse=True) if root.is_dir() else []:
+        cfg = read_json(run / "config.json")
+        if not isinstance(cfg, dict):
+            continue
+        status = read_json(run / "status.json", {}) or {}
+        rows = read_metrics(run)
+        best = max(rows, key=lambda r: (r.get("val_auc") or 0, r.get("val_acc") or 0)) if rows else {}
+        out.append(
+            {
+                "run": run.name,
+                "status": status.get("status", "unknown"),
+                "method": cfg.get("method"),
+                "t_target": cfg.get("t_target"),
+                "t_nontarget": cfg.get("t_nontarget"),
+                "kd_weight": cfg.get("kd_weight"),
+                "rga": cfg.get("rga"),
+                "dataset": (cfg.get("data") or {}).get("dataset"),
+                "epochs": f"{len(rows)}/{cfg.get('epochs')}",
+                "best_val_auc": best.get("val_auc"),
+                "best_val_acc": best.get("val_acc"),
+                "test_acc": status.get("test_acc"),
+            }
+        )
+    return out
+
+
+def delete_run(run: Path) -> None:
+    """Remove a finished, failed or stopped run directory (never one that is queued or running)."""
+    import shutil
+
+    status = (read_json(run / "status.json", {}) or {}).get("status")
+    if status in ("queued", "running"):
+        raise StudioError(f"{run.name} is {status}; stop it before deleting it.")
+    shutil.rmtree(run)

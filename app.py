@@ -1,0 +1,78 @@
+"""TSS-KD Studio in the browser: `python app.py` (or `make run`), then open http://127.0.0.1:7860.
+
+Flags: --host (default 127.0.0.1), --port, --share (a public link: think twice with patient data),
+--data-root (the only folder the browser may name paths in), --runs-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from core.device import list_devices  # noqa: E402
+from core.jobs import JobManager  # noqa: E402
+from ui import augment, diagnose, runs, temperatures, train  # noqa: E402
+from ui.context import ASSETS, Studio  # noqa: E402
+
+MAX_FILE_SIZE = "200mb"
+
+
+def build_app(ctx: Studio) -> gr.Blocks:
+    devices = [(label, value) for value, label in list_devices()]
+    with gr.Blocks(title="TSS-KD Studio", analytics_enabled=False, delete_cache=(600, 3600)) as app:
+        gr.Markdown(
+            "# TSS-KD Studio\nTemperature-scaling self-knowledge distillation with regional gamma "
+            "augmentation (Liu et al., Neurocomputing 2025). Runs locally; nothing leaves this machine."
+        )
+        with gr.Tabs():
+            diagnose.build(ctx)
+            augment.build(ctx)
+            temperatures.build(ctx, devices)
+            train.build(ctx, devices)
+            runs.build(ctx)
+    return app
+
+
+def launch_kwargs(args) -> dict:
+    return dict(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        max_file_size=MAX_FILE_SIZE,
+        run_history=False,
+        footer_links=["api"],
+        ssr_mode=False,
+        show_error=True,
+        css_paths=[ASSETS / "studio.css"] if (ASSETS / "studio.css").is_file() else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python app.py", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--share", action="store_true", help="also publish a temporary public link")
+    ap.add_argument("--data-root", default="data", help="the only folder whose paths the browser may use")
+    ap.add_argument("--runs-dir", default="runs")
+    args = ap.parse_args(argv)
+    if args.share:
+        print(
+            "warning: --share publishes this studio on a public link. Do not use it with patient data.", file=sys.stderr
+        )
+    data_root = Path(args.data_root)
+    data_root.mkdir(parents=True, exist_ok=True)
+    ctx = Studio(data_root=data_root.resolve(), runs_dir=Path(args.runs_dir).resolve(), jobs=JobManager(args.runs_dir))
+    app = build_app(ctx)
+    app.queue(default_concurrency_limit=4)
+    app.launch(**launch_kwargs(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Training jobs for the studio: each run is a `python -m core.train` subprocess in its own process group.
+
+A job manager keeps one queue per device and starts a queued run when its device has a free slot.
+All state lives in the run directories (see core.runs), so closing the browser or restarting the app
+neither stops nor loses a run: on start the manager re-queues runs that were queued, adopts trainers
+that are still alive, and marks runs whose trainer died as failed (they can be resumed). Stop sends
+SIGTERM (the trainer finishes its step and saves `last.safetensors`), then SIGKILL after a grace
+period; either way the run ends `stopped`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+
+from core import runs
+from core.errors import StudioError
+from core.train import TrainConfig
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DIED = "the training process ended unexpectedly; resume the run to continue from its last checkpoint"
+
+
+class JobManager:
+    """Queues, starts, stops and recovers training runs under one runs directory."""
+
+    def __init__(self, runs_dir: str | Path, *, per_device: int = 1, grace_s: float = 15.0, poll_s: float = 0.5):
+        self.runs_dir = Path(runs_dir)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.per_device = per_device
+        self.grace_s = grace_s
+        self._lock = threading.RLock()
+        self._queues: dict[str, deque[Path]] = {}
+        self._procs: dict[Path, subprocess.Popen | int] = {}  # a Popen we started, or the pid of an adopted one
+        self._devices: dict[Path, str] = {}
+        self._stopping: set[Path] = set()
+        self._closed = threading.Event()
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, args=(poll_s,), name="job-manager", daemon=True)
+        self._thread.start()
+
+    # ---- public -------------------------------------------------------------------------------------
+
+    def submit(self, cfg: TrainConfig) -> Path:
+        """Check the settings, create the run directory as `queued`, and queue it. Returns the run path."""
+        cfg = cfg.resolved()
+        if cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path or "").exists():
+            raise StudioError(f"{Path(cfg.data.data_path or '').name or 'data path'}: no such file or folder.")
+        device = cfg.device if cfg.device != "auto" else "cuda" if _has_cuda() else "cpu"
+        run = runs.create_run_dir(self.runs_dir, cfg.name)
+        runs.write_json(run / "config.json", asdict(cfg))
+        runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device)
+        self._enqueue(run, device)
+        return run
+
+    def resume(self, run: str | Path) -> None:
+        """Queue a stopped or failed run again; it continues from its last checkpoint."""
+        run = self.find(run)
+        status = runs.read_json(run / "status.json", {}) or {}
+        if status.get("status") not in ("stopped", "failed"):
+            raise StudioError(f"{run.name} is {status.get('status', 'unknown')}; only stopped or failed runs resume.")
+        runs.set_status(run, "queued")
+        self._enqueue(run, status.get("device", "cpu"))
+
+    def stop(self, run: str | Path) -> None:
+        """Stop a run: drop it from its queue, or SIGTERM its trainer (SIGKILL after the grace period)."""
+        run = self.find(run)
+        with self._lock:
+            for q in self._queues.values():
+                if run in q:
+                    q.remove(run)
+                    runs.set_status(run, "stopped")
+                    return
+            proc = self._procs.get(run)
+            if proc is None:
+                raise StudioError(f"{run.name} is not running.")
+            self._stopping.add(run)
+        pid = proc.pid if isinstance(proc, subprocess.Popen) else proc
+        _signal_group(pid, signal.SIGTERM)
+        threading.Thread(target=self._kill_later, args=(run, pid), daemon=True).start()
+
+    def status(self, run: str | Path) -> dict:
+        """Status, progress and the latest metrics of a run, as the UI and the API show them."""
+        run = self.find(run)
+        status = runs.read_json(run / "status.json", {}) or {}
+        rows = runs.read_metrics(run)
+        out = {
+            "run": run.name,
+            "status": status.get("status", "unknown"),
+            "epoch": len(rows),
+            "epochs": status.get("epochs"),
+            "device": status.get("device"),
+            "latest": rows[-1] if rows else None,
+        }
+        if status.get("error"):
+            out["error"] = status["error"]
+        for key in ("best_epoch", "val_acc", "val_auc", "test_acc", "test_auc"):
+            if status.get(key) is not None:
+                out[key] = status[key]
+        if rows and out["epochs"]:
+            per_epoch = sum(r["seconds"] for r in rows) / len(rows)
+            out["seconds_left"] = per_epoch * (out["epochs"] - len(rows)) if out["status"] == "running" else 0
+        return out
+
+    def find(self, run: str | Path) -> Path:
+        """A run id (folder name) -> its path under the runs directory; never a path outside it."""
+        name = Path(str(run)).name
+        path = self.runs_dir / name
+        if not name or name in (".", "..") or not (path / "config.json").is_file():
+            raise StudioError(f"no run named '{name}'.")
+        return path
+
+    def active(self) -> list[str]:
+        with self._lock:
+            return sorted(r.name for r in self._procs)
+
+    def close(self) -> None:
+        """Stop scheduling. Running trainers keep running (they live in their own process groups)."""
+        self._closed.set()
+        self._thread.join(timeout=5)
+
+    # ---- internals ----------------------------------------------------------------------------------
+
+    def _enqueue(self, run: Path, device: str) -> None:
+        with self._lock:
+            self._queues.setdefault(device, deque()).append(run)
+            self._devices[run] = device
+
+    def recover(self) -> None:
+        """Rebuild the picture from the run directories (after a restart of the app)."""
+        for run in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
+            status = runs.read_json(run / "status.json")
+            if not status:
+                continue
+            if status.get("status") == "queued":
+                self._enqueue(run, status.get("device", "cpu"))
+            elif status.get("status") == "running":
+                pid = status.get("pid")
+                if runs.pid_alive(pid):
+                    with self._lock:
+                        self._procs[run] = int(pid)
+                        self._devices[run] = status.get("device", "cpu")
+                else:
+                    runs.set_status(run, "failed", error=DIED)
+
+    def _loop(self, poll_s: float) -> None:
+        while not self._closed.wait(poll_s):
+            try:
+                self._reap()
+                self._start_ready()
+            except Exception:  # keep scheduling whatever one run did
+                log.exception("job manager")
+
+    def _reap(self) -> None:
+        with self._lock:
+            items = list(self._procs.items())
+        for run, proc in items:
+            alive = proc.poll() is None if isinstance(proc, subprocess.Popen) else runs.pid_alive(proc)
+            if alive:
+                continue
+            with self._lock:
+                self._procs.pop(run, None)
+                stopping = run in self._stopping
+                self._stopping.discard(run)
+            status = (runs.read_json(run / "status.json", {}) or {}).get("status")
+            if status in ("queued", "running"):  # the trainer could not write its own ending
+                if stopping:
+                    runs.set_status(run, "stopped")
+                else:
+                    runs.set_status(run, "failed", error=_last_error(run) or DIED)
+
+    def _start_ready(self) -> None:
+        with self._lock:
+            busy: dict[str, int] = {}
+            for run in self._procs:
+                busy[self._devices.get(run, "cpu")] = busy.get(self._devices.get(run, "cpu"), 0) + 1
+            for device, q in self._queues.items():
+                while q and busy.get(device, 0) < self.per_device:
+                    run = q.popleft()
+                    self._procs[run] = self._spawn(run, device)
+                    busy[device] = busy.get(device, 0) + 1
+
+    def _spawn(self, run: Path, device: str) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "core.train", "--resume", str(run.resolve()), "--device", device]
+        out = open(run / "process.log", "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            return subprocess.Popen(
+                argv,
+                cwd=PROJECT_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            out.close()
+
+    def _kill_later(self, run: Path, pid: int) -> None:
+        deadline = time.monotonic() + self.grace_s
+        while time.monotonic() < deadline:
+            if not runs.pid_alive(pid) or _zombie(pid):
+                return
+            time.sleep(0.2)
+        log.warning("run %s did not stop within %.0f s; killing it", run.name, self.grace_s)
+        _signal_group(pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(os.getpgid(pid), sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _last_error(run: Path) -> str | None:
+    """The trainer's own 'error: ...' line, when it printed one before exiting."""
+    try:
+        lines = (run / "process.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line[len("error: ") :] for line in lines if line.startswith("error: ")]
+    return errors[-1] if errors else None
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

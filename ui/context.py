@@ -1,0 +1,80 @@
+"""Objects shared by the tabs, made once by app.py and passed to every `build(ctx)`."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from core import runs
+from core.errors import StudioError
+from core.infer import Predictor
+from core.jobs import JobManager
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEMO_MODEL = ASSETS / "demo-model.safetensors"
+DEMO_LABEL = "Demo model (TSS-KD + RGA, demo data)"
+
+
+class ModelCache:
+    """Loaded predictors by file, the most recent few kept; loading is the slow part of a diagnosis."""
+
+    def __init__(self, size: int = 4):
+        self._items: OrderedDict[Path, Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+        self.size = size
+
+    def get(self, path: Path) -> Predictor:
+        with self._lock:
+            key = path.resolve()
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        predictor = Predictor(path)
+        with self._lock:
+            self._items[key] = predictor
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return predictor
+
+
+@dataclass
+class Studio:
+    data_root: Path
+    runs_dir: Path
+    jobs: JobManager
+    models: ModelCache = field(default_factory=ModelCache)
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, value) for the demo model and every finished run with a model."""
+        out = [(DEMO_LABEL, "demo")] if DEMO_MODEL.is_file() else []
+        for r in runs.list_runs(self.runs_dir):
+            if (self.runs_dir / r["run"] / "model.safetensors").is_file():
+                auc = r["best_val_auc"]
+                out.append((f"{r['run']} ({r['method']}, val AUC {auc:.3f})" if auc else r["run"], r["run"]))
+        return out
+
+    def model_path(self, choice: str) -> Path:
+        if choice in (None, "", "demo"):
+            return DEMO_MODEL
+        return self.jobs.find(choice)
+
+    def predictor(self, choice: str) -> Predictor:
+        return self.models.get(self.model_path(choice))
+
+
+def user_error(fn):
+    """Show a StudioError to the user as a Gradio error message instead of a crash."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StudioError as e:
+            raise gr.Error(str(e)) from None
+
+    return wrapper

@@ -1,0 +1,76 @@
+"""Figures for the tabs (presentation only: the numbers come from core)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def distributions(classes: list[str], series: dict[str, list[float]], target: int):
+    """Grouped bars: one group per class, one bar per distribution."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(classes))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x, [f"{c}{' (target)' if j == target else ''}" for j, c in enumerate(classes)])
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def heatmap(rows: list[float], cols: list[float], values: np.ndarray, *, row_label: str, col_label: str, title: str):
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    im = ax.imshow(values, cmap="viridis", vmin=0.5, vmax=1.0)
+    ax.set_xticks(range(len(cols)), [f"{c:g}" for c in cols])
+    ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
+    ax.set_xlabel(col_label)
+    ax.set_ylabel(row_label)
+    ax.set_title(title, fontsize=10)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", color="w", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def curves(series: dict[str, list[dict]], keys: tuple[str, ...] = ("train_loss", "val_acc", "val_auc")):
+    """One panel per metric, one line per run."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+    for ax, key in zip(np.atleast_1d(axes), keys, strict=True):
+        for name, rows in series.items():
+            pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=name)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("epoch")
+    if series:
+        np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def confusion(matrix: list[list[int]], classes: list[str]):
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", color="black", fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,106 @@
+"""Runs tab: every run with its figures; compare curves; test metrics on demand; download; delete."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from core import runs
+from core.evaluate import evaluate_run
+from core.paths import confine
+from ui import plots
+from ui.context import Studio, user_error
+
+COLUMNS = [
+    "run",
+    "status",
+    "method",
+    "t_target",
+    "t_nontarget",
+    "kd_weight",
+    "rga",
+    "dataset",
+    "epochs",
+    "best_val_auc",
+    "best_val_acc",
+    "test_acc",
+]
+
+
+def table(ctx: Studio):
+    rows = runs.list_runs(ctx.runs_dir)
+    return [[r[c] for c in COLUMNS] for r in rows], gr.update(choices=[r["run"] for r in rows])
+
+
+def compare(ctx: Studio, selected: list[str]):
+    return plots.curves({r: runs.read_metrics(ctx.jobs.find(r)) for r in selected or []})
+
+
+def make_evaluate(ctx: Studio):
+    @user_error
+    def evaluate(run_id: str, split: str):
+        result = evaluate_run(ctx.jobs.find(run_id), split=split, device="cpu")
+        return result, plots.confusion(result["confusion_matrix"], result["classes"])
+
+    return evaluate
+
+
+def make_download(ctx: Studio):
+    @user_error
+    def download(run_id: str):
+        run = ctx.jobs.find(run_id)
+        out = Path(tempfile.mkdtemp(prefix="tsskd-download-"))
+        files = []
+        for name in ("model.safetensors", "model.json", "config.json"):
+            if (run / name).is_file():
+                files.append(str(shutil.copy2(run / name, out / f"{run.name}-{name}")))
+        if not files:
+            raise gr.Error(f"{run.name} has nothing to download yet.")
+        return files
+
+    return download
+
+
+def make_delete(ctx: Studio):
+    @user_error
+    def delete(run_id: str, confirmed: bool):
+        if not confirmed:
+            raise gr.Error("Tick the confirmation box first: deleting a run cannot be undone.")
+        run = confine(ctx.runs_dir, ctx.jobs.find(run_id).name)
+        runs.delete_run(run)
+        rows, choices = table(ctx)
+        return rows, choices, False
+
+    return delete
+
+
+def build(ctx: Studio) -> None:
+    with gr.Tab("Runs", id="runs"):
+        refresh = gr.Button("Refresh", size="sm")
+        rows = gr.Dataframe(headers=COLUMNS, value=table(ctx)[0], label="Runs", interactive=False)
+        selected = gr.Dropdown([], multiselect=True, label="Compare runs")
+        curves = gr.Plot(label="Curves of the selected runs")
+        with gr.Row():
+            one = gr.Dropdown([], label="Run")
+            split = gr.Radio(["val", "test"], value="test", label="Split")
+        with gr.Row():
+            evaluate = gr.Button("Evaluate")
+            download = gr.Button("Download model and config")
+        with gr.Row():
+            metrics = gr.JSON(label="Metrics")
+            confusion = gr.Plot(label="Confusion matrix")
+        files = gr.File(label="Files", file_count="multiple", interactive=False)
+        with gr.Row():
+            confirm = gr.Checkbox(False, label="Yes, delete this run and its files")
+            delete = gr.Button("Delete run", variant="stop")
+
+        refresh.click(lambda: table(ctx), None, [rows, selected], api_name=False).then(
+            lambda: gr.update(choices=[r["run"] for r in runs.list_runs(ctx.runs_dir)]), None, one, api_name=False
+        )
+        selected.change(lambda s: compare(ctx, s), selected, curves, api_name=False)
+        evaluate.click(make_evaluate(ctx), [one, split], [metrics, confusion], api_name=False)
+        download.click(make_download(ctx), one, files, api_name=False)
+        delete.click(make_delete(ctx), [one, confirm], [rows, selected, confirm], api_name=False)

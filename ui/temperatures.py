@@ -1,0 +1,182 @@
+"""Temperatures tab: what t_target and t_nontarget do to the soft targets, and a temperature sweep."""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import numpy as np
+
+from core import runs
+from core.data import DataConfig
+from core.errors import StudioError
+from core.imageio import read_scan
+from core.temperature import temperature_view
+from core.train import TrainConfig
+from ui import plots
+from ui.context import Studio, user_error
+
+EXPLAIN = """
+**Reading the plot.** Classic knowledge distillation softens every class with one temperature
+(`t_target`). TSS-KD keeps that temperature for the target class but uses a much lower one for the
+other classes (`t_nontarget`), which *sharpens* the differences between the wrong classes: the
+student is taught which mistakes the teacher finds more plausible. The distillation term is
+`t_target² · KL(teacher ‖ student)` under these temperatures; it splits exactly into the target
+class's share and the other classes' share shown below. The total loss is cross-entropy plus the KD
+weight times the distillation term.
+"""
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise StudioError(f"{what}: write numbers separated by commas.") from None
+    if not values:
+        raise StudioError(f"{what}: give at least one number.")
+    return values
+
+
+def make_explain(ctx: Studio):
+    @user_error
+    def explain(student_text, teacher_text, target, t_target, t_nontarget, kd_weight, class_text):
+        student, teacher = _floats(student_text, "student logits"), _floats(teacher_text, "teacher logits")
+        view = temperature_view(
+            student, teacher, int(target), t_target=t_target, t_nontarget=t_nontarget, kd_weight=kd_weight
+        )
+        names = [c.strip() for c in class_text.split(",")] if class_text.strip() else []
+        classes = names if len(names) == len(student) else [str(i) for i in range(len(student))]
+        fig = plots.distributions(
+            classes,
+            {
+                f"teacher, KD (T={t_target:g})": view["teacher_kd"],
+                f"teacher, TSS-KD ({t_target:g}/{t_nontarget:g})": view["teacher_tss"],
+                "student, TSS-KD": view["student_tss"],
+                "student (T=1)": view["student_plain"],
+            },
+            int(target),
+        )
+        losses = {
+            k: round(view[k], 6)
+            for k in ("ce", "kd_single_temperature", "tss_kd", "tss_target_part", "tss_nontarget_part", "total")
+        }
+        return fig, losses
+
+    return explain
+
+
+def make_from_image(ctx: Studio):
+    @user_error
+    def from_image(upload, model, seed):
+        if not upload:
+            raise StudioError("upload an image first.")
+        predictor = ctx.predictor(model)
+        teacher, student = predictor.view_logits(read_scan(upload), seed=int(seed))
+        target = int(np.argmax(teacher))
+        fmt = ", ".join
+        return (
+            fmt(f"{v:.3f}" for v in student),
+            fmt(f"{v:.3f}" for v in teacher),
+            target,
+            ", ".join(predictor.classes),
+        )
+
+    return from_image
+
+
+def make_sweep(ctx: Studio):
+    @user_error
+    def sweep(targets_text, nontargets_text, epochs, device, image_size):
+        targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
+        if len(targets) * len(nontargets) > 25:
+            raise StudioError("a sweep may hold at most 25 runs.")
+        tag = time.strftime("sweep%H%M%S")
+        data = DataConfig(image_size=int(image_size), synthetic_train=2000, synthetic_val=500, synthetic_test=500)
+        for tt in targets:
+            for tn in nontargets:
+                ctx.jobs.submit(
+                    TrainConfig(
+                        data=data,
+                        method="tss-kd",
+                        t_target=tt,
+                        t_nontarget=tn,
+                        epochs=int(epochs),
+                        device=device,
+                        runs_dir=str(ctx.runs_dir),
+                        name=f"{tag}-T{tt:g}-t{tn:g}",
+                    )
+                )
+        return tag
+
+    return sweep
+
+
+def sweep_heatmap(ctx: Studio, tag: str):
+    if not tag:
+        return None, ""
+    rows = [r for r in runs.list_runs(ctx.runs_dir) if r["run"].startswith(tag + "-")]
+    if not rows:
+        return None, ""
+    tts = sorted({r["t_target"] for r in rows})
+    tns = sorted({r["t_nontarget"] for r in rows})
+    grid = np.full((len(tts), len(tns)), np.nan)
+    for r in rows:
+        if r["best_val_auc"] is not None:
+            grid[tts.index(r["t_target"]), tns.index(r["t_nontarget"])] = r["best_val_auc"]
+    done = sum(r["status"] == "done" for r in rows)
+    fig = plots.heatmap(
+        tts,
+        tns,
+        grid,
+        row_label="t_target",
+        col_label="t_nontarget",
+        title=f"best validation AUC ({done}/{len(rows)} runs done)",
+    )
+    return fig, f"{done} of {len(rows)} runs done"
+
+
+def build(ctx: Studio, device_choices) -> None:
+    with gr.Tab("Temperatures", id="temperatures"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                t_target = gr.Slider(0.1, 10, value=4.0, step=0.1, label="t_target (target class)")
+                t_nontarget = gr.Slider(0.05, 10, value=0.4, step=0.05, label="t_nontarget (other classes)")
+                kd_weight = gr.Slider(0, 5, value=1.0, step=0.05, label="KD weight (lambda)")
+                student = gr.Textbox("2.0, 0.5, -1.0, 0.3", label="Student logits")
+                teacher = gr.Textbox("1.5, 0.8, -0.5, 0.1", label="Teacher logits")
+                target = gr.Number(0, precision=0, label="Target class (index)")
+                classes = gr.Textbox("normal, nodule, mass, ring", label="Class names")
+                with gr.Accordion("Take the logits from an image", open=False):
+                    upload = gr.File(label="Image", type="filepath")
+                    model = gr.Dropdown(ctx.model_choices(), value="demo", label="Model")
+                    seed = gr.Number(0, precision=0, label="Seed of the two views")
+                    take = gr.Button("Use this image's logits")
+            with gr.Column(scale=2):
+                first = make_explain(ctx)(student.value, teacher.value, 0, 4.0, 0.4, 1.0, classes.value)
+                plot = gr.Plot(first[0], label="Soft targets")
+                losses = gr.JSON(first[1], label="Loss for this sample")
+                gr.Markdown(EXPLAIN)
+        inputs = [student, teacher, target, t_target, t_nontarget, kd_weight, classes]
+        explain = make_explain(ctx)
+        for control in (t_target, t_nontarget, kd_weight, student, teacher, target, classes):
+            control.change(explain, inputs, [plot, losses], api_name=False)
+        take.click(
+            make_from_image(ctx), [upload, model, seed], [student, teacher, target, classes], api_name=False
+        ).then(explain, inputs, [plot, losses], api_name=False)
+
+        gr.Markdown(
+            "### Temperature sweep\nQueues one short TSS-KD run on the demo data per pair of "
+            "temperatures and fills the heatmap with each run's best validation AUC as it finishes."
+        )
+        with gr.Row():
+            sweep_t = gr.Textbox("2, 4, 8", label="t_target values")
+            sweep_n = gr.Textbox("0.2, 0.4, 1, 4", label="t_nontarget values")
+            sweep_epochs = gr.Number(5, precision=0, label="Epochs per run")
+            sweep_size = gr.Number(32, precision=0, label="Image size")
+            sweep_device = gr.Dropdown(device_choices, value=device_choices[0][1], label="Device")
+            start = gr.Button("Queue sweep")
+        tag = gr.Textbox(label="Sweep", interactive=False)
+        heat = gr.Plot(label="Validation AUC")
+        progress = gr.Markdown()
+        start.click(make_sweep(ctx), [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size], tag, api_name=False)
+        gr.Timer(3).tick(lambda t: sweep_heatmap(ctx, t), tag, [heat, progress], api_name=False, show_progress="hidden")

@@ -1,0 +1,161 @@
+"""Train tab: choose data, method and device; start a run; watch its curves, progress and log; stop, resume."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from core import runs
+from core.data import DataConfig
+from core.losses import METHODS
+from core.model import ARCHS
+from core.paths import confine
+from core.train import OPTIMIZERS, TrainConfig
+from ui import plots
+from ui.context import Studio, user_error
+
+SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
+
+
+def make_start(ctx: Studio):
+    @user_error
+    def start_training(
+        source,
+        data_path,
+        image_size,
+        method,
+        t_target,
+        t_nontarget,
+        kd_weight,
+        rga,
+        arch,
+        epochs,
+        batch_size,
+        lr,
+        optimizer,
+        device,
+        seed,
+        name,
+    ):
+        """Queue a training run; returns its run id (API: /start_training)."""
+        dataset = SOURCES.get(source, source)
+        path = None if dataset == "synthetic" else str(confine(ctx.data_root, data_path))
+        cfg = TrainConfig(
+            data=DataConfig(dataset=dataset, data_path=path, image_size=int(image_size), seed=int(seed)),
+            method=method,
+            t_target=t_target,
+            t_nontarget=t_nontarget,
+            kd_weight=kd_weight,
+            rga=bool(rga),
+            arch=arch,
+            epochs=int(epochs),
+            batch_size=int(batch_size),
+            lr=float(lr),
+            optimizer=optimizer,
+            device=device,
+            seed=int(seed),
+            runs_dir=str(ctx.runs_dir),
+            name=name or None,
+        )
+        return ctx.jobs.submit(cfg).name
+
+    return start_training
+
+
+def make_status(ctx: Studio):
+    @user_error
+    def run_status(run_id: str) -> dict:
+        """Status, progress and latest metrics of a run (API: /run_status)."""
+        return ctx.jobs.status(run_id)
+
+    return run_status
+
+
+def monitor(ctx: Studio, run_id: str):
+    """Progress text, curves and log tail of the run being watched (the timer's update)."""
+    if not run_id:
+        return "", None, ""
+    try:
+        s = ctx.jobs.status(run_id)
+    except Exception as e:  # a deleted or unknown run: say so instead of failing every tick
+        return f"**{e}**", None, ""
+    run = ctx.jobs.find(run_id)
+    latest = s["latest"] or {}
+    text = f"**{s['run']}**: {s['status']}, epoch {s['epoch']}/{s['epochs']}"
+    if latest:
+        text += f", {latest.get('images_per_s', 0):.0f} images/s"
+        text += f", val acc {latest['val_acc']:.3f}, val AUC " + (
+            f"{latest['val_auc']:.3f}" if latest.get("val_auc") is not None else "n/a"
+        )
+    if s.get("seconds_left"):
+        text += f", about {s['seconds_left'] / 60:.1f} min left"
+    if s.get("error"):
+        text += f"\n\n**Error:** {s['error']}"
+    try:
+        log = "\n".join((run / "train.log").read_text(errors="replace").splitlines()[-15:])
+    except OSError:
+        log = ""
+    return text, plots.curves({s["run"]: runs.read_metrics(run)}), log
+
+
+def build(ctx: Studio, device_choices) -> None:
+    with gr.Tab("Train", id="train"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                source = gr.Radio(list(SOURCES), value="demo data", label="Data")
+                data_path = gr.Textbox(label="Path inside the data folder", placeholder="e.g. octmnist.npz or scans/")
+                image_size = gr.Number(32, precision=0, label="Image size (px)")
+                method = gr.Dropdown(list(METHODS), value="tss-kd", label="Method")
+                with gr.Row():
+                    t_target = gr.Number(4.0, label="t_target")
+                    t_nontarget = gr.Number(0.4, label="t_nontarget")
+                    kd_weight = gr.Number(1.0, label="KD weight")
+                rga = gr.Checkbox(True, label="Regional gamma augmentation")
+                arch = gr.Dropdown(list(ARCHS), value="resnet18", label="Network")
+                with gr.Row():
+                    epochs = gr.Number(100, precision=0, label="Epochs")
+                    batch_size = gr.Number(128, precision=0, label="Batch size")
+                    lr = gr.Number(0.01, label="Learning rate")
+                optimizer = gr.Dropdown(list(OPTIMIZERS), value="sgd", label="Optimizer")
+                device = gr.Dropdown(device_choices, value=device_choices[0][1], label="Device")
+                seed = gr.Number(0, precision=0, label="Seed")
+                name = gr.Textbox(label="Run name (optional)")
+                start = gr.Button("Start", variant="primary")
+            with gr.Column(scale=2):
+                run_id = gr.Textbox(label="Run", info="the run being watched; Start fills it in")
+                with gr.Row():
+                    stop = gr.Button("Stop")
+                    resume = gr.Button("Resume")
+                    refresh = gr.Button("Status")
+                progress = gr.Markdown()
+                curves = gr.Plot(label="Curves")
+                status = gr.JSON(label="Status")
+                log = gr.Code(label="Log (last lines)", language=None, interactive=False)
+        start.click(
+            make_start(ctx),
+            [
+                source,
+                data_path,
+                image_size,
+                method,
+                t_target,
+                t_nontarget,
+                kd_weight,
+                rga,
+                arch,
+                epochs,
+                batch_size,
+                lr,
+                optimizer,
+                device,
+                seed,
+                name,
+            ],
+            run_id,
+            api_name="start_training",
+        )
+        refresh.click(make_status(ctx), run_id, status, api_name="run_status")
+        stop.click(user_error(lambda r: ctx.jobs.stop(r)), run_id, None, api_name=False)
+        resume.click(user_error(lambda r: ctx.jobs.resume(r)), run_id, None, api_name=False)
+        gr.Timer(2).tick(
+            lambda r: monitor(ctx, r), run_id, [progress, curves, log], api_name=False, show_progress="hidden"
+        )
