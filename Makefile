@@ -14,9 +14,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-# Until the browser studio lands: a short TSS-KD + RGA run on the built-in demo data (about a minute on a
-# laptop CPU); it prints the run folder to use with core.evaluate and core.predict.
-run: demo
+# The studio on http://127.0.0.1:7860 with the demo data and the demo model ready.
+run: install
+	$(BIN)/python app.py --host 127.0.0.1 --port 7860 --data-root data --runs-dir runs
+
+# A short TSS-KD + RGA run on the demo data from the command line (about a minute on a laptop CPU).
 demo: install
 	$(BIN)/python -m core.train --dataset synthetic --synthetic-train 1000 --synthetic-val 250 --synthetic-test 250 \
 		--epochs 2 --name demo --runs-dir runs

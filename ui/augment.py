@@ -82,9 +82,9 @@ def build(ctx: Studio) -> None:
                     bottom = gr.Slider(0, 1, value=0.75, step=0.01, label="Box bottom")
                     right = gr.Slider(0, 1, value=0.75, step=0.01, label="Box right")
                 view_size = gr.Slider(16, 256, value=64, step=8, label="Training view size (px)")
-                run = gr.Button("Preview", variant="primary")
+                run = gr.Button("Preview", variant="primary", elem_id="augment-run")
             with gr.Column(scale=2):
-                samples = gr.Gallery(label="RGA samples", columns=4, format="png")
+                samples = gr.Gallery(label="RGA samples", columns=4, format="png", elem_id="augment-samples")
                 views = gr.Gallery(label="The two views a training step sees", columns=2, format="png")
         run.click(
             make_preview(ctx),

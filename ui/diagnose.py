@@ -70,20 +70,26 @@ def build(ctx: Studio) -> None:
         )
         with gr.Row():
             with gr.Column(scale=1):
-                files = gr.File(label="Scans", file_count="multiple", type="filepath")
+                files = gr.File(label="Scans", file_count="multiple", type="filepath", elem_id="diagnose-files")
                 model = gr.Dropdown(ctx.model_choices(), value="demo", label="Model")
                 refresh = gr.Button("Refresh model list", size="sm")
                 method = gr.Dropdown(list(CAM_METHODS), value="gradcam", label="Lesion-map method")
                 target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Map the evidence for")
                 opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Map opacity")
-                run = gr.Button("Diagnose", variant="primary")
+                run = gr.Button("Diagnose", variant="primary", elem_id="diagnose-run")
             with gr.Column(scale=2):
-                probs = gr.Label(label="Class probabilities (first scan)", num_top_classes=10)
+                probs = gr.Label(label="Class probabilities (first scan)", num_top_classes=10, elem_id="diagnose-probs")
                 with gr.Row():
-                    overlay = gr.Image(label="Lesion map and box", type="numpy", format="png", interactive=False)
+                    overlay = gr.Image(
+                        label="Lesion map and box",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        elem_id="diagnose-overlay",
+                    )
                     slider = gr.ImageSlider(label="Before / after", type="numpy", format="png", interactive=False)
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="All scans", interactive=False)
-                gallery = gr.Gallery(label="Lesion maps", columns=4, format="png")
+                gallery = gr.Gallery(label="Lesion maps", columns=4, format="png", height=320)
                 details = gr.JSON(label="Details")
 
         def classes_for(choice):

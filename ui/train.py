@@ -103,7 +103,7 @@ def build(ctx: Studio, device_choices) -> None:
             with gr.Column(scale=1):
                 source = gr.Radio(list(SOURCES), value="demo data", label="Data")
                 data_path = gr.Textbox(label="Path inside the data folder", placeholder="e.g. octmnist.npz or scans/")
-                image_size = gr.Number(32, precision=0, label="Image size (px)")
+                image_size = gr.Number(32, precision=0, label="Image size (px)", elem_id="train-size")
                 method = gr.Dropdown(list(METHODS), value="tss-kd", label="Method")
                 with gr.Row():
                     t_target = gr.Number(4.0, label="t_target")
@@ -112,22 +112,22 @@ def build(ctx: Studio, device_choices) -> None:
                 rga = gr.Checkbox(True, label="Regional gamma augmentation")
                 arch = gr.Dropdown(list(ARCHS), value="resnet18", label="Network")
                 with gr.Row():
-                    epochs = gr.Number(100, precision=0, label="Epochs")
+                    epochs = gr.Number(100, precision=0, label="Epochs", elem_id="train-epochs")
                     batch_size = gr.Number(128, precision=0, label="Batch size")
                     lr = gr.Number(0.01, label="Learning rate")
                 optimizer = gr.Dropdown(list(OPTIMIZERS), value="sgd", label="Optimizer")
                 device = gr.Dropdown(device_choices, value=device_choices[0][1], label="Device")
                 seed = gr.Number(0, precision=0, label="Seed")
                 name = gr.Textbox(label="Run name (optional)")
-                start = gr.Button("Start", variant="primary")
+                start = gr.Button("Start", variant="primary", elem_id="train-start")
             with gr.Column(scale=2):
                 run_id = gr.Textbox(label="Run", info="the run being watched; Start fills it in")
                 with gr.Row():
                     stop = gr.Button("Stop")
                     resume = gr.Button("Resume")
                     refresh = gr.Button("Status")
-                progress = gr.Markdown()
-                curves = gr.Plot(label="Curves")
+                progress = gr.Markdown(elem_id="train-progress")
+                curves = gr.Plot(label="Curves", elem_id="train-curves")
                 status = gr.JSON(label="Status")
                 log = gr.Code(label="Log (last lines)", language=None, interactive=False)
         start.click(

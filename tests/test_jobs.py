@@ -1,0 +1,157 @@
+"""The job manager: queued subprocess runs that can be stopped, resumed, and found again after a restart."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core import runs
+from core.data import DataConfig
+from core.errors import StudioError
+from core.jobs import DIED, JobManager
+from core.train import TrainConfig
+
+
+def cfg(tmp_path: Path, *, train=64, epochs=1, name="job") -> TrainConfig:
+    data = DataConfig(image_size=16, synthetic_train=train, synthetic_val=32, synthetic_test=32)
+    return TrainConfig(data=data, epochs=epochs, batch_size=16, device="cpu", runs_dir=str(tmp_path), name=name)
+
+
+def wait_for(predicate, timeout=180.0, every=0.3):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def status_of(run: Path) -> str:
+    return (runs.read_json(run / "status.json", {}) or {}).get("status")
+
+
+@pytest.fixture
+def manager(tmp_path):
+    jm = JobManager(tmp_path, grace_s=10, poll_s=0.2)
+    yield jm
+    for name in jm.active():
+        jm.stop(name)
+    jm.close()
+
+
+def test_a_submitted_run_is_queued_then_trained_to_done(manager, tmp_path):
+    run = manager.submit(cfg(tmp_path))
+    assert status_of(run) in ("queued", "running")
+    wait_for(lambda: status_of(run) == "done")
+    s = manager.status(run.name)
+    assert s["status"] == "done" and s["epoch"] == 1 and s["test_acc"] is not None
+    assert (run / "model.safetensors").is_file()
+
+
+def test_bad_settings_are_refused_before_any_run_folder(manager, tmp_path):
+    with pytest.raises(StudioError, match="at least one epoch"):
+        manager.submit(cfg(tmp_path, epochs=0))
+    bad = cfg(tmp_path)
+    bad.data = DataConfig(dataset="folder", data_path=str(tmp_path / "nowhere"))
+    with pytest.raises(StudioError, match="no such file"):
+        manager.submit(bad)
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]
+
+
+def test_two_simultaneous_starts_make_two_runs(manager, tmp_path):
+    made = []
+    threads = [
+        threading.Thread(target=lambda: made.append(manager.submit(cfg(tmp_path, name="twin")))) for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 2 and made[0] != made[1]
+    for run in made:
+        wait_for(lambda run=run: status_of(run) == "done")
+
+
+def test_stop_then_resume_finishes_the_run(manager, tmp_path):
+    run = manager.submit(cfg(tmp_path, train=512, epochs=6))
+    wait_for(lambda: len(runs.read_metrics(run)) >= 1)
+    manager.stop(run.name)
+    wait_for(lambda: status_of(run) == "stopped")
+    assert (run / "last.safetensors").is_file()
+    done_before = len(runs.read_metrics(run))
+    assert done_before < 6
+    manager.resume(run.name)
+    wait_for(lambda: status_of(run) == "done", timeout=400)
+    assert [r["epoch"] for r in runs.read_metrics(run)] == list(range(1, 7))
+
+
+def test_a_trainer_that_will_not_stop_is_killed_and_the_run_ends_stopped(tmp_path):
+    jm = JobManager(tmp_path, grace_s=0.0, poll_s=0.2)  # no grace: SIGKILL right after SIGTERM
+    try:
+        run = jm.submit(cfg(tmp_path, train=1024, epochs=20))
+        wait_for(lambda: status_of(run) == "running")
+        jm.stop(run.name)
+        wait_for(lambda: status_of(run) == "stopped")
+        wait_for(lambda: not jm.active())
+    finally:
+        jm.close()
+
+
+def test_restarting_the_app_finds_a_running_run_again(tmp_path):
+    first = JobManager(tmp_path, poll_s=0.2)
+    run = first.submit(cfg(tmp_path, train=1024, epochs=20))
+    wait_for(lambda: status_of(run) == "running")
+    first.close()  # the app goes away; the trainer lives in its own process group
+    pid = runs.read_json(run / "status.json")["pid"]
+    assert runs.pid_alive(pid)
+    second = JobManager(tmp_path, poll_s=0.2)
+    try:
+        assert second.active() == [run.name]
+        assert second.status(run.name)["status"] == "running"
+        second.stop(run.name)
+        wait_for(lambda: status_of(run) == "stopped")
+    finally:
+        second.close()
+
+
+def test_restart_marks_a_dead_trainer_failed_and_requeues_queued_runs(tmp_path):
+    dead = runs.create_run_dir(tmp_path, "dead")
+    runs.write_json(dead / "config.json", {})
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    runs.set_status(dead, "running", pid=proc.pid)
+    queued = runs.create_run_dir(tmp_path, "waiting")
+    from dataclasses import asdict
+
+    runs.write_json(queued / "config.json", asdict(cfg(tmp_path).resolved()))
+    runs.set_status(queued, "queued", device="cpu")
+    jm = JobManager(tmp_path, poll_s=0.2)
+    try:
+        status = runs.read_json(dead / "status.json")
+        assert status["status"] == "failed" and status["error"] == DIED
+        wait_for(lambda: status_of(queued) == "done")
+    finally:
+        jm.close()
+
+
+def test_a_run_whose_data_vanished_fails_with_the_reason(manager, tmp_path):
+    folder = tmp_path / "scans"
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+    bad = cfg(tmp_path)
+    bad.data = DataConfig(dataset="folder", data_path=str(folder))  # exists but holds no scans
+    run = manager.submit(bad)
+    wait_for(lambda: status_of(run) == "failed")
+    assert "no scans found" in runs.read_json(run / "status.json")["error"]
+
+
+def test_run_ids_cannot_escape_the_runs_folder(manager, tmp_path):
+    for name in ("..", "../..", "/etc", ""):
+        with pytest.raises(StudioError):
+            manager.find(name)
