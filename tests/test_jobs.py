@@ -1,7 +1,5 @@
 """The job manager: queued subprocess runs that can be stopped, resumed, and found again after a restart."""
 
-import json
-import os
 import subprocess
 import sys
 import threading
