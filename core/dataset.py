@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,6 +36,7 @@ class Dataset:
     train: Split
     val: Split
     test: Split
+    skipped: list[str] = field(default_factory=list)  # files left out as unreadable, with the reason
 
     @property
     def channels(self) -> int:
@@ -51,7 +52,8 @@ class Dataset:
         return getattr(self, name)
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(self.name, self.classes, self.train.to(device), self.val.to(device), self.test.to(device))
+        return Dataset(self.name, self.classes, self.train.to(device), self.val.to(device), self.test.to(device),
+                       self.skipped)
 
     def nbytes(self) -> int:
         return sum(s.images.numel() + s.labels.numel() * 8 for s in (self.train, self.val, self.test))

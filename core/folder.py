@@ -7,13 +7,12 @@ Layouts:
 - ``manifest.csv`` with columns ``path,label`` (and optionally ``split``), paths relative to the CSV.
 
 Unreadable files stop the load with a message naming each of them, unless `skip_bad_files` is set, in
-which case they are left out and named in the log.
+which case they are left out and listed in `Dataset.skipped` (the trainer writes them to train.log).
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +28,6 @@ from core.imageio import read_scan, to_model_array
 if TYPE_CHECKING:
     from core.data import DataConfig
 
-log = logging.getLogger(__name__)
 # Files that sit beside scans in real folders and are never scans themselves.
 NOT_SCANS = {".txt", ".csv", ".json", ".md", ".db", ".ini", ".xml", ".yaml", ".yml", ".html", ".pdf", ".py"}
 MAX_LISTED = 10
@@ -50,8 +48,8 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     return {name: files for name, files in classes.items() if files}
 
 
-def _decode(files: list[Path], *, skip_bad: bool) -> list:
-    """Decode files in parallel; return the scans, None where a file was unreadable and skipped."""
+def _decode(files: list[Path], *, skip_bad: bool) -> tuple[list, list[str]]:
+    """Decode files in parallel; return the scans (None where a file was unreadable) and the errors."""
 
     def one(path: Path):
         try:
@@ -69,14 +67,12 @@ def _decode(files: list[Path], *, skip_bad: bool) -> list:
             f"{len(errors)} of {len(files)} files could not be read:\n  {shown}{more}\n"
             "Fix or remove them, or pass --skip-bad-files to leave them out."
         )
-    for err in errors:
-        log.warning("skipped unreadable file: %s", err)
-    return [scan for scan, _ in results]
+    return [scan for scan, _ in results], errors
 
 
 def _build(entries: list[tuple[Path, str, str]], cfg: DataConfig, name: str) -> Dataset:
     """entries: (file, class name, split or 'all'). Splits a file layout lacks are drawn from train."""
-    scans = _decode([p for p, _, _ in entries], skip_bad=cfg.skip_bad_files)
+    scans, skipped = _decode([p for p, _, _ in entries], skip_bad=cfg.skip_bad_files)
     kept = [(scan, label, split) for scan, (_, label, split) in zip(scans, entries, strict=True) if scan is not None]
     if not kept:
         raise StudioError(f"{name}: no readable scans were found.")
@@ -100,7 +96,7 @@ def _build(entries: list[tuple[Path, str, str]], cfg: DataConfig, name: str) -> 
     train = subset(pool.images, pool.labels, tr)
     val = given.get("val") or subset(pool.images, pool.labels, va)
     test = given.get("test") or subset(pool.images, pool.labels, te)
-    return Dataset(name, classes, train, val, test)
+    return Dataset(name, classes, train, val, test, skipped)
 
 
 def _from_manifest(path: Path) -> list[tuple[Path, str, str]]:

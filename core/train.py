@@ -455,9 +455,8 @@ def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> 
 def _logging_to(run: Path) -> logging.Handler:
     handler = logging.FileHandler(run / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
     log.setLevel(logging.INFO)
-    logging.getLogger("core").addHandler(handler)
+    logging.getLogger("core").addHandler(handler)  # core.train and the data loaders propagate here, once
     return handler
 
 
@@ -503,6 +502,8 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
             "on" if cfg.rga else "off",
         )
         log.info("data: %s", json.dumps(data.summary()))
+        for reason in data.skipped:
+            log.warning("skipped unreadable file: %s", reason)
         outcome = fit(cfg, run, data, device, stop=stop, resume=bool(resume))
         if outcome == "done":
             test = finish(run, data, device, cfg)
@@ -526,7 +527,6 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
         runs.set_status(run, "failed", error=reason)
         raise
     finally:
-        log.removeHandler(handler)
         logging.getLogger("core").removeHandler(handler)
         handler.close()
     return run

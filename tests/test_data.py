@@ -124,6 +124,7 @@ def test_unreadable_files_are_named_not_dropped(tmp_path):
 
     d = load_dataset(replace(cfg, skip_bad_files=True))
     assert len(d.train) + len(d.val) + len(d.test) == 12
+    assert len(d.skipped) == 1 and "broken.png" in d.skipped[0]
 
 
 def write_medmnist(path, *, n=(30, 10, 10), size=28, classes=3, rgb=False, multilabel=False):

@@ -268,3 +268,20 @@ def test_sigterm_stops_a_cli_run_and_keeps_its_checkpoint(tmp_path):
     assert (run / "last.safetensors").is_file()
     done_epochs = len(runs.read_metrics(run))
     assert 1 <= done_epochs < 40
+
+
+def test_train_log_has_each_line_once(tmp_path):
+    run = run_training(tiny_config(tmp_path))
+    lines = [line.split(" ", 2)[-1] for line in (run / "train.log").read_text().splitlines()]
+    assert any("epoch 1/1" in line for line in lines)
+    assert len(lines) == len(set(lines))
+
+
+def test_skipped_files_are_named_in_the_run_log(tmp_path, capsys):
+    root = make_mixed_folder(tmp_path / "scans", per_class=9)
+    (root / "benign" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    argv = [*TINY, "--runs-dir", str(tmp_path / "runs"), "--dataset", "folder", "--data-path", str(root)]
+    assert main(argv) == 2 and "broken.png" in capsys.readouterr().err  # refused by default
+    assert main([*argv, "--skip-bad-files"]) == 0
+    run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run"])
+    assert "skipped unreadable file: broken.png" in (run / "train.log").read_text()
