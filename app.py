@@ -20,12 +20,12 @@ from core.jobs import JobManager  # noqa: E402
 from ui import augment, diagnose, runs, temperatures, train  # noqa: E402
 from ui.context import ASSETS, Studio  # noqa: E402
 
-MAX_FILE_SIZE = "200mb"
+MAX_FILE_SIZE = "200mb"  # uploads above this are refused by the server before any handler runs
 
 
 def build_app(ctx: Studio) -> gr.Blocks:
     devices = [(label, value) for value, label in list_devices()]
-    with gr.Blocks(title="TSS-KD Studio", analytics_enabled=False, delete_cache=(600, 3600)) as app:
+    with gr.Blocks(title="TSS-KD Studio", analytics_enabled=False, delete_cache=(300, 900)) as app:
         gr.Markdown(
             "# TSS-KD Studio\nTemperature-scaling self-knowledge distillation with regional gamma "
             "augmentation (Liu et al., Neurocomputing 2025). Runs locally; nothing leaves this machine."
@@ -44,13 +44,25 @@ def launch_kwargs(args) -> dict:
         server_name=args.host,
         server_port=args.port,
         share=args.share,
-        max_file_size=MAX_FILE_SIZE,
+        max_file_size=getattr(args, "max_file_size", None) or MAX_FILE_SIZE,
         run_history=False,
+        auth=getattr(args, "auth", None),
         footer_links=["api"],
         ssr_mode=False,
         show_error=True,
         css_paths=[ASSETS / "studio.css"] if (ASSETS / "studio.css").is_file() else None,
     )
+
+
+def read_auth(path: str | None) -> list[tuple[str, str]] | None:
+    """Users from --auth-file (one user:password a line) or the TSSKD_AUTH variable (user:password,...).
+
+    Never from the command line, where other users of the machine could read it."""
+    text = Path(path).read_text() if path else os.environ.get("TSSKD_AUTH", "")
+    pairs = [item.strip().split(":", 1) for item in text.replace("\n", ",").split(",") if item.strip()]
+    if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        raise SystemExit("error: authentication entries must look like user:password")
+    return [(u, pw) for u, pw in pairs] or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,14 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--share", action="store_true", help="also publish a temporary public link")
     ap.add_argument("--data-root", default="data", help="the only folder whose paths the browser may use")
     ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="largest upload accepted, e.g. 200mb")
+    ap.add_argument(
+        "--auth-file",
+        default=None,
+        help="file of user:password lines (or set TSSKD_AUTH=user:password); off by default",
+    )
     args = ap.parse_args(argv)
     if args.share:
         print(
             "warning: --share publishes this studio on a public link. Do not use it with patient data.", file=sys.stderr
         )
+    args.auth = read_auth(args.auth_file)
     data_root = Path(args.data_root)
     data_root.mkdir(parents=True, exist_ok=True)
-    ctx = Studio(data_root=data_root.resolve(), runs_dir=Path(args.runs_dir).resolve(), jobs=JobManager(args.runs_dir))
+    ctx = Studio(
+        data_root=data_root.resolve(),
+        runs_dir=Path(args.runs_dir).resolve(),
+        jobs=JobManager(args.runs_dir),
+        auth=bool(args.auth),
+    )
     app = build_app(ctx)
     app.queue(default_concurrency_limit=4)
     app.launch(**launch_kwargs(args))

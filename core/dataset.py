@@ -52,8 +52,9 @@ class Dataset:
         return getattr(self, name)
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(self.name, self.classes, self.train.to(device), self.val.to(device), self.test.to(device),
-                       self.skipped)
+        return Dataset(
+            self.name, self.classes, self.train.to(device), self.val.to(device), self.test.to(device), self.skipped
+        )
 
     def nbytes(self) -> int:
         return sum(s.images.numel() + s.labels.numel() * 8 for s in (self.train, self.val, self.test))

@@ -8,6 +8,7 @@ first and MONOCHROME1 is inverted. Nothing that identifies a patient is read int
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,10 @@ from PIL import Image, UnidentifiedImageError
 
 from core.errors import StudioError
 
-# A scan larger than this many pixels is refused instead of decoded (decompression bombs).
+# A scan larger than this many pixels is refused instead of decoded (decompression bombs), and so is a
+# file larger than this many bytes.
 MAX_PIXELS = 64_000_000
+MAX_FILE_BYTES = 512 * 2**20
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
@@ -87,6 +90,8 @@ def _read_pil(path: Path) -> Scan:
         raise StudioError(f"{name}: not an image or DICOM file this studio can read.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise StudioError(f"{name}: the image file is damaged or truncated ({e}).") from None
+    except Exception as e:  # a decoder of untrusted bytes: any other failure also means a damaged file
+        raise StudioError(f"{name}: the image file is damaged ({type(e).__name__}).") from None
     if pixels.size == 0:
         raise StudioError(f"{name}: the image has no pixels.")
     info = {"format": fmt, "mode": mode, "size": [int(pixels.shape[1]), int(pixels.shape[0])]}
@@ -96,35 +101,23 @@ def _read_pil(path: Path) -> Scan:
     return Scan(pixels, info)
 
 
-def _read_dicom(path: Path) -> Scan:
+def _code(value, default: str) -> str:
+    """A DICOM code string (CS) fit to show: short capitals and digits only, else the default."""
+    text = str(value or "").strip().upper()
+    return text if re.fullmatch(r"[A-Z0-9 _]{1,16}", text) else default
+
+
+def _dicom_pixels(ds, arr: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Apply the modality and VOI LUTs (or take colour as is) and describe what was done."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    name = path.name
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as e:
-        raise StudioError(f"{name}: the DICOM file is damaged ({e}).") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise StudioError(f"{name}: the DICOM file holds no image (no pixel data).")
-    try:
-        arr = ds.pixel_array
-    except (NotImplementedError, RuntimeError) as e:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        label = syntax.name if syntax is not None else "an unknown transfer syntax"
-        raise StudioError(
-            f"{name}: the DICOM image is compressed as {label}, which this install cannot decode ({e})."
-        ) from None
-    except (ValueError, AttributeError, KeyError, TypeError, EOFError) as e:
-        raise StudioError(f"{name}: the DICOM pixel data cannot be read ({e}).") from None
-
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    photometric = _code(ds.get("PhotometricInterpretation"), "MONOCHROME2")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames > 1:
         arr = arr[0]
-    info: dict = {"format": "DICOM", "modality": str(ds.get("Modality", "unknown")), "photometric": photometric}
+    info: dict = {"format": "DICOM", "modality": _code(ds.get("Modality"), "unknown"), "photometric": photometric}
     if frames > 1:
         info["frames"] = frames
         info["frame_used"] = 0
@@ -147,6 +140,41 @@ def _read_dicom(path: Path) -> Scan:
         pixels = stretch_to_uint8(values)
         if photometric == "MONOCHROME1":
             pixels = 255 - pixels
+    return pixels, info
+
+
+def _read_dicom(path: Path) -> Scan:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    name = path.name
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        ds.get("PixelData")  # reading elements is lazy: damage shows up here
+    except InvalidDicomError:
+        raise StudioError(f"{name}: not a DICOM file this studio can read.") from None
+    except Exception as e:  # a parser of untrusted bytes: any failure means a damaged file
+        # The message names only the kind of damage: pydicom's own text can quote element values.
+        raise StudioError(f"{name}: the DICOM file is damaged ({type(e).__name__}).") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise StudioError(f"{name}: the DICOM file holds no image (no pixel data).")
+    try:
+        arr = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as e:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        label = syntax.name if syntax is not None else "an unknown transfer syntax"
+        raise StudioError(
+            f"{name}: the DICOM image is compressed as {label}, which this install cannot decode ({e})."
+        ) from None
+    except Exception as e:  # damaged pixel data or attributes that contradict it
+        raise StudioError(f"{name}: the DICOM pixel data cannot be read ({type(e).__name__}).") from None
+
+    try:
+        pixels, info = _dicom_pixels(ds, arr)
+    except Exception as e:  # attributes that contradict the pixel data, or values of the wrong kind
+        raise StudioError(f"{name}: the DICOM file is damaged ({type(e).__name__}).") from None
+    if pixels.ndim not in (2, 3) or pixels.size == 0:
+        raise StudioError(f"{name}: the DICOM image has no usable pixels.")
     info["size"] = [int(pixels.shape[1]), int(pixels.shape[0])]
     return Scan(pixels, info)
 
@@ -156,8 +184,13 @@ def read_scan(path: str | Path) -> Scan:
     path = Path(path)
     if not path.is_file():
         raise StudioError(f"{path.name or path}: no such file.")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise StudioError(f"{path.name}: the file is empty.")
+    if size > MAX_FILE_BYTES:
+        raise StudioError(
+            f"{path.name}: the file is too big ({size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MB)."
+        )
     if is_dicom(path):
         return _read_dicom(path)
     try:

@@ -46,7 +46,13 @@ class Studio:
     data_root: Path
     runs_dir: Path
     jobs: JobManager
+    auth: bool = False  # when on, starting, stopping and deleting runs need a logged-in user
     models: ModelCache = field(default_factory=ModelCache)
+
+    def require_user(self, request: gr.Request | None) -> None:
+        """Checked inside the handlers that change runs, not only at the login page."""
+        if self.auth and not getattr(request, "username", None):
+            raise StudioError("log in to start, stop or delete runs.")
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, value) for the demo model and every finished run with a model."""
@@ -64,6 +70,21 @@ class Studio:
 
     def predictor(self, choice: str) -> Predictor:
         return self.models.get(self.model_path(choice))
+
+
+def discard_uploads(paths: list[str]) -> None:
+    """Delete uploaded copies from Gradio's upload folder once a request has read them (never other files)."""
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder()).resolve()
+    for p in paths:
+        path = Path(p).resolve()
+        if folder in path.parents and path.is_file():
+            path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()  # Gradio keeps each upload in a folder of its own
+            except OSError:
+                pass
 
 
 def user_error(fn):

@@ -66,7 +66,8 @@ def make_download(ctx: Studio):
 
 def make_delete(ctx: Studio):
     @user_error
-    def delete(run_id: str, confirmed: bool):
+    def delete(run_id: str, confirmed: bool, request: gr.Request = None):
+        ctx.require_user(request)
         if not confirmed:
             raise gr.Error("Tick the confirmation box first: deleting a run cannot be undone.")
         run = confine(ctx.runs_dir, ctx.jobs.find(run_id).name)

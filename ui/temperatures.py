@@ -86,7 +86,8 @@ def make_from_image(ctx: Studio):
 
 def make_sweep(ctx: Studio):
     @user_error
-    def sweep(targets_text, nontargets_text, epochs, device, image_size):
+    def sweep(targets_text, nontargets_text, epochs, device, image_size, request: gr.Request = None):
+        ctx.require_user(request)
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
         if len(targets) * len(nontargets) > 25:
             raise StudioError("a sweep may hold at most 25 runs.")

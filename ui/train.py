@@ -35,8 +35,10 @@ def make_start(ctx: Studio):
         device,
         seed,
         name,
+        request: gr.Request = None,
     ):
         """Queue a training run; returns its run id (API: /start_training)."""
+        ctx.require_user(request)
         dataset = SOURCES.get(source, source)
         path = None if dataset == "synthetic" else str(confine(ctx.data_root, data_path))
         cfg = TrainConfig(
@@ -59,6 +61,15 @@ def make_start(ctx: Studio):
         return ctx.jobs.submit(cfg).name
 
     return start_training
+
+
+def make_control(ctx: Studio, action: str):
+    @user_error
+    def control(run_id: str, request: gr.Request = None):
+        ctx.require_user(request)
+        getattr(ctx.jobs, action)(run_id)
+
+    return control
 
 
 def make_status(ctx: Studio):
@@ -154,8 +165,8 @@ def build(ctx: Studio, device_choices) -> None:
             api_name="start_training",
         )
         refresh.click(make_status(ctx), run_id, status, api_name="run_status")
-        stop.click(user_error(lambda r: ctx.jobs.stop(r)), run_id, None, api_name=False)
-        resume.click(user_error(lambda r: ctx.jobs.resume(r)), run_id, None, api_name=False)
+        stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)
+        resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
         gr.Timer(2).tick(
             lambda r: monitor(ctx, r), run_id, [progress, curves, log], api_name=False, show_progress="hidden"
         )

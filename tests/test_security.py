@@ -1,0 +1,181 @@
+"""Privacy and safety: identifiers never leave a DICOM, uploads are not kept, paths stay inside their roots,
+the file route serves nothing else, and authentication is enforced inside the handlers."""
+
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio.utils import get_upload_folder
+from gradio_client import Client, handle_file
+from helpers import IDENTIFIERS, write_dicom
+from PIL import Image
+
+from core.data import DataConfig
+from core.errors import StudioError
+from core.paths import confine
+from core.train import TrainConfig, run_training
+
+
+def identifiers_in(text: str) -> list[str]:
+    pieces = [v for v in IDENTIFIERS.values()] + [IDENTIFIERS["PatientName"].split("^")[0]]
+    return [p for p in pieces if p in text]
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    from studio_server import start
+
+    tmp = tmp_path_factory.mktemp("secure")
+    url, app, ctx = start(tmp)
+    yield url, Client(url, verbose=False), ctx
+    app.close()
+    ctx.jobs.close()
+
+
+def test_diagnose_deletes_the_upload_and_shows_no_identifiers(studio, tmp_path):
+    url, client, _ = studio
+    name = f"privacy-{uuid.uuid4().hex}.dcm"
+    pixels = (np.add.outer(np.arange(64), np.arange(64)) * 30).astype(np.uint16)
+    write_dicom(tmp_path / name, pixels)
+    result = client.predict(
+        [handle_file(str(tmp_path / name))], "demo", "gradcam", "predicted class", 0.5, api_name="/diagnose"
+    )
+    assert not list(Path(get_upload_folder()).rglob(name))  # the uploaded copy is gone
+    assert not identifiers_in(repr(result))
+    overlay = Image.open(result[1])
+    assert set(overlay.info) <= {"dpi", "gamma"}  # no text chunks, no EXIF
+
+
+def test_training_on_identifier_laden_dicoms_keeps_no_identifier(tmp_path, capsys):
+    for c in ("benign", "malignant"):
+        (tmp_path / "scans" / c).mkdir(parents=True)
+        for i in range(8):
+            base = 100 if c == "benign" else 3000
+            write_dicom(tmp_path / "scans" / c / f"{i:03d}", np.full((24, 24), base + 10 * i, np.uint16))
+    cfg = TrainConfig(
+        data=DataConfig(dataset="folder", data_path=str(tmp_path / "scans"), image_size=16),
+        epochs=1,
+        batch_size=4,
+        device="cpu",
+        runs_dir=str(tmp_path / "runs"),
+    )
+    run = run_training(cfg)
+    out = capsys.readouterr()
+    for f in run.iterdir():
+        assert not identifiers_in(f.read_bytes().decode("latin-1")), f.name
+    assert not identifiers_in(out.out + out.err)
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/gradio_api/file=/etc/passwd",
+        "/file=/etc/passwd",
+        "/gradio_api/file=../../../../etc/passwd",
+        "/gradio_api/file=%2Fetc%2Fpasswd",
+        "/gradio_api/file=/proc/self/environ",
+    ],
+)
+def test_the_file_route_serves_nothing_outside_its_allowed_paths(studio, route):
+    url, _, _ = studio
+    response = httpx.get(url.rstrip("/") + route, follow_redirects=True, timeout=10)
+    assert response.status_code in (403, 404, 400) or "root:" not in response.text
+    assert "root:x:0:0" not in response.text
+
+
+def test_the_file_route_does_not_serve_run_files(studio):
+    url, _, ctx = studio
+    ctx.runs_dir.mkdir(parents=True, exist_ok=True)
+    secret = ctx.runs_dir / "secret.json"
+    secret.write_text('{"secret": "do-not-serve"}')
+    response = httpx.get(f"{url.rstrip('/')}/gradio_api/file={secret}", timeout=10)
+    assert "do-not-serve" not in response.text
+
+
+@pytest.mark.parametrize(
+    "path,message",
+    [("../x", "outside"), ("/etc", "absolute"), ("~/x", "absolute"), ("link/passwd", "outside"), ("", "give a path")],
+)
+def test_paths_from_the_browser_stay_inside_the_data_root(tmp_path, path, message):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "link").symlink_to("/etc")
+    with pytest.raises(StudioError, match=message):
+        confine(root, path)
+    (root / "inside.npz").write_bytes(b"x")
+    assert confine(root, "inside.npz") == (root / "inside.npz").resolve()
+
+
+def test_authentication_guards_the_api_and_the_handlers(tmp_path):
+    from studio_server import start
+
+    from ui.train import make_start
+
+    url, app, ctx = start(tmp_path, auth=[("doctor", "correct horse")])
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - refused at login, whatever the client's error type
+            Client(url, verbose=False).predict("x", api_name="/run_status")
+        client = Client(url, auth=("doctor", "correct horse"), verbose=False)
+        run_id = client.predict(
+            "demo data",
+            "",
+            16,
+            "ce",
+            4.0,
+            0.4,
+            1.0,
+            False,
+            "resnet18",
+            1,
+            16,
+            0.01,
+            "sgd",
+            "cpu",
+            0,
+            "authed",
+            api_name="/start_training",
+        )
+        assert run_id.startswith("authed-")
+        ctx.jobs.stop(run_id)
+        import gradio as gr
+
+        with pytest.raises(gr.Error, match="log in"):  # the handler itself checks, login page or not
+            make_start(ctx)(
+                "demo data",
+                "",
+                16,
+                "ce",
+                4.0,
+                0.4,
+                1.0,
+                False,
+                "resnet18",
+                1,
+                16,
+                0.01,
+                "sgd",
+                "cpu",
+                0,
+                "sneaky",
+                request=None,
+            )
+    finally:
+        app.close()
+        ctx.jobs.close()
+
+
+def test_credentials_come_from_a_file_or_the_environment_never_the_command_line(tmp_path, monkeypatch):
+    from app import read_auth
+
+    (tmp_path / "users").write_text("alice:pw1\nbob:pw:2\n")
+    assert read_auth(str(tmp_path / "users")) == [("alice", "pw1"), ("bob", "pw:2")]
+    monkeypatch.setenv("TSSKD_AUTH", "carol:pw3")
+    assert read_auth(None) == [("carol", "pw3")]
+    monkeypatch.delenv("TSSKD_AUTH")
+    assert read_auth(None) is None
+    import app
+
+    with pytest.raises(SystemExit):
+        app.main(["--password", "x"])  # there is no such flag
