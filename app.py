@@ -25,7 +25,7 @@ MAX_FILE_SIZE = "200mb"  # uploads above this are refused by the server before a
 
 def build_app(ctx: Studio) -> gr.Blocks:
     devices = [(label, value) for value, label in list_devices()]
-    with gr.Blocks(title="TSS-KD Studio", analytics_enabled=False, delete_cache=(300, 900)) as app:
+    with gr.Blocks(title="TSS-KD Studio", analytics_enabled=False, delete_cache=(60, 300)) as app:
         gr.Markdown(
             "# TSS-KD Studio\nTemperature-scaling self-knowledge distillation with regional gamma "
             "augmentation (Liu et al., Neurocomputing 2025). Runs locally; nothing leaves this machine."
@@ -54,6 +54,17 @@ def launch_kwargs(args) -> dict:
     )
 
 
+SHARE_WARNING = (
+    "warning: --share publishes this studio on a public link that anyone who has it can open. "
+    "Do not use it with patient data."
+)
+
+
+def warn_if_shared(share: bool) -> None:
+    if share:
+        print(SHARE_WARNING, file=sys.stderr)
+
+
 def read_auth(path: str | None) -> list[tuple[str, str]] | None:
     """Users from --auth-file (one user:password a line) or the TSSKD_AUTH variable (user:password,...).
 
@@ -79,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         help="file of user:password lines (or set TSSKD_AUTH=user:password); off by default",
     )
     args = ap.parse_args(argv)
-    if args.share:
-        print(
-            "warning: --share publishes this studio on a public link. Do not use it with patient data.", file=sys.stderr
-        )
+    warn_if_shared(args.share)
     args.auth = read_auth(args.auth_file)
     data_root = Path(args.data_root)
     data_root.mkdir(parents=True, exist_ok=True)

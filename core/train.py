@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from core import runs
+from core import distributed, runs
 from core.augment import RegionalGamma, TrainAugment
 from core.data import DataConfig, load_dataset
 from core.dataset import Dataset
@@ -129,6 +129,8 @@ class State:
     best_epoch: int = 0
     past_probs: torch.Tensor | None = None  # PS-KD: each training image's last prediction (N, C)
     sums: torch.Tensor | None = None  # loss, ce, kd, correct, seen in this epoch so far
+    net: torch.nn.Module | None = None  # what a step calls: the model, or DDP around it under torchrun
+    group: distributed.Group = field(default_factory=distributed.Group)
 
 
 class StopFlag:
@@ -146,11 +148,17 @@ class StopFlag:
         signal.signal(signal.SIGTERM, handler)
 
 
-def batches_per_epoch(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, stop) slices over a shuffled epoch; a last batch of one image is dropped (batch norm)."""
+def batches_per_epoch(n: int, batch_size: int, *, ranks: int = 1) -> list[tuple[int, int]]:
+    """(start, stop) slices over a shuffled epoch. Under torchrun each slice is cut to a multiple of the
+    number of ranks, and a slice that would leave a rank fewer than two images is dropped (batch norm)."""
     size = min(batch_size, n)
-    out = [(a, min(a + size, n)) for a in range(0, n, size)]
-    return [s for s in out if s[1] - s[0] >= 2]
+    out = []
+    for a in range(0, n, size):
+        b = min(a + size, n)
+        b -= (b - a) % ranks
+        if b - a >= 2 * ranks:
+            out.append((a, b))
+    return out
 
 
 def epoch_order(n: int, *, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -190,29 +198,34 @@ class ClassSampler:
 
 
 def train_step(state: State, cfg: TrainConfig, aug: TrainAugment, train, idx, *, amp, alpha, sampler) -> None:
-    """One optimizer step on the images `train.images[idx]`; adds to `state.sums` without syncing."""
-    model, g = state.model, state.generator
+    """One optimizer step on the global batch `train.images[idx]`; adds to `state.sums` without syncing.
+
+    Under torchrun every rank augments the whole global batch with the shared generator (so the views
+    are those one process would draw) and trains on its slice ``[rank::world]``.
+    """
+    net, g, grp = state.net or state.model, state.generator, state.group
     method = METHODS[cfg.method]
     device = state.sums.device
+    mine = slice(grp.rank, None, grp.world)
     x = train.images[idx].to(device, non_blocking=True)
-    y = train.labels[idx].to(device, non_blocking=True)
+    y = train.labels[idx].to(device, non_blocking=True)[mine]
     teacher = None
     with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         if method.teacher == "view":
-            v1, v2 = aug(x, generator=g), aug(x, generator=g)
+            v1, v2 = aug(x, generator=g)[mine], aug(x, generator=g)[mine]
             with torch.no_grad():
-                teacher = model(v1)
-            z = model(v2)
+                teacher = net(v1)
+            z = net(v2)
         elif method.teacher == "class":
             partner = sampler(train.labels[idx].to(sampler.order.device), g)
-            v1 = aug(train.images[partner].to(device, non_blocking=True), generator=g)
-            v2 = aug(x, generator=g)
+            v1 = aug(train.images[partner].to(device, non_blocking=True), generator=g)[mine]
+            v2 = aug(x, generator=g)[mine]
             with torch.no_grad():
-                teacher = model(v1)
-            z = model(v2)
+                teacher = net(v1)
+            z = net(v2)
         else:
-            z = model(aug(x, generator=g))
-    past = state.past_probs[idx] if state.past_probs is not None else None
+            z = net(aug(x, generator=g)[mine])
+    past = state.past_probs[idx[mine]] if state.past_probs is not None else None
     parts = compute_loss(
         cfg.method,
         z,
@@ -227,8 +240,9 @@ def train_step(state: State, cfg: TrainConfig, aug: TrainAugment, train, idx, *,
     state.optimizer.zero_grad(set_to_none=True)
     parts["loss"].backward()
     state.optimizer.step()
-    if state.past_probs is not None:
-        state.past_probs[idx] = torch.softmax(z.detach().float(), dim=1)
+    if state.past_probs is not None:  # every rank keeps every image's last prediction
+        order = torch.cat([idx[r :: grp.world] for r in range(grp.world)])
+        state.past_probs[order] = distributed.gather_rows(grp, torch.softmax(z.detach().float(), dim=1))
     b = y.numel()
     with torch.no_grad():
         correct = (z.detach().argmax(1) == y).sum()
@@ -327,8 +341,18 @@ def model_extra(cfg: TrainConfig, run: Path, epoch: int, metrics: dict) -> dict:
     }
 
 
-def fit(cfg: TrainConfig, run: Path, data: Dataset, device: torch.device, *, stop: StopFlag, resume: bool) -> str:
-    """Train into `run`; return the final status ('done' or 'stopped')."""
+def fit(
+    cfg: TrainConfig,
+    run: Path,
+    data: Dataset,
+    device: torch.device,
+    *,
+    stop: StopFlag,
+    resume: bool,
+    group: distributed.Group | None = None,
+) -> str:
+    """Train into `run`; return the final status ('done' or 'stopped'). Only rank 0 writes files."""
+    group = group or distributed.Group()
     amp = amp_dtype(device, cfg.amp)
     torch.manual_seed(cfg.seed)
     spec = ModelSpec(arch=cfg.arch, classes=list(data.classes), image_size=data.image_size, channels=data.channels)
@@ -340,17 +364,22 @@ def fit(cfg: TrainConfig, run: Path, data: Dataset, device: torch.device, *, sto
     train = data.train
     state = State(model, make_optimizer(model, cfg, device), torch.Generator(device=device).manual_seed(cfg.seed))
     state.sums = torch.zeros(5, device=device)
+    state.group = group
     if METHODS[cfg.method].teacher == "history":
         state.past_probs = torch.nn.functional.one_hot(train.labels, len(data.classes)).float().to(device)
     sampler = ClassSampler(train.labels) if METHODS[cfg.method].teacher == "class" else None
     last = run / "last.safetensors"
     if resume and last.is_file():
         load_last(last, state)
+        if not group.main:
+            state.sums.zero_()  # rank 0 carries the whole group's partial sums of an interrupted epoch
         log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
-    runs.truncate_metrics(run, state.epoch)
+    state.net = distributed.wrap(model, group, device)
+    if group.main:
+        runs.truncate_metrics(run, state.epoch)
 
     aug = cfg.augment(data.image_size)
-    slices = batches_per_epoch(len(train), cfg.batch_size)
+    slices = batches_per_epoch(len(train), cfg.batch_size, ranks=group.world)
     total = cfg.epochs * len(slices)
     model.train()
     while state.epoch < cfg.epochs:
@@ -363,12 +392,13 @@ def fit(cfg: TrainConfig, run: Path, data: Dataset, device: torch.device, *, sto
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         seen_before = int(state.sums[4].item())
+        stopping = False
         bar = tqdm(
             total=len(slices),
             initial=state.step,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             leave=False,
-            disable=not sys.stderr.isatty(),
+            disable=not (group.main and sys.stderr.isatty()),
             unit="batch",
         )
         while state.step < len(slices):
@@ -377,11 +407,14 @@ def fit(cfg: TrainConfig, run: Path, data: Dataset, device: torch.device, *, sto
             train_step(state, cfg, aug, train, order[a:b], amp=amp, alpha=alpha, sampler=sampler)
             state.step += 1
             bar.update(1)
-            if stop.requested:
+            stopping = distributed.any_(group, stop.requested, device)  # all ranks stop after the same step
+            if stopping:
                 break
         bar.close()
-        if stop.requested and state.step < len(slices):
-            save_last(last, state)
+        if stopping and state.step < len(slices):
+            distributed.sum_(group, state.sums)
+            if group.main:
+                save_last(last, state)
             log.info(
                 "stopped at epoch %d, step %d/%d; resume with --resume %s", epoch + 1, state.step, len(slices), run
             )
@@ -389,6 +422,12 @@ def fit(cfg: TrainConfig, run: Path, data: Dataset, device: torch.device, *, sto
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
+        distributed.sum_(group, state.sums)
+        if not group.main:  # rank 0 validates and writes; the others go on to the next epoch
+            state.epoch, state.step = epoch + 1, 0
+            if stopping:
+                return "stopped" if state.epoch < cfg.epochs else "done"
+            continue
         loss, ce, kd, correct, seen = (state.sums / state.sums[4].clamp_min(1)).tolist()[:3] + state.sums[3:].tolist()
         val_acc, val_auc = _validate(model, data, cfg, amp)
         row = {
@@ -430,7 +469,7 @@ def fit(cfg: TrainConfig, run: Path, data: Dataset, device: torch.device, *, sto
             row["images_per_s"],
             row["seconds"],
         )
-        if stop.requested:
+        if stopping:
             return "stopped" if state.epoch < cfg.epochs else "done"
     return "done"
 
@@ -460,18 +499,21 @@ def _logging_to(run: Path) -> logging.Handler:
     return handler
 
 
-def _prepare_resume(path: str, device: str | None) -> tuple[TrainConfig, Path]:
+def _resume_config(path: str, device: str | None) -> tuple[TrainConfig, Path]:
     run = Path(path)
     saved = runs.read_json(run / "config.json")
     if saved is None:
         raise StudioError(f"{run.name}: not a run folder (no readable config.json).")
+    cfg = TrainConfig.from_dict(saved)
+    return (replace(cfg, device=device) if device else cfg), run
+
+
+def _check_resumable(run: Path) -> None:
     status = runs.read_json(run / "status.json", {}) or {}
     if status.get("status") == "done":
         raise StudioError(f"{run.name} has already finished; start a new run instead.")
     if status.get("status") == "running" and runs.pid_alive(status.get("pid")):
         raise StudioError(f"{run.name} is still running (process {status.get('pid')}).")
-    cfg = TrainConfig.from_dict(saved)
-    return (replace(cfg, device=device) if device else cfg), run
 
 
 def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag | None = None) -> Path:
@@ -479,23 +521,48 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
 
     User errors found before training (bad value, missing data) raise `StudioError` and leave no run
     directory behind. Errors during training mark the run `failed` with the reason and re-raise.
+    Under torchrun every rank calls this; rank 0 alone checks and writes the run directory.
     """
     stop = stop or StopFlag()
+    run = None
     if resume:
-        cfg, run = _prepare_resume(resume, None if cfg.device == "auto" else cfg.device)
+        cfg, run = _resume_config(resume, None if cfg.device == "auto" else cfg.device)
     cfg = cfg.resolved()
-    device = pick_device(cfg.device)
-    data = load_dataset(cfg.data)
-    if not resume:
-        run = runs.create_run_dir(cfg.runs_dir, cfg.name)
-        runs.write_json(run / "config.json", asdict(cfg))
-    runs.set_status(run, "running", pid=os.getpid(), epoch=0, epochs=cfg.epochs, device=str(device))
-    handler = _logging_to(run)
+    pick_device(cfg.device)  # refuse a device that is not here before joining a group
+    group = distributed.init(cfg.device)
+    try:
+        device = pick_device(distributed.rank_device(group, cfg.device))
+        if cfg.batch_size < 2 * group.world:
+            raise StudioError(f"the batch size must be at least {2 * group.world} for {group.world} processes.")
+        data = load_dataset(cfg.data)  # every rank, the same data
+
+        def prepare() -> Path:
+            if resume:
+                _check_resumable(run)
+                return run
+            made = runs.create_run_dir(cfg.runs_dir, cfg.name)
+            runs.write_json(made / "config.json", asdict(cfg))
+            return made
+
+        run = distributed.share_outcome(group, prepare)
+        return _train_in(run, cfg, data, device, stop=stop, resume=bool(resume), group=group)
+    finally:
+        distributed.finish(group)
+
+
+def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, group) -> Path:
+    main = group.main
+    if main:
+        runs.set_status(
+            run, "running", pid=os.getpid(), epoch=0, epochs=cfg.epochs, device=str(device), processes=group.world
+        )
+    handler = _logging_to(run) if main else None
     try:
         log.info(
-            "run %s on %s: method %s, T_target %s, T_nontarget %s, RGA %s",
+            "run %s on %s%s: method %s, T_target %s, T_nontarget %s, RGA %s",
             run.name,
             device,
+            f" and {group.world - 1} more processes" if group.active else "",
             cfg.method,
             cfg.t_target,
             cfg.t_nontarget,
@@ -504,7 +571,9 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
         log.info("data: %s", json.dumps(data.summary()))
         for reason in data.skipped:
             log.warning("skipped unreadable file: %s", reason)
-        outcome = fit(cfg, run, data, device, stop=stop, resume=bool(resume))
+        outcome = fit(cfg, run, data, device, stop=stop, resume=resume, group=group)
+        if not main:
+            return run
         if outcome == "done":
             test = finish(run, data, device, cfg)
             meta = runs.read_json(run / "model.json", {})
@@ -523,12 +592,14 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
             if isinstance(e, torch.OutOfMemoryError)
             else (str(e) or type(e).__name__)
         )
-        log.error("failed: %s\n%s", reason, traceback.format_exc())
-        runs.set_status(run, "failed", error=reason)
+        if main:
+            log.error("failed: %s\n%s", reason, traceback.format_exc())
+            runs.set_status(run, "failed", error=reason)
         raise
     finally:
-        logging.getLogger("core").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("core").removeHandler(handler)
+            handler.close()
     return run
 
 
@@ -626,20 +697,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if main_rank:  # under torchrun, rank 0 speaks for the group
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
     log.setLevel(logging.INFO)
     stop = StopFlag()
     stop.install()
     try:
         run = run_training(config_from_args(args), resume=args.resume, stop=stop)
     except StudioError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if main_rank:
+            print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # already recorded in the run's status.json and train.log
-        print(f"error: training failed: {e}", file=sys.stderr)
+        if main_rank:
+            print(f"error: training failed: {e}", file=sys.stderr)
         return 1
+    if not main_rank:
+        return 0
     status = runs.read_json(run / "status.json", {})
     print(
         json.dumps(

@@ -1,5 +1,6 @@
 """The job manager: queued subprocess runs that can be stopped, resumed, and found again after a restart."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -147,9 +148,35 @@ def test_a_run_whose_data_vanished_fails_with_the_reason(manager, tmp_path):
     run = manager.submit(bad)
     wait_for(lambda: status_of(run) == "failed")
     assert "no scans found" in runs.read_json(run / "status.json")["error"]
+    from ui.context import Studio
+    from ui.train import monitor
+
+    text, _, _ = monitor(Studio(data_root=tmp_path, runs_dir=tmp_path, jobs=manager), run.name)
+    assert "failed" in text and "**Error:**" in text and "no scans found" in text  # what the Train tab shows
 
 
 def test_run_ids_cannot_escape_the_runs_folder(manager, tmp_path):
     for name in ("..", "../..", "/etc", ""):
         with pytest.raises(StudioError):
             manager.find(name)
+
+
+def test_a_trainer_killed_mid_epoch_is_marked_failed_and_resumes_to_the_same_result(manager, tmp_path):
+    import signal
+
+    straight = manager.submit(cfg(tmp_path, train=256, epochs=4, name="straight"))
+    killed = manager.submit(cfg(tmp_path, train=256, epochs=4, name="killed"))
+    wait_for(lambda: status_of(straight) == "done")
+    wait_for(lambda: status_of(killed) == "running" and len(runs.read_metrics(killed)) >= 1)
+    time.sleep(0.3)  # into epoch 2
+    os.kill(runs.read_json(killed / "status.json")["pid"], signal.SIGKILL)
+    wait_for(lambda: status_of(killed) == "failed")
+    assert runs.read_json(killed / "status.json")["error"] == DIED
+    assert len(runs.read_metrics(killed)) < 4
+    manager.resume(killed.name)
+    wait_for(lambda: status_of(killed) == "done")
+    a, b = runs.read_metrics(straight), runs.read_metrics(killed)
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("train_loss", "train_ce", "train_kd", "val_acc", "val_auc", "lr"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), key

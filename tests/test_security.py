@@ -2,12 +2,10 @@
 the file route serves nothing else, and authentication is enforced inside the handlers."""
 
 import uuid
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from helpers import IDENTIFIERS, write_dicom
 from PIL import Image
@@ -34,18 +32,21 @@ def studio(tmp_path_factory):
     ctx.jobs.close()
 
 
-def test_diagnose_deletes_the_upload_and_shows_no_identifiers(studio, tmp_path):
-    url, client, _ = studio
+def test_diagnose_shows_no_identifiers_and_uploads_expire(studio, tmp_path):
+    url, client, ctx = studio
     name = f"privacy-{uuid.uuid4().hex}.dcm"
     pixels = (np.add.outer(np.arange(64), np.arange(64)) * 30).astype(np.uint16)
     write_dicom(tmp_path / name, pixels)
     result = client.predict(
         [handle_file(str(tmp_path / name))], "demo", "gradcam", "predicted class", 0.5, api_name="/diagnose"
     )
-    assert not list(Path(get_upload_folder()).rglob(name))  # the uploaded copy is gone
     assert not identifiers_in(repr(result))
     overlay = Image.open(result[1])
     assert set(overlay.info) <= {"dpi", "gamma"}  # no text chunks, no EXIF
+    from app import build_app
+
+    # Gradio's cache cleanup: every minute, uploads older than five minutes are deleted.
+    assert build_app(ctx).delete_cache == (60, 300)
 
 
 def test_training_on_identifier_laden_dicoms_keeps_no_identifier(tmp_path, capsys):
@@ -135,6 +136,7 @@ def test_authentication_guards_the_api_and_the_handlers(tmp_path):
             "cpu",
             0,
             "authed",
+            256,
             api_name="/start_training",
         )
         assert run_id.startswith("authed-")
@@ -179,3 +181,12 @@ def test_credentials_come_from_a_file_or_the_environment_never_the_command_line(
 
     with pytest.raises(SystemExit):
         app.main(["--password", "x"])  # there is no such flag
+
+
+def test_share_warns_about_patient_data(capsys):
+    from app import warn_if_shared
+
+    warn_if_shared(False)
+    assert capsys.readouterr().err == ""
+    warn_if_shared(True)
+    assert "patient data" in capsys.readouterr().err

@@ -40,7 +40,7 @@ def test_the_api_lists_exactly_the_documented_names(studio):
     assert {"/diagnose", "/augment_preview", "/start_training", "/run_status"} <= names
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam", "layercam", "scorecam"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam", "layercam"])  # scorecam: test_evaluate
 def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     client, _, _ = studio
     probs, overlay, slider, table, gallery, details = client.predict(
@@ -143,6 +143,7 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
         "cpu",
         0,
         "api-tiny",
+        256,
         api_name="/start_training",
     )
     assert run_id.startswith("api-tiny-")

@@ -80,6 +80,7 @@ def test_a_training_started_in_train_draws_its_first_curve_point(page):
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-epochs input").fill("1")
     page.locator("#train-size input").fill("16")
+    page.locator("#train-demo-images input").fill("256")
     page.locator("#train-start").click()
     page.locator("#train-progress").get_by_text("epoch 1/1").wait_for(timeout=240_000)
     page.locator("#train-curves img, #train-curves svg").first.wait_for(timeout=30_000)

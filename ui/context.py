@@ -72,21 +72,6 @@ class Studio:
         return self.models.get(self.model_path(choice))
 
 
-def discard_uploads(paths: list[str]) -> None:
-    """Delete uploaded copies from Gradio's upload folder once a request has read them (never other files)."""
-    from gradio.utils import get_upload_folder
-
-    folder = Path(get_upload_folder()).resolve()
-    for p in paths:
-        path = Path(p).resolve()
-        if folder in path.parents and path.is_file():
-            path.unlink(missing_ok=True)
-            try:
-                path.parent.rmdir()  # Gradio keeps each upload in a folder of its own
-            except OSError:
-                pass
-
-
 def user_error(fn):
     """Show a StudioError to the user as a Gradio error message instead of a crash."""
     import functools

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.cam import CAM_METHODS
-from ui.context import Studio, discard_uploads, user_error
+from ui.context import Studio, user_error
 
 PREDICTED = "predicted class"
 TABLE_HEADERS = ["file", "prediction", "confidence", "lesion box (y0, x0, y1, x1)", "read as"]
@@ -38,13 +38,9 @@ def make_diagnose(ctx: Studio):
         """Probabilities, lesion map and box for each uploaded scan (API: /diagnose)."""
         predictor = ctx.predictor(model)
         wanted = None if target in (None, "", PREDICTED) else target
-        paths = _files(files)
-        try:
-            results = [
-                (Path(f).name, predictor.diagnose(f, method=method, target=wanted, opacity=opacity)) for f in paths
-            ]
-        finally:
-            discard_uploads(paths)  # the scans are not kept once read
+        results = [
+            (Path(f).name, predictor.diagnose(f, method=method, target=wanted, opacity=opacity)) for f in _files(files)
+        ]
         first = results[0][1]
         table = [
             [name, r["predicted"], round(r["confidence"], 4), str(r["lesion_box"]), _read_as(r["scan"])]
@@ -110,4 +106,4 @@ def build(ctx: Studio) -> None:
             [files, model, method, target, opacity],
             [probs, overlay, slider, table, gallery, details],
             api_name="diagnose",
-        ).then(lambda: None, None, files, api_name=False)  # the uploads were deleted once read: clear the box
+        )

@@ -35,6 +35,7 @@ def make_start(ctx: Studio):
         device,
         seed,
         name,
+        demo_images=5000,
         request: gr.Request = None,
     ):
         """Queue a training run; returns its run id (API: /start_training)."""
@@ -42,7 +43,15 @@ def make_start(ctx: Studio):
         dataset = SOURCES.get(source, source)
         path = None if dataset == "synthetic" else str(confine(ctx.data_root, data_path))
         cfg = TrainConfig(
-            data=DataConfig(dataset=dataset, data_path=path, image_size=int(image_size), seed=int(seed)),
+            data=DataConfig(
+                dataset=dataset,
+                data_path=path,
+                image_size=int(image_size),
+                seed=int(seed),
+                synthetic_train=int(demo_images),
+                synthetic_val=max(64, int(demo_images) // 5),
+                synthetic_test=max(64, int(demo_images) // 5),
+            ),
             method=method,
             t_target=t_target,
             t_nontarget=t_nontarget,
@@ -114,6 +123,13 @@ def build(ctx: Studio, device_choices) -> None:
             with gr.Column(scale=1):
                 source = gr.Radio(list(SOURCES), value="demo data", label="Data")
                 data_path = gr.Textbox(label="Path inside the data folder", placeholder="e.g. octmnist.npz or scans/")
+                demo_images = gr.Number(
+                    5000,
+                    precision=0,
+                    label="Demo training images",
+                    info="demo data only; a fifth as many each for validation and test",
+                    elem_id="train-demo-images",
+                )
                 image_size = gr.Number(32, precision=0, label="Image size (px)", elem_id="train-size")
                 method = gr.Dropdown(list(METHODS), value="tss-kd", label="Method")
                 with gr.Row():
@@ -160,6 +176,7 @@ def build(ctx: Studio, device_choices) -> None:
                 device,
                 seed,
                 name,
+                demo_images,
             ],
             run_id,
             api_name="start_training",
