@@ -50,15 +50,24 @@ class JobManager:
 
     # ---- public -------------------------------------------------------------------------------------
 
-    def submit(self, cfg: TrainConfig) -> Path:
-        """Check the settings, create the run directory as `queued`, and queue it. Returns the run path."""
+    def submit(self, cfg: TrainConfig, *, processes: int = 1) -> Path:
+        """Check the settings, create the run directory as `queued`, and queue it. Returns the run path.
+
+        `processes` > 1 trains with torchrun: on GPUs one process per GPU (GPUs 0 .. processes-1)."""
         cfg = cfg.resolved()
         if cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path or "").exists():
             raise StudioError(f"{Path(cfg.data.data_path or '').name or 'data path'}: no such file or folder.")
         device = cfg.device if cfg.device != "auto" else "cuda" if _has_cuda() else "cpu"
+        gpus = _gpu_count()
+        if processes < 1 or (device.startswith("cuda") and processes > max(gpus, 1)):
+            raise StudioError(f"choose between 1 and {max(gpus, 1)} GPUs for this run.")
+        if processes > 1 and cfg.batch_size < 2 * processes:
+            raise StudioError(f"the batch size must be at least {2 * processes} for {processes} processes.")
+        if processes > 1 and device.startswith("cuda"):
+            device = "cuda"  # torchrun puts rank r on GPU r
         run = runs.create_run_dir(self.runs_dir, cfg.name)
         runs.write_json(run / "config.json", asdict(cfg))
-        runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device)
+        runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=processes)
         self._enqueue(run, device)
         return run
 
@@ -190,7 +199,11 @@ class JobManager:
                     busy[device] = busy.get(device, 0) + 1
 
     def _spawn(self, run: Path, device: str) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "core.train", "--resume", str(run.resolve()), "--device", device]
+        processes = int((runs.read_json(run / "status.json", {}) or {}).get("processes") or 1)
+        launcher = [sys.executable]
+        if processes > 1:
+            launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+        argv = [*launcher, "-m", "core.train", "--resume", str(run.resolve()), "--device", device]
         out = open(run / "process.log", "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             return subprocess.Popen(
@@ -244,3 +257,9 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

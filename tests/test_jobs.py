@@ -180,3 +180,13 @@ def test_a_trainer_killed_mid_epoch_is_marked_failed_and_resumes_to_the_same_res
     for ra, rb in zip(a, b, strict=True):
         for key in ("train_loss", "train_ce", "train_kd", "val_acc", "val_auc", "lr"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_run_on_two_processes_is_launched_with_torchrun(manager, tmp_path):
+    run = manager.submit(cfg(tmp_path, train=128, epochs=1, name="pair"), processes=2)
+    assert runs.read_json(run / "status.json")["processes"] == 2
+    wait_for(lambda: status_of(run) == "done")
+    status = runs.read_json(run / "status.json")
+    assert status["processes"] == 2 and "more processes" in (run / "train.log").read_text()
+    with pytest.raises(StudioError, match="batch size"):
+        manager.submit(cfg(tmp_path, name="too-many"), processes=9)

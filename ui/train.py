@@ -36,6 +36,7 @@ def make_start(ctx: Studio):
         seed,
         name,
         demo_images=5000,
+        processes=1,
         request: gr.Request = None,
     ):
         """Queue a training run; returns its run id (API: /start_training)."""
@@ -67,7 +68,7 @@ def make_start(ctx: Studio):
             runs_dir=str(ctx.runs_dir),
             name=name or None,
         )
-        return ctx.jobs.submit(cfg).name
+        return ctx.jobs.submit(cfg, processes=int(processes)).name
 
     return start_training
 
@@ -144,6 +145,9 @@ def build(ctx: Studio, device_choices) -> None:
                     lr = gr.Number(0.01, label="Learning rate")
                 optimizer = gr.Dropdown(list(OPTIMIZERS), value="sgd", label="Optimizer")
                 device = gr.Dropdown(device_choices, value=device_choices[0][1], label="Device")
+                processes = gr.Number(
+                    1, precision=0, minimum=1, label="GPUs", info="more than one trains with torchrun on GPUs 0..N-1"
+                )
                 seed = gr.Number(0, precision=0, label="Seed")
                 name = gr.Textbox(label="Run name (optional)")
                 start = gr.Button("Start", variant="primary", elem_id="train-start")
@@ -177,6 +181,7 @@ def build(ctx: Studio, device_choices) -> None:
                 seed,
                 name,
                 demo_images,
+                processes,
             ],
             run_id,
             api_name="start_training",
