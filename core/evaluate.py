@@ -19,18 +19,37 @@ from core.augment import eval_transform
 from core.errors import StudioError
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, bins: int = 15) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, *, bins: int = 15) -> list[dict]:
+    """Equal-width confidence bins: count, mean confidence and accuracy of the predictions in each."""
     conf = probs.max(1)
     correct = probs.argmax(1) == labels
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
+    out = []
     for b in range(bins):
         sel = which == b
-        if sel.any():
-            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
-    return float(ece)
+        out.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": int(sel.sum()),
+                "confidence": float(conf[sel].mean()) if sel.any() else None,
+                "accuracy": float(correct[sel].mean()) if sel.any() else None,
+            }
+        )
+    return out
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, *, bins: int = 15) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    n = max(len(labels), 1)
+    return float(
+        sum(
+            b["count"] / n * abs(b["accuracy"] - b["confidence"])
+            for b in reliability_bins(probs, labels, bins=bins)
+            if b["count"]
+        )
+    )
 
 
 def auc(probs: np.ndarray, labels: np.ndarray) -> float | None:

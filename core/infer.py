@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core import calibration
 from core.augment import eval_transform
 from core.cam import compute_cam, draw_box, lesion_box, overlay
 from core.errors import StudioError
 from core.imageio import Scan, read_scan, to_model_array
 from core.model import load_model
+
+LOW_CONFIDENCE = 0.6  # a prediction below this probability is flagged for a second look
 
 
 @dataclass
@@ -44,17 +47,29 @@ class Predictor:
         arr = to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels)
         return eval_transform(torch.from_numpy(arr).unsqueeze(0).to(self.device))
 
+    @property
+    def calibrated(self) -> bool:
+        return "calibration" in self.meta
+
     @torch.no_grad()
     def probabilities(self, scan: Scan) -> dict[str, float]:
-        probs = torch.softmax(self.model(self.prepare(scan)).float(), dim=1)[0].cpu().tolist()
-        return dict(zip(self.classes, probs, strict=True))
+        """Class probabilities, temperature-scaled when the model carries a calibration."""
+        probs, _ = calibration.apply(self.model(self.prepare(scan))[0], self.meta)
+        return dict(zip(self.classes, probs.cpu().tolist(), strict=True))
 
     def predict(self, path: str | Path) -> dict:
         """Probabilities by class name for one file, with what was read from it (never patient identifiers)."""
         scan = read_scan(path)
         probs = self.probabilities(scan)
         best = max(probs, key=probs.get)
-        return {"predicted": best, "confidence": probs[best], "probabilities": probs, "scan": scan.info}
+        return {
+            "predicted": best,
+            "confidence": probs[best],
+            "probabilities": probs,
+            "calibrated": self.calibrated,
+            "low_confidence": probs[best] < LOW_CONFIDENCE,
+            "scan": scan.info,
+        }
 
     def lesion_map(
         self, scan: Scan, *, target: str | int | None = None, method: str = "gradcam", opacity: float = 0.5
@@ -97,6 +112,8 @@ class Predictor:
             "predicted": best,
             "confidence": probs[best],
             "probabilities": probs,
+            "calibrated": self.calibrated,
+            "low_confidence": probs[best] < LOW_CONFIDENCE,
             "scan": scan.info,
             "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,
             "overlay": shown,

@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from core import distributed, runs
+from core import calibration, distributed, runs
 from core.augment import RegionalGamma, TrainAugment
 from core.data import DataConfig, load_dataset
 from core.dataset import Dataset
@@ -475,7 +475,8 @@ def fit(
 
 
 def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> dict:
-    """Score the best checkpoint on the test split and record it in model.json; return the test metrics."""
+    """Score the best checkpoint on the test split, fit its calibration on the validation split, and record
+    both in model.json; return the test metrics (uncalibrated)."""
     from core.model import load_model
 
     model, spec, meta = load_model(run, device=device)
@@ -488,6 +489,7 @@ def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> 
         test_ece=test["ece"],
     )
     runs.write_json(run / "model.json", meta)
+    calibration.calibrate(run, data=data.to("cpu"))  # temperature scaling on the validation split
     return test
 
 

@@ -36,3 +36,10 @@ def test_demo_model_beats_chance_clearly_on_unseen_demo_scans(predictions):
 def test_demo_model_finds_each_class(predictions, cls):
     probs, labels = predictions
     assert (probs.argmax(1)[labels == cls] == cls).float().mean() > 0.3
+
+
+def test_demo_model_carries_a_calibration_that_helped_on_its_test_split():
+    _, _, meta = load_model(DEMO)
+    record = meta["calibration"]
+    assert record["fitted_on"] == "val" and 0 < record["temperature"] < 1  # TSS-KD left it underconfident
+    assert record["test"]["ece_after"] < record["test"]["ece_before"]

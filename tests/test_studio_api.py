@@ -58,7 +58,8 @@ def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     assert img.format == "PNG" and img.size == (96, 96)
     assert not img.info.get("exif") and not any(k for k in img.info if k not in ("dpi", "gamma"))
     assert len(table["data"]) == 2 and len(gallery) == 2
-    read_as = [row[4] for row in table["data"]]
+    read_as = [row[5] for row in table["data"]]
+    assert all(row[3].startswith("calibrated") for row in table["data"])  # the demo model carries a calibration
     assert read_as[0].startswith("PNG") and read_as[1].startswith("DICOM, modality CT, window 2000/4000")
     text = json.dumps(details) + json.dumps(table)
     for value in IDENTIFIERS.values():

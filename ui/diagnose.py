@@ -10,7 +10,14 @@ from core.cam import CAM_METHODS
 from ui.context import Studio, user_error
 
 PREDICTED = "predicted class"
-TABLE_HEADERS = ["file", "prediction", "confidence", "lesion box (y0, x0, y1, x1)", "read as"]
+TABLE_HEADERS = ["file", "prediction", "confidence", "note", "lesion box (y0, x0, y1, x1)", "read as"]
+
+
+def _note(r: dict) -> str:
+    parts = ["calibrated" if r["calibrated"] else "uncalibrated"]
+    if r["low_confidence"]:
+        parts.append("LOW CONFIDENCE: review")
+    return ", ".join(parts)
 
 
 def _files(files) -> list[str]:
@@ -43,13 +50,22 @@ def make_diagnose(ctx: Studio):
         ]
         first = results[0][1]
         table = [
-            [name, r["predicted"], round(r["confidence"], 4), str(r["lesion_box"]), _read_as(r["scan"])]
+            [
+                name,
+                r["predicted"],
+                round(r["confidence"], 4),
+                _note(r),
+                str(r["lesion_box"]) if r["lesion_box"] else "none (empty map)",
+                _read_as(r["scan"]),
+            ]
             for name, r in results
         ]
         gallery = [(r["overlay"], f"{name}: {r['predicted']} ({r['confidence']:.0%})") for name, r in results]
         details = {
             name: {
                 "probabilities": r["probabilities"],
+                "calibrated_probabilities": r["calibrated"],
+                "low_confidence": r["low_confidence"],
                 "lesion_box": r["lesion_box"],
                 "map_of": r["target"],
                 "method": r["method"],
@@ -78,7 +94,11 @@ def build(ctx: Studio) -> None:
                 opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Map opacity")
                 run = gr.Button("Diagnose", variant="primary", elem_id="diagnose-run")
             with gr.Column(scale=2):
-                probs = gr.Label(label="Class probabilities (first scan)", num_top_classes=10, elem_id="diagnose-probs")
+                probs = gr.Label(
+                    label="Class probabilities (first scan; calibrated when the model is, see the table's note)",
+                    num_top_classes=10,
+                    elem_id="diagnose-probs",
+                )
                 with gr.Row():
                     overlay = gr.Image(
                         label="Lesion map and box",

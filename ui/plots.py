@@ -74,3 +74,26 @@ def confusion(matrix: list[list[int]], classes: list[str]):
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def reliability(record: dict, split: str = "test"):
+    """Reliability diagram before and after temperature scaling: accuracy against confidence per bin."""
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for key, label in (("reliability_before", "before"), ("reliability_after", "after")):
+        bins = [b for b in record[split][key] if b["count"]]
+        ece = record[split][key.replace("reliability", "ece")]
+        ax.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker="o",
+            markersize=3,
+            label=f"{label} (ECE {ece:.3f})",
+        )
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{split} split, T = {record['temperature']:.3f}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

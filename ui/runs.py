@@ -48,6 +48,20 @@ def make_evaluate(ctx: Studio):
     return evaluate
 
 
+def make_calibration(ctx: Studio):
+    @user_error
+    def calibration_view(run_id: str, split: str):
+        meta = runs.read_json(ctx.jobs.find(run_id) / "model.json", {}) or {}
+        record = meta.get("calibration")
+        if not record:
+            raise gr.Error("This run has no calibration yet (it is fitted when a run finishes).")
+        summary = {k: record[k] for k in ("method", "fitted_on", "temperature")}
+        summary[split] = {k: v for k, v in record[split].items() if not k.startswith("reliability")}
+        return summary, plots.reliability(record, split)
+
+    return calibration_view
+
+
 def make_download(ctx: Studio):
     @user_error
     def download(run_id: str):
@@ -89,10 +103,11 @@ def build(ctx: Studio) -> None:
             split = gr.Radio(["val", "test"], value="test", label="Split")
         with gr.Row():
             evaluate = gr.Button("Evaluate")
+            calibration = gr.Button("Calibration")
             download = gr.Button("Download model and config")
         with gr.Row():
             metrics = gr.JSON(label="Metrics")
-            confusion = gr.Plot(label="Confusion matrix")
+            confusion = gr.Plot(label="Confusion matrix or reliability diagram")
         files = gr.File(label="Files", file_count="multiple", interactive=False)
         with gr.Row():
             confirm = gr.Checkbox(False, label="Yes, delete this run and its files")
@@ -103,5 +118,6 @@ def build(ctx: Studio) -> None:
         )
         selected.change(lambda s: compare(ctx, s), selected, curves, api_name=False)
         evaluate.click(make_evaluate(ctx), [one, split], [metrics, confusion], api_name=False)
+        calibration.click(make_calibration(ctx), [one, split], [metrics, confusion], api_name=False)
         download.click(make_download(ctx), one, files, api_name=False)
         delete.click(make_delete(ctx), [one, confirm], [rows, selected, confirm], api_name=False)

@@ -1,0 +1,45 @@
+"""How well a lesion map points at the lesion, scored against a known lesion mask.
+
+- Pointing game: is the map's peak inside the lesion? (1 or 0; Zhang et al., ECCV 2016.)
+- Energy share: the fraction of the map's total energy that falls inside the lesion (1 for a map that
+  is zero outside it; the lesion's area share for a uniform map).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.errors import StudioError
+
+
+def _check(cam: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    cam, mask = np.asarray(cam, dtype=np.float64), np.asarray(mask, dtype=bool)
+    if cam.shape != mask.shape:
+        raise StudioError(f"the map {cam.shape} and the mask {mask.shape} must have the same size.")
+    if not mask.any():
+        raise StudioError("the mask marks no lesion: nothing to point at.")
+    return np.clip(cam, 0, None), mask
+
+
+def pointing_game(cam: np.ndarray, mask: np.ndarray) -> float:
+    """1.0 if the map's maximum lies inside the lesion (any of several tied maxima counts), else 0.0."""
+    cam, mask = _check(cam, mask)
+    peak = cam.max()
+    return float(peak > 0 and bool(mask[cam == peak].any()))
+
+
+def energy_share(cam: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the map's energy inside the lesion; 0 for an empty map."""
+    cam, mask = _check(cam, mask)
+    total = cam.sum()
+    return float(cam[mask].sum() / total) if total > 0 else 0.0
+
+
+def resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A lesion map resized (bilinear) to the mask's size, for scoring."""
+    from PIL import Image
+
+    if cam.shape == tuple(shape):
+        return cam
+    im = Image.fromarray(np.asarray(cam, dtype=np.float32), mode="F")
+    return np.asarray(im.resize((shape[1], shape[0]), Image.Resampling.BILINEAR))

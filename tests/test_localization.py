@@ -1,0 +1,48 @@
+"""Lesion-map scores: a perfect map scores 1, a uniform map scores the lesion's area share."""
+
+import numpy as np
+import pytest
+
+from core.errors import StudioError
+from core.localization import energy_share, pointing_game, resize_map
+
+MASK = np.zeros((20, 30), bool)
+MASK[4:9, 10:16] = True  # 30 of 600 pixels
+
+
+def test_perfect_map_scores_one():
+    assert pointing_game(MASK.astype(float), MASK) == 1.0
+    assert energy_share(MASK * 0.7, MASK) == pytest.approx(1.0)
+
+
+def test_uniform_map_scores_the_lesion_area_share():
+    uniform = np.ones(MASK.shape)
+    assert energy_share(uniform, MASK) == pytest.approx(30 / 600)
+    assert pointing_game(uniform, MASK) == 1.0  # every pixel is a maximum, some inside
+
+
+def test_map_pointing_elsewhere_scores_zero():
+    away = np.zeros(MASK.shape)
+    away[15, 2] = 1.0
+    assert pointing_game(away, MASK) == 0.0 and energy_share(away, MASK) == 0.0
+    half = np.zeros(MASK.shape)
+    half[15, 2], half[5, 12] = 1.0, 3.0
+    assert pointing_game(half, MASK) == 1.0 and energy_share(half, MASK) == pytest.approx(0.75)
+
+
+def test_empty_map_and_bad_shapes():
+    assert pointing_game(np.zeros(MASK.shape), MASK) == 0.0
+    assert energy_share(np.zeros(MASK.shape), MASK) == 0.0
+    with pytest.raises(StudioError, match="same size"):
+        energy_share(np.ones((5, 5)), MASK)
+    with pytest.raises(StudioError, match="no lesion"):
+        pointing_game(np.ones(MASK.shape), np.zeros(MASK.shape, bool))
+
+
+def test_resize_map_keeps_the_peak_region():
+    small = np.zeros((4, 4), np.float32)
+    small[1, 2] = 1.0
+    big = resize_map(small, (16, 16))
+    assert big.shape == (16, 16)
+    y, x = np.unravel_index(np.argmax(big), big.shape)
+    assert 4 <= y < 8 and 8 <= x < 12
