@@ -148,6 +148,8 @@ def _read_dicom(path: Path) -> Scan:
     from pydicom.errors import InvalidDicomError
 
     name = path.name
+    # pydicom's validation warnings quote element values, which can be patient identifiers: keep them quiet.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     try:
         ds = pydicom.dcmread(path, force=True)
         ds.get("PixelData")  # reading elements is lazy: damage shows up here
@@ -160,11 +162,12 @@ def _read_dicom(path: Path) -> Scan:
         raise StudioError(f"{name}: the DICOM file holds no image (no pixel data).")
     try:
         arr = ds.pixel_array
-    except (NotImplementedError, RuntimeError) as e:
+    except (NotImplementedError, RuntimeError):
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        label = syntax.name if syntax is not None else "an unknown transfer syntax"
+        known = syntax is not None and syntax.name != str(syntax)  # an unknown UID's name is the UID itself
+        label = syntax.name if known else "an unrecognised transfer syntax"
         raise StudioError(
-            f"{name}: the DICOM image is compressed as {label}, which this install cannot decode ({e})."
+            f"{name}: the DICOM image is compressed as {label}, which this install cannot decode."
         ) from None
     except Exception as e:  # damaged pixel data or attributes that contradict it
         raise StudioError(f"{name}: the DICOM pixel data cannot be read ({type(e).__name__}).") from None

@@ -151,3 +151,17 @@ def test_to_model_array_resizes_and_sets_channels(channels):
     for pixels in (GRAY, RGB):
         out = to_model_array(Scan(pixels), size=16, channels=channels)
         assert out.shape == (channels, 16, 16) and out.dtype == np.uint8 and out.flags.writeable
+
+
+def test_malformed_values_are_not_echoed_in_errors_warnings_or_logs(tmp_path, caplog, recwarn):
+    """pydicom quotes invalid values in its warnings; a hostile file can put an identifier in one."""
+    path = write_dicom(tmp_path / "odd.dcm", GRAY.astype(np.uint16))
+    planted = IDENTIFIERS["PatientID"]
+    path.write_bytes(
+        path.read_bytes().replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840." + planted.encode() + b"\x00\x00")
+    )
+    with caplog.at_level("DEBUG"), pytest.raises(StudioError) as e:
+        read_scan(path)
+    assert "cannot decode" in str(e.value)
+    text = str(e.value) + caplog.text + " ".join(str(w.message) for w in recwarn)
+    assert planted not in text
