@@ -1,6 +1,7 @@
 """How well a lesion map points at the lesion, scored against a known lesion mask.
 
-- Pointing game: is the map's peak inside the lesion? (1 or 0; Zhang et al., ECCV 2016.)
+- Pointing game: is the map's peak inside the lesion? (1 or 0; Zhang et al., ECCV 2016. Tied maxima
+  score the share of them inside, the chance of a random tie-break: a flat map scores the lesion's area.)
 - Energy share: the fraction of the map's total energy that falls inside the lesion (1 for a map that
   is zero outside it; the lesion's area share for a uniform map).
 """
@@ -22,10 +23,12 @@ def _check(cam: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pointing_game(cam: np.ndarray, mask: np.ndarray) -> float:
-    """1.0 if the map's maximum lies inside the lesion (any of several tied maxima counts), else 0.0."""
+    """1.0 if the map's maximum lies inside the lesion, 0.0 if outside; with tied maxima, the share inside."""
     cam, mask = _check(cam, mask)
     peak = cam.max()
-    return float(peak > 0 and bool(mask[cam == peak].any()))
+    if peak <= 0:
+        return 0.0
+    return float(mask[cam == peak].mean())
 
 
 def energy_share(cam: np.ndarray, mask: np.ndarray) -> float:
