@@ -57,10 +57,7 @@ class Predictor:
         probs, _ = calibration.apply(self.model(self.prepare(scan))[0], self.meta)
         return dict(zip(self.classes, probs.cpu().tolist(), strict=True))
 
-    def predict(self, path: str | Path) -> dict:
-        """Probabilities by class name for one file, with what was read from it (never patient identifiers)."""
-        scan = read_scan(path)
-        probs = self.probabilities(scan)
+    def _summary(self, scan: Scan, probs: dict[str, float]) -> dict:
         best = max(probs, key=probs.get)
         return {
             "predicted": best,
@@ -70,6 +67,11 @@ class Predictor:
             "low_confidence": probs[best] < LOW_CONFIDENCE,
             "scan": scan.info,
         }
+
+    def predict(self, path: str | Path) -> dict:
+        """Probabilities by class name for one file, with what was read from it (never patient identifiers)."""
+        scan = read_scan(path)
+        return self._summary(scan, self.probabilities(scan))
 
     def lesion_map(
         self, scan: Scan, *, target: str | int | None = None, method: str = "gradcam", opacity: float = 0.5
@@ -104,19 +106,12 @@ class Predictor:
         lesion box drawn, and what was read from the file (never patient identifiers)."""
         scan = read_scan(path)
         with self.lock:
-            probs = self.probabilities(scan)
-            lesion = self.lesion_map(scan, target=target or None, method=method, opacity=opacity)
-        best = max(probs, key=probs.get)
-        shown = draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2])
+            summary = self._summary(scan, self.probabilities(scan))
+            lesion = self.lesion_map(scan, target=target or summary["predicted"], method=method, opacity=opacity)
         return {
-            "predicted": best,
-            "confidence": probs[best],
-            "probabilities": probs,
-            "calibrated": self.calibrated,
-            "low_confidence": probs[best] < LOW_CONFIDENCE,
-            "scan": scan.info,
+            **summary,
             "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,
-            "overlay": shown,
+            "overlay": draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2]),
             "lesion_box": lesion.box,
             "target": lesion.target,
             "method": method,
