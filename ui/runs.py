@@ -8,10 +8,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from core import figures as plots
 from core import runs
 from core.evaluate import evaluate_run
 from core.paths import confine
-from ui import plots
 from ui.context import Studio, user_error
 
 COLUMNS = [
@@ -62,6 +62,19 @@ def make_calibration(ctx: Studio):
     return calibration_view
 
 
+def make_report(ctx: Studio):
+    @user_error
+    def report(run_id: str):
+        from core.report import build_report
+
+        run = ctx.jobs.find(run_id)
+        out = Path(tempfile.mkdtemp(prefix="tsskd-report-")) / f"{run.name}-report.html"
+        out.write_text(build_report(run), encoding="utf-8")
+        return [str(out)]
+
+    return report
+
+
 def make_download(ctx: Studio):
     @user_error
     def download(run_id: str):
@@ -104,6 +117,7 @@ def build(ctx: Studio) -> None:
         with gr.Row():
             evaluate = gr.Button("Evaluate")
             calibration = gr.Button("Calibration")
+            report = gr.Button("Report (HTML)")
             download = gr.Button("Download model and config")
         with gr.Row():
             metrics = gr.JSON(label="Metrics")
@@ -120,4 +134,5 @@ def build(ctx: Studio) -> None:
         evaluate.click(make_evaluate(ctx), [one, split], [metrics, confusion], api_name=False)
         calibration.click(make_calibration(ctx), [one, split], [metrics, confusion], api_name=False)
         download.click(make_download(ctx), one, files, api_name=False)
+        report.click(make_report(ctx), one, files, api_name=False)
         delete.click(make_delete(ctx), [one, confirm], [rows, selected, confirm], api_name=False)

@@ -7,13 +7,13 @@ import time
 import gradio as gr
 import numpy as np
 
+from core import figures as plots
 from core import runs
 from core.data import DataConfig
 from core.errors import StudioError
 from core.imageio import read_scan
 from core.temperature import temperature_view
 from core.train import TrainConfig
-from ui import plots
 from ui.context import Studio, user_error
 
 EXPLAIN = """

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core import figures as plots
 from core import runs
 from core.data import DataConfig
 from core.losses import METHODS
 from core.model import ARCHS
 from core.paths import confine
 from core.train import OPTIMIZERS, TrainConfig
-from ui import plots
 from ui.context import Studio, user_error
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}

@@ -1,4 +1,4 @@
-"""Figures for the tabs (presentation only: the numbers come from core)."""
+"""Figures for the studio and the run report (matplotlib, no UI): curves, confusion, reliability, heatmaps."""
 
 from __future__ import annotations
 
@@ -97,3 +97,32 @@ def reliability(record: dict, split: str = "test"):
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def roc(probs, labels, classes: list[str]):
+    """One-vs-rest ROC curves, one per class (the positive class only for two classes)."""
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    shown = [1] if len(classes) == 2 else range(len(classes))
+    for c in shown:
+        if (labels == c).any() and (labels != c).any():
+            fpr, tpr, _ = roc_curve(labels == c, probs[:, c])
+            ax.plot(fpr, tpr, label=classes[c])
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def png_data_uri(fig) -> str:
+    """A figure as an inline PNG for a self-contained HTML page."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

@@ -1,0 +1,176 @@
+"""A one-file HTML report of a finished run: `python -m core.report --model RUN [--out report.html]`.
+
+It holds the data and split sizes, the method and temperatures, the training curves, the test metrics
+with confusion matrix and ROC curves, the reliability diagram, sample lesion maps from the test split,
+the exact configuration and the software versions. Images are inlined, so the file opens anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core import figures, runs
+from core.errors import StudioError
+
+PACKAGES = ("torch", "torchvision", "numpy", "pillow", "pydicom", "safetensors", "scikit-learn", "grad-cam")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table>{cells}</table>"
+
+
+def _img(fig, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="{figures.png_data_uri(fig)}">'
+
+
+def build_report(run: str | Path, *, samples: int = 4) -> str:
+    """The report of a finished run folder, as an HTML string."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from core.cam import compute_cam, overlay
+    from core.data import DataConfig, load_dataset
+    from core.evaluate import classification_metrics, predict_probs
+    from core.infer import Predictor
+
+    run = Path(run)
+    cfg = runs.read_json(run / "config.json")
+    status = runs.read_json(run / "status.json", {}) or {}
+    if cfg is None or not (run / "model.safetensors").is_file():
+        raise StudioError(f"{run.name}: not a run folder with a trained model.")
+    predictor = Predictor(run)
+    meta = predictor.meta
+    data = load_dataset(DataConfig(**cfg["data"]))
+    probs = predict_probs(predictor.model, data.test.images).numpy()
+    labels = data.test.labels.numpy()
+    test = classification_metrics(probs, labels, data.classes)
+    summary = data.summary()
+    parts = [
+        f"<h1>Run report: {html.escape(run.name)}</h1>",
+        f"<p>Status <b>{html.escape(str(status.get('status')))}</b>; best epoch {meta.get('epoch')} of "
+        f"{cfg.get('epochs')}, chosen on validation AUC.</p>",
+        "<h2>Data</h2>",
+        _table(
+            [
+                ("dataset", summary["name"]),
+                ("classes", ", ".join(summary["classes"])),
+                ("image size", summary["image_size"]),
+                ("channels", summary["channels"]),
+            ]
+            + [
+                (f"{s} images (per class)", f"{summary[s]['size']} ({summary[s]['per_class']})")
+                for s in ("train", "val", "test")
+            ]
+        ),
+        "<h2>Method</h2>",
+        _table(
+            [
+                ("method", cfg["method"]),
+                ("t_target", cfg["t_target"]),
+                ("t_nontarget", cfg["t_nontarget"]),
+                ("KD weight", cfg["kd_weight"]),
+                ("RGA", cfg["rga"]),
+                ("network", cfg["arch"]),
+                ("optimizer", f"{cfg['optimizer']}, lr {cfg['lr']}, batch {cfg['batch_size']}"),
+            ]
+        ),
+        "<h2>Training curves</h2>",
+        _img(figures.curves({run.name: runs.read_metrics(run)}), "training curves"),
+        "<h2>Test metrics</h2>",
+        _table(
+            [
+                ("accuracy", f"{test['accuracy']:.4f}"),
+                ("balanced accuracy", f"{test['balanced_accuracy']:.4f}"),
+                ("AUC", "n/a" if test["auc"] is None else f"{test['auc']:.4f}"),
+                ("macro F1", f"{test['f1_macro']:.4f}"),
+                ("ECE (uncalibrated)", f"{test['ece']:.4f}"),
+            ]
+            + [
+                (
+                    f"{c}: sensitivity / specificity",
+                    f"{v['sensitivity'] if v['sensitivity'] is not None else 'n/a'} / "
+                    f"{v['specificity'] if v['specificity'] is not None else 'n/a'}",
+                )
+                for c, v in test["per_class"].items()
+            ]
+        ),
+        _img(figures.confusion(test["confusion_matrix"], data.classes), "confusion matrix"),
+        _img(figures.roc(probs, labels, data.classes), "ROC curves"),
+    ]
+    if meta.get("calibration"):
+        parts += ["<h2>Calibration</h2>", _img(figures.reliability(meta["calibration"], "test"), "reliability diagram")]
+    parts.append("<h2>Sample lesion maps (test split)</h2><div>")
+    for i in range(min(samples, len(data.test))):
+        x = data.test.images[i]
+        pixels = x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+        target = int(np.argmax(probs[i]))
+        cam = compute_cam(predictor.model, predictor.prepare_array(x), target=target)
+        shown = Image.fromarray(overlay(pixels, cam)).resize((160, 160), Image.Resampling.NEAREST)
+        fig, ax = plt.subplots(figsize=(2, 2.2))
+        ax.imshow(np.asarray(shown))
+        ax.set_title(f"true {data.classes[int(labels[i])]}\npredicted {data.classes[target]}", fontsize=7)
+        ax.axis("off")
+        fig.tight_layout()
+        plt.close(fig)
+        parts.append(_img(fig, f"lesion map {i + 1}"))
+    parts += [
+        "</div><h2>Configuration</h2>",
+        f"<pre>{html.escape(json.dumps(cfg, indent=2))}</pre>",
+        "<h2>Software</h2>",
+        _table(
+            list(versions().items()) + [("device of this report", "cpu"), ("torch threads", torch.get_num_threads())]
+        ),
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}table{border-collapse:collapse}"
+        "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}img{margin:6px}pre{background:#f4f4f4;"
+        "padding:8px;overflow:auto}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>TSS-KD Studio report: {html.escape(run.name)}"
+        f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
+
+
+def write_report(run: str | Path, out: str | Path | None = None) -> Path:
+    run = Path(run)
+    out = Path(out) if out else run / "report.html"
+    out.write_text(build_report(run), encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.report", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="run folder")
+    ap.add_argument("--out", default=None, help="output .html (default: RUN/report.html)")
+    args = ap.parse_args(argv)
+    try:
+        print(write_report(args.model, args.out))
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
