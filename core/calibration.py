@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from core.errors import StudioError
-from core.evaluate import expected_calibration_error, reliability_bins
+from core.evaluate import expected_calibration_error, load_trained, predict_logits, reliability_bins
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -37,39 +37,18 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
-@torch.no_grad()
-def logits_of(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    from core.augment import eval_transform
-
-    device = next(model.parameters()).device
-    model.eval()
-    out = [
-        model(eval_transform(images[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(out)
-
-
 def calibrate(model_path: str | Path, *, data=None) -> dict:
     """Fit T on the validation split of the model's own data (loaded from its JSON unless given) and store
     it in the model's JSON. Returns the record."""
-    from core.data import DataConfig, load_dataset
-    from core.model import load_model, resolve_model_path
+    from core.model import resolve_model_path
 
-    model, spec, meta = load_model(model_path)
-    if data is None:
-        saved = (meta.get("config") or {}).get("data")
-        if not saved:
-            raise StudioError("this model does not say which data it was trained on, so it cannot be calibrated.")
-        data = load_dataset(DataConfig(**saved))
-    if data.classes != spec.classes:
-        raise StudioError(f"the data's classes {data.classes} differ from the model's {spec.classes}.")
+    model, _, meta, data = load_trained(model_path, data=data)
     record: dict = {"method": "temperature scaling", "fitted_on": "val"}
-    val = logits_of(model, data.val.images)
+    val = predict_logits(model, data.val.images)
     t = fit_temperature(val, data.val.labels)
     record["temperature"] = t
     for name, split in (("val", data.val), ("test", data.test)):
-        z = val if name == "val" else logits_of(model, split.images)
+        z = val if name == "val" else predict_logits(model, split.images)
         y = split.labels.numpy()
         before, after = torch.softmax(z, 1).numpy(), torch.softmax(z / t, 1).numpy()
         record[name] = {

@@ -95,10 +95,10 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
 
 
 @torch.no_grad()
-def predict_probs(
+def predict_logits(
     model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 1024, amp_dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """Softmax probabilities (N, C) float32 for uint8 images (N, C, H, W), on the images' device."""
+    """Logits (N, C) float32 for uint8 images (N, C, H, W), evaluated in batches on the model's device."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -106,31 +106,47 @@ def predict_probs(
     for start in range(0, len(images), batch_size):
         x = eval_transform(images[start : start + batch_size].to(device, non_blocking=True))
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            out.append(torch.softmax(model(x).float(), dim=1))
+            out.append(model(x).float())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
 
-def evaluate_run(run: str | Path, *, split: str = "test", device: str = "auto") -> dict:
-    """Load a run's best model and its dataset (as configured at training time) and score one split."""
+def predict_probs(
+    model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 1024, amp_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Softmax probabilities (N, C) float32 for uint8 images (N, C, H, W), on the model's device."""
+    logits = predict_logits(model, images, batch_size=batch_size, amp_dtype=amp_dtype)
+    return torch.softmax(logits, dim=1) if len(logits) else logits
+
+
+def load_trained(path: str | Path, *, device: str | torch.device = "cpu", data=None):
+    """A saved model with the dataset it was trained on (rebuilt from its JSON unless given), checked to
+    have the same classes. Returns (model, spec, meta, data)."""
     from core.data import DataConfig, load_dataset
-    from core.device import pick_device
     from core.model import load_model
 
-    run = Path(run)
-    cfg_path = run / "config.json"
-    if not cfg_path.is_file():
-        raise StudioError(f"{run.name}: not a run folder (no config.json).")
-    saved = json.loads(cfg_path.read_text())
-    data_cfg = DataConfig(**saved["data"])
-    dev = pick_device(device)
-    model, spec, _ = load_model(run, device=dev)
-    data = load_dataset(data_cfg)
+    path = Path(path)
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise StudioError(f"{path.name}: not a run folder (no config.json).")
+    model, spec, meta = load_model(path, device=device)
+    if data is None:
+        saved = (meta.get("config") or {}).get("data")
+        if not saved:
+            raise StudioError(f"{path.name}: the model does not say which data it was trained on.")
+        data = load_dataset(DataConfig(**saved))
     if data.classes != spec.classes:
-        raise StudioError(f"{run.name}: the data's classes {data.classes} differ from the model's {spec.classes}.")
+        raise StudioError(f"{path.name}: the data's classes {data.classes} differ from the model's {spec.classes}.")
+    return model, spec, meta, data
+
+
+def evaluate_run(run: str | Path, *, split: str = "test", device: str = "auto") -> dict:
+    """Load a run's best model and its dataset (as configured at training time) and score one split."""
+    from core.device import pick_device
+
+    model, _, _, data = load_trained(run, device=pick_device(device))
     s = data.split(split)
     probs = predict_probs(model, s.images).cpu().numpy()
-    return {"run": run.name, "split": split, **classification_metrics(probs, s.labels.numpy(), data.classes)}
+    return {"run": Path(run).name, "split": split, **classification_metrics(probs, s.labels.numpy(), data.classes)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,10 +47,6 @@ class Predictor:
         arr = to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels)
         return eval_transform(torch.from_numpy(arr).unsqueeze(0).to(self.device))
 
-    def prepare_array(self, image: torch.Tensor) -> torch.Tensor:
-        """A dataset image (uint8 (C, S, S) at the model's size) as the network sees it: (1, 3, S, S)."""
-        return eval_transform(image.unsqueeze(0).to(self.device))
-
     @property
     def calibrated(self) -> bool:
         return "calibration" in self.meta

@@ -15,6 +15,13 @@ import torch.nn.functional as F
 from core.errors import StudioError
 
 
+def _softened_kl(student_logits, teacher_logits, tau, *, scale: float) -> torch.Tensor:
+    """scale * mean_b KL(softmax(z_t / tau) || softmax(z / tau)) in float32; the teacher is detached."""
+    log_p = F.log_softmax(student_logits.float() / tau, dim=1)
+    q = F.softmax(teacher_logits.detach().float() / tau, dim=1)
+    return scale * F.kl_div(log_p, q, reduction="batchmean")
+
+
 def tss_kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -37,21 +44,15 @@ def tss_kd_loss(
     Returns:
         A scalar tensor (float32).
     """
-    z = student_logits.float()
-    zt = teacher_logits.detach().float()
-    tau = torch.full_like(z, t_nontarget)
+    tau = torch.full_like(student_logits, t_nontarget, dtype=torch.float32)
     tau.scatter_(1, targets.view(-1, 1), t_target)  # (B, C)
-    log_p = F.log_softmax(z / tau, dim=1)
-    q = F.softmax(zt / tau, dim=1)
-    return t_target**2 * F.kl_div(log_p, q, reduction="batchmean")
+    return _softened_kl(student_logits, teacher_logits, tau, scale=t_target**2)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float = 4.0) -> torch.Tensor:
     """Classic knowledge distillation term (Hinton, Vinyals, Dean, arXiv:1503.02531, 2015):
     ``T**2 * mean_b KL(softmax(z_t / T) || softmax(z / T))``."""
-    log_p = F.log_softmax(student_logits.float() / temperature, dim=1)
-    q = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
-    return temperature**2 * F.kl_div(log_p, q, reduction="batchmean")
+    return _softened_kl(student_logits, teacher_logits, temperature, scale=temperature**2)
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:

@@ -48,20 +48,17 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
     import matplotlib.pyplot as plt
     from PIL import Image
 
+    from core.augment import eval_transform
     from core.cam import compute_cam, overlay
-    from core.data import DataConfig, load_dataset
-    from core.evaluate import classification_metrics, predict_probs
-    from core.infer import Predictor
+    from core.evaluate import classification_metrics, load_trained, predict_probs
 
     run = Path(run)
     cfg = runs.read_json(run / "config.json")
     status = runs.read_json(run / "status.json", {}) or {}
     if cfg is None or not (run / "model.safetensors").is_file():
         raise StudioError(f"{run.name}: not a run folder with a trained model.")
-    predictor = Predictor(run)
-    meta = predictor.meta
-    data = load_dataset(DataConfig(**cfg["data"]))
-    probs = predict_probs(predictor.model, data.test.images).numpy()
+    model, _, meta, data = load_trained(run)
+    probs = predict_probs(model, data.test.images).numpy()
     labels = data.test.labels.numpy()
     test = classification_metrics(probs, labels, data.classes)
     summary = data.summary()
@@ -124,7 +121,7 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
         x = data.test.images[i]
         pixels = x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
         target = int(np.argmax(probs[i]))
-        cam = compute_cam(predictor.model, predictor.prepare_array(x), target=target)
+        cam = compute_cam(model, eval_transform(x[None]), target=target)
         shown = Image.fromarray(overlay(pixels, cam)).resize((160, 160), Image.Resampling.NEAREST)
         fig, ax = plt.subplots(figsize=(2, 2.2))
         ax.imshow(np.asarray(shown))

@@ -14,8 +14,16 @@ def test_report_of_a_finished_run(tiny_run, tmp_path, capsys):
     out = tmp_path / "report.html"
     assert report_main(["--model", str(tiny_run), "--out", str(out)]) == 0
     page = out.read_text()
-    for section in ("Data", "Method", "Training curves", "Test metrics", "Calibration",
-                    "Sample lesion maps (test split)", "Configuration", "Software"):
+    for section in (
+        "Data",
+        "Method",
+        "Training curves",
+        "Test metrics",
+        "Calibration",
+        "Sample lesion maps (test split)",
+        "Configuration",
+        "Software",
+    ):
         assert f"<h2>{section}</h2>" in page, section
     images = re.findall(r'src="data:image/png;base64,', page)
     assert len(images) >= 4 + 4  # curves, confusion, ROC, reliability and four lesion maps
