@@ -54,7 +54,7 @@ def measure_ours(images, labels, *, size, batch, steps, warmup, device) -> dict:
     model = build_model(ModelSpec(classes=list(CLASSES), image_size=size, channels=1)).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # as core.train.fit does
     state = State(model, make_optimizer(model, cfg, device), torch.Generator(device=device).manual_seed(0))
     state.sums = torch.zeros(5, device=device)
     train = Split(images.to(device), labels.to(device))
@@ -134,8 +134,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     gpu = device.type == "cuda"
-    settings = args.settings or ("32:128,32:512,224:128" if gpu else "32:64")
-    workers = [int(w) for w in (args.workers or ("4,16" if gpu else "2")).split(",")]
+    settings = args.settings or ("32:128,32:512,224:128" if gpu else "32:128")
+    workers = [int(w) for w in (args.workers or ("4,16" if gpu else "0,2")).split(",")]
     peak = next((v for k, v in PEAK_BF16.items() if gpu and k in torch.cuda.get_device_name(device)), None)
     results = []
     for item in settings.split(","):

