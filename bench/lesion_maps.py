@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.augment import eval_transform  # noqa: E402
-from core.cam import CAM_METHODS, compute_cam  # noqa: E402
-from core.localization import energy_share, pointing_game, resize_map  # noqa: E402
+from core.cam import CAM_METHODS  # noqa: E402
+from core.localization import energy_share, pointing_game, score_maps  # noqa: E402
 from core.model import load_model  # noqa: E402
 from core.synthetic import CLASSES, render  # noqa: E402
 
@@ -54,13 +52,9 @@ def main(argv=None) -> int:
     }
     seconds = {}
     for method in args.methods.split(","):
-        t0 = time.perf_counter()
-        scores = []
-        for x, y, m in zip(images, labels, masks.numpy(), strict=True):
-            cam = resize_map(compute_cam(model, eval_transform(x[None]), target=int(y), method=method), m.shape)
-            scores.append((pointing_game(cam, m), energy_share(cam, m)))
-        rows[method] = scores
-        seconds[method] = (time.perf_counter() - t0) / len(images)
+        scored = score_maps(model, images, labels, masks, method=method)
+        rows[method] = [(scored["pointing_game"], scored["energy_share"])]
+        seconds[method] = scored["seconds_per_image"]
     result = {
         "model": str(args.model),
         "method": meta.get("method"),

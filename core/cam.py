@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -28,7 +31,9 @@ def compute_cam(model: Classifier, x: torch.Tensor, *, target: int, method: str 
         raise StudioError(f"unknown lesion-map method '{method}'; choose one of {', '.join(CAM_METHODS)}.")
     model.eval()
     # The context manager removes the hooks, so repeated calls leak nothing.
-    with CAM_METHODS[method](model=model, target_layers=[cam_layer(model)]) as cam:
+    # ScoreCAM draws a tqdm bar on stderr for every map; that is noise in a server log or a benchmark.
+    quiet = contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext()
+    with CAM_METHODS[method](model=model, target_layers=[cam_layer(model)]) as cam, quiet:
         cam.batch_size = 32  # ScoreCAM's masked forward passes per batch (read only by ScoreCAM)
         grayscale = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(target))])
     out = np.nan_to_num(grayscale[0].astype(np.float32))

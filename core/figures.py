@@ -43,6 +43,29 @@ def heatmap(rows: list[float], cols: list[float], values: np.ndarray, *, row_lab
     return fig
 
 
+def method_comparison(rows: list[dict], metrics: tuple[str, ...] = ("test_acc", "test_auc", "test_ece")):
+    """One panel per metric: a group per training method, a bar per RGA setting, mean with its std as
+    an error bar. `rows` hold `method`, `rga` and `{metric: {"mean": m, "std": s}}`."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    settings = sorted({r["rga"] for r in rows})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2))
+    width = 0.8 / len(settings)
+    for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
+        for i, rga in enumerate(settings):
+            found = {r["method"]: r[metric] for r in rows if r["rga"] == rga and r.get(metric)}
+            x = np.array([j for j, m in enumerate(methods) if m in found], dtype=float)
+            means = [found[m]["mean"] for m in methods if m in found]
+            stds = [found[m]["std"] or 0.0 for m in methods if m in found]
+            offset = (i - (len(settings) - 1) / 2) * width
+            ax.bar(x + offset, means, width, yerr=stds, capsize=3, label="with RGA" if rga else "without RGA")
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_title(metric.replace("_", " "), fontsize=10)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 def curves(series: dict[str, list[dict]], keys: tuple[str, ...] = ("train_loss", "val_acc", "val_auc")):
     """One panel per metric, one line per run."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
@@ -53,8 +76,9 @@ def curves(series: dict[str, list[dict]], keys: tuple[str, ...] = ("train_loss",
                 ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=name)
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("epoch")
-    if series:
-        np.atleast_1d(axes)[0].legend(fontsize=7)
+    first = np.atleast_1d(axes)[0]
+    if first.get_legend_handles_labels()[0]:
+        first.legend(fontsize=7)
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -34,6 +34,8 @@ class JobManager:
     """Queues, starts, stops and recovers training runs under one runs directory."""
 
     def __init__(self, runs_dir: str | Path, *, per_device: int = 1, grace_s: float = 15.0, poll_s: float = 0.5):
+        if per_device < 1:
+            raise StudioError(f"runs per device must be at least 1, not {per_device}.")
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.per_device = per_device
@@ -128,6 +130,22 @@ class JobManager:
             raise StudioError(f"no run named '{name}'.")
         return path
 
+    def wait(self, run_list: list[Path], *, timeout: float | None = None, poll_s: float = 0.5) -> dict[str, str]:
+        """Block until every run in `run_list` has ended (done, failed or stopped); return name -> status.
+
+        Raises `StudioError` when `timeout` seconds pass first (the runs keep going)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ended = {r.name: (runs.read_json(r / "status.json", {}) or {}).get("status") for r in run_list}
+            with self._lock:
+                live = {r.name for r in self._procs} | {r.name for q in self._queues.values() for r in q}
+            if all(s in runs.FINAL for s in ended.values()) and not live & ended.keys():
+                return ended
+            if deadline is not None and time.monotonic() > deadline:
+                pending = sorted(n for n, s in ended.items() if s not in runs.FINAL)
+                raise StudioError(f"{len(pending)} run(s) still going after {timeout:.0f} s: {', '.join(pending)}.")
+            time.sleep(poll_s)
+
     def active(self) -> list[str]:
         with self._lock:
             return sorted(r.name for r in self._procs)
@@ -213,10 +231,16 @@ class JobManager:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self._threads(device)},
             )
         finally:
             out.close()
+
+    def _threads(self, device: str) -> dict[str, str]:
+        """Runs sharing the CPU split its cores between them instead of each starting one thread per core."""
+        if device != "cpu" or self.per_device < 2 or "OMP_NUM_THREADS" in os.environ:
+            return {}
+        return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // self.per_device))}
 
     def _kill_later(self, run: Path, pid: int) -> None:
         deadline = time.monotonic() + self.grace_s

@@ -16,6 +16,7 @@ from pathlib import Path
 from core.errors import StudioError
 
 STATUSES = ("queued", "running", "done", "failed", "stopped")
+FINAL = ("done", "failed", "stopped")  # a run in one of these has no process working on it
 
 
 def safe_name(name: str) -> str:

@@ -190,3 +190,28 @@ def test_a_run_on_two_processes_is_launched_with_torchrun(manager, tmp_path):
     assert status["processes"] == 2 and "more processes" in (run / "train.log").read_text()
     with pytest.raises(StudioError, match="batch size"):
         manager.submit(cfg(tmp_path, name="too-many"), processes=9)
+
+
+def test_runs_per_device_share_the_cpu_and_wait_returns_when_all_end(tmp_path):
+    jm = JobManager(tmp_path, per_device=2, grace_s=10, poll_s=0.2)
+    try:
+        first, second, third = (jm.submit(cfg(tmp_path, train=256, epochs=3, name=f"sweep{i}")) for i in range(3))
+        assert wait_for(lambda: len(jm.active()) == 2)  # two at once, the third waits its turn
+        assert status_of(third) == "queued"
+        expected = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
+        for run in (first, second):  # each trainer gets its share of the cores, not all of them
+            wait_for(lambda r=run: status_of(r) == "running" and runs.read_json(r / "status.json").get("pid"))
+            pid = runs.read_json(run / "status.json")["pid"]
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert f"OMP_NUM_THREADS={expected}".encode() in environ
+        with pytest.raises(StudioError, match="still going"):
+            jm.wait([first, second, third], timeout=0.1)
+        assert jm.wait([first, second, third], timeout=300) == {r.name: "done" for r in (first, second, third)}
+        assert not jm.active()
+    finally:
+        jm.close()
+
+
+def test_runs_per_device_must_be_positive(tmp_path):
+    with pytest.raises(StudioError, match="at least 1"):
+        JobManager(tmp_path, per_device=0)
