@@ -45,7 +45,7 @@ from core.train import TrainConfig  # noqa: E402
 # What each budget trains. "cpu" finishes the whole comparison (30 runs) in under 30 minutes on a 2-core
 # CPU; "paper" is the paper's schedule. Demo-data sizes apply to the built-in data only.
 BUDGETS = {
-    "cpu": {"epochs": 5, "batch_size": 64, "image_size": 28, "train": 1200, "val": 400, "test": 400},
+    "cpu": {"epochs": 3, "batch_size": 64, "image_size": 28, "train": 1000, "val": 400, "test": 400},
     "paper": {"epochs": 100, "batch_size": 128, "image_size": 32, "train": 5000, "val": 1000, "test": 1000},
 }
 METRICS = ("test_acc", "test_auc", "test_ece")
@@ -110,7 +110,10 @@ def _cell(stat: dict | None, digits: int = 3) -> str:
 
 
 def _test_cell(test: dict | None) -> str:
-    return "-" if not test else f"{test['mean_diff']:+.3f} (p={test['p_value']:.2f})"
+    if not test:
+        return "-"
+    p = test["p_value"]
+    return f"{test['mean_diff']:+.3f} ({'p<0.001' if p < 0.001 else f'p={p:.3f}'})"
 
 
 def markdown(summary: list[dict], header: dict) -> str:
@@ -125,7 +128,7 @@ def markdown(summary: list[dict], header: dict) -> str:
     ]
     for r in summary:
         base = r.get("baseline")
-        name = f"{r['method']}" + (f" (vs {base['method']}{' + RGA' if base['rga'] else ''})" if base else "")
+        name = r["method"] + (f" (vs {base['method']}{' + RGA' if base['rga'] else ' without RGA'})" if base else "")
         lines.append(
             f"| {name} | {'yes' if r['rga'] else 'no'} | {_cell(r['test_acc'])} | {_cell(r['test_auc'])} | "
             f"{_cell(r['test_ece'])} | {_test_cell(r.get('test_acc_vs_baseline'))} | "
@@ -224,7 +227,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=None, help="demo data: test images (budget default)")
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--cams", default=",".join(CAM_METHODS), help="lesion-map methods to score (demo data)")
-    ap.add_argument("--cam-images", type=int, default=32, help="lesion scans scored per run")
+    ap.add_argument("--cam-images", type=int, default=16, help="lesion scans scored per run")
     ap.add_argument("--scorecam-images", type=int, default=None, help="ScoreCAM is slow: fewer scans (budget default)")
     ap.add_argument("--pretrained", default=None, help="start every run from these weights (a local file)")
     ap.add_argument("--runs-per-device", type=int, default=None, help="runs trained at once (CPU 2, GPU 4)")
@@ -244,9 +247,11 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = {"both": (False, True), "on": (True,), "off": (False,)}[args.rga]
     cams = [c for c in args.cams.split(",") if c]
-    scorecam_images = args.scorecam_images if args.scorecam_images is not None else (3 if args.budget == "cpu" else 32)
+    scorecam_images = args.scorecam_images if args.scorecam_images is not None else (2 if args.budget == "cpu" else 24)
     device = pick_device(args.device)
     per_device = args.runs_per_device or (4 if device.type == "cuda" else 2)
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # scoring maps here shares the cores with the runs training meanwhile
     data_cfg = DataConfig(
         dataset=args.dataset,
         data_path=args.data_path,

@@ -138,6 +138,7 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
                 "best_val_auc": best.get("val_auc"),
                 "best_val_acc": best.get("val_acc"),
                 "test_acc": status.get("test_acc"),
+                "test_auc": status.get("test_auc"),
             }
         )
     return out

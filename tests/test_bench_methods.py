@@ -77,7 +77,8 @@ def test_a_small_comparison_end_to_end(tmp_path):
         assert 0 <= run["lesion_maps"]["gradcam"]["energy_share"] <= 1
     assert 0 < result["header"]["uniform_energy_share"] < 0.5
     table = stem.with_suffix(".md").read_text()
-    assert "| tss-kd (vs ce + RGA) | yes |" in table and "gradcam | scorecam" in table
+    assert "| tss-kd (vs ce + RGA) | yes |" in table and "| ce (vs ce without RGA) | yes |" in table
+    assert "gradcam | scorecam" in table
     assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -46,3 +46,21 @@ def test_resize_map_keeps_the_peak_region():
     assert big.shape == (16, 16)
     y, x = np.unravel_index(np.argmax(big), big.shape)
     assert 4 <= y < 8 and 8 <= x < 12
+
+
+def test_the_demo_models_maps_point_at_lesions_far_above_chance():
+    import torch
+
+    from core.localization import score_maps
+    from core.model import load_model
+    from core.synthetic import render
+
+    model, spec, _ = load_model("assets/demo-model.safetensors")
+    images, labels, masks = render(60, size=spec.image_size, seed=777)  # masks drawn apart from any training
+    keep = torch.nonzero(labels != 0).flatten()[:20]
+    scored = score_maps(model, images[keep], labels[keep], masks[keep].numpy(), method="gradcam++")
+    chance = float(masks[keep].float().mean())  # what a uniform map scores on both
+    assert scored["images"] == 20 and chance < 0.1
+    assert scored["pointing_game"] > 3 * chance and scored["energy_share"] > 1.5 * chance
+    with pytest.raises(StudioError, match="no scans"):
+        score_maps(model, images[:0], labels[:0], masks[:0].numpy())

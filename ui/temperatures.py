@@ -8,10 +8,10 @@ import gradio as gr
 import numpy as np
 
 from core import figures as plots
-from core import runs
 from core.data import DataConfig
 from core.errors import StudioError
 from core.imageio import read_scan
+from core.sweep import grid_results, temperature_grid
 from core.temperature import temperature_view
 from core.train import TrainConfig
 from ui.context import Studio, user_error
@@ -89,24 +89,11 @@ def make_sweep(ctx: Studio):
     def sweep(targets_text, nontargets_text, epochs, device, image_size, request: gr.Request = None):
         ctx.require_user(request)
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
-        if len(targets) * len(nontargets) > 25:
-            raise StudioError("a sweep may hold at most 25 runs.")
         tag = time.strftime("sweep%H%M%S")
         data = DataConfig(image_size=int(image_size), synthetic_train=2000, synthetic_val=500, synthetic_test=500)
-        for tt in targets:
-            for tn in nontargets:
-                ctx.jobs.submit(
-                    TrainConfig(
-                        data=data,
-                        method="tss-kd",
-                        t_target=tt,
-                        t_nontarget=tn,
-                        epochs=int(epochs),
-                        device=device,
-                        runs_dir=str(ctx.runs_dir),
-                        name=f"{tag}-T{tt:g}-t{tn:g}",
-                    )
-                )
+        base = TrainConfig(data=data, epochs=int(epochs), device=device, runs_dir=str(ctx.runs_dir))
+        for cfg in temperature_grid(base, targets, nontargets, tag=tag):
+            ctx.jobs.submit(cfg)
         return tag
 
     return sweep
@@ -115,15 +102,9 @@ def make_sweep(ctx: Studio):
 def sweep_heatmap(ctx: Studio, tag: str):
     if not tag:
         return None, ""
-    rows = [r for r in runs.list_runs(ctx.runs_dir) if r["run"].startswith(tag + "-")]
+    tts, tns, grid, rows = grid_results(ctx.runs_dir, tag)
     if not rows:
         return None, ""
-    tts = sorted({r["t_target"] for r in rows})
-    tns = sorted({r["t_nontarget"] for r in rows})
-    grid = np.full((len(tts), len(tns)), np.nan)
-    for r in rows:
-        if r["best_val_auc"] is not None:
-            grid[tts.index(r["t_target"]), tns.index(r["t_nontarget"])] = r["best_val_auc"]
     done = sum(r["status"] == "done" for r in rows)
     fig = plots.heatmap(
         tts,

@@ -1,0 +1,48 @@
+"""Temperature sweeps: one TSS-KD run per (t_target, t_nontarget) pair, and the grid of their results.
+
+The Temperatures tab and `bench/temperatures.py` build the same grid here and queue it on the job
+manager, which trains several small runs per device at once when asked (`--runs-per-device`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from core import runs
+from core.errors import StudioError
+from core.train import TrainConfig
+
+MAX_RUNS = 25
+
+
+def temperature_grid(
+    base: TrainConfig, t_targets: list[float], t_nontargets: list[float], *, tag: str
+) -> list[TrainConfig]:
+    """One TSS-KD config per pair, named `<tag>-T<t_target>-t<t_nontarget>`; everything else from `base`."""
+    if not t_targets or not t_nontargets:
+        raise StudioError("give at least one t_target and one t_nontarget value.")
+    if len(t_targets) * len(t_nontargets) > MAX_RUNS:
+        raise StudioError(f"a sweep may hold at most {MAX_RUNS} runs.")
+    bad = [t for t in (*t_targets, *t_nontargets) if not (np.isfinite(t) and t > 0)]
+    if bad:
+        raise StudioError(f"temperatures must be positive numbers, not {', '.join(f'{b:g}' for b in bad)}.")
+    return [
+        replace(base, method="tss-kd", t_target=tt, t_nontarget=tn, name=f"{tag}-T{tt:g}-t{tn:g}").resolved()
+        for tt in t_targets
+        for tn in t_nontargets
+    ]
+
+
+def grid_results(runs_dir, tag: str, *, metric: str = "best_val_auc") -> tuple[list, list, np.ndarray, list[dict]]:
+    """The sweep `tag` under `runs_dir` as a grid: (t_targets, t_nontargets, values, rows), NaN where a run
+    has no value yet. `metric` is a field of `core.runs.list_runs` rows (best_val_auc, test_acc, ...)."""
+    rows = [r for r in runs.list_runs(runs_dir) if r["run"].startswith(tag + "-")]
+    tts = sorted({r["t_target"] for r in rows})
+    tns = sorted({r["t_nontarget"] for r in rows})
+    grid = np.full((len(tts), len(tns)), np.nan)
+    for r in rows:
+        if r.get(metric) is not None:
+            grid[tts.index(r["t_target"]), tns.index(r["t_nontarget"])] = r[metric]
+    return tts, tns, grid, rows

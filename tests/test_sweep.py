@@ -1,0 +1,107 @@
+"""Temperature sweeps: the grid of configs, the grid of results, and the sweep benches end to end."""
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from bench import sweep as sweep_bench
+from bench import temperatures as temperature_bench
+from core import runs
+from core.data import DataConfig
+from core.errors import StudioError
+from core.sweep import MAX_RUNS, grid_results, temperature_grid
+from core.train import TrainConfig
+
+BASE = TrainConfig(data=DataConfig(image_size=16, synthetic_train=32, synthetic_val=16, synthetic_test=16), epochs=1)
+
+
+def test_the_grid_holds_one_tss_kd_config_per_pair_and_keeps_the_rest():
+    cfgs = temperature_grid(BASE, [2.0, 4.0], [0.4, 1.0, 4.0], tag="s1")
+    assert [(c.t_target, c.t_nontarget) for c in cfgs] == [(2, 0.4), (2, 1), (2, 4), (4, 0.4), (4, 1), (4, 4)]
+    assert [c.name for c in cfgs][:2] == ["s1-T2-t0.4", "s1-T2-t1"]
+    assert {c.method for c in cfgs} == {"tss-kd"}
+    assert all(c.data == BASE.data and c.epochs == 1 for c in cfgs)
+
+
+@pytest.mark.parametrize(
+    ("targets", "nontargets", "message"),
+    [
+        ([], [0.4], "at least one"),
+        ([4.0], [0.0], "positive"),
+        ([-1.0], [0.4], "positive"),
+        ([float("nan")], [0.4], "positive"),
+        ([float(i + 1) for i in range(6)], [0.1, 0.2, 0.3, 0.4, 0.5], f"at most {MAX_RUNS}"),
+    ],
+)
+def test_bad_grids_are_refused(targets, nontargets, message):
+    with pytest.raises(StudioError, match=message):
+        temperature_grid(BASE, targets, nontargets, tag="bad")
+
+
+def test_grid_results_place_each_run_and_leave_missing_ones_empty(tmp_path):
+    for cfg, value in zip(temperature_grid(BASE, [2.0, 4.0], [0.4, 4.0], tag="s2"), [0.7, None, 0.9, 0.6], strict=True):
+        run = runs.create_run_dir(tmp_path, cfg.name)
+        runs.write_json(run / "config.json", asdict(cfg))
+        runs.set_status(run, "done" if value is not None else "running", test_acc=value)
+    other = runs.create_run_dir(tmp_path, "s20-T2-t0.4")  # another sweep whose tag starts the same way
+    runs.write_json(other / "config.json", asdict(temperature_grid(BASE, [2.0], [0.4], tag="s20")[0]))
+    tts, tns, grid, rows = grid_results(tmp_path, "s2", metric="test_acc")
+    assert (tts, tns, len(rows)) == ([2.0, 4.0], [0.4, 4.0], 4)
+    assert grid[0, 0] == 0.7 and np.isnan(grid[0, 1]) and grid[1, 0] == 0.9 and grid[1, 1] == 0.6
+
+
+@pytest.mark.slow
+def test_the_temperature_study_writes_its_grid(tmp_path):
+    stem = tmp_path / "temps"
+    argv = ["--t-targets", "2,4", "--t-nontargets", "0.4", "--epochs", "1", "--train", "32", "--image-size", "16"]
+    assert temperature_bench.main([*argv, "--device", "cpu", "--out", str(stem)]) == 0
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert result["t_targets"] == [2.0, 4.0] and result["t_nontargets"] == [0.4]
+    assert all(0 <= row[0] <= 1 for row in result["test_acc"])
+    assert "| 4 |" in stem.with_suffix(".md").read_text()
+    assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_temperature_study_refuses_a_bad_grid_before_training(tmp_path):
+    with pytest.raises(SystemExit, match="positive"):
+        temperature_bench.main(["--t-nontargets", "0", "--out", str(tmp_path / "t")])
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_the_sweep_bench_times_both_ways(tmp_path):
+    out = tmp_path / "sweep.json"
+    argv = ["--epochs", "1", "--train", "32", "--image-size", "16", "--runs-per-device", "2", "--device", "cpu"]
+    assert sweep_bench.main([*argv, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["sequential"]["runs_per_device"] == 1 and result["concurrent"]["runs_per_device"] == 2
+    for way in ("sequential", "concurrent"):
+        assert result[way]["training_images"] == 4 * 32
+        assert result[way]["aggregate_images_per_s"] == pytest.approx(4 * 32 / result[way]["wall_s"])
+        assert len(result[way]["per_run_images_per_s"]) == 4
+
+
+@pytest.mark.slow
+def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
+    import gradio as gr
+
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.temperatures import make_sweep, sweep_heatmap
+
+    jobs = JobManager(tmp_path / "runs", per_device=2, poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        with pytest.raises(gr.Error, match="positive"):
+            make_sweep(ctx)("4", "0, 0.4", 1, "cpu", 16)
+        assert not list((tmp_path / "runs").iterdir())  # a bad grid queues nothing
+        tag = make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16)
+        queued = sorted((tmp_path / "runs").iterdir())
+        assert [runs.read_json(p / "config.json")["name"] for p in queued] == [f"{tag}-T2-t0.4", f"{tag}-T4-t0.4"]
+        assert set(jobs.wait(queued, timeout=240).values()) == {"done"}
+        fig, text = sweep_heatmap(ctx, tag)
+        assert text == "2 of 2 runs done" and fig is not None
+    finally:
+        jobs.close()
