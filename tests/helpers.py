@@ -64,3 +64,16 @@ def write_dicom(
         ds.preamble = None
         ds.save_as(path, enforce_file_format=False)
     return path
+
+
+def write_medmnist(path, *, n=(30, 10, 10), size=28, classes=3, rgb=False, multilabel=False):
+    g = np.random.default_rng(0)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n, strict=True):
+        shape = (count, size, size, 3) if rgb else (count, size, size)
+        arrays[f"{split}_images"] = g.integers(0, 256, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (
+            g.integers(0, 2, (count, 5)) if multilabel else (np.arange(count) % classes).reshape(-1, 1)
+        )
+    np.savez(path, **arrays)
+    return path

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from helpers import write_medmnist
 from scipy import stats
 
 from bench import methods
@@ -80,6 +81,19 @@ def test_a_small_comparison_end_to_end(tmp_path):
     assert "| tss-kd (vs ce + RGA) | yes |" in table and "| ce (vs ce without RGA) | yes |" in table
     assert "gradcam | scorecam" in table
     assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_a_comparison_on_a_medmnist_file_has_no_lesion_maps(tmp_path):
+    data = write_medmnist(tmp_path / "tiny.npz", n=(48, 24, 24))
+    stem = tmp_path / "cmp"
+    argv = ["--dataset", "medmnist", "--data-path", str(data), "--methods", "ce,kd", "--rga", "off"]
+    assert methods.main([*argv, "--seeds", "3,4", "--epochs", "1", "--device", "cpu", "--out", str(stem)]) == 0
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert result["header"]["data_path"] == "tiny.npz" and result["header"]["train_images"] == 48
+    assert [(r["method"], r["seed"]) for r in result["runs"]] == [("ce", 3), ("kd", 3), ("ce", 4), ("kd", 4)]
+    assert all("lesion_maps" not in r for r in result["runs"])  # MedMNIST has no lesion masks
+    assert "Lesion maps" not in stem.with_suffix(".md").read_text()
 
 
 def test_a_missing_data_file_is_refused_before_any_run(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import write_dicom
+from helpers import write_dicom, write_medmnist
 from PIL import Image
 
 from core.data import DataConfig, load_dataset
@@ -125,19 +125,6 @@ def test_unreadable_files_are_named_not_dropped(tmp_path):
     d = load_dataset(replace(cfg, skip_bad_files=True))
     assert len(d.train) + len(d.val) + len(d.test) == 12
     assert len(d.skipped) == 1 and "broken.png" in d.skipped[0]
-
-
-def write_medmnist(path, *, n=(30, 10, 10), size=28, classes=3, rgb=False, multilabel=False):
-    g = np.random.default_rng(0)
-    arrays = {}
-    for split, count in zip(("train", "val", "test"), n, strict=True):
-        shape = (count, size, size, 3) if rgb else (count, size, size)
-        arrays[f"{split}_images"] = g.integers(0, 256, shape, dtype=np.uint8)
-        arrays[f"{split}_labels"] = (
-            g.integers(0, 2, (count, 5)) if multilabel else (np.arange(count) % classes).reshape(-1, 1)
-        )
-    np.savez(path, **arrays)
-    return path
 
 
 @pytest.mark.parametrize("size,rgb,image_size", [(28, False, 28), (28, False, 32), (64, True, 32)])
