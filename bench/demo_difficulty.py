@@ -9,7 +9,6 @@ The demo data should be neither trivial nor impossible: plain cross-entropy shou
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import RESULTS, write_result  # noqa: E402
 from core import runs  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
@@ -88,14 +88,8 @@ def main(argv=None) -> int:
                     f"  ({rows[-1]['seconds']:.0f}s)",
                     flush=True,
                 )
-    out = args.out or Path(__file__).parent / "results" / f"demo-difficulty-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"device": str(device), "epochs": args.epochs, "train_images": args.train, "results": rows}, indent=2
-        )
-    )
-    print(f"wrote {out}")
+    out = args.out or RESULTS / f"demo-difficulty-{device.type}.json"
+    write_result(out, {"device": str(device), "epochs": args.epochs, "train_images": args.train, "results": rows})
     return 0
 
 

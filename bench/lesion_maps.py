@@ -12,7 +12,6 @@ centre-weighted map (a Gaussian bump in the middle of the image). Writes JSON
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import RESULTS, write_result  # noqa: E402
 from core.cam import CAM_METHODS  # noqa: E402
 from core.localization import energy_share, pointing_game, score_maps  # noqa: E402
 from core.model import load_model  # noqa: E402
@@ -73,10 +73,8 @@ def main(argv=None) -> int:
         }
         t = f"{seconds[name]:.3f}" if name in seconds else "-"
         print(f"{name:32s} {pg.mean():13.3f} {es.mean():13.3f}  {t:>7s}")
-    out = args.out or Path(__file__).parent / "results" / f"lesion-maps-{Path(args.model).stem}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    out = args.out or RESULTS / f"lesion-maps-{Path(args.model).stem}.json"
+    write_result(out, result)
     return 0
 
 

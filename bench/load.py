@@ -11,7 +11,6 @@ timed in-process without the server. Writes JSON (default bench/results/load-cpu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -25,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import write_result  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -150,16 +151,14 @@ def main(argv=None) -> int:
     }
     if result["rss_mb_after_50"]:
         result["rss_growth"] = rss_end / result["rss_mb_after_50"] - 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     s, b = result["server"], result["baseline_in_process"]
     print(
         f"{args.calls} calls from {args.clients} clients: {len(errors)} failed; "
         f"p50 {s['p50_s']:.2f} s, p95 {s['p95_s']:.2f} s, {s['throughput_per_s']:.1f} calls/s; "
-        f"in-process p50 {b['p50_s']:.3f} s; RSS {result['rss_mb_after_50']:.0f} MB after 50, "
-        f"{rss_end:.0f} MB after {args.calls} ({100 * result.get('rss_growth', float('nan')):+.1f}%)"
+        f"in-process p50 {b['p50_s']:.3f} s; RSS {rss_end:.0f} MB after {args.calls} calls"
+        + (f" ({100 * result['rss_growth']:+.1f}% since call 50)" if "rss_growth" in result else "")
     )
-    print(f"wrote {args.out}")
     return 0 if not errors else 1
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import RESULTS, machine_label  # noqa: E402
 from core import runs  # noqa: E402
 from core.cam import CAM_METHODS  # noqa: E402
 from core.data import DataConfig, load_dataset  # noqa: E402
@@ -204,14 +204,6 @@ def result_row(cfg: TrainConfig, run: Path, scans, cams: list[str], *, scorecam_
     return row
 
 
-def machine_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    import os
-
-    return f"{os.cpu_count()}-core CPU ({platform.machine()}), torch {torch.__version__}"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", choices=BUDGETS, default="cpu")
@@ -322,7 +314,7 @@ def main(argv=None) -> int:
         header["scorecam_scans"] = min(scorecam_images, len(scans[0]))
     table = markdown(summary, header)
     print("\n" + table)
-    stem = args.out or Path(__file__).parent / "results" / f"methods-{args.budget}-{args.dataset}"
+    stem = args.out or RESULTS / f"methods-{args.budget}-{args.dataset}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     config = asdict(TrainConfig(data=data_cfg, epochs=budget["epochs"], batch_size=budget["batch_size"]))
     payload = {"header": header, "config": config, "summary": summary, "runs": rows}

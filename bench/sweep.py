@@ -13,7 +13,6 @@ bench/results/sweep-<device>.json).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.methods import machine_label  # noqa: E402
+from bench import RESULTS, machine_label, write_result  # noqa: E402
 from core import runs  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
@@ -89,10 +88,8 @@ def main(argv=None) -> int:
         "concurrent": many,
         "speedup": many["aggregate_images_per_s"] / one["aggregate_images_per_s"],
     }
-    out = args.out or Path(__file__).parent / "results" / f"sweep-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    out = args.out or RESULTS / f"sweep-{device.type}.json"
+    write_result(out, result)
     return 0
 
 

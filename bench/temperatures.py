@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.methods import machine_label  # noqa: E402
+from bench import RESULTS, machine_label  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
 from core.errors import StudioError  # noqa: E402
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     table = markdown(tts, tns, grids["test_acc"][2], title=f"Test accuracy. {budget}.")
     table += "\n" + markdown(tts, tns, grids["test_auc"][2], title="Test macro AUC.")
     print(table)
-    stem = args.out or Path(__file__).parent / "results" / f"temperatures-{device.type}"
+    stem = args.out or RESULTS / f"temperatures-{device.type}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "budget": budget,

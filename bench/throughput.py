@@ -10,7 +10,6 @@ data, on the same machine. Prints a table and writes JSON (default: bench/result
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -21,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import RESULTS, write_result  # noqa: E402
 from bench.reference_pipeline import make_loader, reference_step  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.dataset import Split  # noqa: E402
@@ -172,10 +172,10 @@ def main(argv=None) -> int:
             + (f"  peak {ours['peak_mem_gb']:.2f} GB" if gpu else ""),
             flush=True,
         )
-    out = args.out or Path(__file__).parent / "results" / f"throughput-{'gpu' if gpu else 'cpu'}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(device), "results": results}, indent=2))
-    print(f"wrote {out}")
+    write_result(
+        args.out or RESULTS / f"throughput-{'gpu' if gpu else 'cpu'}.json",
+        {"machine": machine(device), "results": results},
+    )
     return 0
 
 
