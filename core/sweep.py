@@ -6,7 +6,9 @@ manager, which trains several small runs per device at once when asked (`--runs-
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -15,6 +17,18 @@ from core.errors import StudioError
 from core.train import TrainConfig
 
 MAX_RUNS = 25
+
+
+def new_tag(runs_dir, *, prefix: str = "sweep") -> str:
+    """A sweep name that no run under `runs_dir` starts with: the date and time, and _2, _3 ... if taken."""
+    stamp = prefix + time.strftime("%Y%m%d-%H%M%S")
+    root = Path(runs_dir)
+    names = [p.name for p in root.iterdir()] if root.is_dir() else []
+    tag, n = stamp, 1
+    while any(name.startswith(tag + "-") for name in names):
+        n += 1
+        tag = f"{stamp}_{n}"
+    return tag
 
 
 def temperature_grid(

@@ -11,7 +11,7 @@ from bench import temperatures as temperature_bench
 from core import runs
 from core.data import DataConfig
 from core.errors import StudioError
-from core.sweep import MAX_RUNS, grid_results, temperature_grid
+from core.sweep import MAX_RUNS, grid_results, new_tag, temperature_grid
 from core.train import TrainConfig
 
 BASE = TrainConfig(data=DataConfig(image_size=16, synthetic_train=32, synthetic_val=16, synthetic_test=16), epochs=1)
@@ -50,6 +50,14 @@ def test_grid_results_place_each_run_and_leave_missing_ones_empty(tmp_path):
     tts, tns, grid, rows = grid_results(tmp_path, "s2", metric="test_acc")
     assert (tts, tns, len(rows)) == ([2.0, 4.0], [0.4, 4.0], 4)
     assert grid[0, 0] == 0.7 and np.isnan(grid[0, 1]) and grid[1, 0] == 0.9 and grid[1, 1] == 0.6
+
+
+def test_a_new_sweep_never_shares_its_name_with_earlier_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr("core.sweep.time.strftime", lambda fmt: "20261126-101530")  # two sweeps in one second
+    assert new_tag(tmp_path / "absent") == new_tag(tmp_path) == "sweep20261126-101530"
+    for tag, expected_next in (("sweep20261126-101530", "_2"), ("sweep20261126-101530_2", "_3")):
+        runs.create_run_dir(tmp_path, temperature_grid(BASE, [4.0], [0.4], tag=tag)[0].name)
+        assert new_tag(tmp_path) == "sweep20261126-101530" + expected_next
 
 
 @pytest.mark.slow

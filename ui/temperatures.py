@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import gradio as gr
 import numpy as np
 
@@ -11,7 +9,7 @@ from core import figures as plots
 from core.data import DataConfig
 from core.errors import StudioError
 from core.imageio import read_scan
-from core.sweep import grid_results, temperature_grid
+from core.sweep import grid_results, new_tag, temperature_grid
 from core.temperature import temperature_view
 from core.train import TrainConfig
 from ui.context import Studio, user_error
@@ -89,7 +87,7 @@ def make_sweep(ctx: Studio):
     def sweep(targets_text, nontargets_text, epochs, device, image_size, request: gr.Request = None):
         ctx.require_user(request)
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
-        tag = time.strftime("sweep%H%M%S")
+        tag = new_tag(ctx.runs_dir)
         data = DataConfig(image_size=int(image_size), synthetic_train=2000, synthetic_val=500, synthetic_test=500)
         base = TrainConfig(data=data, epochs=int(epochs), device=device, runs_dir=str(ctx.runs_dir))
         for cfg in temperature_grid(base, targets, nontargets, tag=tag):
