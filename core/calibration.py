@@ -37,33 +37,38 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(log_t.detach().exp().clamp(0.05, 20.0))
 
 
+def calibration_record(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict:
+    """Fit T on `logits["val"]` and describe it: T, and ECE, NLL and reliability bins before and after on
+    each split given (float32 logits (N, C) and labels (N,) on the CPU, keyed by split name)."""
+    t = fit_temperature(logits["val"], labels["val"])
+    record: dict = {"method": "temperature scaling", "fitted_on": "val", "temperature": t}
+    for name, z in logits.items():
+        y = labels[name]
+        before, after = torch.softmax(z, 1).numpy(), torch.softmax(z / t, 1).numpy()
+        record[name] = {
+            "ece_before": expected_calibration_error(before, y.numpy()),
+            "ece_after": expected_calibration_error(after, y.numpy()),
+            "nll_before": float(torch.nn.functional.cross_entropy(z, y)),
+            "nll_after": float(torch.nn.functional.cross_entropy(z / t, y)),
+            "reliability_before": reliability_bins(before, y.numpy()),
+            "reliability_after": reliability_bins(after, y.numpy()),
+        }
+    return record
+
+
 def calibrate(model_path: str | Path, *, data=None) -> dict:
     """Fit T on the validation split of the model's own data (loaded from its JSON unless given) and store
     it in the model's JSON. Returns the record."""
     from core.model import resolve_model_path
-
-    model, _, meta, data = load_trained(model_path, data=data)
-    record: dict = {"method": "temperature scaling", "fitted_on": "val"}
-    val = predict_logits(model, data.val.images)
-    t = fit_temperature(val, data.val.labels)
-    record["temperature"] = t
-    for name, split in (("val", data.val), ("test", data.test)):
-        z = val if name == "val" else predict_logits(model, split.images)
-        y = split.labels.numpy()
-        before, after = torch.softmax(z, 1).numpy(), torch.softmax(z / t, 1).numpy()
-        record[name] = {
-            "ece_before": expected_calibration_error(before, y),
-            "ece_after": expected_calibration_error(after, y),
-            "nll_before": float(torch.nn.functional.cross_entropy(z, split.labels)),
-            "nll_after": float(torch.nn.functional.cross_entropy(z / t, split.labels)),
-            "reliability_before": reliability_bins(before, y),
-            "reliability_after": reliability_bins(after, y),
-        }
-    weights = resolve_model_path(model_path)
-    meta["calibration"] = record
     from core.runs import write_json
 
-    write_json(weights.with_suffix(".json"), meta)
+    model, _, meta, data = load_trained(model_path, data=data)
+    splits = {"val": data.val, "test": data.test}
+    record = calibration_record(
+        {k: predict_logits(model, v.images) for k, v in splits.items()}, {k: v.labels for k, v in splits.items()}
+    )
+    meta["calibration"] = record
+    write_json(resolve_model_path(model_path).with_suffix(".json"), meta)
     return record
 
 

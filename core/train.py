@@ -35,7 +35,7 @@ from core.data import DataConfig, load_dataset
 from core.dataset import Dataset
 from core.device import AMP_CHOICES, amp_dtype, pick_device
 from core.errors import StudioError
-from core.evaluate import auc, classification_metrics, predict_probs
+from core.evaluate import auc, classification_metrics, predict_logits, predict_probs
 from core.losses import METHODS, compute_loss, get_method, ps_kd_alpha
 from core.model import ARCHS, ModelSpec, build_model, save_model
 
@@ -476,20 +476,22 @@ def fit(
 
 def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> dict:
     """Score the best checkpoint on the test split, fit its calibration on the validation split, and record
-    both in model.json; return the test metrics (uncalibrated)."""
+    both in model.json; return the test metrics (uncalibrated). One float32 pass over each split serves both."""
     from core.model import load_model
 
-    model, spec, meta = load_model(run, device=device)
-    probs = predict_probs(model, data.test.images, batch_size=cfg.eval_batch_size, amp_dtype=amp_dtype(device, cfg.amp))
-    test = classification_metrics(probs.cpu().numpy(), data.test.labels.cpu().numpy(), data.classes)
+    model, _, meta = load_model(run, device=device)
+    splits = {"val": data.val, "test": data.test}
+    logits = {k: predict_logits(model, v.images, batch_size=cfg.eval_batch_size).cpu() for k, v in splits.items()}
+    labels = {k: v.labels.cpu() for k, v in splits.items()}
+    test = classification_metrics(torch.softmax(logits["test"], 1).numpy(), labels["test"].numpy(), data.classes)
     meta["metrics"].update(
         test_acc=test["accuracy"],
         test_auc=test["auc"],
         test_balanced_accuracy=test["balanced_accuracy"],
         test_ece=test["ece"],
     )
+    meta["calibration"] = calibration.calibration_record(logits, labels)  # temperature scaling on val
     runs.write_json(run / "model.json", meta)
-    calibration.calibrate(run, data=data.to("cpu"))  # temperature scaling on the validation split
     return test
 
 

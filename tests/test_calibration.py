@@ -31,6 +31,7 @@ def test_a_finished_run_carries_its_calibration_and_predictions_use_it(tmp_path)
     assert record["fitted_on"] == "val" and record["temperature"] > 0
     assert record["val"]["nll_after"] <= record["val"]["nll_before"] + 1e-6  # the fit's own objective
     assert len(record["val"]["reliability_after"]) == 15
+    assert meta["metrics"]["test_ece"] == pytest.approx(record["test"]["ece_before"])  # one pass serves both
     predictor = Predictor(run)
     logits = torch.tensor([[2.0, 0.5, -1.0, 0.3]])
     probs, calibrated = apply(logits[0], predictor.meta)
