@@ -73,7 +73,6 @@ def test_augment_preview_renders_samples(page):
 def test_temperatures_tab_draws_the_soft_targets(page):
     page.get_by_role("tab", name="Temperatures").click()
     page.get_by_text("Reading the plot").wait_for(timeout=10_000)
-    page.screenshot(path=str(SHOTS / "temperatures.png"), full_page=True)
 
 
 def test_a_training_started_in_train_draws_its_first_curve_point(page):
@@ -85,3 +84,15 @@ def test_a_training_started_in_train_draws_its_first_curve_point(page):
     page.locator("#train-progress").get_by_text("epoch 1/1").wait_for(timeout=240_000)
     page.locator("#train-curves img, #train-curves svg").first.wait_for(timeout=30_000)
     page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+
+
+def test_a_temperature_sweep_fills_its_heatmap(page):
+    page.get_by_role("tab", name="Temperatures").click()
+    page.locator("#sweep-targets textarea, #sweep-targets input").first.fill("2, 4")
+    page.locator("#sweep-nontargets textarea, #sweep-nontargets input").first.fill("0.4")
+    page.locator("#sweep-epochs input").fill("1")
+    page.locator("#sweep-size input").fill("16")
+    page.locator("#sweep-start").click()
+    page.locator("#sweep-progress").get_by_text("2 of 2 runs done").wait_for(timeout=300_000)
+    page.locator("#sweep-heatmap img, #sweep-heatmap svg").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(SHOTS / "temperatures.png"), full_page=True)
