@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -25,3 +26,18 @@ def write_result(path: Path, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return path
+
+
+@contextlib.contextmanager
+def job_manager(runs_dir, *, per_device: int):
+    """The studio's job manager for a benchmark's runs. On leaving (finished, failed or Ctrl-C) it stops
+    whatever is still training, which the studio itself never does on close."""
+    from core.jobs import JobManager
+
+    manager = JobManager(runs_dir, per_device=per_device)
+    try:
+        yield manager
+    finally:
+        for name in manager.active():
+            manager.stop(name)
+        manager.close()

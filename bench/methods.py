@@ -29,14 +29,13 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import RESULTS, machine_label  # noqa: E402
+from bench import RESULTS, job_manager, machine_label  # noqa: E402
 from core import runs  # noqa: E402
 from core.cam import CAM_METHODS  # noqa: E402
 from core.data import DataConfig, load_dataset  # noqa: E402
 from core.device import amp_dtype, pick_device  # noqa: E402
 from core.errors import StudioError  # noqa: E402
 from core.figures import method_comparison  # noqa: E402
-from core.jobs import JobManager  # noqa: E402
 from core.localization import score_maps  # noqa: E402
 from core.losses import METHODS  # noqa: E402
 from core.model import load_model  # noqa: E402
@@ -261,8 +260,7 @@ def main(argv=None) -> int:
 
     rows, t_start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        manager = JobManager(args.runs_dir or tmp, per_device=per_device)
-        try:
+        with job_manager(args.runs_dir or tmp, per_device=per_device) as manager:
             queued = []
             for seed in seeds:
                 for method in methods:
@@ -285,12 +283,6 @@ def main(argv=None) -> int:
                     error = (runs.read_json(run / "status.json", {}) or {}).get("error", "")
                     raise SystemExit(f"{run.name} ended {status}: {error}")
                 rows.append(result_row(cfg, run, scans, cams, scorecam_images=scorecam_images))
-        except BaseException:
-            for name in manager.active():
-                manager.stop(name)
-            raise
-        finally:
-            manager.close()
     summary = summarize(rows)
     header = {
         "dataset": args.dataset if args.dataset != "synthetic" else "the demo data",

@@ -20,11 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import RESULTS, machine_label, write_result  # noqa: E402
+from bench import RESULTS, job_manager, machine_label, write_result  # noqa: E402
 from core import runs  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
-from core.jobs import JobManager  # noqa: E402
 from core.sweep import temperature_grid  # noqa: E402
 from core.train import TrainConfig  # noqa: E402
 
@@ -32,16 +31,11 @@ from core.train import TrainConfig  # noqa: E402
 def run_sweep(cfgs: list[TrainConfig], *, per_device: int) -> dict:
     """Queue `cfgs` on a fresh job manager; time them to the end; count the training images they saw."""
     with tempfile.TemporaryDirectory() as tmp:
-        manager = JobManager(tmp, per_device=per_device)
-        try:
+        with job_manager(tmp, per_device=per_device) as manager:
             t0 = time.perf_counter()
             queued = [manager.submit(cfg) for cfg in cfgs]
             statuses = manager.wait(queued)
             wall = time.perf_counter() - t0
-        finally:
-            for name in manager.active():
-                manager.stop(name)
-            manager.close()
         if set(statuses.values()) != {"done"}:
             raise SystemExit(f"the sweep did not finish: {statuses}")
         metrics = [runs.read_metrics(r) for r in queued]

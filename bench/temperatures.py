@@ -21,12 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import RESULTS, machine_label  # noqa: E402
+from bench import RESULTS, job_manager, machine_label  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
 from core.errors import StudioError  # noqa: E402
 from core.figures import heatmap  # noqa: E402
-from core.jobs import JobManager  # noqa: E402
 from core.sweep import grid_results, temperature_grid  # noqa: E402
 from core.train import TrainConfig  # noqa: E402
 
@@ -78,14 +77,8 @@ def main(argv=None) -> int:
         raise SystemExit(str(e)) from None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        manager = JobManager(tmp, per_device=per_device)
-        try:
-            queued = [manager.submit(cfg) for cfg in cfgs]
-            statuses = manager.wait(queued)
-        finally:
-            for name in manager.active():
-                manager.stop(name)
-            manager.close()
+        with job_manager(tmp, per_device=per_device) as manager:
+            statuses = manager.wait([manager.submit(cfg) for cfg in cfgs])
         failed = sorted(n for n, s in statuses.items() if s != "done")
         if failed:
             raise SystemExit(f"{len(failed)} run(s) did not finish: {', '.join(failed)}")
