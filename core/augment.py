@@ -17,7 +17,9 @@ depend on position, the distribution of views is the same as flipping last.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -96,8 +98,8 @@ def _sample_crop(batch, h, w, scale, ratio, generator, tries: int = 10) -> torch
     """RandomResizedCrop's parameter draw, batched: the first of `tries` candidates that fits, else the whole image."""
     device = generator.device
     area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(batch, tries, generator=generator, device=device))
-    log_r = torch.log(torch.tensor(ratio, device=device))
-    r = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * torch.rand(batch, tries, generator=generator, device=device))
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])  # host scalars: no copy to the device inside a CUDA graph
+    r = torch.exp(lo + (hi - lo) * torch.rand(batch, tries, generator=generator, device=device))
     cw, ch = torch.sqrt(area * r).round(), torch.sqrt(area / r).round()
     ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
     first = torch.argmax(ok.int(), dim=1)  # first fitting candidate (0 if none fits)
@@ -145,12 +147,19 @@ def _saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return (f * x + (1 - f) * _gray(x)).clamp(0, 1)
 
 
+@cache
+def _imagenet_stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as (1, 3, 1, 1) tensors, made once per device and dtype: a training step captured in a
+    CUDA graph may not copy them from the host."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1)
+    return mean, torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(1, 3, 1, 1)
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """float [0, 1] (B, C, H, W) with C in {1, 3} -> ImageNet-normalised (B, 3, H, W)."""
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    mean, std = _imagenet_stats(images.device, images.dtype)
     return (images - mean) / std
 
 

@@ -67,6 +67,7 @@ class TrainConfig:
     poly_power: float = 0.9
     amp: str = "auto"
     device: str = "auto"
+    cuda_graphs: bool = False
     seed: int = 0
     eval_batch_size: int = 1024
     runs_dir: str = "runs"
@@ -168,18 +169,40 @@ def epoch_order(n: int, *, seed: int, epoch: int, device: torch.device) -> torch
 
 
 def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, it: int, total: int) -> float:
-    """Polynomial decay per iteration: lr * (1 - it / total) ** power."""
+    """Polynomial decay per iteration: lr * (1 - it / total) ** power. A learning rate held in a tensor
+    (see `make_optimizer`) is overwritten in place, so a captured step reads the new value."""
     lr = cfg.lr * (1 - it / total) ** cfg.poly_power
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
     return lr
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, cfg: TrainConfig, device: torch.device, *, graphs: bool = False
+) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or Adam. With `graphs` the learning rate lives in a device tensor
+    that the optimizer reads without the host: fused SGD, or Adam with capturable=True."""
+    if graphs:
+        lr = torch.tensor(cfg.lr, device=device)
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(
+                model.parameters(), lr=lr, weight_decay=cfg.weight_decay, foreach=True, capturable=True
+            )
+        sgd = {"momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
+        return torch.optim.SGD(model.parameters(), lr=lr, fused=True, **sgd)
     fast = {"foreach": True} if device.type == "cuda" else {}
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
+
+
+def _lr_to_tensors(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Put each group's learning rate back into a device tensor (loading a checkpoint makes it a float)."""
+    for group in optimizer.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]), device=device)
 
 
 class ClassSampler:
@@ -197,11 +220,15 @@ class ClassSampler:
         return self.order[self.starts[y] + offset]
 
 
-def train_step(state: State, cfg: TrainConfig, aug: TrainAugment, train, idx, *, amp, alpha, sampler) -> None:
+def train_step(
+    state: State, cfg: TrainConfig, aug: TrainAugment, train, idx, *, amp, alpha, sampler, autocast_cache=True
+) -> None:
     """One optimizer step on the global batch `train.images[idx]`; adds to `state.sums` without syncing.
 
     Under torchrun every rank augments the whole global batch with the shared generator (so the views
-    are those one process would draw) and trains on its slice ``[rank::world]``.
+    are those one process would draw) and trains on its slice ``[rank::world]``. `alpha` (PS-KD) is a
+    float or a device tensor. Nothing here waits for the host, so the step can be captured in a CUDA
+    graph (core.graphs), with `autocast_cache=False`.
     """
     net, g, grp = state.net or state.model, state.generator, state.group
     method = METHODS[cfg.method]
@@ -210,7 +237,10 @@ def train_step(state: State, cfg: TrainConfig, aug: TrainAugment, train, idx, *,
     x = train.images[idx].to(device, non_blocking=True)
     y = train.labels[idx].to(device, non_blocking=True)[mine]
     teacher = None
-    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+    autocast = torch.autocast(
+        device.type, dtype=amp or torch.float32, enabled=amp is not None, cache_enabled=autocast_cache
+    )
+    with autocast:
         if method.teacher == "view":
             v1, v2 = aug(x, generator=g)[mine], aug(x, generator=g)[mine]
             with torch.no_grad():
@@ -252,9 +282,21 @@ def train_step(state: State, cfg: TrainConfig, aug: TrainAugment, train, idx, *,
                 parts["ce"].detach() * b,
                 parts["kd"].detach() * b,
                 correct.float(),
-                torch.tensor(float(b), device=device),
+                torch.full((), float(b), device=device),  # a fill, not a copy from the host
             ]
         )
+
+
+def make_stepper(state: State, cfg: TrainConfig, aug: TrainAugment, train, *, amp, sampler, graphs: bool = False):
+    """`step(idx, alpha=...)`: one training step on `train.images[idx]`, eager or replayed from CUDA graphs."""
+    if not graphs:
+        return lambda idx, alpha=0.0: train_step(state, cfg, aug, train, idx, amp=amp, alpha=alpha, sampler=sampler)
+    from core.graphs import GraphedSteps
+
+    def capturable(idx, alpha):
+        train_step(state, cfg, aug, train, idx, amp=amp, alpha=alpha, sampler=sampler, autocast_cache=False)
+
+    return GraphedSteps(capturable, state.generator)
 
 
 # ---- checkpoints for resume -------------------------------------------------------------------------
@@ -278,7 +320,10 @@ def save_last(path: Path, state: State) -> None:
         "step": state.step,
         "best_score": state.best_score,
         "best_epoch": state.best_epoch,
-        "param_groups": opt["param_groups"],
+        "param_groups": [
+            {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in group.items()}
+            for group in opt["param_groups"]
+        ],
     }
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, tmp, metadata={"resume": json.dumps(meta)})
@@ -297,7 +342,10 @@ def load_last(path: Path, state: State) -> None:
         if k.startswith("optim."):
             _, pid, name = k.split(".", 2)
             opt_state.setdefault(int(pid), {})[name] = v
+    graphed = any(isinstance(g["lr"], torch.Tensor) for g in state.optimizer.param_groups)
     state.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    if graphed:
+        _lr_to_tensors(state.optimizer, device)
     state.generator.set_state(tensors["rng.aug"])
     if "state.past_probs" in tensors and state.past_probs is not None:
         state.past_probs.copy_(tensors["state.past_probs"].to(device))
@@ -362,7 +410,11 @@ def fit(
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and on oneDNN CPUs
     data = _place(data, device)
     train = data.train
-    state = State(model, make_optimizer(model, cfg, device), torch.Generator(device=device).manual_seed(cfg.seed))
+    graphs = cfg.cuda_graphs and train.images.is_cuda
+    if cfg.cuda_graphs and not graphs:
+        log.warning("CUDA graphs off: the training data is not in GPU memory, so batches come from the host")
+    optimizer = make_optimizer(model, cfg, device, graphs=graphs)
+    state = State(model, optimizer, torch.Generator(device=device).manual_seed(cfg.seed))
     state.sums = torch.zeros(5, device=device)
     state.group = group
     if METHODS[cfg.method].teacher == "history":
@@ -379,6 +431,7 @@ def fit(
         runs.truncate_metrics(run, state.epoch)
 
     aug = cfg.augment(data.image_size)
+    step = make_stepper(state, cfg, aug, train, amp=amp, sampler=sampler, graphs=graphs)
     slices = batches_per_epoch(len(train), cfg.batch_size, ranks=group.world)
     total = cfg.epochs * len(slices)
     model.train()
@@ -404,10 +457,10 @@ def fit(
         while state.step < len(slices):
             a, b = slices[state.step]
             lr = set_lr(state.optimizer, cfg, epoch * len(slices) + state.step, total)
-            train_step(state, cfg, aug, train, order[a:b], amp=amp, alpha=alpha, sampler=sampler)
+            step(order[a:b], alpha=alpha)
             state.step += 1
             bar.update(1)
-            stopping = distributed.any_(group, stop.requested, device)  # all ranks stop after the same step
+            stopping = distributed.any_(group, stop.requested)  # all ranks stop after the same step
             if stopping:
                 break
         bar.close()
@@ -536,6 +589,10 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
     group = distributed.init(cfg.device)
     try:
         device = pick_device(distributed.rank_device(group, cfg.device))
+        if cfg.cuda_graphs:
+            from core.graphs import check_graphable
+
+            check_graphable(device, group.world)
         if cfg.batch_size < 2 * group.world:
             raise StudioError(f"the batch size must be at least {2 * group.world} for {group.world} processes.")
         data = load_dataset(cfg.data)  # every rank, the same data
@@ -655,6 +712,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="bf16 autocast (auto: on GPUs and on CPUs with bf16 matrix units)",
     )
     g.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
+    g.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each training step from a CUDA graph (one GPU, data in GPU memory); experimental",
+    )
     g.add_argument("--seed", type=int, default=t.seed)
     g = ap.add_argument_group("run")
     g.add_argument("--runs-dir", default=t.runs_dir)
@@ -698,6 +760,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_batch_size=args.eval_batch_size,
         amp=args.amp,
         device=args.device,
+        cuda_graphs=args.cuda_graphs,
         seed=args.seed,
         runs_dir=args.runs_dir,
         name=args.name,

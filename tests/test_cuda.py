@@ -88,3 +88,63 @@ def test_gpu_prediction_and_lesion_map(tmp_path):
 
     lesion = predictor.lesion_map(read_scan(tmp_path / "scan.png"))
     assert lesion.overlay.shape == (64, 64, 3)
+
+
+def graph_test_state(method: str, optimizer: str, *, graphs: bool):
+    from core.dataset import Split
+    from core.model import ModelSpec, build_model
+    from core.synthetic import CLASSES, render
+    from core.train import ClassSampler, State, TrainConfig, make_optimizer, make_stepper
+
+    cfg = TrainConfig(data=DataConfig(image_size=32), method=method, optimizer=optimizer, device="cuda").resolved()
+    images, labels, _ = render(512, size=32, seed=0)
+    train = Split(images.cuda(), labels.cuda())
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(classes=list(CLASSES), image_size=32, channels=1)).cuda()
+    model = model.to(memory_format=torch.channels_last)
+    device = torch.device("cuda", torch.cuda.current_device())
+    state = State(model, make_optimizer(model, cfg, device, graphs=graphs), torch.Generator(device=device))
+    state.generator.manual_seed(7)
+    state.sums = torch.zeros(5, device=device)
+    if method == "ps-kd":
+        state.past_probs = torch.full((512, len(CLASSES)), 1 / len(CLASSES), device=device)
+    sampler = ClassSampler(train.labels) if method == "cs-kd" else None
+    step = make_stepper(state, cfg, cfg.augment(32), train, amp=None, sampler=sampler, graphs=graphs)
+    return cfg, state, step
+
+
+@pytest.mark.parametrize("method,optimizer", [("tss-kd", "sgd"), ("cs-kd", "sgd"), ("ps-kd", "adam"), ("ce", "adam")])
+def test_graphed_steps_train_like_eager_steps(method, optimizer):
+    """Two batch sizes, each run eagerly twice, captured, then replayed: the same weights, sums and
+    random draws as eager steps throughout (float32, so only kernel-order noise differs)."""
+    from core.train import set_lr
+
+    order = torch.randperm(512, generator=torch.Generator().manual_seed(0)).cuda()
+    sizes = [128, 96, 128, 96, 128, 96, 128, 128, 96, 128]
+    results = []
+    for graphs in (False, True):
+        cfg, state, step = graph_test_state(method, optimizer, graphs=graphs)
+        state.model.train()
+        for i, n in enumerate(sizes):
+            set_lr(state.optimizer, cfg, i, len(sizes))
+            step(order[(i % 4) * 128 : (i % 4) * 128 + n], alpha=0.1 * i)
+        torch.cuda.synchronize()
+        results.append((state, step))
+    (eager, _), (graphed, stepper) = results
+    assert stepper.captured == [96, 128]
+    assert torch.equal(eager.generator.get_state(), graphed.generator.get_state())
+    torch.testing.assert_close(graphed.sums, eager.sums, rtol=1e-4, atol=1e-4)
+    for (name, a), b in zip(eager.model.state_dict().items(), graphed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_a_graphed_bf16_run_stops_resumes_and_finishes(tmp_path):
+    cfg = gpu_config(tmp_path, epochs=3, cuda_graphs=True)
+    cfg = replace(cfg, data=replace(cfg.data, synthetic_train=1000))  # 7 full batches and one of 104
+    run = run_training(cfg, stop=StopAfter(19))  # stops in epoch 3, after both batch sizes were captured
+    assert json.loads((run / "status.json").read_text())["status"] == "stopped"
+    run_training(replace(cfg), resume=str(run))
+    rows = runs.read_metrics(run)
+    assert json.loads((run / "status.json").read_text())["status"] == "done"
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["train_loss"]) for r in rows)
+    assert rows[-1]["train_acc"] > 0.3  # it learns: chance is 0.25

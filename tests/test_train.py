@@ -182,6 +182,7 @@ TINY = [
         (["--device", "cuda:7"], "cuda"),
         (["--gamma-min", "3", "--gamma-max", "2"], "gamma range"),
         (["--resume", "/no/such/run"], "not a run folder"),
+        (["--cuda-graphs"], "CUDA graphs need a CUDA GPU"),
     ],
 )
 def test_bad_input_exits_nonzero_with_a_message_and_leaves_no_run(tmp_path, capsys, argv, message):

@@ -1,0 +1,94 @@
+"""What makes a training step capturable in a CUDA graph, checked on the CPU: a learning rate and a
+PS-KD alpha held in tensors train exactly as floats do, checkpoints keep them, and graphs are refused
+where they cannot run. The capture itself is tested in test_cuda.py."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from core.data import DataConfig
+from core.dataset import Split
+from core.errors import StudioError
+from core.graphs import GraphedSteps, check_graphable
+from core.model import ModelSpec, build_model
+from core.synthetic import CLASSES, render
+from core.train import State, TrainConfig, load_last, make_optimizer, save_last, set_lr, train_step
+
+
+def make_state(cfg: TrainConfig, *, graphs: bool) -> State:
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(classes=list(CLASSES), image_size=16, channels=1))
+    model = model.to(memory_format=torch.channels_last)
+    state = State(model, make_optimizer(model, cfg, torch.device("cpu"), graphs=graphs), torch.Generator())
+    state.generator.manual_seed(3)
+    state.sums = torch.zeros(5)
+    if cfg.method == "ps-kd":
+        state.past_probs = torch.full((64, len(CLASSES)), 1 / len(CLASSES))
+    return state
+
+
+def train(cfg: TrainConfig, state: State, *, steps: int, alpha) -> None:
+    images, labels, _ = render(64, size=16, seed=0)
+    split = Split(images, labels)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(1))
+    for i in range(steps):
+        set_lr(state.optimizer, cfg, i, steps)  # changes every step, as training does
+        idx = order[(i % 4) * 16 : (i % 4 + 1) * 16]
+        train_step(state, cfg, cfg.augment(16), split, idx, amp=None, alpha=alpha, sampler=None)
+
+
+def config(method="tss-kd", optimizer="sgd") -> TrainConfig:
+    data = DataConfig(image_size=16)
+    return TrainConfig(data=data, method=method, optimizer=optimizer, batch_size=16).resolved()
+
+
+@pytest.mark.parametrize("method", ["tss-kd", "ps-kd"])
+def test_graph_ready_state_trains_like_the_eager_one(method):
+    """Fused SGD reading a tensor learning rate, and alpha as a tensor: the same weights and sums."""
+    cfg = config(method)
+    eager, ready = make_state(cfg, graphs=False), make_state(cfg, graphs=True)
+    assert isinstance(ready.optimizer.param_groups[0]["lr"], torch.Tensor)
+    train(cfg, eager, steps=6, alpha=0.4)
+    train(cfg, ready, steps=6, alpha=torch.tensor(0.4))
+    assert float(ready.optimizer.param_groups[0]["lr"]) == pytest.approx(eager.optimizer.param_groups[0]["lr"])
+    for (name, a), b in zip(eager.model.state_dict().items(), ready.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(ready.sums, eager.sums, rtol=1e-5, atol=1e-5)
+    assert float(eager.sums[4]) == 6 * 16
+    if method == "ps-kd":
+        torch.testing.assert_close(ready.past_probs, eager.past_probs)
+
+
+def test_a_checkpoint_of_a_graph_ready_run_keeps_its_tensor_learning_rate(tmp_path):
+    cfg = config()
+    state = make_state(cfg, graphs=True)
+    train(cfg, state, steps=2, alpha=torch.tensor(0.0))
+    set_lr(state.optimizer, cfg, 1, 4)
+    save_last(tmp_path / "last.safetensors", state)
+    with safe_open(tmp_path / "last.safetensors", framework="pt") as f:
+        saved = json.loads(f.metadata()["resume"])["param_groups"][0]["lr"]
+    assert saved == pytest.approx(cfg.lr * (3 / 4) ** cfg.poly_power)
+    again = make_state(cfg, graphs=True)
+    load_last(tmp_path / "last.safetensors", again)
+    lr = again.optimizer.param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and float(lr) == pytest.approx(saved)
+    for pa, pb in zip(state.model.parameters(), again.model.parameters(), strict=True):
+        torch.testing.assert_close(pb, pa)
+        a, b = state.optimizer.state[pa]["momentum_buffer"], again.optimizer.state[pb]["momentum_buffer"]
+        torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize(
+    "device,world,message",
+    [("cpu", 1, "need a CUDA GPU"), ("cuda", 2, "one process"), ("cuda:1", 4, "one process")],
+)
+def test_graphs_are_refused_where_they_cannot_run(device, world, message):
+    with pytest.raises(StudioError, match=message):
+        check_graphable(torch.device(device), world)
+
+
+def test_graphed_steps_refuse_a_cpu_generator():
+    with pytest.raises(StudioError, match="need a CUDA GPU"):
+        GraphedSteps(lambda idx, alpha: None, torch.Generator())
