@@ -1,0 +1,24 @@
+"""bench/throughput.py end to end on a tiny setting: both pipelines measured in one run, JSON written."""
+
+import json
+
+from bench import throughput
+
+
+def test_throughput_bench_measures_ours_and_the_reference(tmp_path, capsys):
+    out = tmp_path / "throughput.json"
+    code = throughput.main(
+        ["--device", "cpu", "--settings", "16:8", "--steps", "2", "--workers", "0", "--out", str(out)]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["machine"]["device"] == "cpu" and result["machine"]["torch"]
+    (row,) = result["results"]
+    assert (row["image_size"], row["batch"]) == (16, 8)
+    assert row["ours"]["images_per_s"] > 0 and row["ours"]["steps"] == 2 and row["ours"]["cuda_graphs"] is False
+    assert row["ours_cuda_graphs"] is None  # CUDA graphs are measured on GPUs only
+    (ref,) = row["reference"]
+    assert ref["workers"] == 0 and ref["images_per_s"] > 0
+    assert row["speedup_vs_best_reference"] == row["ours"]["images_per_s"] / ref["images_per_s"]
+    assert row["gflop_per_image"] > 0
+    assert "16px b8" in capsys.readouterr().out
