@@ -10,7 +10,7 @@ norm is synchronised across ranks; on CPUs (gloo cannot) each rank normalises ov
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -25,6 +25,9 @@ class Group:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    # A gloo group over the same processes for host-side flags: agreeing on a stop after every step then
+    # costs a message between processes, not a wait for each GPU to drain its queue (as NCCL would).
+    control: object = field(default=None, compare=False, repr=False)
 
     @property
     def main(self) -> bool:
@@ -46,7 +49,7 @@ def init(device: str) -> Group:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    return Group(rank, world, local)
+    return Group(rank, world, local, control=dist.new_group(backend="gloo"))
 
 
 def rank_device(group: Group, device: str) -> str:
@@ -86,12 +89,13 @@ def sum_(group: Group, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def any_(group: Group, flag: bool, device: torch.device) -> bool:
-    """True on every rank if it is true on any: ranks agree on when to stop."""
+def any_(group: Group, flag: bool) -> bool:
+    """True on every rank if it is true on any: ranks agree on when to stop. Host memory only, over the
+    control group, so the GPUs keep their queued work."""
     if not group.active:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group.control)
     return bool(t.item())
 
 
