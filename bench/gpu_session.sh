@@ -12,5 +12,5 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$OUT/gpu.txt"
 timeout 180 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py 2>&1 | tail -40 | tee "$OUT/cuda-tests.log"
-timeout 220 python3 bench/throughput.py --device cuda --out "$OUT/throughput-gpu.json" 2>&1 | tee "$OUT/throughput.log"
+timeout 240 python3 bench/throughput.py --device cuda --out "$OUT/throughput-gpu.json" 2>&1 | tee "$OUT/throughput.log"
 timeout 120 python3 bench/sweep.py --device cuda --epochs 3 --train 5000 --out "$OUT/sweep-gpu.json" 2>&1 | tee "$OUT/sweep.log"

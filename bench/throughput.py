@@ -119,6 +119,27 @@ def measure_reference(images, labels, *, size, batch, steps, warmup, workers, de
     return out
 
 
+def finish_row(row: dict, peak: float | None) -> None:
+    """Add the rates and the speed-up over the best reference to a row, and print it."""
+    flops = row["gflop_per_image"] * 1e9
+    ours, graphed = row["ours"], row["ours_cuda_graphs"]
+    for r in filter(None, (ours, graphed)):
+        r["tflop_per_s"] = r["images_per_s"] * flops / 1e12
+        if peak:
+            r["share_of_peak_bf16"] = r["images_per_s"] * flops / peak
+    best = max(filter(None, (ours, graphed)), key=lambda r: r["images_per_s"])
+    best_ref = max(row["reference"], key=lambda r: r["images_per_s"])
+    row["speedup_vs_best_reference"] = best["images_per_s"] / best_ref["images_per_s"]
+    print(
+        f"{row['image_size']:>4}px b{row['batch']:<4} ours {ours['images_per_s']:>9.0f} img/s  "
+        + (f"graphs {graphed['images_per_s']:>9.0f}  " if graphed else "")
+        + "  ".join(f"ref({r['workers']}w) {r['images_per_s']:>8.0f}" for r in row["reference"])
+        + f"  x{row['speedup_vs_best_reference']:.2f}  {best['tflop_per_s']:.1f} TFLOP/s"
+        + (f"  peak {best['peak_mem_gb']:.2f} GB" if "peak_mem_gb" in best else ""),
+        flush=True,
+    )
+
+
 def machine(device) -> dict:
     info = {
         "platform": platform.platform(),
@@ -135,7 +156,7 @@ def machine(device) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--settings", default=None, help="SIZE:BATCH,... (default: 32:128,32:512,224:128 on GPU)")
+    ap.add_argument("--settings", default=None, help="SIZE:BATCH,... (default: 32:128,32:512,32:1024,224:128 on GPU)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
     ap.add_argument("--workers", default=None, help="reference DataLoader workers, comma-separated")
     ap.add_argument("--no-graphs", action="store_true", help="on a GPU, skip the CUDA-graph measurement")
@@ -143,10 +164,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     gpu = device.type == "cuda"
-    settings = args.settings or ("32:128,32:512,224:128" if gpu else "32:128")
+    settings = args.settings or ("32:128,32:512,32:1024,224:128" if gpu else "32:128")
     workers = [int(w) for w in (args.workers or ("4,16" if gpu else "0,2")).split(",")]
     peak = next((v for k, v in PEAK_BF16.items() if gpu and k in torch.cuda.get_device_name(device)), None)
-    results = []
+    out = args.out or RESULTS / f"throughput-{'gpu' if gpu else 'cpu'}.json"
+    results, inputs = [], []
     for item in settings.split(","):
         size, batch = (int(v) for v in item.split(":"))
         steps = args.steps or (60 if gpu and size <= 64 else 20 if gpu else 6)
@@ -155,45 +177,38 @@ def main(argv=None) -> int:
         flops = flops_per_image(model, size, device)
         del model
         ours = measure_ours(images, labels, size=size, batch=batch, steps=steps, warmup=10, device=device)
-        graphed = None
-        if gpu and not args.no_graphs:
-            graphed = measure_ours(
-                images, labels, size=size, batch=batch, steps=steps, warmup=10, device=device, graphs=True
-            )
         refs = [
             measure_reference(
                 images, labels, size=size, batch=batch, steps=max(steps // 2, 4), warmup=3, workers=w, device=device
             )
             for w in workers
         ]
-        best_ref = max(refs, key=lambda r: r["images_per_s"])
-        best = max(filter(None, (ours, graphed)), key=lambda r: r["images_per_s"])
         row = {
             "image_size": size,
             "batch": batch,
             "gflop_per_image": flops / 1e9,
             "ours": ours,
-            "ours_cuda_graphs": graphed,
+            "ours_cuda_graphs": None,
+            "cuda_graphs_error": None,
             "reference": refs,
-            "speedup_vs_best_reference": best["images_per_s"] / best_ref["images_per_s"],
         }
-        for r in filter(None, (ours, graphed)):
-            r["tflop_per_s"] = r["images_per_s"] * flops / 1e12
-            if peak:
-                r["share_of_peak_bf16"] = r["images_per_s"] * flops / peak
         results.append(row)
-        print(
-            f"{size:>4}px b{batch:<4} ours {ours['images_per_s']:>9.0f} img/s  "
-            + (f"graphs {graphed['images_per_s']:>9.0f}  " if graphed else "")
-            + "  ".join(f"ref({r['workers']}w) {r['images_per_s']:>8.0f}" for r in refs)
-            + f"  x{row['speedup_vs_best_reference']:.2f}  {best['tflop_per_s']:.1f} TFLOP/s"
-            + (f"  peak {best['peak_mem_gb']:.2f} GB" if gpu else ""),
-            flush=True,
-        )
-    write_result(
-        args.out or RESULTS / f"throughput-{'gpu' if gpu else 'cpu'}.json",
-        {"machine": machine(device), "results": results},
-    )
+        inputs.append((images, labels, steps))
+        finish_row(row, peak)
+    write_result(out, {"machine": machine(device), "results": results})
+    if gpu and not args.no_graphs:
+        # Last, and after a first write: a capture that fails can leave the CUDA context unusable.
+        for row, (images, labels, steps) in zip(results, inputs, strict=True):
+            size, batch = row["image_size"], row["batch"]
+            try:
+                row["ours_cuda_graphs"] = measure_ours(
+                    images, labels, size=size, batch=batch, steps=steps, warmup=10, device=device, graphs=True
+                )
+            except RuntimeError as e:  # keep the other measurements; say why this one failed
+                row["cuda_graphs_error"] = f"{type(e).__name__}: {e}"[:2000]
+                print(f"CUDA graphs failed at {size}px b{batch}: {row['cuda_graphs_error']}", file=sys.stderr)
+            finish_row(row, peak)
+        write_result(out, {"machine": machine(device), "results": results})
     return 0
 
 

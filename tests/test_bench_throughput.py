@@ -16,7 +16,7 @@ def test_throughput_bench_measures_ours_and_the_reference(tmp_path, capsys):
     (row,) = result["results"]
     assert (row["image_size"], row["batch"]) == (16, 8)
     assert row["ours"]["images_per_s"] > 0 and row["ours"]["steps"] == 2 and row["ours"]["cuda_graphs"] is False
-    assert row["ours_cuda_graphs"] is None  # CUDA graphs are measured on GPUs only
+    assert row["ours_cuda_graphs"] is None and row["cuda_graphs_error"] is None  # measured on GPUs only
     (ref,) = row["reference"]
     assert ref["workers"] == 0 and ref["images_per_s"] > 0
     assert row["speedup_vs_best_reference"] == row["ours"]["images_per_s"] / ref["images_per_s"]
