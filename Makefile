@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install run demo demo-model test lint bench clean
+.PHONY: install run demo demo-model test screenshots lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo-model: install
 
 test: install
 	$(BIN)/python -m pytest -q -ra
+
+# The README's screenshots, from the headless-browser tests (needs Debian's chromium).
+screenshots: install
+	STUDIO_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_studio_browser.py
 
 lint: install
 	$(BIN)/ruff check .
