@@ -1,12 +1,14 @@
-"""What makes a training step capturable in a CUDA graph, checked on the CPU: a learning rate and a
-PS-KD alpha held in tensors train exactly as floats do, checkpoints keep them, and graphs are refused
-where they cannot run. The capture itself is tested in test_cuda.py."""
+"""What makes a training step capturable in a CUDA graph, checked on the CPU: the step asks nothing of
+the host (no value read back, no tensor made from host data), a learning rate and a PS-KD alpha held
+in tensors train exactly as floats do, checkpoints keep them, and graphs are refused where they cannot
+run. The capture itself is tested in test_cuda.py."""
 
 import json
 
 import pytest
 import torch
 from safetensors import safe_open
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from core.data import DataConfig
 from core.dataset import Split
@@ -14,7 +16,37 @@ from core.errors import StudioError
 from core.graphs import GraphedSteps, check_graphable
 from core.model import ModelSpec, build_model
 from core.synthetic import CLASSES, render
-from core.train import State, TrainConfig, load_last, make_optimizer, save_last, set_lr, train_step
+from core.train import ClassSampler, State, TrainConfig, load_last, make_optimizer, save_last, set_lr, train_step
+
+# Operators that cannot be captured in a CUDA graph: reading a value back to the host (item, nonzero and
+# other data-dependent shapes) or making a tensor from host data (a copy to the GPU on each call).
+HOST_BOUND = {
+    "aten._local_scalar_dense",
+    "aten.nonzero",
+    "aten.is_nonzero",
+    "aten.equal",
+    "aten.lift_fresh",
+    "aten.masked_select",
+    "aten._unique2",
+    "aten.unique_dim",
+    "aten.bincount",
+    "aten.index(bool)",  # a boolean mask: its result's shape depends on the data
+}
+
+
+class OpRecorder(TorchDispatchMode):
+    """Every ATen operator that runs while it is active, by name without overload."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if name == "aten.index" and any(i is not None and i.dtype == torch.bool for i in args[1]):
+            name = "aten.index(bool)"
+        self.ops.append(name)
+        return func(*args, **(kwargs or {}))
 
 
 def make_state(cfg: TrainConfig, *, graphs: bool) -> State:
@@ -29,14 +61,43 @@ def make_state(cfg: TrainConfig, *, graphs: bool) -> State:
     return state
 
 
-def train(cfg: TrainConfig, state: State, *, steps: int, alpha) -> None:
+def train(cfg: TrainConfig, state: State, *, steps: int, alpha, amp=None, sampler=None) -> None:
     images, labels, _ = render(64, size=16, seed=0)
     split = Split(images, labels)
     order = torch.randperm(64, generator=torch.Generator().manual_seed(1))
     for i in range(steps):
         set_lr(state.optimizer, cfg, i, steps)  # changes every step, as training does
         idx = order[(i % 4) * 16 : (i % 4 + 1) * 16]
-        train_step(state, cfg, cfg.augment(16), split, idx, amp=None, alpha=alpha, sampler=None)
+        train_step(state, cfg, cfg.augment(16), split, idx, amp=amp, alpha=alpha, sampler=sampler)
+
+
+@pytest.mark.parametrize("method", ["ce", "kd", "cs-kd", "ps-kd", "tss-kd"])
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_a_graph_ready_step_asks_nothing_of_the_host(method, amp):
+    cfg = config(method)
+    state = make_state(cfg, graphs=True)
+    alpha = torch.tensor(0.3)
+    sampler = ClassSampler(render(64, size=16, seed=0)[1]) if method == "cs-kd" else None  # built once, before
+    train(cfg, state, steps=1, alpha=alpha, amp=amp, sampler=sampler)  # makes the optimizer's buffers
+    with OpRecorder() as recorder:
+        train(cfg, state, steps=1, alpha=alpha, amp=amp, sampler=sampler)
+    ops = set(recorder.ops)
+    assert {"aten.grid_sampler_2d", "aten.convolution_backward", "aten._fused_sgd_"} <= ops  # the whole step
+    assert not ops & HOST_BOUND, sorted(ops & HOST_BOUND)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda x: x * torch.tensor([1.0, 2.0]).mean(),  # host data made into a tensor
+        lambda x: x * float(x.sum()),  # a value read back
+        lambda x: x[x > 0],  # a shape that depends on the data
+    ],
+)
+def test_the_recorder_sees_host_bound_operators(bad):
+    with OpRecorder() as recorder:
+        bad(torch.ones(2))
+    assert set(recorder.ops) & HOST_BOUND
 
 
 def config(method="tss-kd", optimizer="sgd") -> TrainConfig:
