@@ -27,7 +27,7 @@ from core.dataset import Split  # noqa: E402
 from core.device import amp_dtype, pick_device  # noqa: E402
 from core.model import ModelSpec, build_model  # noqa: E402
 from core.synthetic import CLASSES, render  # noqa: E402
-from core.train import State, TrainConfig, make_optimizer, make_stepper  # noqa: E402
+from core.train import TrainConfig, make_stepper, new_state  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 datasheet rates
 
@@ -51,15 +51,10 @@ def flops_per_image(model, size, device) -> float:
 def measure_ours(images, labels, *, size, batch, steps, warmup, device, graphs=False) -> dict:
     """The engine's own step (core.train.make_stepper), eager or replayed from CUDA graphs."""
     cfg = TrainConfig(data=DataConfig(image_size=size), batch_size=batch, device=str(device)).resolved()
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(classes=list(CLASSES), image_size=size, channels=1)).to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    model = model.to(memory_format=torch.channels_last)  # as core.train.fit does
-    optimizer = make_optimizer(model, cfg, device, graphs=graphs)
-    state = State(model, optimizer, torch.Generator(device=device).manual_seed(0))
-    state.sums = torch.zeros(5, device=device)
     train = Split(images.to(device), labels.to(device))
+    spec = ModelSpec(classes=list(CLASSES), image_size=size, channels=1)
+    state, _ = new_state(cfg, spec, train, device, graphs=graphs)  # as core.train.fit builds it
+    model = state.model
     amp = amp_dtype(device, cfg.amp)
     step = make_stepper(state, cfg, cfg.augment(size), train, amp=amp, sampler=None, graphs=graphs)
     g = torch.Generator(device=device).manual_seed(1)

@@ -287,6 +287,23 @@ def train_step(
         )
 
 
+def new_state(cfg: TrainConfig, spec: ModelSpec, train, device: torch.device, *, graphs: bool = False):
+    """A fresh training state for `cfg` on `device`, and CS-KD's class sampler (None for other methods):
+    the model (seeded, channels-last), its optimizer, the augmentation generator and the metric sums."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec, pretrained=cfg.pretrained).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and on oneDNN CPUs
+    optimizer = make_optimizer(model, cfg, device, graphs=graphs)
+    state = State(model, optimizer, torch.Generator(device=device).manual_seed(cfg.seed))
+    state.sums = torch.zeros(5, device=device)
+    teacher = METHODS[cfg.method].teacher
+    if teacher == "history":
+        state.past_probs = torch.nn.functional.one_hot(train.labels, len(spec.classes)).float().to(device)
+    return state, (ClassSampler(train.labels) if teacher == "class" else None)
+
+
 def make_stepper(state: State, cfg: TrainConfig, aug: TrainAugment, train, *, amp, sampler, graphs: bool = False):
     """`step(idx, alpha=...)`: one training step on `train.images[idx]`, eager or replayed from CUDA graphs."""
     if not graphs:
@@ -402,24 +419,15 @@ def fit(
     """Train into `run`; return the final status ('done' or 'stopped'). Only rank 0 writes files."""
     group = group or distributed.Group()
     amp = amp_dtype(device, cfg.amp)
-    torch.manual_seed(cfg.seed)
     spec = ModelSpec(arch=cfg.arch, classes=list(data.classes), image_size=data.image_size, channels=data.channels)
-    model = build_model(spec, pretrained=cfg.pretrained).to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and on oneDNN CPUs
     data = _place(data, device)
     train = data.train
     graphs = cfg.cuda_graphs and train.images.is_cuda
     if cfg.cuda_graphs and not graphs:
         log.warning("CUDA graphs off: the training data is not in GPU memory, so batches come from the host")
-    optimizer = make_optimizer(model, cfg, device, graphs=graphs)
-    state = State(model, optimizer, torch.Generator(device=device).manual_seed(cfg.seed))
-    state.sums = torch.zeros(5, device=device)
+    state, sampler = new_state(cfg, spec, train, device, graphs=graphs)
+    model = state.model
     state.group = group
-    if METHODS[cfg.method].teacher == "history":
-        state.past_probs = torch.nn.functional.one_hot(train.labels, len(data.classes)).float().to(device)
-    sampler = ClassSampler(train.labels) if METHODS[cfg.method].teacher == "class" else None
     last = run / "last.safetensors"
     if resume and last.is_file():
         load_last(last, state)

@@ -92,23 +92,16 @@ def test_gpu_prediction_and_lesion_map(tmp_path):
 
 def graph_test_state(method: str, optimizer: str, *, graphs: bool):
     from core.dataset import Split
-    from core.model import ModelSpec, build_model
+    from core.model import ModelSpec
     from core.synthetic import CLASSES, render
-    from core.train import ClassSampler, State, TrainConfig, make_optimizer, make_stepper
+    from core.train import TrainConfig, make_stepper, new_state
 
     cfg = TrainConfig(data=DataConfig(image_size=32), method=method, optimizer=optimizer, device="cuda").resolved()
     images, labels, _ = render(512, size=32, seed=0)
     train = Split(images.cuda(), labels.cuda())
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(classes=list(CLASSES), image_size=32, channels=1)).cuda()
-    model = model.to(memory_format=torch.channels_last)
     device = torch.device("cuda", torch.cuda.current_device())
-    state = State(model, make_optimizer(model, cfg, device, graphs=graphs), torch.Generator(device=device))
-    state.generator.manual_seed(7)
-    state.sums = torch.zeros(5, device=device)
-    if method == "ps-kd":
-        state.past_probs = torch.full((512, len(CLASSES)), 1 / len(CLASSES), device=device)
-    sampler = ClassSampler(train.labels) if method == "cs-kd" else None
+    spec = ModelSpec(classes=list(CLASSES), image_size=32, channels=1)
+    state, sampler = new_state(cfg, spec, train, device, graphs=graphs)
     step = make_stepper(state, cfg, cfg.augment(32), train, amp=None, sampler=sampler, graphs=graphs)
     return cfg, state, step
 

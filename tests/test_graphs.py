@@ -14,9 +14,9 @@ from core.data import DataConfig
 from core.dataset import Split
 from core.errors import StudioError
 from core.graphs import GraphedSteps, check_graphable
-from core.model import ModelSpec, build_model
+from core.model import ModelSpec
 from core.synthetic import CLASSES, render
-from core.train import ClassSampler, State, TrainConfig, load_last, make_optimizer, save_last, set_lr, train_step
+from core.train import ClassSampler, State, TrainConfig, load_last, new_state, save_last, set_lr, train_step
 
 # Operators that cannot be captured in a CUDA graph: reading a value back to the host (item, nonzero and
 # other data-dependent shapes) or making a tensor from host data (a copy to the GPU on each call).
@@ -49,26 +49,20 @@ class OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+SPLIT = Split(*render(64, size=16, seed=0)[:2])
+
+
 def make_state(cfg: TrainConfig, *, graphs: bool) -> State:
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(classes=list(CLASSES), image_size=16, channels=1))
-    model = model.to(memory_format=torch.channels_last)
-    state = State(model, make_optimizer(model, cfg, torch.device("cpu"), graphs=graphs), torch.Generator())
-    state.generator.manual_seed(3)
-    state.sums = torch.zeros(5)
-    if cfg.method == "ps-kd":
-        state.past_probs = torch.full((64, len(CLASSES)), 1 / len(CLASSES))
-    return state
+    spec = ModelSpec(classes=list(CLASSES), image_size=16, channels=1)
+    return new_state(cfg, spec, SPLIT, torch.device("cpu"), graphs=graphs)[0]
 
 
 def train(cfg: TrainConfig, state: State, *, steps: int, alpha, amp=None, sampler=None) -> None:
-    images, labels, _ = render(64, size=16, seed=0)
-    split = Split(images, labels)
     order = torch.randperm(64, generator=torch.Generator().manual_seed(1))
     for i in range(steps):
         set_lr(state.optimizer, cfg, i, steps)  # changes every step, as training does
         idx = order[(i % 4) * 16 : (i % 4 + 1) * 16]
-        train_step(state, cfg, cfg.augment(16), split, idx, amp=amp, alpha=alpha, sampler=sampler)
+        train_step(state, cfg, cfg.augment(16), SPLIT, idx, amp=amp, alpha=alpha, sampler=sampler)
 
 
 @pytest.mark.parametrize("method", ["ce", "kd", "cs-kd", "ps-kd", "tss-kd"])
@@ -77,7 +71,7 @@ def test_a_graph_ready_step_asks_nothing_of_the_host(method, amp):
     cfg = config(method)
     state = make_state(cfg, graphs=True)
     alpha = torch.tensor(0.3)
-    sampler = ClassSampler(render(64, size=16, seed=0)[1]) if method == "cs-kd" else None  # built once, before
+    sampler = ClassSampler(SPLIT.labels) if method == "cs-kd" else None  # built before the recording
     train(cfg, state, steps=1, alpha=alpha, amp=amp, sampler=sampler)  # makes the optimizer's buffers
     with OpRecorder() as recorder:
         train(cfg, state, steps=1, alpha=alpha, amp=amp, sampler=sampler)
