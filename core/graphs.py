@@ -8,8 +8,8 @@ optimizer step and the metric sums.
 What makes `core.train.train_step` capturable, and keeps it so:
 - the training data sits on the GPU, and the batch is gathered inside the graph from a static index
   buffer that each replay refills;
-- nothing in the step waits for the host: metrics are summed on the device, and the learning rate and
-  PS-KD's alpha are device tensors written before each replay;
+- nothing in the step waits for the host: metrics are summed on the device, and the learning rate,
+  PS-KD's alpha and the KD warm-up's share are device tensors written before each replay;
 - the augmentation generator is registered with every graph, so replay i draws exactly what eager
   step i would have drawn;
 - the optimizer reads its learning rate from a tensor (`core.train.make_optimizer(graphs=True)`);
@@ -40,23 +40,34 @@ def check_graphable(device: torch.device, world: int) -> None:
 
 
 class GraphedSteps:
-    """Call with a batch's indices (a device tensor); runs `step(indices, alpha)` through CUDA graphs.
+    """Call with a batch's indices (a device tensor) and the step's scalars by name; runs
+    `step(indices, **scalars)` through CUDA graphs.
 
-    `step` must be capturable (see the module text) and take the alpha tensor this object owns.
+    `step` must be capturable (see the module text) and take, for each name in `scalars`, the 0-d device
+    tensor this object owns under that name (PS-KD's alpha, the warm-up's share of the KD weight); each
+    call writes the values it is given into them before the step runs.
     """
 
-    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor], None], generator: torch.Generator, *, warmup=2):
+    def __init__(
+        self,
+        step: Callable[..., None],
+        generator: torch.Generator,
+        *,
+        scalars: tuple[str, ...] = ("alpha",),
+        warmup=2,
+    ):
         self.device = generator.device
         check_graphable(self.device, 1)
         self.step, self.generator, self.warmup = step, generator, warmup
-        self.alpha = torch.zeros((), device=self.device)
+        self.scalars = {name: torch.zeros((), device=self.device) for name in scalars}
         self.stream = torch.cuda.Stream(self.device)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.eager_runs: dict[int, int] = {}
         self.pool = None
 
-    def __call__(self, idx: torch.Tensor, *, alpha: float = 0.0) -> None:
-        self.alpha.fill_(alpha)
+    def __call__(self, idx: torch.Tensor, **values: float) -> None:
+        for name, value in values.items():
+            self.scalars[name].fill_(value)
         n = idx.numel()
         if n in self.graphs:
             graph, static_idx = self.graphs[n]
@@ -68,7 +79,7 @@ class GraphedSteps:
             self.eager_runs[n] = self.eager_runs.get(n, 0) + 1
             self.stream.wait_stream(current)
             with torch.cuda.stream(self.stream):
-                self.step(idx, self.alpha)
+                self.step(idx, **self.scalars)
             current.wait_stream(self.stream)
             return
         static_idx = idx.clone()  # outside the pool: it must outlive the capture
@@ -76,7 +87,7 @@ class GraphedSteps:
         graph.register_generator_state(self.generator)
         torch.cuda.synchronize(self.device)
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
-            self.step(static_idx, self.alpha)
+            self.step(static_idx, **self.scalars)
         self.pool = graph.pool()
         self.graphs[n] = (graph, static_idx)
         graph.replay()  # capture records the step without running it

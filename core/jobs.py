@@ -114,6 +114,7 @@ class JobManager:
         }
         if status.get("error"):
             out["error"] = status["error"]
+        out["warnings"] = status.get("warnings") or []
         for key in ("best_epoch", "val_acc", "val_auc", "test_acc", "test_auc"):
             if status.get(key) is not None:
                 out[key] = status[key]

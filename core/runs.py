@@ -70,6 +70,18 @@ def set_status(run: Path, status: str, **fields) -> dict:
     return current
 
 
+def add_warning(run: Path, warning: dict) -> bool:
+    """Add `{"kind", "epoch", "message"}` to status.json's `warnings` unless one of that kind is there;
+    True when it was added."""
+    current = read_json(run / "status.json", {}) or {}
+    warnings = list(current.get("warnings") or [])
+    if any(w.get("kind") == warning["kind"] for w in warnings):
+        return False
+    current["warnings"] = [*warnings, warning]
+    write_json(run / "status.json", current)
+    return True
+
+
 def append_metrics(run: Path, row: dict) -> None:
     with open(run / "metrics.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -139,6 +151,9 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
                 "best_val_acc": best.get("val_acc"),
                 "test_acc": status.get("test_acc"),
                 "test_auc": status.get("test_auc"),
+                "warnings": ", ".join(
+                    f"{w.get('kind')} (epoch {w.get('epoch')})" for w in status.get("warnings") or []
+                ),
             }
         )
     return out

@@ -2,8 +2,9 @@
 
 For one sample with student logits `z`, teacher logits `z_t` and target class `y`, TSS-KD softens the
 target class with `t_target` and the others with `t_nontarget`. The distillation term
-``t_target**2 * KL(q || p)`` splits exactly into the target class's share and the non-target classes'
-share (the two sums below add up to it).
+``S * KL(q || p)``, with ``S = t_target**2`` (paper scaling) or ``t_nontarget**2`` (nontarget scaling,
+the studio's default; see core.losses.kd_scale), splits exactly into the target class's share and the
+non-target classes' share (the two sums below add up to it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.errors import StudioError
+from core.losses import kd_curvature, kd_scale
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -26,8 +28,10 @@ def temperature_view(
     t_target: float,
     t_nontarget: float,
     kd_weight: float = 1.0,
+    scaling: str = "nontarget",
 ) -> dict:
-    """Distributions and loss parts for one sample (float64). Lists are indexed by class."""
+    """Distributions and loss parts for one sample (float64) under the KD `scaling`, and the term's
+    curvature `s` relative to classic KD (core.losses.kd_curvature). Lists are indexed by class."""
     z, zt = np.asarray(student, np.float64), np.asarray(teacher, np.float64)
     if z.ndim != 1 or z.shape != zt.shape or len(z) < 2:
         raise StudioError("student and teacher need the same number of logits, at least two.")
@@ -41,7 +45,7 @@ def temperature_view(
     tau[target] = t_target
     q, p = _softmax(zt / tau), _softmax(z / tau)
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = t_target**2 * np.where(q > 0, q * (np.log(q) - np.log(p)), 0.0)
+        terms = kd_scale(t_target, t_nontarget, scaling) * np.where(q > 0, q * (np.log(q) - np.log(p)), 0.0)
     ce = float(-np.log(_softmax(z)[target]))
     tss = float(terms.sum())
     q_kd, p_kd = _softmax(zt / t_target), _softmax(z / t_target)
@@ -58,4 +62,5 @@ def temperature_view(
         "tss_target_part": float(terms[target]),
         "tss_nontarget_part": float(terms.sum() - terms[target]),
         "total": ce + kd_weight * tss,
+        "curvature_s": kd_curvature(t_target, t_nontarget, kd_weight=kd_weight, scaling=scaling),
     }

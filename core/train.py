@@ -29,14 +29,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from core import calibration, distributed, runs
+from core import calibration, distributed, health, runs
 from core.augment import RegionalGamma, TrainAugment
 from core.data import DataConfig, load_dataset
 from core.dataset import Dataset
 from core.device import AMP_CHOICES, amp_dtype, pick_device
 from core.errors import StudioError
 from core.evaluate import auc, classification_metrics, predict_logits, predict_probs
-from core.losses import METHODS, compute_loss, get_method, ps_kd_alpha
+from core.losses import KD_SCALINGS, METHODS, compute_loss, get_method, kd_curvature, kd_warmup_factor, ps_kd_alpha
 from core.model import ARCHS, ModelSpec, build_model, save_model
 
 log = logging.getLogger("core.train")
@@ -52,6 +52,9 @@ class TrainConfig:
     t_target: float | None = None
     t_nontarget: float | None = None
     kd_weight: float | None = None
+    kd_scaling: str = "nontarget"  # see core.losses.kd_scale; runs made before it existed read as "paper"
+    kd_warmup: int = 10  # epochs over which the KD weight grows linearly to its full value; 0: none
+    stop_on_collapse: bool = False  # end a run that collapses to a constant output (see core.health)
     ps_alpha: float | None = None
     rga: bool = True
     gamma_min: float = 0.5
@@ -67,11 +70,12 @@ class TrainConfig:
     poly_power: float = 0.9
     amp: str = "auto"
     device: str = "auto"
-    cuda_graphs: bool = False
+    cuda_graphs: bool | None = None  # None: on where they can run (one CUDA process, data in GPU memory)
     seed: int = 0
     eval_batch_size: int = 1024
     runs_dir: str = "runs"
     name: str | None = None
+    preset: str | None = None  # the recipe the run started from (see PRESETS); recorded, not applied here
 
     def resolved(self) -> TrainConfig:
         """Fill method defaults and check every value; raise `StudioError` on the first bad one."""
@@ -87,6 +91,12 @@ class TrainConfig:
         checks = [
             (cfg.t_target > 0 and cfg.t_nontarget > 0, "temperatures must be positive."),
             (cfg.kd_weight >= 0, "the KD weight must not be negative."),
+            (
+                cfg.kd_scaling in KD_SCALINGS,
+                f"unknown KD scaling '{cfg.kd_scaling}'; choose one of {', '.join(KD_SCALINGS)}.",
+            ),
+            (cfg.kd_warmup >= 0, "the KD warm-up must be 0 or more epochs."),
+            (cfg.preset in (None, *PRESETS), f"unknown preset '{cfg.preset}'; choose one of {', '.join(PRESETS)}."),
             (0 <= cfg.ps_alpha <= 1, "the PS-KD alpha must be between 0 and 1."),
             (0 < cfg.gamma_min <= cfg.gamma_max, "gamma range must satisfy 0 < gamma-min <= gamma-max."),
             (cfg.arch in ARCHS, f"unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHS)}."),
@@ -112,9 +122,46 @@ class TrainConfig:
 
     @staticmethod
     def from_dict(d: dict) -> TrainConfig:
-        d = dict(d)
+        """A config saved by any version: runs made before the stable KD scaling and the warm-up existed
+        trained with the paper's scaling and no warm-up, and read back so."""
+        d = {"kd_scaling": "paper", "kd_warmup": 0, **d}
         d["data"] = DataConfig(**d.get("data", {}))
         return TrainConfig(**d)
+
+    def with_preset(self, name: str) -> TrainConfig:
+        """This config with every setting of preset `name` (see PRESETS) applied."""
+        if name not in PRESETS:
+            raise StudioError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}.")
+        return replace(self, **PRESETS[name], preset=name)
+
+
+# Published recipes, applied by `--preset NAME` (explicit flags still win) and the Train tab's recipe switch.
+PRESETS: dict[str, dict] = {
+    # Liu et al. 2025 as published and in the public code: TSS-KD 4 / 0.4 with the KL scaled by
+    # t_target**2, weight 1, no warm-up, 100 epochs of SGD 0.01 at batch 128. From scratch it collapses
+    # to a constant output (measured; README, "Results"); the studio's defaults are the stable variant.
+    "paper": {
+        "method": "tss-kd",
+        "t_target": 4.0,
+        "t_nontarget": 0.4,
+        "kd_weight": 1.0,
+        "kd_scaling": "paper",
+        "kd_warmup": 0,
+        "rga": True,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "epochs": 100,
+        "batch_size": 128,
+        "poly_power": 0.9,
+    },
+}
+
+
+# What `train_step` adds up on the device over an epoch, in this order; each but `correct` and `seen`
+# is weighted by the batch's image count, so dividing by `seen` gives the epoch's mean.
+SUMS = ("loss", "ce", "kd", "correct", "seen", "logit_spread", "view_gap")
 
 
 @dataclass
@@ -129,7 +176,7 @@ class State:
     best_score: float = -math.inf
     best_epoch: int = 0
     past_probs: torch.Tensor | None = None  # PS-KD: each training image's last prediction (N, C)
-    sums: torch.Tensor | None = None  # loss, ce, kd, correct, seen in this epoch so far
+    sums: torch.Tensor | None = None  # SUMS in this epoch so far
     net: torch.nn.Module | None = None  # what a step calls: the model, or DDP around it under torchrun
     group: distributed.Group = field(default_factory=distributed.Group)
 
@@ -183,26 +230,39 @@ def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, it: int, total: i
 def make_optimizer(
     model: torch.nn.Module, cfg: TrainConfig, device: torch.device, *, graphs: bool = False
 ) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper's) or Adam. With `graphs` the learning rate lives in a device tensor
-    that the optimizer reads without the host: fused SGD, or Adam with capturable=True."""
-    if graphs:
+    """SGD with momentum (the paper's) or Adam. With `graphs`, and always on CUDA, the learning rate lives
+    in a device tensor that the optimizer reads without the host: fused SGD or fused, capturable Adam. A
+    GPU run then steps with the same kernels eagerly as in a graph, so the two train alike; Adam in
+    particular turns round-off differences between implementations into different weights."""
+    if graphs or device.type == "cuda":
         lr = torch.tensor(cfg.lr, device=device)
         if cfg.optimizer == "adam":
             return torch.optim.Adam(
-                model.parameters(), lr=lr, weight_decay=cfg.weight_decay, foreach=True, capturable=True
+                model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=True, capturable=True
             )
         sgd = {"momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
         return torch.optim.SGD(model.parameters(), lr=lr, fused=True, **sgd)
-    fast = {"foreach": True} if device.type == "cuda" else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def _lr_to_tensors(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
     """Put each group's learning rate back into a device tensor (loading a checkpoint makes it a float)."""
     for group in optimizer.param_groups:
         group["lr"] = torch.tensor(float(group["lr"]), device=device)
+
+
+def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (momentum, Adam's moments) its parameter's memory layout.
+    Checkpoints store them contiguous, while the model's convolution weights are channels-last, and the
+    fused optimizers refuse parameters and buffers of different layouts."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            slots = optimizer.state.get(p, {})
+            for name, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    slots[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 class ClassSampler:
@@ -221,18 +281,34 @@ class ClassSampler:
 
 
 def train_step(
-    state: State, cfg: TrainConfig, aug: TrainAugment, train, idx, *, amp, alpha, sampler, autocast_cache=True
+    state: State,
+    cfg: TrainConfig,
+    aug: TrainAugment,
+    train,
+    idx,
+    *,
+    amp,
+    alpha,
+    sampler,
+    kd_scale=1.0,
+    autocast_cache=True,
 ) -> None:
-    """One optimizer step on the global batch `train.images[idx]`; adds to `state.sums` without syncing.
+    """One optimizer step on the global batch `train.images[idx]`; adds to `state.sums` (see `SUMS`)
+    without syncing.
 
     Under torchrun every rank augments the whole global batch with the shared generator (so the views
-    are those one process would draw) and trains on its slice ``[rank::world]``. `alpha` (PS-KD) is a
-    float or a device tensor. Nothing here waits for the host, so the step can be captured in a CUDA
-    graph (core.graphs), with `autocast_cache=False`.
+    are those one process would draw) and trains on its slice ``[rank::world]``. `alpha` (PS-KD) and
+    `kd_scale` (the warm-up's share of the KD weight) are floats or device tensors. Nothing here waits
+    for the host, so the step can be captured in a CUDA graph (core.graphs), with `autocast_cache=False`.
     """
     net, g, grp = state.net or state.model, state.generator, state.group
     method = METHODS[cfg.method]
     device = state.sums.device
+    # Scalars as 0-d float32 tensors (fills, not host copies), eagerly as in a graph: Python floats would
+    # take part in the arithmetic with more precision, and Adam turns that last bit into other weights.
+    alpha, kd_scale = (
+        v if isinstance(v, torch.Tensor) else torch.full((), v, device=device) for v in (alpha, kd_scale)
+    )
     mine = slice(grp.rank, None, grp.world)
     x = train.images[idx].to(device, non_blocking=True)
     y = train.labels[idx].to(device, non_blocking=True)[mine]
@@ -264,8 +340,9 @@ def train_step(
         past_probs=past,
         t_target=cfg.t_target,
         t_nontarget=cfg.t_nontarget,
-        kd_weight=cfg.kd_weight,
+        kd_weight=cfg.kd_weight * kd_scale,
         alpha=alpha,
+        kd_scaling=cfg.kd_scaling,
     )
     state.optimizer.zero_grad(set_to_none=True)
     parts["loss"].backward()
@@ -275,7 +352,10 @@ def train_step(
         state.past_probs[order] = distributed.gather_rows(grp, torch.softmax(z.detach().float(), dim=1))
     b = y.numel()
     with torch.no_grad():
-        correct = (z.detach().argmax(1) == y).sum()
+        zf = z.detach().float()
+        correct = (zf.argmax(1) == y).sum()
+        spread = zf.std(dim=0).mean()  # across the batch: near 0 when the output no longer depends on the image
+        gap = (teacher.float() - zf).abs().mean() if method.teacher == "view" else torch.zeros_like(spread)
         state.sums += torch.stack(
             [
                 parts["loss"].detach() * b,
@@ -283,6 +363,8 @@ def train_step(
                 parts["kd"].detach() * b,
                 correct.float(),
                 torch.full((), float(b), device=device),  # a fill, not a copy from the host
+                spread * b,
+                gap * b,
             ]
         )
 
@@ -297,7 +379,7 @@ def new_state(cfg: TrainConfig, spec: ModelSpec, train, device: torch.device, *,
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on GPUs and on oneDNN CPUs
     optimizer = make_optimizer(model, cfg, device, graphs=graphs)
     state = State(model, optimizer, torch.Generator(device=device).manual_seed(cfg.seed))
-    state.sums = torch.zeros(5, device=device)
+    state.sums = torch.zeros(len(SUMS), device=device)
     teacher = METHODS[cfg.method].teacher
     if teacher == "history":
         state.past_probs = torch.nn.functional.one_hot(train.labels, len(spec.classes)).float().to(device)
@@ -307,13 +389,17 @@ def new_state(cfg: TrainConfig, spec: ModelSpec, train, device: torch.device, *,
 def make_stepper(state: State, cfg: TrainConfig, aug: TrainAugment, train, *, amp, sampler, graphs: bool = False):
     """`step(idx, alpha=...)`: one training step on `train.images[idx]`, eager or replayed from CUDA graphs."""
     if not graphs:
-        return lambda idx, alpha=0.0: train_step(state, cfg, aug, train, idx, amp=amp, alpha=alpha, sampler=sampler)
+        return lambda idx, alpha=0.0, kd_scale=1.0: train_step(
+            state, cfg, aug, train, idx, amp=amp, alpha=alpha, kd_scale=kd_scale, sampler=sampler
+        )
     from core.graphs import GraphedSteps
 
-    def capturable(idx, alpha):
-        train_step(state, cfg, aug, train, idx, amp=amp, alpha=alpha, sampler=sampler, autocast_cache=False)
+    def capturable(idx, alpha, kd_scale):
+        train_step(
+            state, cfg, aug, train, idx, amp=amp, alpha=alpha, kd_scale=kd_scale, sampler=sampler, autocast_cache=False
+        )
 
-    return GraphedSteps(capturable, state.generator)
+    return GraphedSteps(capturable, state.generator, scalars=("alpha", "kd_scale"))
 
 
 # ---- checkpoints for resume -------------------------------------------------------------------------
@@ -363,11 +449,13 @@ def load_last(path: Path, state: State) -> None:
     state.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     if graphed:
         _lr_to_tensors(state.optimizer, device)
+    _match_param_layout(state.optimizer)
     state.generator.set_state(tensors["rng.aug"])
     if "state.past_probs" in tensors and state.past_probs is not None:
         state.past_probs.copy_(tensors["state.past_probs"].to(device))
-    if "state.sums" in tensors:
-        state.sums.copy_(tensors["state.sums"].to(device))
+    if "state.sums" in tensors:  # a checkpoint from before logit_spread and view_gap holds fewer sums
+        saved = tensors["state.sums"].to(device)
+        state.sums.zero_()[: len(saved)].copy_(saved)
     state.epoch, state.step = int(meta["epoch"]), int(meta["step"])
     state.best_score, state.best_epoch = float(meta["best_score"]), int(meta["best_epoch"])
 
@@ -385,11 +473,17 @@ def _place(data: Dataset, device: torch.device) -> Dataset:
     return data
 
 
-def _validate(model, data: Dataset, cfg: TrainConfig, amp) -> tuple[float, float | None]:
+def _validate(model, data: Dataset, cfg: TrainConfig, amp) -> tuple[float, float | None, float]:
+    """Validation accuracy, macro AUC, and the share of the validation images given the most often
+    predicted class (1.0: one answer for everything)."""
     probs = predict_probs(model, data.val.images, batch_size=cfg.eval_batch_size, amp_dtype=amp)
     labels = data.val.labels.to(probs.device)
-    acc = float((probs.argmax(1) == labels).float().mean()) if len(labels) else float("nan")
-    return acc, (auc(probs.cpu().numpy(), labels.cpu().numpy()) if len(labels) else None)
+    if not len(labels):
+        return float("nan"), None, float("nan")
+    pred = probs.argmax(1)
+    acc = float((pred == labels).float().mean())
+    top_share = float(torch.bincount(pred, minlength=probs.shape[1]).max()) / len(pred)
+    return acc, auc(probs.cpu().numpy(), labels.cpu().numpy()), top_share
 
 
 def model_extra(cfg: TrainConfig, run: Path, epoch: int, metrics: dict) -> dict:
@@ -422,9 +516,11 @@ def fit(
     spec = ModelSpec(arch=cfg.arch, classes=list(data.classes), image_size=data.image_size, channels=data.channels)
     data = _place(data, device)
     train = data.train
-    graphs = cfg.cuda_graphs and train.images.is_cuda
+    graphs = cfg.cuda_graphs is not False and train.images.is_cuda and group.world == 1
     if cfg.cuda_graphs and not graphs:
         log.warning("CUDA graphs off: the training data is not in GPU memory, so batches come from the host")
+    if device.type == "cuda":
+        log.info("CUDA graphs %s", "on: each batch size is captured once, then replayed" if graphs else "off")
     state, sampler = new_state(cfg, spec, train, device, graphs=graphs)
     model = state.model
     state.group = group
@@ -435,8 +531,11 @@ def fit(
             state.sums.zero_()  # rank 0 carries the whole group's partial sums of an interrupted epoch
         log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
     state.net = distributed.wrap(model, group, device)
+    history: list[dict] = []
     if group.main:
         runs.truncate_metrics(run, state.epoch)
+        history = runs.read_metrics(run)
+    majority = health.majority_rate(data.val.labels)
 
     aug = cfg.augment(data.image_size)
     step = make_stepper(state, cfg, aug, train, amp=amp, sampler=sampler, graphs=graphs)
@@ -447,6 +546,7 @@ def fit(
         epoch = state.epoch
         order = epoch_order(len(train), seed=cfg.seed, epoch=epoch, device=train.images.device)
         alpha = ps_kd_alpha(epoch, cfg.epochs, alpha_final=cfg.ps_alpha)
+        warm = kd_warmup_factor(epoch, cfg.kd_warmup)
         if state.step == 0:
             state.sums.zero_()
         if device.type == "cuda":
@@ -465,7 +565,7 @@ def fit(
         while state.step < len(slices):
             a, b = slices[state.step]
             lr = set_lr(state.optimizer, cfg, epoch * len(slices) + state.step, total)
-            step(order[a:b], alpha=alpha)
+            step(order[a:b], alpha=alpha, kd_scale=warm)
             state.step += 1
             bar.update(1)
             stopping = distributed.any_(group, stop.requested)  # all ranks stop after the same step
@@ -489,18 +589,24 @@ def fit(
             if stopping:
                 return "stopped" if state.epoch < cfg.epochs else "done"
             continue
-        loss, ce, kd, correct, seen = (state.sums / state.sums[4].clamp_min(1)).tolist()[:3] + state.sums[3:].tolist()
-        val_acc, val_auc = _validate(model, data, cfg, amp)
+        sums = dict(zip(SUMS, state.sums.tolist(), strict=True))
+        seen = max(sums["seen"], 1)
+        loss, ce, kd = sums["loss"] / seen, sums["ce"] / seen, sums["kd"] / seen
+        val_acc, val_auc, val_top_share = _validate(model, data, cfg, amp)
         row = {
             "epoch": epoch + 1,
             "train_loss": loss,
             "train_ce": ce,
             "train_kd": kd,
-            "train_acc": correct / max(seen, 1),
+            "train_acc": sums["correct"] / seen,
             "val_acc": val_acc,
             "val_auc": val_auc,
             "lr": lr,
-            "images_per_s": (seen - seen_before) / max(train_seconds, 1e-9),
+            "kd_weight": cfg.kd_weight * warm if METHODS[cfg.method].teacher in ("view", "class") else None,
+            "val_top_class_share": val_top_share,
+            "logit_spread": sums["logit_spread"] / seen,
+            "view_gap": sums["view_gap"] / seen if METHODS[cfg.method].teacher == "view" else None,
+            "images_per_s": (sums["seen"] - seen_before) / max(train_seconds, 1e-9),
             "seconds": time.perf_counter() - t0,
         }
         if device.type == "cuda":
@@ -518,6 +624,8 @@ def fit(
         save_last(last, state)
         runs.append_metrics(run, row)
         runs.set_status(run, "running", epoch=epoch + 1, epochs=cfg.epochs)
+        history.append(row)
+        _check_health(run, cfg, history, majority, len(data.val.labels))
         log.info(
             "epoch %d/%d  loss %.4f (ce %.4f, kd %.4f)  val acc %.4f auc %s  %.0f img/s  %.1fs",
             epoch + 1,
@@ -533,6 +641,22 @@ def fit(
         if stopping:
             return "stopped" if state.epoch < cfg.epochs else "done"
     return "done"
+
+
+class CollapseError(StudioError):
+    """A run ended by --stop-on-collapse."""
+
+
+def _check_health(run: Path, cfg: TrainConfig, history: list[dict], majority: float, n_val: int) -> None:
+    """Warn (status.json and the log) the first time the run looks collapsed; with `stop_on_collapse`,
+    end it as failed with that reason."""
+    warning = health.collapse_warning(history, majority, n_val)
+    if warning is None:
+        return
+    if runs.add_warning(run, warning):
+        log.warning("%s (epoch %d)", warning["message"], warning["epoch"])
+    if cfg.stop_on_collapse:
+        raise CollapseError(f"stopped on collapse at epoch {warning['epoch']}: {warning['message']}")
 
 
 def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> dict:
@@ -619,6 +743,28 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
         distributed.finish(group)
 
 
+def _curvature(cfg: TrainConfig) -> float:
+    """s of core.losses.kd_curvature for this run's distillation term (KD and CS-KD use one temperature)."""
+    t_nontarget = cfg.t_nontarget if cfg.method == "tss-kd" else cfg.t_target
+    return kd_curvature(cfg.t_target, t_nontarget, kd_weight=cfg.kd_weight, scaling=cfg.kd_scaling)
+
+
+def _method_settings(cfg: TrainConfig) -> str:
+    """The method's own settings for the log, with the KD term's curvature s when it distils."""
+    teacher = METHODS[cfg.method].teacher
+    if teacher == "history":
+        return f" (final alpha {cfg.ps_alpha})"
+    if teacher == "none":
+        return ""
+    t_nontarget = cfg.t_nontarget if cfg.method == "tss-kd" else cfg.t_target
+    s = _curvature(cfg)
+    return (
+        f", T_target {cfg.t_target:g}, T_nontarget {t_nontarget:g}, KD weight {cfg.kd_weight:g}, "
+        f"{cfg.kd_scaling} scaling (s = {s:.3g}), KD warm-up {cfg.kd_warmup} epochs"
+        + (", preset " + cfg.preset if cfg.preset else "")
+    )
+
+
 def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, group) -> Path:
     main = group.main
     if main:
@@ -628,15 +774,20 @@ def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, 
     handler = _logging_to(run) if main else None
     try:
         log.info(
-            "run %s on %s%s: method %s, T_target %s, T_nontarget %s, RGA %s",
+            "run %s on %s%s: method %s%s, RGA %s",
             run.name,
             device,
             f" and {group.world - 1} more processes" if group.active else "",
             cfg.method,
-            cfg.t_target,
-            cfg.t_nontarget,
+            _method_settings(cfg),
             "on" if cfg.rga else "off",
         )
+        if cfg.method == "tss-kd" and _curvature(cfg) > 10:
+            log.warning(
+                "the KD term's curvature is s = %.3g times classic KD's; trained from scratch such a run "
+                "usually collapses to a constant output (the stable default is --kd-scaling nontarget)",
+                _curvature(cfg),
+            )
         log.info("data: %s", json.dumps(data.summary()))
         for reason in data.skipped:
             log.warning("skipped unreadable file: %s", reason)
@@ -646,6 +797,14 @@ def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, 
         if outcome == "done":
             test = finish(run, data, device, cfg)
             meta = runs.read_json(run / "model.json", {})
+            warning = health.chance_warning(
+                test["accuracy"],
+                health.majority_rate(data.test.labels),
+                len(data.test.labels),
+                epoch=meta.get("epoch") or cfg.epochs,
+            )
+            if warning and runs.add_warning(run, warning):
+                log.warning("%s", warning["message"])
             runs.set_status(
                 run,
                 "done",
@@ -695,6 +854,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--t-target", type=float, default=None, help="target-class temperature (default 4.0)")
     g.add_argument("--t-nontarget", type=float, default=None, help="non-target temperature (tss-kd default 0.4)")
     g.add_argument("--kd-weight", type=float, default=None, help="lambda, the KD term's weight (default 1.0)")
+    g.add_argument(
+        "--kd-scaling",
+        default=t.kd_scaling,
+        choices=KD_SCALINGS,
+        help="TSS-KD: scale the KL by t_nontarget**2 (nontarget, stable from scratch) or t_target**2 (paper)",
+    )
+    g.add_argument(
+        "--kd-warmup",
+        type=int,
+        default=t.kd_warmup,
+        metavar="EPOCHS",
+        help="grow the KD weight linearly from 1/EPOCHS to 1 over the first EPOCHS epochs; 0: no warm-up",
+    )
+    g.add_argument(
+        "--stop-on-collapse",
+        action="store_true",
+        help="end the run as failed when it collapses to a constant output (it is flagged either way)",
+    )
+    g.add_argument(
+        "--preset",
+        default=None,
+        choices=tuple(PRESETS),
+        help="start from a published recipe (paper: Liu et al. 2025 exactly); flags given as well still apply",
+    )
     g.add_argument("--ps-alpha", type=float, default=None, help="PS-KD final alpha (default 0.8)")
     g.add_argument("--rga", action=argparse.BooleanOptionalAction, default=t.rga, help="regional gamma augmentation")
     g.add_argument("--gamma-min", type=float, default=t.gamma_min)
@@ -710,6 +893,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=t.lr)
     g.add_argument("--momentum", type=float, default=t.momentum)
     g.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    g.add_argument("--poly-power", type=float, default=t.poly_power, help="power of the polynomial lr decay")
     g.add_argument("--epochs", type=int, default=t.epochs)
     g.add_argument("--batch-size", type=int, default=t.batch_size)
     g.add_argument("--eval-batch-size", type=int, default=t.eval_batch_size)
@@ -722,8 +906,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
     g.add_argument(
         "--cuda-graphs",
-        action="store_true",
-        help="replay each training step from a CUDA graph (one GPU, data in GPU memory); experimental",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replay each training step from a CUDA graph (default: on for one GPU with the data in its memory)",
     )
     g.add_argument("--seed", type=int, default=t.seed)
     g = ap.add_argument_group("run")
@@ -753,6 +938,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         t_target=args.t_target,
         t_nontarget=args.t_nontarget,
         kd_weight=args.kd_weight,
+        kd_scaling=args.kd_scaling,
+        kd_warmup=args.kd_warmup,
+        stop_on_collapse=args.stop_on_collapse,
+        preset=args.preset,
         ps_alpha=args.ps_alpha,
         rga=args.rga,
         gamma_min=args.gamma_min,
@@ -763,6 +952,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
+        poly_power=args.poly_power,
         epochs=args.epochs,
         batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size,
@@ -775,8 +965,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with `--preset NAME`'s settings as defaults: flags given explicitly still win."""
+    ap = get_args_parser()
+    args = ap.parse_args(argv)
+    if args.preset:
+        ap.set_defaults(**PRESETS[args.preset])
+        args = ap.parse_args(argv)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    args = parse_args(argv)
     main_rank = os.environ.get("RANK", "0") == "0"
     if main_rank:  # under torchrun, rank 0 speaks for the group
         console = logging.StreamHandler(sys.stderr)

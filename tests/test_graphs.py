@@ -133,6 +133,10 @@ def test_a_checkpoint_of_a_graph_ready_run_keeps_its_tensor_learning_rate(tmp_pa
         torch.testing.assert_close(pb, pa)
         a, b = state.optimizer.state[pa]["momentum_buffer"], again.optimizer.state[pb]["momentum_buffer"]
         torch.testing.assert_close(b, a)
+        # the checkpoint stores buffers contiguous; the fused kernels on a GPU need the parameter's layout
+        assert b.stride() == pb.stride(), pb.shape
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in again.model.parameters())  # channels-last convs
+    train(cfg, again, steps=1, alpha=torch.tensor(0.0))  # and it steps on from there
 
 
 @pytest.mark.parametrize(

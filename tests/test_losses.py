@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from core.losses import METHODS, compute_loss, kd_loss, ps_kd_alpha, soft_cross_entropy, tss_kd_loss
+from core.errors import StudioError
+from core.losses import (
+    KD_SCALINGS,
+    METHODS,
+    compute_loss,
+    kd_curvature,
+    kd_loss,
+    kd_warmup_factor,
+    ps_kd_alpha,
+    soft_cross_entropy,
+    tss_kd_loss,
+)
 
 
 def ref_softmax(z):
@@ -15,15 +26,17 @@ def ref_softmax(z):
     return e / e.sum()
 
 
-def ref_tss_kd(z, zt, y, t_target, t_nontarget):
-    """Loop over rows and classes in float64: T_t^2 * mean_b sum_c q log(q / p)."""
+def ref_tss_kd(z, zt, y, t_target, t_nontarget, scaling="paper"):
+    """Loop over rows and classes in float64: S * mean_b sum_c q log(q / p), with S = T_t^2 (paper) or
+    t_n^2 (nontarget)."""
     total = 0.0
     for b in range(z.shape[0]):
         tau = np.array([t_target if c == y[b] else t_nontarget for c in range(z.shape[1])], dtype=np.float64)
         p = ref_softmax(z[b] / tau)
         q = ref_softmax(zt[b] / tau)
         total += sum(q[c] * (math.log(q[c]) - math.log(p[c])) for c in range(z.shape[1]) if q[c] > 0)
-    return t_target**2 * total / z.shape[0]
+    scale = t_target**2 if scaling == "paper" else t_nontarget**2
+    return scale * total / z.shape[0]
 
 
 def ref_ce(z, y):
@@ -37,7 +50,8 @@ def draw(seed, b=8, c=5, scale=3.0):
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("temps", [(4.0, 0.4), (2.0, 1.0), (1.0, 3.0), (4.0, 4.0)])
-def test_tss_kd_matches_float64_reference(seed, temps):
+@pytest.mark.parametrize("scaling", KD_SCALINGS)
+def test_tss_kd_matches_float64_reference(seed, temps, scaling):
     z, zt, y = draw(seed)
     got = tss_kd_loss(
         torch.tensor(z, dtype=torch.float32),
@@ -45,8 +59,9 @@ def test_tss_kd_matches_float64_reference(seed, temps):
         torch.tensor(y),
         t_target=temps[0],
         t_nontarget=temps[1],
+        scaling=scaling,
     )
-    want = ref_tss_kd(z, zt, y, *temps)
+    want = ref_tss_kd(z, zt, y, *temps, scaling=scaling)
     assert got.dim() == 0
     assert float(got) == pytest.approx(want, rel=1e-4, abs=1e-6)
 
@@ -62,6 +77,57 @@ def test_equal_temperatures_reduce_to_classic_kd(t):
     q = torch.softmax(zt / t, 1)
     want = t**2 * float((q * (torch.log(q) - torch.log_softmax(z / t, 1))).sum(1).mean())
     assert float(kd_loss(z, zt, temperature=t)) == pytest.approx(want, rel=1e-5)
+
+
+def test_the_default_scaling_of_the_loss_function_is_the_papers():
+    """The contract of core.losses.tss_kd_loss (DESIGN.md): called without `scaling` it returns the paper's
+    t_target**2 * KL; the nontarget scaling is exactly (t_nontarget / t_target)**2 of it."""
+    z, zt, y = (torch.tensor(a) for a in draw(11))
+    paper = tss_kd_loss(z, zt, y, t_target=4.0, t_nontarget=0.4)
+    assert float(paper) == pytest.approx(ref_tss_kd(*draw(11), 4.0, 0.4), rel=1e-6)
+    stable = tss_kd_loss(z, zt, y, t_target=4.0, t_nontarget=0.4, scaling="nontarget")
+    assert float(stable) == pytest.approx(float(paper) * 0.01, rel=1e-6)
+
+
+@pytest.mark.parametrize("t", [0.5, 4.0])
+def test_both_scalings_are_classic_kd_when_the_temperatures_are_equal(t):
+    z, zt, y = (torch.tensor(a) for a in draw(4))
+    for scaling in KD_SCALINGS:
+        got = tss_kd_loss(z, zt, y, t_target=t, t_nontarget=t, scaling=scaling)
+        assert float(got) == pytest.approx(float(kd_loss(z, zt, temperature=t)), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("temps", "weight", "scaling", "s"),
+    [
+        ((4.0, 0.4), 1.0, "paper", 100.0),  # the paper's settings
+        ((4.0, 0.4), 1.0, "nontarget", 1.0),  # the studio's default
+        ((4.0, 0.4), 0.01, "paper", 1.0),
+        ((4.0, 4.0), 1.0, "paper", 1.0),  # classic KD
+        ((2.0, 0.5), 0.5, "paper", 8.0),
+    ],
+)
+def test_curvature_relative_to_classic_kd(temps, weight, scaling, s):
+    assert kd_curvature(*temps, kd_weight=weight, scaling=scaling) == pytest.approx(s)
+
+
+def test_an_unknown_scaling_is_refused():
+    z, zt, y = (torch.tensor(a) for a in draw(0))
+    with pytest.raises(StudioError, match="unknown KD scaling 'hinton'"):
+        tss_kd_loss(z, zt, y, scaling="hinton")
+
+
+@pytest.mark.parametrize(
+    ("warmup", "factors"),
+    [
+        (0, [1.0, 1.0, 1.0]),
+        (1, [1.0, 1.0, 1.0]),
+        (4, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]),
+        (10, [0.1, 0.2, 0.3]),
+    ],
+)
+def test_kd_warmup_grows_linearly_from_one_over_epochs_to_one(warmup, factors):
+    assert [kd_warmup_factor(e, warmup) for e in range(len(factors))] == pytest.approx(factors)
 
 
 def test_tss_kd_differs_from_kd_when_temperatures_differ():
@@ -102,7 +168,8 @@ def test_no_gradient_reaches_teacher_logits(method):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_compute_loss_matches_reference_for_every_method(method):
+@pytest.mark.parametrize("scaling", KD_SCALINGS)
+def test_compute_loss_matches_reference_for_every_method(method, scaling):
     z, zt, y = draw(5)
     past = np.stack([ref_softmax(r) for r in zt])
     alpha, w = 0.3, 0.7
@@ -116,6 +183,7 @@ def test_compute_loss_matches_reference_for_every_method(method):
         t_nontarget=0.5,
         kd_weight=w,
         alpha=alpha,
+        kd_scaling=scaling,
     )
     ce = ref_ce(z, y)
     if method == "ce":
@@ -123,7 +191,7 @@ def test_compute_loss_matches_reference_for_every_method(method):
     elif method in ("kd", "cs-kd"):
         want = ce + w * ref_tss_kd(z, zt, y, 3.0, 3.0)
     elif method == "tss-kd":
-        want = ce + w * ref_tss_kd(z, zt, y, 3.0, 0.5)
+        want = ce + w * ref_tss_kd(z, zt, y, 3.0, 0.5, scaling)
     else:  # ps-kd: CE against (1 - a) * onehot + a * past
         onehot = np.eye(z.shape[1])[y]
         target = (1 - alpha) * onehot + alpha * past

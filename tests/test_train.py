@@ -117,8 +117,10 @@ def test_stop_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert resumed == stopped
     assert_complete_run(stopped, 3)
     a, b = runs.read_metrics(straight), runs.read_metrics(stopped)
+    # the default KD warm-up (10 epochs) is still going: the resumed run carries on with its weights
+    assert [r["kd_weight"] for r in b] == pytest.approx([0.1, 0.2, 0.3])
     for ra, rb in zip(a, b, strict=True):
-        for k in ("train_loss", "train_ce", "train_kd", "val_acc", "val_auc", "lr"):
+        for k in ("train_loss", "train_ce", "train_kd", "val_acc", "val_auc", "lr", "logit_spread", "view_gap"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), k
     wa, wb = load_file(straight / "last.safetensors"), load_file(stopped / "last.safetensors")
     for k in wa:
@@ -183,6 +185,8 @@ TINY = [
         (["--gamma-min", "3", "--gamma-max", "2"], "gamma range"),
         (["--resume", "/no/such/run"], "not a run folder"),
         (["--cuda-graphs"], "CUDA graphs need a CUDA GPU"),
+        (["--kd-warmup", "-1"], "warm-up must be 0 or more"),
+        (["--kd-weight", "-0.5"], "KD weight must not be negative"),
     ],
 )
 def test_bad_input_exits_nonzero_with_a_message_and_leaves_no_run(tmp_path, capsys, argv, message):
@@ -191,6 +195,75 @@ def test_bad_input_exits_nonzero_with_a_message_and_leaves_no_run(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+@pytest.mark.parametrize("flag", ["--method", "--kd-scaling", "--preset"])
+def test_unknown_choices_are_refused_listing_them(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as e:
+        main([*TINY, "--runs-dir", str(tmp_path / "runs"), flag, "magic"])
+    assert e.value.code == 2 and "invalid choice: 'magic'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_default_tss_kd_run_records_the_stable_scaling_and_its_warm_up(tmp_path):
+    run = run_training(tiny_config(tmp_path, epochs=2))
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["method"], cfg["kd_scaling"], cfg["kd_warmup"], cfg["preset"]) == ("tss-kd", "nontarget", 10, None)
+    rows = runs.read_metrics(run)
+    assert [r["kd_weight"] for r in rows] == pytest.approx([0.1, 0.2])
+    assert all(r["logit_spread"] > 0 and r["view_gap"] > 0 for r in rows)
+    log = (run / "train.log").read_text()
+    assert "nontarget scaling (s = 1)" in log and "KD warm-up 10 epochs" in log
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["config"]["kd_scaling"] == "nontarget"
+
+
+@pytest.mark.parametrize(
+    ("method", "view_gap", "kd_weight"), [("ce", None, None), ("cs-kd", None, 0.1), ("ps-kd", None, None)]
+)
+def test_view_gap_and_kd_weight_are_recorded_only_where_they_apply(tmp_path, method, view_gap, kd_weight):
+    [row] = runs.read_metrics(run_training(tiny_config(tmp_path, method=method)))
+    assert row["view_gap"] == view_gap and row["kd_weight"] == pytest.approx(kd_weight)
+    assert row["logit_spread"] > 0
+
+
+def test_the_paper_preset_sets_the_published_recipe_and_explicit_flags_still_win(tmp_path, capsys):
+    from core.train import config_from_args, parse_args
+
+    cfg = config_from_args(parse_args(["--preset", "paper"])).resolved()
+    assert (cfg.method, cfg.t_target, cfg.t_nontarget, cfg.kd_weight) == ("tss-kd", 4.0, 0.4, 1.0)
+    assert (cfg.kd_scaling, cfg.kd_warmup, cfg.epochs, cfg.lr, cfg.batch_size) == ("paper", 0, 100, 0.01, 128)
+    assert (cfg.optimizer, cfg.momentum, cfg.weight_decay, cfg.poly_power, cfg.preset) == (
+        "sgd",
+        0.9,
+        1e-4,
+        0.9,
+        "paper",
+    )
+    short = config_from_args(parse_args(["--preset", "paper", "--epochs", "6", "--kd-warmup", "2"]))
+    assert (short.epochs, short.kd_warmup, short.kd_scaling) == (6, 2, "paper")
+    default = config_from_args(parse_args([])).resolved()
+    assert (default.kd_scaling, default.kd_warmup, default.preset) == ("nontarget", 10, None)
+    assert main([*TINY, "--runs-dir", str(tmp_path / "runs"), "--preset", "paper"]) == 0
+    run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run"])
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["preset"], saved["kd_scaling"], saved["kd_warmup"], saved["epochs"]) == ("paper", "paper", 0, 1)
+    assert "s = 100" in (run / "train.log").read_text()
+
+
+def test_runs_saved_before_the_stable_scaling_read_as_the_papers(tmp_path):
+    from core.train import TrainConfig
+
+    old = asdict_without(TrainConfig(), "kd_scaling", "kd_warmup", "stop_on_collapse", "preset")
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.kd_scaling, cfg.kd_warmup, cfg.stop_on_collapse) == ("paper", 0, False)
+    assert TrainConfig.from_dict({**old, "kd_scaling": "nontarget"}).kd_scaling == "nontarget"
+
+
+def asdict_without(cfg, *keys):
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(cfg).items() if k not in keys}
 
 
 def test_unknown_method_is_refused_listing_choices(tmp_path, capsys):

@@ -1,0 +1,80 @@
+"""The collapse rule and the chance check (core.health), on metrics rows and on runs that really train."""
+
+import pytest
+import torch
+
+from core import health
+
+
+def rows(spreads, accs, shares=None):
+    shares = shares or [0.3] * len(spreads)
+    return [
+        {"epoch": i + 1, "logit_spread": s, "val_acc": a, "val_top_class_share": t}
+        for i, (s, a, t) in enumerate(zip(spreads, accs, shares, strict=True))
+    ]
+
+
+def test_majority_rate_is_the_share_of_the_most_common_class():
+    assert health.majority_rate(torch.tensor([0, 1, 1, 2, 1, 0])) == pytest.approx(0.5)
+    assert health.majority_rate(torch.tensor([], dtype=torch.long)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("spreads", "accs", "epoch"),
+    [
+        ([0.5, 0.05, 0.04, 0.03], [0.26, 0.25, 0.26, 0.25], 3),  # collapsed from epoch 2 on
+        ([0.5, 0.4, 0.02, 0.01], [0.30, 0.35, 0.26, 0.26], 4),  # learned a little, then collapsed
+        ([0.5, 0.05, 0.6, 0.05, 0.04], [0.25, 0.25, 0.40, 0.25, 0.25], 5),  # one collapsed epoch is not enough
+    ],
+)
+def test_the_collapse_rule_fires_after_two_collapsed_epochs_in_a_row(spreads, accs, epoch):
+    warning = health.collapse_warning(rows(spreads, accs), 0.26, 1000)
+    assert warning["kind"] == "collapse" and warning["epoch"] == epoch
+    assert "nontarget" in warning["message"] and "26.0%" in warning["message"] and "spread" in warning["message"]
+
+
+def test_one_answer_for_everything_is_a_collapse_however_the_logits_vary():
+    warning = health.collapse_warning(rows([1.5, 1.0, 0.9], [0.25, 0.26, 0.25], [0.69, 1.0, 0.95]), 0.26, 1000)
+    assert warning["epoch"] == 3 and "95% of the validation images the same class" in warning["message"]
+
+
+def test_the_paper_arms_measured_on_an_h100_are_flagged_and_the_stable_ones_are_not():
+    """The per-epoch figures of bench/methods.py's GPU run (committed): the rule fires on every run of the
+    paper's scaling and on none of CE, KD and the stable TSS-KD."""
+    import json
+    from pathlib import Path
+
+    result = json.loads((Path(__file__).resolve().parents[1] / "bench/results/methods-gpu-synthetic.json").read_text())
+    for run in result["runs"]:
+        warning = health.collapse_warning(run["curve"], 0.258, 1000)  # the val split: 1,000 images, 25.8% majority
+        assert (warning is not None) == run["arm"].startswith("tss-kd/paper"), (run["arm"], run["seed"], warning)
+
+
+@pytest.mark.parametrize(
+    ("spreads", "accs"),
+    [
+        ([0.3, 0.35, 0.5, 0.9], [0.26, 0.25, 0.27, 0.26]),  # near chance early on, but the output still varies
+        ([0.5, 0.05, 0.04], [0.6, 0.7, 0.8]),  # confident and right: a small spread is not a collapse
+        ([0.5, 0.05, 0.5, 0.05], [0.25, 0.25, 0.25, 0.25]),  # never two epochs in a row
+        ([0.5], [0.25]),
+        ([], []),
+    ],
+)
+def test_the_collapse_rule_stays_quiet_on_healthy_runs(spreads, accs):
+    assert health.collapse_warning(rows(spreads, accs), 0.26, 1000) is None
+
+
+def test_rows_recorded_before_the_spread_existed_are_not_judged():
+    assert health.collapse_warning([{"epoch": 1, "val_acc": 0.25}, {"epoch": 2, "val_acc": 0.25}], 0.26, 1000) is None
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "n", "flagged"),
+    [(0.25, 1000, True), (0.285, 1000, True), (0.29, 1000, False), (0.9, 1000, False), (0.33, 100, True)],
+)
+def test_the_chance_check_flags_accuracy_within_two_standard_errors_of_the_majority_rate(accuracy, n, flagged):
+    # two standard errors at 26% are 2.8 points on 1,000 images and 8.8 on 100
+    warning = health.chance_warning(accuracy, 0.26, n, epoch=6)
+    assert (warning is not None) == flagged
+    if flagged:
+        assert warning["kind"] == "chance" and warning["epoch"] == 6
