@@ -26,6 +26,7 @@ from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
 from core.errors import StudioError  # noqa: E402
 from core.figures import heatmap  # noqa: E402
+from core.losses import KD_SCALINGS  # noqa: E402
 from core.sweep import grid_results, temperature_grid  # noqa: E402
 from core.train import TrainConfig  # noqa: E402
 
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--t-targets", default="1,4,8")
     ap.add_argument("--t-nontargets", default="0.2,0.4,4")
     ap.add_argument("--kd-weight", type=float, default=1.0)
+    ap.add_argument("--kd-scaling", choices=KD_SCALINGS, default=TrainConfig.kd_scaling)
+    ap.add_argument("--kd-warmup", type=int, default=TrainConfig.kd_warmup, metavar="EPOCHS")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train", type=int, default=1000, help="demo training images")
     ap.add_argument("--image-size", type=int, default=28)
@@ -65,6 +68,8 @@ def main(argv=None) -> int:
     base = TrainConfig(
         data=data,
         kd_weight=args.kd_weight,
+        kd_scaling=args.kd_scaling,
+        kd_warmup=args.kd_warmup,
         rga=args.rga,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -86,7 +91,8 @@ def main(argv=None) -> int:
     minutes = (time.perf_counter() - t0) / 60
     tts, tns, _, _ = grids["test_auc"]
     budget = (
-        f"TSS-KD{' + RGA' if args.rga else ''}, lambda {args.kd_weight:g}, {args.epochs} epochs, "
+        f"TSS-KD{' + RGA' if args.rga else ''}, lambda {args.kd_weight:g}, {args.kd_scaling} scaling, "
+        f"KD warm-up {args.kd_warmup} epochs, {args.epochs} epochs, "
         f"{args.train} demo training images at {args.image_size} px, batch {args.batch_size}, seed {args.seed}; "
         f"{machine_label(device)}, {per_device} runs at a time, {minutes:.1f} min"
     )

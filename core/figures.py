@@ -44,8 +44,10 @@ def heatmap(rows: list[float], cols: list[float], values: np.ndarray, *, row_lab
 
 
 def method_comparison(rows: list[dict], metrics: tuple[str, ...] = ("test_acc", "test_auc", "test_ece")):
-    """One panel per metric: a group per training method, a bar per RGA setting, mean with its std as
-    an error bar. `rows` hold `method`, `rga` and `{metric: {"mean": m, "std": s}}`."""
+    """One panel per metric: a group per arm (a training method with its settings), a bar per RGA setting,
+    mean with its std as an error bar. `rows` hold `arm` (or `method`), `rga` and
+    `{metric: {"mean": m, "std": s}}`."""
+    rows = [{**r, "method": r.get("arm", r.get("method"))} for r in rows]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     settings = sorted({r["rga"] for r in rows})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2))
@@ -58,7 +60,8 @@ def method_comparison(rows: list[dict], metrics: tuple[str, ...] = ("test_acc", 
             stds = [found[m]["std"] or 0.0 for m in methods if m in found]
             offset = (i - (len(settings) - 1) / 2) * width
             ax.bar(x + offset, means, width, yerr=stds, capsize=3, label="with RGA" if rga else "without RGA")
-        ax.set_xticks(range(len(methods)), methods)
+        tilt = len(methods) > 5
+        ax.set_xticks(range(len(methods)), methods, rotation=30 if tilt else 0, ha="right" if tilt else "center")
         ax.set_title(metric.replace("_", " "), fontsize=10)
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.tight_layout()

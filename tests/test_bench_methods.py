@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 from helpers import write_medmnist
 from scipy import stats
@@ -15,6 +16,62 @@ def rows_for(method, rga, accs, *, maps=None):
         {"method": method, "rga": rga, "seed": s, "test_acc": a, "test_auc": a, "test_ece": 1 - a, **(maps or {})}
         for s, a in enumerate(accs)
     ]
+
+
+def test_a_t_test_over_seeds_that_all_differ_by_the_same_amount_has_no_p_value():
+    """Zero variance of the differences: the t statistic is undefined, not 'p = 0'."""
+    same = methods.paired_test({0: 0.6, 1: 0.7}, {0: 0.5, 1: 0.6})
+    assert same["mean_diff"] == pytest.approx(0.1) and same["p_value"] is None
+    assert methods.paired_test({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})["p_value"] == 1.0
+
+
+def test_mcnemar_counts_discordant_images_and_matches_the_binomial_test():
+    arm = np.array([1, 1, 1, 1, 1, 0, 0, 1, 1, 1], bool)
+    base = np.array([0, 0, 0, 0, 1, 1, 0, 1, 0, 1], bool)
+    test = methods.mcnemar(arm, base)
+    assert (test["b"], test["c"]) == (5, 1)
+    # exact two-sided: 2 * P(X <= 1), X ~ Bin(6, 1/2) = 2 * 7/64
+    assert test["p_value"] == pytest.approx(14 / 64)
+    assert methods.mcnemar(arm, arm)["p_value"] == 1.0
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    adjusted = methods.holm([0.01, 0.04, 0.03, 0.5])
+    assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_the_stratified_bootstrap_interval_covers_the_difference_and_is_reproducible():
+    g = np.random.default_rng(0)
+    pairs = [(g.random(400) < 0.8, g.random(400) < 0.6) for _ in range(2)]
+    boot = methods.bootstrap_diff(pairs, resamples=2000)
+    observed = np.mean([a.mean() - b.mean() for a, b in pairs])
+    assert boot["mean_diff"] == pytest.approx(observed)
+    low, high = boot["ci95"]
+    assert low < observed < high and 0 < low  # 20 points apart on 800 images: clearly positive
+    # the half-width of a 95% interval of a difference of two proportions over 800 paired images
+    assert 0.02 < (high - low) / 2 < 0.08
+    assert methods.bootstrap_diff(pairs, resamples=2000) == boot
+
+
+def test_per_image_tests_pair_images_by_seed_and_are_holm_corrected_across_the_table():
+    g = np.random.default_rng(1)
+    truth = {s: g.random(200) for s in range(2)}
+
+    def rows(arm, method, threshold):
+        return [
+            {**r, "arm": arm, "method": method, "correct": (truth[r["seed"]] < threshold).astype(int).tolist()}
+            for r in rows_for(method, True, [threshold, threshold])
+        ]
+
+    summary = methods.summarize(rows("ce", "ce", 0.5) + rows("kd", "kd", 0.9) + rows("tss-kd", "tss-kd", 0.55))
+    by_arm = {r["arm"]: r for r in summary}
+    kd = by_arm["kd"]["per_image_vs_baseline"]
+    assert kd["images"] == 400 and set(kd["mcnemar_per_seed"]) == {"0", "1"}
+    assert kd["mcnemar"]["c"] == 0 and kd["mcnemar"]["b"] == sum(t["b"] for t in kd["mcnemar_per_seed"].values())
+    tss = by_arm["tss-kd"]["per_image_vs_baseline"]
+    raw = [kd["mcnemar"]["p_value"], tss["mcnemar"]["p_value"]]
+    assert [kd["mcnemar"]["p_holm"], tss["mcnemar"]["p_holm"]] == pytest.approx(methods.holm(raw))
+    assert "per_image_vs_baseline" not in by_arm["ce"]
 
 
 def test_summary_gives_mean_std_and_a_paired_test_against_ce():
@@ -62,32 +119,42 @@ def test_lesion_map_scores_are_averaged_per_cam_method():
 @pytest.mark.slow
 def test_a_small_comparison_end_to_end(tmp_path):
     stem = tmp_path / "cmp"
-    argv = ["--methods", "ce,tss-kd", "--seeds", "0,1", "--epochs", "1", "--train", "64", "--val", "32"]
+    argv = ["--arms", "ce,tss-kd/paper", "--seeds", "0,1", "--epochs", "1", "--train", "64", "--val", "32"]
     argv += ["--test", "48", "--cams", "gradcam,scorecam", "--cam-images", "3", "--scorecam-images", "1"]
     assert methods.main([*argv, "--device", "cpu", "--out", str(stem)]) == 0
     result = json.loads(stem.with_suffix(".json").read_text())
     assert len(result["runs"]) == 8
-    keys = {(r["method"], r["rga"]) for r in result["summary"]}
-    assert keys == {("ce", False), ("ce", True), ("tss-kd", False), ("tss-kd", True)}
-    tss = next(r for r in result["summary"] if r["method"] == "tss-kd" and r["rga"])
+    keys = {(r["arm"], r["rga"]) for r in result["summary"]}
+    assert keys == {("ce", False), ("ce", True), ("tss-kd/paper", False), ("tss-kd/paper", True)}
+    tss = next(r for r in result["summary"] if r["arm"] == "tss-kd/paper" and r["rga"])
     assert tss["baseline"] == {"method": "ce", "rga": True} and tss["seeds"] == [0, 1]
     assert tss["test_acc_vs_baseline"]["pairs"] == 2
+    assert tss["per_image_vs_baseline"]["images"] == 96 and 0 <= tss["per_image_vs_baseline"]["mcnemar"]["p_holm"] <= 1
+    assert result["header"]["arms"]["tss-kd/paper"] == {"method": "tss-kd", "kd_scaling": "paper", "kd_warmup": 0}
     for run in result["runs"]:
         assert 0 <= run["test_acc"] <= 1 and 0 <= run["test_ece"] <= 1
+        assert len(run["correct"]) == 48 and sum(run["correct"]) == round(run["test_acc"] * 48)
         assert run["lesion_maps"]["gradcam"]["images"] == 3 and run["lesion_maps"]["scorecam"]["images"] == 1
         assert 0 <= run["lesion_maps"]["gradcam"]["energy_share"] <= 1
     assert 0 < result["header"]["uniform_energy_share"] < 0.5
     table = stem.with_suffix(".md").read_text()
-    assert "| tss-kd (vs ce + RGA) | yes |" in table and "| ce (vs ce without RGA) | yes |" in table
+    assert "| tss-kd/paper (vs ce + RGA) | yes |" in table and "| ce (vs ce without RGA) | yes |" in table
     assert "gradcam | scorecam" in table
     assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    # a GPU machine's result, cut short after its first runs, summarized again here
+    partial = tmp_path / "gpu.partial.json"
+    partial.write_text(json.dumps({"partial": True, "runs": result["runs"][:4]}))
+    assert methods.main(["--from-json", str(partial)]) == 0
+    again = json.loads((tmp_path / "gpu.json").read_text())
+    assert again["partial"] is True and len(again["runs"]) == 4 and again["summary"]
+    assert "| tss-kd/paper (vs ce + RGA) | yes |" in (tmp_path / "gpu.md").read_text()
 
 
 @pytest.mark.slow
 def test_a_comparison_on_a_medmnist_file_has_no_lesion_maps(tmp_path):
     data = write_medmnist(tmp_path / "tiny.npz", n=(48, 24, 24))
     stem = tmp_path / "cmp"
-    argv = ["--dataset", "medmnist", "--data-path", str(data), "--methods", "ce,kd", "--rga", "off"]
+    argv = ["--dataset", "medmnist", "--data-path", str(data), "--arms", "ce,kd", "--rga", "off"]
     assert methods.main([*argv, "--seeds", "3,4", "--epochs", "1", "--device", "cpu", "--out", str(stem)]) == 0
     result = json.loads(stem.with_suffix(".json").read_text())
     assert result["header"]["data_path"] == "tiny.npz" and result["header"]["train_images"] == 48
