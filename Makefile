@@ -23,10 +23,11 @@ demo: install
 	$(BIN)/python -m core.train --dataset synthetic --synthetic-train 1000 --synthetic-val 250 --synthetic-test 250 \
 		--epochs 2 --name demo --runs-dir runs
 
-# The shipped demo model (assets/demo-model.*): TSS-KD + RGA on the demo data at 64 px. About 25 s on
-# one H200; hours on a laptop CPU. kd-weight 0.1 is the best of bench/demo_model_search.py's grid.
+# The shipped demo model (assets/demo-model.*): TSS-KD + RGA with the studio's defaults (stable KD scaling,
+# 10-epoch KD warm-up) on the demo data at 64 px. About 70 s on one H100 beside other runs
+# (bench/gpu_session.sh); hours on a laptop CPU.
 demo-model: install
-	$(BIN)/python -m core.train --dataset synthetic --image-size 64 --epochs 20 --method tss-kd --kd-weight 0.1 \
+	$(BIN)/python -m core.train --dataset synthetic --image-size 64 --epochs 20 --method tss-kd \
 		--name demo-model --runs-dir runs
 	$(BIN)/python -m core.export --model "$$(ls -d runs/demo-model-* | tail -n 1)" \
 		--out assets/demo-model.safetensors --half

@@ -157,6 +157,38 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
         time.sleep(1)
     assert status["status"] == "done", status
     assert status["epoch"] == 1 and status["latest"]["val_auc"] is not None
+    assert status["latest"]["logit_spread"] > 0 and status["latest"]["kd_weight"] == pytest.approx(0.1)
+    # one epoch of 256 images learns nothing yet: the finished run says so instead of looking fine
+    assert [w["kind"] for w in status["warnings"]] in ([], ["chance"])
+    cfg = json.loads((ctx.jobs.find(run_id) / "config.json").read_text())
+    assert (cfg["kd_scaling"], cfg["kd_warmup"], cfg["preset"]) == ("nontarget", 10, None)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "scaling", "warmup", "preset"),
+    [("paper (Liu et al. 2025, exactly)", "paper", 0, "paper"), ("studio default (stable)", "nontarget", 3, None)],
+)
+def test_start_training_records_the_recipe_scaling_and_warm_up(studio, recipe, scaling, warmup, preset):
+    client, ctx, _ = studio
+    args = ["demo data", "", 16, "tss-kd", 4.0, 0.4, 1.0, True, "resnet18", 1, 16, 0.01, "sgd", "cpu", 0, "recipe"]
+    run_id = client.predict(*args, 64, 1, scaling, warmup, True, recipe, api_name="/start_training")
+    cfg = json.loads((ctx.jobs.find(run_id) / "config.json").read_text())
+    assert (cfg["kd_scaling"], cfg["kd_warmup"], cfg["preset"], cfg["stop_on_collapse"]) == (
+        scaling,
+        warmup,
+        preset,
+        True,
+    )
+    ctx.jobs.stop(run_id)
+
+
+def test_start_training_refuses_an_unknown_scaling_and_makes_no_run(studio):
+    client, ctx, _ = studio
+    before = set(p.name for p in ctx.runs_dir.iterdir())
+    args = ["demo data", "", 16, "tss-kd", 4.0, 0.4, 1.0, True, "resnet18", 1, 16, 0.01, "sgd", "cpu", 0, ""]
+    with pytest.raises(Exception, match="hinton is not in the list of choices"):
+        client.predict(*args, 64, 1, "hinton", 0, False, "studio default (stable)", api_name="/start_training")
+    assert set(p.name for p in ctx.runs_dir.iterdir()) == before
 
 
 @pytest.mark.parametrize(

@@ -28,12 +28,25 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs De
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
+def studio(tmp_path_factory):
     from studio_server import start
 
-    tmp = tmp_path_factory.mktemp("browser")
-    url, app, ctx = start(tmp)
+    url, app, ctx = start(tmp_path_factory.mktemp("browser"))
+    yield url, ctx
+    app.close()
+    ctx.jobs.close()
+
+
+@pytest.fixture(scope="module")
+def studio_ctx(studio):
+    return studio[1]
+
+
+@pytest.fixture(scope="module")
+def page(studio):
+    from playwright.sync_api import sync_playwright
+
+    url, _ = studio
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -42,8 +55,6 @@ def page(tmp_path_factory):
         pg.get_by_role("tab", name="Diagnose").wait_for(timeout=60_000)
         yield pg
         browser.close()
-    app.close()
-    ctx.jobs.close()
 
 
 def test_page_shows_all_five_tabs(page):
@@ -99,3 +110,36 @@ def test_a_temperature_sweep_fills_its_heatmap(page):
     page.locator("#sweep-progress").get_by_text("2 of 2 runs done").wait_for(timeout=300_000)
     page.locator("#sweep-heatmap img, #sweep-heatmap svg").first.wait_for(timeout=30_000)
     page.screenshot(path=str(SHOTS / "temperatures.png"), full_page=True)
+
+
+def test_the_paper_recipe_fills_the_train_form_and_the_studio_default_restores_it(page):
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-recipe").get_by_text("paper (Liu et al. 2025, exactly)").click()
+    page.wait_for_function("document.querySelector('#train-epochs input').value === '100'", timeout=10_000)
+    assert page.locator("#train-kd-scaling input").input_value() == "paper"
+    assert page.locator("#train-kd-warmup input").input_value() == "0"
+    page.locator("#train-recipe").get_by_text("studio default (stable)").click()
+    page.wait_for_function("document.querySelector('#train-kd-warmup input').value === '10'", timeout=10_000)
+    assert page.locator("#train-kd-scaling input").input_value() == "nontarget"
+
+
+def test_a_collapsed_run_is_shown_in_red_in_train_and_marked_in_runs(page, studio_ctx):
+    """A finished run whose status carries the collapse warning the trainer writes."""
+    from conftest import tiny_config
+
+    from core import runs
+    from core.train import run_training
+
+    run = run_training(tiny_config(studio_ctx.runs_dir.parent, name="collapsed", runs_dir=str(studio_ctx.runs_dir)))
+    message = "the model collapsed to a near-constant output: use the stable KD scaling"
+    runs.add_warning(run, {"kind": "collapse", "epoch": 1, "message": message})
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-run textarea, #train-run input").first.fill(run.name)
+    warning = page.locator("#train-warnings").get_by_text("Warning (collapse, epoch 1)")
+    warning.wait_for(timeout=15_000)
+    assert "use the stable KD scaling" in page.locator("#train-warnings").inner_text()
+    color = warning.evaluate("e => getComputedStyle(e.closest('p')).color")
+    assert color == "rgb(176, 0, 32)"  # the studio's warning red, not the body text's colour
+    page.get_by_role("tab", name="Runs").click()
+    page.locator("#runs-refresh").click()
+    page.locator("#runs-table").get_by_text("collapse (epoch 1)").filter(visible=True).first.wait_for(timeout=15_000)

@@ -6,7 +6,7 @@ import torch
 
 from core.errors import StudioError
 from core.imageio import Scan
-from core.losses import kd_loss, tss_kd_loss
+from core.losses import KD_SCALINGS, kd_curvature, kd_loss, tss_kd_loss
 from core.preview import rga_explicit, rga_samples, training_views
 from core.temperature import temperature_view
 
@@ -18,10 +18,13 @@ def softmax(z):
 
 @pytest.mark.parametrize("temps", [(4.0, 0.4), (2.0, 2.0), (1.0, 5.0)])
 @pytest.mark.parametrize("target", [0, 2])
-def test_temperature_view_matches_the_training_loss(temps, target):
+@pytest.mark.parametrize("scaling", KD_SCALINGS)
+def test_temperature_view_matches_the_training_loss(temps, target, scaling):
     g = np.random.default_rng(target)
     z, zt = g.normal(0, 2, 5), g.normal(0, 2, 5)
-    v = temperature_view(z.tolist(), zt.tolist(), target, t_target=temps[0], t_nontarget=temps[1], kd_weight=0.5)
+    v = temperature_view(
+        z.tolist(), zt.tolist(), target, t_target=temps[0], t_nontarget=temps[1], kd_weight=0.5, scaling=scaling
+    )
     want = float(
         tss_kd_loss(
             torch.tensor(z)[None],
@@ -29,8 +32,10 @@ def test_temperature_view_matches_the_training_loss(temps, target):
             torch.tensor([target]),
             t_target=temps[0],
             t_nontarget=temps[1],
+            scaling=scaling,
         )
     )
+    assert v["curvature_s"] == pytest.approx(kd_curvature(*temps, kd_weight=0.5, scaling=scaling))
     assert v["tss_kd"] == pytest.approx(want, rel=1e-5)
     assert v["tss_target_part"] + v["tss_nontarget_part"] == pytest.approx(v["tss_kd"], rel=1e-9)
     assert v["kd_single_temperature"] == pytest.approx(
@@ -42,6 +47,21 @@ def test_temperature_view_matches_the_training_loss(temps, target):
     np.testing.assert_allclose(v["teacher_kd"], softmax(zt / temps[0]), rtol=1e-12)
     assert v["ce"] == pytest.approx(-np.log(softmax(z)[target]))
     assert v["total"] == pytest.approx(v["ce"] + 0.5 * v["tss_kd"])
+
+
+def test_the_preview_defaults_to_the_studios_scaling_and_shows_the_papers_curvature():
+    z, zt = [2.0, 0.5, -1.0, 0.3], [1.5, 0.8, -0.5, 0.1]
+    stable = temperature_view(z, zt, 0, t_target=4.0, t_nontarget=0.4)
+    paper = temperature_view(z, zt, 0, t_target=4.0, t_nontarget=0.4, scaling="paper")
+    assert stable["curvature_s"] == pytest.approx(1.0) and paper["curvature_s"] == pytest.approx(100.0)
+    assert paper["tss_kd"] == pytest.approx(100 * stable["tss_kd"])
+
+
+def test_the_temperatures_tab_warns_when_s_is_far_above_classic_kd():
+    from ui.temperatures import curvature_note
+
+    assert "Warning" in curvature_note(100.0) and "100 times" in curvature_note(100.0)
+    assert "Warning" not in curvature_note(1.0) and "s = 1" in curvature_note(1.0)
 
 
 def test_low_nontarget_temperature_sharpens_the_wrong_classes():

@@ -17,6 +17,7 @@ from ui.context import Studio, user_error
 COLUMNS = [
     "run",
     "status",
+    "warnings",
     "method",
     "t_target",
     "t_nontarget",
@@ -107,8 +108,8 @@ def make_delete(ctx: Studio):
 
 def build(ctx: Studio) -> None:
     with gr.Tab("Runs", id="runs"):
-        refresh = gr.Button("Refresh", size="sm")
-        rows = gr.Dataframe(headers=COLUMNS, value=table(ctx)[0], label="Runs", interactive=False)
+        refresh = gr.Button("Refresh", size="sm", elem_id="runs-refresh")
+        rows = gr.Dataframe(headers=COLUMNS, value=table(ctx)[0], label="Runs", interactive=False, elem_id="runs-table")
         selected = gr.Dropdown([], multiselect=True, label="Compare runs")
         curves = gr.Plot(label="Curves of the selected runs")
         with gr.Row():

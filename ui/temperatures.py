@@ -9,20 +9,39 @@ from core import figures as plots
 from core.data import DataConfig
 from core.errors import StudioError
 from core.imageio import read_scan
+from core.losses import KD_SCALINGS
 from core.sweep import grid_results, new_tag, temperature_grid
 from core.temperature import temperature_view
 from core.train import TrainConfig
 from ui.context import Studio, user_error
+
+S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 
 EXPLAIN = """
 **Reading the plot.** Classic knowledge distillation softens every class with one temperature
 (`t_target`). TSS-KD keeps that temperature for the target class but uses a much lower one for the
 other classes (`t_nontarget`), which *sharpens* the differences between the wrong classes: the
 student is taught which mistakes the teacher finds more plausible. The distillation term is
-`t_target² · KL(teacher ‖ student)` under these temperatures; it splits exactly into the target
+`S · KL(teacher ‖ student)` under these temperatures, with `S = t_nontarget²` (nontarget scaling, the
+studio's default) or `S = t_target²` (paper scaling, as published); it splits exactly into the target
 class's share and the other classes' share shown below. The total loss is cross-entropy plus the KD
 weight times the distillation term.
+
+**s** is the term's curvature on the wrong classes' logits relative to classic KD:
+`KD weight · S / t_nontarget²`. Classic KD has s = 1. At the paper's settings (4 / 0.4, weight 1,
+paper scaling) s = 100, and a network trained from scratch satisfies the term with a constant output.
 """
+
+
+def curvature_note(s: float) -> str:
+    """The line above the plot: s, and a warning when it is far above classic KD's 1."""
+    text = f"**s = {s:.3g}** (classic KD: 1)"
+    if s > S_WARN:
+        text += (
+            f". **Warning:** the distillation term is {s:.3g} times as stiff as classic KD's; trained from scratch "
+            "such a run collapses to a constant output. Use the nontarget scaling or a smaller KD weight."
+        )
+    return text
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -37,10 +56,16 @@ def _floats(text: str, what: str) -> list[float]:
 
 def make_explain(ctx: Studio):
     @user_error
-    def explain(student_text, teacher_text, target, t_target, t_nontarget, kd_weight, class_text):
+    def explain(student_text, teacher_text, target, t_target, t_nontarget, kd_weight, class_text, scaling):
         student, teacher = _floats(student_text, "student logits"), _floats(teacher_text, "teacher logits")
         view = temperature_view(
-            student, teacher, int(target), t_target=t_target, t_nontarget=t_nontarget, kd_weight=kd_weight
+            student,
+            teacher,
+            int(target),
+            t_target=t_target,
+            t_nontarget=t_nontarget,
+            kd_weight=kd_weight,
+            scaling=scaling,
         )
         names = [c.strip() for c in class_text.split(",")] if class_text.strip() else []
         classes = names if len(names) == len(student) else [str(i) for i in range(len(student))]
@@ -58,7 +83,7 @@ def make_explain(ctx: Studio):
             k: round(view[k], 6)
             for k in ("ce", "kd_single_temperature", "tss_kd", "tss_target_part", "tss_nontarget_part", "total")
         }
-        return fig, losses
+        return fig, losses, curvature_note(view["curvature_s"])
 
     return explain
 
@@ -84,12 +109,28 @@ def make_from_image(ctx: Studio):
 
 def make_sweep(ctx: Studio):
     @user_error
-    def sweep(targets_text, nontargets_text, epochs, device, image_size, request: gr.Request = None):
+    def sweep(
+        targets_text,
+        nontargets_text,
+        epochs,
+        device,
+        image_size,
+        scaling=TrainConfig.kd_scaling,
+        warmup=TrainConfig.kd_warmup,
+        request: gr.Request = None,
+    ):
         ctx.require_user(request)
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
         tag = new_tag(ctx.runs_dir)
         data = DataConfig(image_size=int(image_size), synthetic_train=2000, synthetic_val=500, synthetic_test=500)
-        base = TrainConfig(data=data, epochs=int(epochs), device=device, runs_dir=str(ctx.runs_dir))
+        base = TrainConfig(
+            data=data,
+            epochs=int(epochs),
+            device=device,
+            runs_dir=str(ctx.runs_dir),
+            kd_scaling=scaling,
+            kd_warmup=int(warmup),
+        )
         for cfg in temperature_grid(base, targets, nontargets, tag=tag):
             ctx.jobs.submit(cfg)
         return tag
@@ -122,6 +163,9 @@ def build(ctx: Studio, device_choices) -> None:
                 t_target = gr.Slider(0.1, 10, value=4.0, step=0.1, label="t_target (target class)")
                 t_nontarget = gr.Slider(0.05, 10, value=0.4, step=0.05, label="t_nontarget (other classes)")
                 kd_weight = gr.Slider(0, 5, value=1.0, step=0.05, label="KD weight (lambda)")
+                scaling = gr.Radio(
+                    list(KD_SCALINGS), value=TrainConfig.kd_scaling, label="KD scaling", elem_id="temps-scaling"
+                )
                 student = gr.Textbox("2.0, 0.5, -1.0, 0.3", label="Student logits")
                 teacher = gr.Textbox("1.5, 0.8, -0.5, 0.1", label="Teacher logits")
                 target = gr.Number(0, precision=0, label="Target class (index)")
@@ -132,17 +176,20 @@ def build(ctx: Studio, device_choices) -> None:
                     seed = gr.Number(0, precision=0, label="Seed of the two views")
                     take = gr.Button("Use this image's logits")
             with gr.Column(scale=2):
-                first = make_explain(ctx)(student.value, teacher.value, 0, 4.0, 0.4, 1.0, classes.value)
+                first = make_explain(ctx)(
+                    student.value, teacher.value, 0, 4.0, 0.4, 1.0, classes.value, TrainConfig.kd_scaling
+                )
+                curvature = gr.Markdown(first[2], elem_id="temps-curvature", elem_classes=["studio-warning"])
                 plot = gr.Plot(first[0], label="Soft targets")
                 losses = gr.JSON(first[1], label="Loss for this sample")
                 gr.Markdown(EXPLAIN)
-        inputs = [student, teacher, target, t_target, t_nontarget, kd_weight, classes]
+        inputs = [student, teacher, target, t_target, t_nontarget, kd_weight, classes, scaling]
         explain = make_explain(ctx)
-        for control in (t_target, t_nontarget, kd_weight, student, teacher, target, classes):
-            control.change(explain, inputs, [plot, losses], api_name=False)
+        for control in (t_target, t_nontarget, kd_weight, student, teacher, target, classes, scaling):
+            control.change(explain, inputs, [plot, losses, curvature], api_name=False)
         take.click(
             make_from_image(ctx), [upload, model, seed], [student, teacher, target, classes], api_name=False
-        ).then(explain, inputs, [plot, losses], api_name=False)
+        ).then(explain, inputs, [plot, losses, curvature], api_name=False)
 
         gr.Markdown(
             "### Temperature sweep\nQueues one short TSS-KD run on the demo data per pair of "
@@ -154,9 +201,16 @@ def build(ctx: Studio, device_choices) -> None:
             sweep_epochs = gr.Number(5, precision=0, label="Epochs per run", elem_id="sweep-epochs")
             sweep_size = gr.Number(32, precision=0, label="Image size", elem_id="sweep-size")
             sweep_device = gr.Dropdown(device_choices, value=device_choices[0][1], label="Device")
+            sweep_scaling = gr.Dropdown(list(KD_SCALINGS), value=TrainConfig.kd_scaling, label="KD scaling")
+            sweep_warmup = gr.Number(TrainConfig.kd_warmup, precision=0, minimum=0, label="KD warm-up (epochs)")
             start = gr.Button("Queue sweep", elem_id="sweep-start")
         tag = gr.Textbox(label="Sweep", interactive=False, elem_id="sweep-tag")
         heat = gr.Plot(label="Validation AUC", elem_id="sweep-heatmap")
         progress = gr.Markdown(elem_id="sweep-progress")
-        start.click(make_sweep(ctx), [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size], tag, api_name=False)
+        start.click(
+            make_sweep(ctx),
+            [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size, sweep_scaling, sweep_warmup],
+            tag,
+            api_name=False,
+        )
         gr.Timer(3).tick(lambda t: sweep_heatmap(ctx, t), tag, [heat, progress], api_name=False, show_progress="hidden")

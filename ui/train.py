@@ -7,13 +7,19 @@ import gradio as gr
 from core import figures as plots
 from core import runs
 from core.data import DataConfig
-from core.losses import METHODS
+from core.losses import KD_SCALINGS, METHODS
 from core.model import ARCHS
 from core.paths import confine
-from core.train import OPTIMIZERS, TrainConfig
+from core.train import OPTIMIZERS, PRESETS, TrainConfig
 from ui.context import Studio, user_error
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
+STABLE = "studio default (stable)"
+RECIPES = {STABLE: None, "paper (Liu et al. 2025, exactly)": "paper"}
+# The widgets a recipe sets, in the order `recipe_values` returns them.
+RECIPE_FIELDS = ("method", "t_target", "t_nontarget", "kd_weight", "kd_scaling", "kd_warmup", "rga", "epochs")
+RECIPE_FIELDS += ("batch_size", "lr", "optimizer")
+STUDIO_DEFAULTS = {"method": "tss-kd", "t_target": 4.0, "t_nontarget": 0.4, "kd_weight": 1.0}
 
 
 def make_start(ctx: Studio):
@@ -37,6 +43,10 @@ def make_start(ctx: Studio):
         name,
         demo_images=5000,
         processes=1,
+        kd_scaling=TrainConfig.kd_scaling,
+        kd_warmup=TrainConfig.kd_warmup,
+        stop_on_collapse=False,
+        recipe=STABLE,
         request: gr.Request = None,
     ):
         """Queue a training run; returns its run id (API: /start_training)."""
@@ -57,6 +67,10 @@ def make_start(ctx: Studio):
             t_target=t_target,
             t_nontarget=t_nontarget,
             kd_weight=kd_weight,
+            kd_scaling=kd_scaling,
+            kd_warmup=int(kd_warmup),
+            stop_on_collapse=bool(stop_on_collapse),
+            preset=RECIPES.get(recipe, recipe),
             rga=bool(rga),
             arch=arch,
             epochs=int(epochs),
@@ -91,14 +105,29 @@ def make_status(ctx: Studio):
     return run_status
 
 
+def recipe_values(recipe: str) -> list:
+    """The Train form's values for a recipe: the paper's exact settings, or the studio's stable defaults."""
+    preset = RECIPES.get(recipe)
+    if preset:
+        values = PRESETS[preset]
+    else:
+        values = {f: getattr(TrainConfig, f) for f in RECIPE_FIELDS if f not in STUDIO_DEFAULTS} | STUDIO_DEFAULTS
+    return [values[f] for f in RECIPE_FIELDS]
+
+
+def warnings_text(status: dict) -> str:
+    """A run's warnings (collapse, chance) as the lines shown in red beside the progress line."""
+    return "\n\n".join(f"**Warning ({w['kind']}, epoch {w['epoch']}):** {w['message']}" for w in status["warnings"])
+
+
 def monitor(ctx: Studio, run_id: str):
-    """Progress text, curves and log tail of the run being watched (the timer's update)."""
+    """Progress text, warnings, curves and log tail of the run being watched (the timer's update)."""
     if not run_id:
-        return "", None, ""
+        return "", "", None, ""
     try:
         s = ctx.jobs.status(run_id)
     except Exception as e:  # a deleted or unknown run: say so instead of failing every tick
-        return f"**{e}**", None, ""
+        return f"**{e}**", "", None, ""
     run = ctx.jobs.find(run_id)
     latest = s["latest"] or {}
     text = f"**{s['run']}**: {s['status']}, epoch {s['epoch']}/{s['epochs']}"
@@ -115,7 +144,7 @@ def monitor(ctx: Studio, run_id: str):
         log = "\n".join((run / "train.log").read_text(errors="replace").splitlines()[-15:])
     except OSError:
         log = ""
-    return text, plots.curves({s["run"]: runs.read_metrics(run)}), log
+    return text, warnings_text(s), plots.curves({s["run"]: runs.read_metrics(run)}), log
 
 
 def build(ctx: Studio, device_choices) -> None:
@@ -132,11 +161,34 @@ def build(ctx: Studio, device_choices) -> None:
                     elem_id="train-demo-images",
                 )
                 image_size = gr.Number(32, precision=0, label="Image size (px)", elem_id="train-size")
-                method = gr.Dropdown(list(METHODS), value="tss-kd", label="Method")
+                recipe = gr.Radio(
+                    list(RECIPES),
+                    value=STABLE,
+                    label="Recipe",
+                    info="the paper's TSS-KD scaling collapses to a constant output when trained from scratch",
+                    elem_id="train-recipe",
+                )
+                method = gr.Dropdown(list(METHODS), value="tss-kd", label="Method", elem_id="train-method")
                 with gr.Row():
                     t_target = gr.Number(4.0, label="t_target")
                     t_nontarget = gr.Number(0.4, label="t_nontarget")
                     kd_weight = gr.Number(1.0, label="KD weight")
+                with gr.Row():
+                    kd_scaling = gr.Dropdown(
+                        list(KD_SCALINGS),
+                        value=TrainConfig.kd_scaling,
+                        label="KD scaling",
+                        info="nontarget: KL x t_nontarget² (stable); paper: KL x t_target² (as published)",
+                        elem_id="train-kd-scaling",
+                    )
+                    kd_warmup = gr.Number(
+                        TrainConfig.kd_warmup,
+                        precision=0,
+                        minimum=0,
+                        label="KD warm-up (epochs)",
+                        elem_id="train-kd-warmup",
+                    )
+                stop_on_collapse = gr.Checkbox(False, label="Stop the run if it collapses")
                 rga = gr.Checkbox(True, label="Regional gamma augmentation")
                 arch = gr.Dropdown(list(ARCHS), value="resnet18", label="Network")
                 with gr.Row():
@@ -152,12 +204,13 @@ def build(ctx: Studio, device_choices) -> None:
                 name = gr.Textbox(label="Run name (optional)")
                 start = gr.Button("Start", variant="primary", elem_id="train-start")
             with gr.Column(scale=2):
-                run_id = gr.Textbox(label="Run", info="the run being watched; Start fills it in")
+                run_id = gr.Textbox(label="Run", info="the run being watched; Start fills it in", elem_id="train-run")
                 with gr.Row():
                     stop = gr.Button("Stop")
                     resume = gr.Button("Resume")
                     refresh = gr.Button("Status")
                 progress = gr.Markdown(elem_id="train-progress")
+                warnings = gr.Markdown(elem_id="train-warnings", elem_classes=["studio-warning"])
                 curves = gr.Plot(label="Curves", elem_id="train-curves")
                 status = gr.JSON(label="Status")
                 log = gr.Code(label="Log (last lines)", language=None, interactive=False)
@@ -182,13 +235,20 @@ def build(ctx: Studio, device_choices) -> None:
                 name,
                 demo_images,
                 processes,
+                kd_scaling,
+                kd_warmup,
+                stop_on_collapse,
+                recipe,
             ],
             run_id,
             api_name="start_training",
         )
+        recipe_outputs = [method, t_target, t_nontarget, kd_weight, kd_scaling, kd_warmup, rga, epochs]
+        recipe_outputs += [batch_size, lr, optimizer]
+        recipe.input(recipe_values, recipe, recipe_outputs, api_name=False)
         refresh.click(make_status(ctx), run_id, status, api_name="run_status")
         stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)
         resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
         gr.Timer(2).tick(
-            lambda r: monitor(ctx, r), run_id, [progress, curves, log], api_name=False, show_progress="hidden"
+            lambda r: monitor(ctx, r), run_id, [progress, warnings, curves, log], api_name=False, show_progress="hidden"
         )
