@@ -24,7 +24,7 @@ from bench import RESULTS, write_result  # noqa: E402
 from bench.reference_pipeline import make_loader, reference_step  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.dataset import Split  # noqa: E402
-from core.device import amp_dtype, pick_device  # noqa: E402
+from core.device import cpu_native_bf16, pick_device, precision  # noqa: E402
 from core.model import ModelSpec, build_model  # noqa: E402
 from core.synthetic import CLASSES, render  # noqa: E402
 from core.train import TrainConfig, make_stepper, new_state  # noqa: E402
@@ -55,7 +55,7 @@ def measure_ours(images, labels, *, size, batch, steps, warmup, device, graphs=F
     spec = ModelSpec(classes=list(CLASSES), image_size=size, channels=1)
     state, _ = new_state(cfg, spec, train, device, graphs=graphs)  # as core.train.fit builds it
     model = state.model
-    amp = amp_dtype(device, cfg.amp)
+    amp, why = precision(device, cfg.amp)
     step = make_stepper(state, cfg, cfg.augment(size), train, amp=amp, sampler=None, graphs=graphs)
     g = torch.Generator(device=device).manual_seed(1)
 
@@ -77,6 +77,7 @@ def measure_ours(images, labels, *, size, batch, steps, warmup, device, graphs=F
         "steps": steps,
         "seconds": seconds,
         "amp": str(amp),
+        "precision": why,
         "cuda_graphs": graphs,
     }
     if device.type == "cuda":
@@ -145,7 +146,22 @@ def machine(device) -> dict:
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["cpu"] = cpu_model()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # the widest vector ISA torch uses
+        info["native_bf16"] = cpu_native_bf16()
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def main(argv=None) -> int:

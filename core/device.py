@@ -27,30 +27,47 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def cpu_has_bf16_matrix_units() -> bool:
-    """True on CPUs with AMX tiles (Intel Sapphire Rapids and later), where oneDNN runs bf16 convolutions
-    natively: a ResNet-18 training step there is about 3x faster in bf16 than in float32."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+def _probe(name: str) -> bool:
+    probe = getattr(torch.cpu, name, None)
     try:
         return bool(probe and probe())
     except RuntimeError:
         return False
 
 
-def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """bf16 when asked, or (auto) on GPUs that support it and on CPUs with bf16 matrix units;
-    None means full float32."""
+def cpu_native_bf16() -> str | None:
+    """The CPU feature with which oneDNN runs bf16 convolutions natively, or None: AMX tiles (Intel
+    Sapphire Rapids and later; a ResNet-18 training step about 3x faster in bf16 than in float32) or
+    AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake). Elsewhere bf16 is emulated and slower."""
+    if _probe("_is_amx_tile_supported"):
+        return "AMX"
+    if _probe("_is_avx512_bf16_supported"):
+        return "AVX-512 BF16"
+    return None
+
+
+def precision(device: torch.device, amp: str = "auto") -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for `device` under `--amp` (None: full float32) and why, in words for the log."""
     if amp not in AMP_CHOICES:
         raise StudioError(f"unknown --amp '{amp}'; choose one of {', '.join(AMP_CHOICES)}.")
     if amp == "off":
-        return None
+        return None, "float32: --amp off"
     if amp == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    if device.type == "cpu" and cpu_has_bf16_matrix_units():
-        return torch.bfloat16
-    return None
+        return torch.bfloat16, "bf16 autocast: --amp bf16"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "bf16 autocast: this GPU supports bf16"
+        return None, "float32: this GPU has no bf16"
+    feature = cpu_native_bf16()
+    if feature:
+        return torch.bfloat16, f"bf16 autocast: this CPU runs bf16 natively ({feature})"
+    return None, "float32: this CPU has neither AMX nor AVX-512 BF16, so bf16 would be emulated and slower"
+
+
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """bf16 when asked, or (auto) on GPUs that support it and on CPUs that run it natively (see
+    `precision`); None means full float32."""
+    return precision(device, amp)[0]
 
 
 def list_devices() -> list[tuple[str, str]]:

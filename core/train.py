@@ -33,7 +33,7 @@ from core import calibration, distributed, health, runs
 from core.augment import RegionalGamma, TrainAugment
 from core.data import DataConfig, load_dataset
 from core.dataset import Dataset
-from core.device import AMP_CHOICES, amp_dtype, pick_device
+from core.device import AMP_CHOICES, pick_device, precision
 from core.errors import StudioError
 from core.evaluate import auc, classification_metrics, predict_logits, predict_probs
 from core.losses import KD_SCALINGS, METHODS, compute_loss, get_method, kd_curvature, kd_warmup_factor, ps_kd_alpha
@@ -512,7 +512,12 @@ def fit(
 ) -> str:
     """Train into `run`; return the final status ('done' or 'stopped'). Only rank 0 writes files."""
     group = group or distributed.Group()
-    amp = amp_dtype(device, cfg.amp)
+    amp, why = precision(device, cfg.amp)
+    log.info("precision: %s", why)
+    if group.main:
+        runs.set_status(
+            run, "running", precision={"autocast": str(amp).removeprefix("torch.") if amp else None, "why": why}
+        )
     spec = ModelSpec(arch=cfg.arch, classes=list(data.classes), image_size=data.image_size, channels=data.channels)
     data = _place(data, device)
     train = data.train

@@ -2,7 +2,10 @@
 
 import json
 
+import torch
+
 from bench import throughput
+from core.device import cpu_native_bf16, precision
 
 
 def test_throughput_bench_measures_ours_and_the_reference(tmp_path, capsys):
@@ -13,10 +16,13 @@ def test_throughput_bench_measures_ours_and_the_reference(tmp_path, capsys):
     assert code == 0
     result = json.loads(out.read_text())
     assert result["machine"]["device"] == "cpu" and result["machine"]["torch"]
+    assert result["machine"]["cpu"] and result["machine"]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR")
+    assert result["machine"]["native_bf16"] == cpu_native_bf16()
     (row,) = result["results"]
     assert (row["image_size"], row["batch"]) == (16, 8)
     assert row["ours"]["images_per_s"] > 0 and row["ours"]["steps"] == 2 and row["ours"]["cuda_graphs"] is False
     assert row["ours_cuda_graphs"] is None and row["cuda_graphs_error"] is None  # measured on GPUs only
+    assert row["ours"]["precision"] == precision(torch.device("cpu"), "auto")[1]
     (ref,) = row["reference"]
     assert ref["workers"] == 0 and ref["images_per_s"] > 0
     assert row["speedup_vs_best_reference"] == row["ours"]["images_per_s"] / ref["images_per_s"]
