@@ -78,3 +78,39 @@ def test_the_chance_check_flags_accuracy_within_two_standard_errors_of_the_major
     assert (warning is not None) == flagged
     if flagged:
         assert warning["kind"] == "chance" and warning["epoch"] == 6
+
+
+def test_a_flagged_run_keeps_training_and_says_so(tmp_path, monkeypatch):
+    """The trainer's side: a collapse found after an epoch goes to status.json and the log once, and the
+    run goes on to the end unless --stop-on-collapse."""
+    import json
+
+    from conftest import tiny_config
+
+    from core.train import run_training
+
+    fake = {"kind": "collapse", "epoch": 1, "message": "the model collapsed to a near-constant output"}
+    monkeypatch.setattr(health, "collapse_warning", lambda rows, majority, n: {**fake, "epoch": len(rows)})
+    run = run_training(tiny_config(tmp_path, epochs=2))
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "done"
+    assert [w for w in status["warnings"] if w["kind"] == "collapse"] == [fake]  # the first epoch's, once
+    assert (run / "train.log").read_text().count("collapsed to a near-constant output") == 1
+
+
+def test_stop_on_collapse_ends_the_run_as_failed_with_the_reason(tmp_path, monkeypatch, capsys):
+    import json
+    from pathlib import Path
+
+    from core.train import main
+
+    fake = {"kind": "collapse", "epoch": 1, "message": "the model collapsed to a near-constant output"}
+    monkeypatch.setattr(health, "collapse_warning", lambda rows, majority, n: fake)
+    argv = ["--image-size", "16", "--synthetic-train", "32", "--synthetic-val", "16", "--synthetic-test", "16"]
+    argv += ["--epochs", "3", "--batch-size", "16", "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--stop-on-collapse"]) == 2
+    assert "stopped on collapse at epoch 1" in capsys.readouterr().err
+    [run] = list(Path(tmp_path / "runs").iterdir())
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and "stopped on collapse at epoch 1" in status["error"]
+    assert status["warnings"] == [fake] and len((run / "metrics.jsonl").read_text().splitlines()) == 1
