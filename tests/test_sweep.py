@@ -64,8 +64,10 @@ def test_a_new_sweep_never_shares_its_name_with_earlier_runs(tmp_path, monkeypat
 def test_the_temperature_study_writes_its_grid(tmp_path):
     stem = tmp_path / "temps"
     argv = ["--t-targets", "2,4", "--t-nontargets", "0.4", "--epochs", "1", "--train", "32", "--image-size", "16"]
+    argv += ["--kd-scaling", "paper", "--kd-warmup", "0"]
     assert temperature_bench.main([*argv, "--device", "cpu", "--out", str(stem)]) == 0
     result = json.loads(stem.with_suffix(".json").read_text())
+    assert "paper scaling, KD warm-up 0 epochs" in result["budget"]
     assert result["t_targets"] == [2.0, 4.0] and result["t_nontargets"] == [0.4]
     assert all(0 <= row[0] <= 1 for row in result["test_acc"])
     assert "| 4 |" in stem.with_suffix(".md").read_text()
@@ -105,9 +107,11 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         with pytest.raises(gr.Error, match="positive"):
             make_sweep(ctx)("4", "0, 0.4", 1, "cpu", 16)
         assert not list((tmp_path / "runs").iterdir())  # a bad grid queues nothing
-        tag = make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16)
+        tag = make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16, "paper", 3)
         queued = sorted((tmp_path / "runs").iterdir())
-        assert [runs.read_json(p / "config.json")["name"] for p in queued] == [f"{tag}-T2-t0.4", f"{tag}-T4-t0.4"]
+        configs = [runs.read_json(p / "config.json") for p in queued]
+        assert [c["name"] for c in configs] == [f"{tag}-T2-t0.4", f"{tag}-T4-t0.4"]
+        assert {(c["kd_scaling"], c["kd_warmup"]) for c in configs} == {("paper", 3)}  # the sweep's choice
         assert set(jobs.wait(queued, timeout=240).values()) == {"done"}
         fig, text = sweep_heatmap(ctx, tag)
         assert text == "2 of 2 runs done" and fig is not None
