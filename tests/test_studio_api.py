@@ -229,3 +229,14 @@ def test_run_status_of_an_unknown_run_is_a_clear_error(studio):
     client, _, _ = studio
     with pytest.raises(Exception, match="no run named"):
         client.predict("../../etc", api_name="/run_status")
+
+
+def test_the_recipes_fill_the_form_from_the_config_and_the_preset():
+    from core.train import PRESETS
+    from ui.train import RECIPE_FIELDS, recipe_values
+
+    stable = dict(zip(RECIPE_FIELDS, recipe_values("studio default (stable)"), strict=True))
+    paper = dict(zip(RECIPE_FIELDS, recipe_values("paper (Liu et al. 2025, exactly)"), strict=True))
+    assert stable["kd_scaling"] == "nontarget" and stable["kd_warmup"] == 10 and stable["t_nontarget"] == 0.4
+    assert paper == {f: PRESETS["paper"][f] for f in RECIPE_FIELDS}
+    assert {f for f in RECIPE_FIELDS if stable[f] != paper[f]} == {"kd_scaling", "kd_warmup"}

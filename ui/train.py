@@ -19,7 +19,6 @@ RECIPES = {STABLE: None, "paper (Liu et al. 2025, exactly)": "paper"}
 # The widgets a recipe sets, in the order `recipe_values` returns them.
 RECIPE_FIELDS = ("method", "t_target", "t_nontarget", "kd_weight", "kd_scaling", "kd_warmup", "rga", "epochs")
 RECIPE_FIELDS += ("batch_size", "lr", "optimizer")
-STUDIO_DEFAULTS = {"method": "tss-kd", "t_target": 4.0, "t_nontarget": 0.4, "kd_weight": 1.0}
 
 
 def make_start(ctx: Studio):
@@ -108,11 +107,8 @@ def make_status(ctx: Studio):
 def recipe_values(recipe: str) -> list:
     """The Train form's values for a recipe: the paper's exact settings, or the studio's stable defaults."""
     preset = RECIPES.get(recipe)
-    if preset:
-        values = PRESETS[preset]
-    else:
-        values = {f: getattr(TrainConfig, f) for f in RECIPE_FIELDS if f not in STUDIO_DEFAULTS} | STUDIO_DEFAULTS
-    return [values[f] for f in RECIPE_FIELDS]
+    cfg = TrainConfig().resolved()  # the defaults, with the default method's temperatures and weight filled in
+    return [PRESETS[preset][f] if preset else getattr(cfg, f) for f in RECIPE_FIELDS]
 
 
 def warnings_text(status: dict) -> str:
