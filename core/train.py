@@ -836,29 +836,48 @@ def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, 
     return run
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default after its help; options whose default depends on others (None) say it in
+    their own words instead of "(default: None)", and switches that are off unless given need none."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     d, t = DataConfig(), TrainConfig()
     ap = argparse.ArgumentParser(
         prog="python -m core.train",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = ap.add_argument_group("data")
-    g.add_argument("--dataset", default=d.dataset, choices=("synthetic", "medmnist", "folder"))
-    g.add_argument("--data-path", default=None, help="MedMNIST .npz, image folder, or CSV manifest")
-    g.add_argument("--image-size", type=int, default=d.image_size)
-    g.add_argument("--synthetic-train", type=int, default=d.synthetic_train)
-    g.add_argument("--synthetic-val", type=int, default=d.synthetic_val)
-    g.add_argument("--synthetic-test", type=int, default=d.synthetic_test)
+    g.add_argument(
+        "--dataset", default=d.dataset, choices=("synthetic", "medmnist", "folder"), help="where the images come from"
+    )
+    g.add_argument("--data-path", default=None, help="MedMNIST .npz, image folder, or CSV manifest (not for synthetic)")
+    g.add_argument("--image-size", type=int, default=d.image_size, help="images are resized to this square size")
+    g.add_argument("--synthetic-train", type=int, default=d.synthetic_train, help="demo data: training images")
+    g.add_argument("--synthetic-val", type=int, default=d.synthetic_val, help="demo data: validation images")
+    g.add_argument("--synthetic-test", type=int, default=d.synthetic_test, help="demo data: test images")
     g.add_argument("--synthetic-contrast", type=float, default=d.synthetic_contrast, help="demo lesion contrast")
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    g.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    g.add_argument(
+        "--val-fraction", type=float, default=d.val_fraction, help="folders: validation share drawn from train"
+    )
+    g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="folders: test share drawn from train")
     g.add_argument("--skip-bad-files", action="store_true", help="leave unreadable files out (named in the log)")
     g = ap.add_argument_group("method")
-    g.add_argument("--method", default=t.method, choices=tuple(METHODS))
-    g.add_argument("--t-target", type=float, default=None, help="target-class temperature (default 4.0)")
-    g.add_argument("--t-nontarget", type=float, default=None, help="non-target temperature (tss-kd default 0.4)")
-    g.add_argument("--kd-weight", type=float, default=None, help="lambda, the KD term's weight (default 1.0)")
+    g.add_argument("--method", default=t.method, choices=tuple(METHODS), help="training objective")
+    g.add_argument("--t-target", type=float, default=None, help="target-class temperature (default: 4.0)")
+    g.add_argument(
+        "--t-nontarget",
+        type=float,
+        default=None,
+        help="non-target temperature (default: 0.4 for tss-kd, else t-target)",
+    )
+    g.add_argument("--kd-weight", type=float, default=None, help="lambda, the KD term's weight (default: 1.0)")
     g.add_argument(
         "--kd-scaling",
         default=t.kd_scaling,
@@ -883,30 +902,30 @@ def get_args_parser() -> argparse.ArgumentParser:
         choices=tuple(PRESETS),
         help="start from a published recipe (paper: Liu et al. 2025 exactly); flags given as well still apply",
     )
-    g.add_argument("--ps-alpha", type=float, default=None, help="PS-KD final alpha (default 0.8)")
+    g.add_argument("--ps-alpha", type=float, default=None, help="PS-KD final alpha (default: 0.8)")
     g.add_argument("--rga", action=argparse.BooleanOptionalAction, default=t.rga, help="regional gamma augmentation")
-    g.add_argument("--gamma-min", type=float, default=t.gamma_min)
-    g.add_argument("--gamma-max", type=float, default=t.gamma_max)
+    g.add_argument("--gamma-min", type=float, default=t.gamma_min, help="RGA: smallest gamma")
+    g.add_argument("--gamma-max", type=float, default=t.gamma_max, help="RGA: largest gamma")
     g = ap.add_argument_group("model and optimisation")
-    g.add_argument("--arch", default=t.arch, choices=ARCHS)
+    g.add_argument("--arch", default=t.arch, choices=ARCHS, help="network")
     g.add_argument(
         "--pretrained",
         default=None,
-        help="start from weights: a local torchvision file (.pth or .safetensors) or a run folder",
+        help="start from weights: a local torchvision file (.pth or .safetensors) or a run folder (default: none)",
     )
-    g.add_argument("--optimizer", default=t.optimizer, choices=OPTIMIZERS)
-    g.add_argument("--lr", type=float, default=t.lr)
-    g.add_argument("--momentum", type=float, default=t.momentum)
-    g.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    g.add_argument("--optimizer", default=t.optimizer, choices=OPTIMIZERS, help="optimizer")
+    g.add_argument("--lr", type=float, default=t.lr, help="initial learning rate")
+    g.add_argument("--momentum", type=float, default=t.momentum, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="L2 weight decay")
     g.add_argument("--poly-power", type=float, default=t.poly_power, help="power of the polynomial lr decay")
-    g.add_argument("--epochs", type=int, default=t.epochs)
-    g.add_argument("--batch-size", type=int, default=t.batch_size)
-    g.add_argument("--eval-batch-size", type=int, default=t.eval_batch_size)
+    g.add_argument("--epochs", type=int, default=t.epochs, help="passes over the training split")
+    g.add_argument("--batch-size", type=int, default=t.batch_size, help="images per step (global, under torchrun)")
+    g.add_argument("--eval-batch-size", type=int, default=t.eval_batch_size, help="images per evaluation batch")
     g.add_argument(
         "--amp",
         default=t.amp,
         choices=AMP_CHOICES,
-        help="bf16 autocast (auto: on GPUs and on CPUs with bf16 matrix units)",
+        help="bf16 autocast (auto: on GPUs and on CPUs that run bf16 natively, AMX or AVX-512 BF16)",
     )
     g.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
     g.add_argument(
@@ -915,11 +934,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="replay each training step from a CUDA graph (default: on for one GPU with the data in its memory)",
     )
-    g.add_argument("--seed", type=int, default=t.seed)
+    g.add_argument("--seed", type=int, default=t.seed, help="seed of the weights, data order and augmentation")
     g = ap.add_argument_group("run")
-    g.add_argument("--runs-dir", default=t.runs_dir)
+    g.add_argument("--runs-dir", default=t.runs_dir, help="where run folders are made")
     g.add_argument("--name", default=None, help="run name (default: <dataset>-<method>)")
-    g.add_argument("--resume", default=None, metavar="RUN", help="continue a stopped or killed run folder")
+    g.add_argument(
+        "--resume", default=None, metavar="RUN", help="continue a stopped or killed run folder (its settings apply)"
+    )
     return ap
 
 

@@ -360,3 +360,21 @@ def test_skipped_files_are_named_in_the_run_log(tmp_path, capsys):
     assert main([*argv, "--skip-bad-files"]) == 0
     run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run"])
     assert "skipped unreadable file: broken.png" in (run / "train.log").read_text()
+
+
+def test_help_gives_every_option_a_default_and_never_none(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert e.value.code == 0 and "(default: None)" not in text
+    for flag, default in [
+        ("--epochs EPOCHS", "100"),
+        ("--batch-size BATCH_SIZE", "128"),
+        ("--lr LR", "0.01"),
+        ("--image-size IMAGE_SIZE", "32"),
+        ("--kd-scaling {nontarget,paper}", "nontarget"),
+        ("--kd-warmup EPOCHS", "10"),
+        ("--t-target T_TARGET", "4.0"),
+    ]:
+        after = text.split(flag, 2)[-1]  # the option's own entry, past the usage line
+        assert f"(default: {default}" in after.split(" --", 1)[0], flag
