@@ -125,11 +125,26 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")  # <name>-YYYYmmdd-HHMMSS[-n], as create_run_dir makes them
+
+
+def started(run: Path) -> tuple[str, int, float]:
+    """A sort key by start time: the folder's timestamp (and its -n for runs made the same second), then
+    the time its config.json was written."""
+    m = STAMP.search(run.name)
+    try:
+        written = (run / "config.json").stat().st_mtime
+    except OSError:
+        written = 0.0
+    return (m.group(1), int(m.group(2) or 1), written) if m else ("", 0, written)
+
+
 def list_runs(runs_dir: str | Path) -> list[dict]:
-    """One summary per run directory, newest first: id, status, method, temperatures, best validation figures."""
+    """One summary per run directory, newest first by start time: id, status, method, temperatures, best
+    validation figures."""
     root = Path(runs_dir)
     out = []
-    for run in sorted(root.iterdir(), reverse=True) if root.is_dir() else []:
+    for run in sorted(root.iterdir(), key=started, reverse=True) if root.is_dir() else []:
         cfg = read_json(run / "config.json")
         if not isinstance(cfg, dict):
             continue
