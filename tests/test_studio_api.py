@@ -240,3 +240,10 @@ def test_the_recipes_fill_the_form_from_the_config_and_the_preset():
     assert stable["kd_scaling"] == "nontarget" and stable["kd_warmup"] == 10 and stable["t_nontarget"] == 0.4
     assert paper == {f: PRESETS["paper"][f] for f in RECIPE_FIELDS}
     assert {f for f in RECIPE_FIELDS if stable[f] != paper[f]} == {"kd_scaling", "kd_warmup"}
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(40.4, "40 s"), (59.6, "1 min"), (725, "12 min"), (7260, "2 h 1 min")])
+def test_time_left_reads_as_people_say_it(seconds, text):
+    from ui.train import duration
+
+    assert duration(seconds) == text

@@ -111,6 +111,15 @@ def recipe_values(recipe: str) -> list:
     return [PRESETS[preset][f] if preset else getattr(cfg, f) for f in RECIPE_FIELDS]
 
 
+def duration(seconds: float) -> str:
+    """A time span as people say it: "40 s", "12 min", "2 h 1 min"."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
 def warnings_text(status: dict) -> str:
     """A run's warnings (collapse, chance) as the lines shown in red beside the progress line."""
     return "\n\n".join(f"**Warning ({w['kind']}, epoch {w['epoch']}):** {w['message']}" for w in status["warnings"])
@@ -133,7 +142,7 @@ def monitor(ctx: Studio, run_id: str):
             f"{latest['val_auc']:.3f}" if latest.get("val_auc") is not None else "n/a"
         )
     if s.get("seconds_left"):
-        text += f", about {s['seconds_left'] / 60:.1f} min left"
+        text += f", about {duration(s['seconds_left'])} left"
     if s.get("error"):
         text += f"\n\n**Error:** {s['error']}"
     try:
