@@ -87,6 +87,12 @@ def test_augment_preview_renders_samples(page):
 def test_temperatures_tab_draws_the_soft_targets(page):
     page.get_by_role("tab", name="Temperatures").click()
     page.get_by_text("Reading the plot").wait_for(timeout=10_000)
+    assert page.locator("#temps-curvature").inner_text().startswith("s = 1 ")
+    page.locator("#temps-scaling").get_by_text("paper").click()  # the paper's scaling: s = 100, in red
+    page.locator("#temps-curvature-warning").get_by_text("100 times as stiff").wait_for(timeout=10_000)
+    assert page.locator("#temps-curvature").inner_text().startswith("s = 100 ")
+    page.locator("#temps-scaling").get_by_text("nontarget").click()
+    page.wait_for_function("!document.querySelector('#temps-curvature-warning').innerText.includes('Warning')")
 
 
 def test_a_training_started_in_train_draws_its_first_curve_point(page):

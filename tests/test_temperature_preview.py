@@ -60,8 +60,9 @@ def test_the_preview_defaults_to_the_studios_scaling_and_shows_the_papers_curvat
 def test_the_temperatures_tab_warns_when_s_is_far_above_classic_kd():
     from ui.temperatures import curvature_note
 
-    assert "Warning" in curvature_note(100.0) and "100 times" in curvature_note(100.0)
-    assert "Warning" not in curvature_note(1.0) and "s = 1" in curvature_note(1.0)
+    note, warning = curvature_note(100.0)
+    assert "s = 100" in note and "Warning" in warning and "100 times" in warning
+    assert curvature_note(1.0) == ("**s = 1** (classic KD: 1)", "")
 
 
 def test_low_nontarget_temperature_sharpens_the_wrong_classes():

@@ -33,15 +33,15 @@ paper scaling) s = 100, and a network trained from scratch satisfies the term wi
 """
 
 
-def curvature_note(s: float) -> str:
-    """The line above the plot: s, and a warning when it is far above classic KD's 1."""
-    text = f"**s = {s:.3g}** (classic KD: 1)"
+def curvature_note(s: float) -> tuple[str, str]:
+    """The lines above the plot: s, and (shown in red) a warning when it is far above classic KD's 1."""
+    warning = ""
     if s > S_WARN:
-        text += (
-            f". **Warning:** the distillation term is {s:.3g} times as stiff as classic KD's; trained from scratch "
+        warning = (
+            f"**Warning:** the distillation term is {s:.3g} times as stiff as classic KD's; trained from scratch "
             "such a run collapses to a constant output. Use the nontarget scaling or a smaller KD weight."
         )
-    return text
+    return f"**s = {s:.3g}** (classic KD: 1)", warning
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -83,7 +83,7 @@ def make_explain(ctx: Studio):
             k: round(view[k], 6)
             for k in ("ce", "kd_single_temperature", "tss_kd", "tss_target_part", "tss_nontarget_part", "total")
         }
-        return fig, losses, curvature_note(view["curvature_s"])
+        return fig, losses, *curvature_note(view["curvature_s"])
 
     return explain
 
@@ -179,17 +179,18 @@ def build(ctx: Studio, device_choices) -> None:
                 first = make_explain(ctx)(
                     student.value, teacher.value, 0, 4.0, 0.4, 1.0, classes.value, TrainConfig.kd_scaling
                 )
-                curvature = gr.Markdown(first[2], elem_id="temps-curvature", elem_classes=["studio-warning"])
+                curvature = gr.Markdown(first[2], elem_id="temps-curvature")
+                stiff = gr.Markdown(first[3], elem_id="temps-curvature-warning", elem_classes=["studio-warning"])
                 plot = gr.Plot(first[0], label="Soft targets")
                 losses = gr.JSON(first[1], label="Loss for this sample")
                 gr.Markdown(EXPLAIN)
         inputs = [student, teacher, target, t_target, t_nontarget, kd_weight, classes, scaling]
         explain = make_explain(ctx)
         for control in (t_target, t_nontarget, kd_weight, student, teacher, target, classes, scaling):
-            control.change(explain, inputs, [plot, losses, curvature], api_name=False)
+            control.change(explain, inputs, [plot, losses, curvature, stiff], api_name=False)
         take.click(
             make_from_image(ctx), [upload, model, seed], [student, teacher, target, classes], api_name=False
-        ).then(explain, inputs, [plot, losses, curvature], api_name=False)
+        ).then(explain, inputs, [plot, losses, curvature, stiff], api_name=False)
 
         gr.Markdown(
             "### Temperature sweep\nQueues one short TSS-KD run on the demo data per pair of "
