@@ -287,8 +287,7 @@ def lesion_scans(data, limit: int):
     return split.images[keep], split.labels[keep], split.masks[keep].numpy()
 
 
-def score_run(run: Path, scans, cams: list[str], *, scorecam_images: int) -> dict:
-    model, _, _ = load_model(run)
+def score_run(model, scans, cams: list[str], *, scorecam_images: int) -> dict:
     out = {}
     for cam in cams:
         n = scorecam_images if cam == "scorecam" else len(scans[0])
@@ -297,9 +296,8 @@ def score_run(run: Path, scans, cams: list[str], *, scorecam_images: int) -> dic
     return out
 
 
-def test_correct(run: Path, test) -> list[int]:
-    """1 or 0 per test image: whether the run's best model classifies it correctly (in test-split order)."""
-    model, _, _ = load_model(run)
+def test_correct(model, test) -> list[int]:
+    """1 or 0 per test image: whether `model` classifies it correctly (in test-split order)."""
     logits = predict_logits(model, test.images, batch_size=512)
     return (logits.argmax(1).cpu() == test.labels.cpu()).int().tolist()
 
@@ -307,7 +305,7 @@ def test_correct(run: Path, test) -> list[int]:
 def result_row(arm: str, cfg: TrainConfig, run: Path, data, scans, cams: list[str], *, scorecam_images: int) -> dict:
     """One finished run's test metrics, per-image outcomes (and lesion-map scores on the demo data), printed
     as it comes."""
-    meta = runs.read_json(run / "model.json")
+    model, _, meta = load_model(run)  # once: the per-image outcomes and the lesion maps both use it
     status = runs.read_json(run / "status.json", {}) or {}
     m = meta["metrics"]
     row = {
@@ -322,11 +320,11 @@ def result_row(arm: str, cfg: TrainConfig, run: Path, data, scans, cams: list[st
         "best_epoch": meta["epoch"],
         "train_seconds": sum(r["seconds"] for r in runs.read_metrics(run)),
         "warnings": [w["kind"] for w in status.get("warnings") or []],
-        "correct": test_correct(run, data.test),
+        "correct": test_correct(model, data.test),
         "curve": [{k: r.get(k) for k in CURVE_KEYS} for r in runs.read_metrics(run)],
     }
     if scans is not None:
-        row["lesion_maps"] = score_run(run, scans, cams, scorecam_images=scorecam_images)
+        row["lesion_maps"] = score_run(model, scans, cams, scorecam_images=scorecam_images)
     flags = f"  warnings: {', '.join(row['warnings'])}" if row["warnings"] else ""
     print(
         f"{arm:19s} {'RGA' if cfg.rga else '   '} seed {cfg.seed}  acc {row['test_acc']:.3f}  "

@@ -129,14 +129,15 @@ STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")  # <name>-YYYYmmdd-HHMMSS[-n],
 
 
 def started(run: Path) -> tuple[str, int, float]:
-    """A sort key by start time: the folder's timestamp (and its -n for runs made the same second), then
-    the time its config.json was written."""
+    """A sort key by start time: the folder's timestamp and its -n for runs made the same second; a folder
+    named otherwise sorts first (oldest), by the time its config.json was written."""
     m = STAMP.search(run.name)
+    if m:
+        return m.group(1), int(m.group(2) or 1), 0.0
     try:
-        written = (run / "config.json").stat().st_mtime
+        return "", 0, (run / "config.json").stat().st_mtime
     except OSError:
-        written = 0.0
-    return (m.group(1), int(m.group(2) or 1), written) if m else ("", 0, written)
+        return "", 0, 0.0
 
 
 def list_runs(runs_dir: str | Path) -> list[dict]:

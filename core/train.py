@@ -128,12 +128,6 @@ class TrainConfig:
         d["data"] = DataConfig(**d.get("data", {}))
         return TrainConfig(**d)
 
-    def with_preset(self, name: str) -> TrainConfig:
-        """This config with every setting of preset `name` (see PRESETS) applied."""
-        if name not in PRESETS:
-            raise StudioError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}.")
-        return replace(self, **PRESETS[name], preset=name)
-
 
 # Published recipes, applied by `--preset NAME` (explicit flags still win) and the Train tab's recipe switch.
 PRESETS: dict[str, dict] = {
@@ -748,26 +742,22 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
         distributed.finish(group)
 
 
-def _curvature(cfg: TrainConfig) -> float:
-    """s of core.losses.kd_curvature for this run's distillation term (KD and CS-KD use one temperature)."""
-    t_nontarget = cfg.t_nontarget if cfg.method == "tss-kd" else cfg.t_target
-    return kd_curvature(cfg.t_target, t_nontarget, kd_weight=cfg.kd_weight, scaling=cfg.kd_scaling)
-
-
-def _method_settings(cfg: TrainConfig) -> str:
-    """The method's own settings for the log, with the KD term's curvature s when it distils."""
+def _method_settings(cfg: TrainConfig) -> tuple[str, float | None]:
+    """The method's own settings for the log, and the KD term's curvature s when it distils (KD and CS-KD
+    use one temperature, t_target)."""
     teacher = METHODS[cfg.method].teacher
     if teacher == "history":
-        return f" (final alpha {cfg.ps_alpha})"
+        return f" (final alpha {cfg.ps_alpha})", None
     if teacher == "none":
-        return ""
+        return "", None
     t_nontarget = cfg.t_nontarget if cfg.method == "tss-kd" else cfg.t_target
-    s = _curvature(cfg)
-    return (
+    s = kd_curvature(cfg.t_target, t_nontarget, kd_weight=cfg.kd_weight, scaling=cfg.kd_scaling)
+    text = (
         f", T_target {cfg.t_target:g}, T_nontarget {t_nontarget:g}, KD weight {cfg.kd_weight:g}, "
         f"{cfg.kd_scaling} scaling (s = {s:.3g}), KD warm-up {cfg.kd_warmup} epochs"
         + (", preset " + cfg.preset if cfg.preset else "")
     )
+    return text, s
 
 
 def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, group) -> Path:
@@ -778,20 +768,21 @@ def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, 
         )
     handler = _logging_to(run) if main else None
     try:
+        settings, s = _method_settings(cfg)
         log.info(
             "run %s on %s%s: method %s%s, RGA %s",
             run.name,
             device,
             f" and {group.world - 1} more processes" if group.active else "",
             cfg.method,
-            _method_settings(cfg),
+            settings,
             "on" if cfg.rga else "off",
         )
-        if cfg.method == "tss-kd" and _curvature(cfg) > 10:
+        if s is not None and s > 10:
             log.warning(
                 "the KD term's curvature is s = %.3g times classic KD's; trained from scratch such a run "
                 "usually collapses to a constant output (the stable default is --kd-scaling nontarget)",
-                _curvature(cfg),
+                s,
             )
         log.info("data: %s", json.dumps(data.summary()))
         for reason in data.skipped:

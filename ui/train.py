@@ -16,7 +16,7 @@ from ui.context import Studio, user_error
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
 STABLE = "studio default (stable)"
 RECIPES = {STABLE: None, "paper (Liu et al. 2025, exactly)": "paper"}
-# The widgets a recipe sets, in the order `recipe_values` returns them.
+# The form fields a recipe sets, by their TrainConfig names, in the order `recipe_values` returns them.
 RECIPE_FIELDS = ("method", "t_target", "t_nontarget", "kd_weight", "kd_scaling", "kd_warmup", "rga", "epochs")
 RECIPE_FIELDS += ("batch_size", "lr", "optimizer")
 
@@ -248,9 +248,10 @@ def build(ctx: Studio, device_choices) -> None:
             run_id,
             api_name="start_training",
         )
-        recipe_outputs = [method, t_target, t_nontarget, kd_weight, kd_scaling, kd_warmup, rga, epochs]
-        recipe_outputs += [batch_size, lr, optimizer]
-        recipe.input(recipe_values, recipe, recipe_outputs, api_name=False)
+        form = dict(method=method, t_target=t_target, t_nontarget=t_nontarget, kd_weight=kd_weight)
+        form |= dict(kd_scaling=kd_scaling, kd_warmup=kd_warmup, rga=rga, epochs=epochs, batch_size=batch_size)
+        form |= dict(lr=lr, optimizer=optimizer)
+        recipe.input(recipe_values, recipe, [form[f] for f in RECIPE_FIELDS], api_name=False)
         refresh.click(make_status(ctx), run_id, status, api_name="run_status")
         stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)
         resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
