@@ -8,13 +8,12 @@ validation and test splits; prediction then reports calibrated probabilities.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
+from core.cli import model_command
 from core.errors import StudioError
 from core.evaluate import expected_calibration_error, load_trained, predict_logits, reliability_bins
 
@@ -79,19 +78,13 @@ def apply(logits: torch.Tensor, meta: dict) -> tuple[torch.Tensor, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.calibration", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="run folder or model .safetensors file")
-    args = ap.parse_args(argv)
-    try:
-        record = calibrate(args.model)
-    except StudioError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    summary = {k: record[k] for k in ("method", "fitted_on", "temperature")}
-    for split in ("val", "test"):
-        summary[split] = {k: round(v, 4) for k, v in record[split].items() if not k.startswith("reliability")}
-    print(json.dumps(summary, indent=2))
-    return 0
+    def show(record: dict) -> dict:
+        summary = {k: record[k] for k in ("method", "fitted_on", "temperature")}
+        for split in ("val", "test"):
+            summary[split] = {k: round(v, 4) for k, v in record[split].items() if not k.startswith("reliability")}
+        return summary
+
+    return model_command("python -m core.calibration", __doc__, calibrate, show, argv)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
 """`python -m core.export --model RUN --out FILE.safetensors [--half]`: copy a run's best model to a file.
 
-Writes the weights and their JSON twin (architecture, classes, normalisation, method, metrics), for
+Writes the weights and their JSON twin (architecture, classes, normalisation, method, metrics), and the
+out-of-distribution check when the model has one, for
 example to ship a model with the studio. `--half` stores the weights as float16 at half the size.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from core.errors import StudioError
-from core.model import ModelSpec, load_model, save_model
+from core.model import ModelSpec, atomic_write, load_model, resolve_model_path, save_model
 
 
 def export_model(model_path: str | Path, out: str | Path, *, half: bool = False) -> Path:
@@ -24,6 +26,11 @@ def export_model(model_path: str | Path, out: str | Path, *, half: bool = False)
     spec_fields = set(ModelSpec.__dataclass_fields__) | {"format", "num_classes", "in_channels", "normalisation"}
     extra = {k: v for k, v in meta.items() if k not in spec_fields}
     extra["weights_dtype"] = "float16" if half else "float32"
+    if extra.get("ood"):  # the out-of-distribution check travels with the model
+        source = resolve_model_path(model_path).with_name(extra["ood"]["file"])
+        target = out.with_name(f"{out.stem}.ood.safetensors")
+        atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+        extra["ood"] = {**extra["ood"], "file": target.name}
     save_model(model, spec, out, extra=extra, half=half)
     return out
 

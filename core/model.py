@@ -129,7 +129,17 @@ def cam_layer(model: Classifier) -> nn.Module:
     return bb.features[-1] if not hasattr(bb.features, "norm5") else bb.features.denseblock4
 
 
-def _atomic_write(path: Path, write) -> None:
+def mid_layer(model: Classifier) -> nn.Module:
+    """A mid-depth backbone block (ResNets: layer3; others: two thirds into `features`), where the
+    out-of-distribution check reads texture and intensity statistics."""
+    bb = model.backbone
+    if hasattr(bb, "layer3"):
+        return bb.layer3
+    return bb.features[len(bb.features) * 2 // 3]
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file and rename it: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -143,11 +153,11 @@ def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, extra: dict | N
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp))
+    atomic_write(path, lambda tmp: save_file(state, tmp))
     meta = {"format": FORMAT, **asdict(spec), "num_classes": spec.num_classes, "in_channels": 3, **(extra or {})}
     meta["normalisation"] = {"mean": list(spec.mean), "std": list(spec.std)}
     text = json.dumps(meta, indent=2)
-    _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text))
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text))
 
 
 def resolve_model_path(path: str | Path) -> Path:

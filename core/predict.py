@@ -1,7 +1,9 @@
 """`python -m core.predict --model RUN_OR_FILE IMAGE... [--cam OUT.png]`: probabilities as JSON.
 
 Prints a JSON list with one object per image: the predicted class, its probability, every class's
-probability, and what was read from the file (format, modality, window; never patient identifiers).
+probability, whether the scan is like the training data (``in_distribution``, ``ood_score``: above 1 is
+out of distribution; null for a model without the check), ``warnings`` a reader must see, and what was
+read from the file (format, modality, window; never patient identifiers).
 With ``--cam`` a Grad-CAM overlay is written (``OUT.png`` for one image, ``OUT-<n>.png`` for several).
 Exits 2 if any image could not be read; the others are still reported.
 """

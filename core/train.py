@@ -29,13 +29,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from core import calibration, distributed, health, runs
+from core import calibration, distributed, health, ood, runs
 from core.augment import RegionalGamma, TrainAugment
 from core.data import DataConfig, load_dataset
 from core.dataset import Dataset
 from core.device import AMP_CHOICES, pick_device, precision
 from core.errors import StudioError
-from core.evaluate import auc, classification_metrics, predict_logits, predict_probs
+from core.evaluate import auc, classification_metrics, predict_probs
 from core.losses import KD_SCALINGS, METHODS, compute_loss, get_method, kd_curvature, kd_warmup_factor, ps_kd_alpha
 from core.model import ARCHS, ModelSpec, build_model, save_model
 
@@ -659,13 +659,15 @@ def _check_health(run: Path, cfg: TrainConfig, history: list[dict], majority: fl
 
 
 def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> dict:
-    """Score the best checkpoint on the test split, fit its calibration on the validation split, and record
-    both in model.json; return the test metrics (uncalibrated). One float32 pass over each split serves both."""
+    """Score the best checkpoint on the test split, fit its calibration on the validation split and its
+    out-of-distribution check on the training split, and record them in model.json; return the test metrics
+    (uncalibrated). One float32 pass over each of val and test serves all three."""
     from core.model import load_model
 
     model, _, meta = load_model(run, device=device)
     splits = {"val": data.val, "test": data.test}
-    logits = {k: predict_logits(model, v.images, batch_size=cfg.eval_batch_size).cpu() for k, v in splits.items()}
+    passes = {k: ood.features(model, v.images, batch_size=cfg.eval_batch_size) for k, v in splits.items()}
+    logits = {k: p["logits"] for k, p in passes.items()}
     labels = {k: v.labels.cpu() for k, v in splits.items()}
     test = classification_metrics(torch.softmax(logits["test"], 1).numpy(), labels["test"].numpy(), data.classes)
     meta["metrics"].update(
@@ -675,6 +677,10 @@ def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> 
         test_ece=test["ece"],
     )
     meta["calibration"] = calibration.calibration_record(logits, labels)  # temperature scaling on val
+    try:  # the out-of-distribution check of Diagnose, fitted on train, its threshold on val
+        meta["ood"] = ood.fit_and_save(model, run, data, passes["val"], passes["test"], batch_size=cfg.eval_batch_size)
+    except StudioError as e:
+        log.warning("no out-of-distribution check for this model: %s", e)
     runs.write_json(run / "model.json", meta)
     return test
 

@@ -101,6 +101,7 @@ def test_predict_cli_on_png_and_extensionless_dicom(tiny_run, scans, tmp_path):
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert r["predicted"] == max(r["probabilities"], key=r["probabilities"].get)
         assert Image.open(r["cam"]["file"]).size == (48, 48)
+        assert isinstance(r["in_distribution"], bool) and r["ood_score"] > 0 and isinstance(r["warnings"], list)
     for value in IDENTIFIERS.values():
         assert value not in proc.stdout and value not in proc.stderr
 

@@ -95,7 +95,7 @@ def test_diagnose_and_augment_api_on_every_file(corpus, studio):
     before = snapshot(tmp)
     for name, path, expected in corpus:
         if expected == "ok":
-            probs, *_ = client.predict(
+            _, probs, *_ = client.predict(
                 [handle_file(str(path))], "demo", "gradcam", "predicted class", 0.5, api_name="/diagnose"
             )
             assert probs["label"] in ("normal", "nodule", "mass", "ring"), name
@@ -153,5 +153,7 @@ def test_upload_over_the_size_limit_is_refused_and_the_server_keeps_serving(stud
     with pytest.raises(Exception, match="(?i)size|large|413"):
         client.predict([handle_file(str(big))], "demo", "gradcam", "predicted class", 0.5, api_name="/diagnose")
     ok = next(p for n, p, e in corpus if e == "ok")
-    probs, *_ = client.predict([handle_file(str(ok))], "demo", "gradcam", "predicted class", 0.5, api_name="/diagnose")
+    _, probs, *_ = client.predict(
+        [handle_file(str(ok))], "demo", "gradcam", "predicted class", 0.5, api_name="/diagnose"
+    )
     assert probs["label"]

@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from helpers import IDENTIFIERS, write_dicom
 from PIL import Image
 
 from core.synthetic import render
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def test_the_api_lists_exactly_the_documented_names(studio):
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam", "layercam"])  # scorecam: test_evaluate
 def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     client, _, _ = studio
-    probs, overlay, slider, table, gallery, details = client.predict(
+    warning, probs, overlay, slider, table, gallery, details = client.predict(
         [handle_file(str(scans / "scan.png")), handle_file(str(scans / "IM0001"))],
         "demo",
         method,
@@ -58,9 +61,12 @@ def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     assert img.format == "PNG" and img.size == (96, 96)
     assert not img.info.get("exif") and not any(k for k in img.info if k not in ("dpi", "gamma"))
     assert len(table["data"]) == 2 and len(gallery) == 2
-    read_as = [row[5] for row in table["data"]]
-    assert all(row[3].startswith("calibrated") for row in table["data"])  # the demo model carries a calibration
+    assert table["headers"][5] == "calibration" and table["headers"][8] == "read as"
+    read_as = [row[8] for row in table["data"]]
+    assert all(row[5] == "calibrated" for row in table["data"])  # the demo model carries a calibration
     assert read_as[0].startswith("PNG") and read_as[1].startswith("DICOM, modality CT, window 2000/4000")
+    assert [d["file"] for d in details] == ["scan.png", "IM0001"]
+    assert all(isinstance(d["in_distribution"], bool) and d["ood_score"] > 0 for d in details)
     text = json.dumps(details) + json.dumps(table)
     for value in IDENTIFIERS.values():
         assert value not in text
@@ -72,57 +78,58 @@ def test_diagnose_a_bad_file_is_a_clear_error_and_the_server_keeps_serving(studi
     bad.write_bytes(b"definitely not a png")
     with pytest.raises(Exception, match="broken.png"):
         client.predict([handle_file(str(bad))], "demo", "gradcam", "predicted class", 0.5, api_name="/diagnose")
-    probs, *_ = client.predict(
+    _, probs, *_ = client.predict(
         [handle_file(str(scans / "scan.png"))], "demo", "gradcam", "predicted class", 0.5, api_name="/diagnose"
     )
     assert probs["label"] in ("normal", "nodule", "mass", "ring")
 
 
-def image_path(item: dict) -> str:
-    """A gallery item's file, however this gradio_client version spells it."""
-    image = item["image"]
-    return image if isinstance(image, str) else image["path"]
-
-
-def test_augment_preview_matches_its_parameters_and_seed(studio):
-    from core.augment import RegionalGamma
+def test_diagnose_a_truncated_dicom_between_two_good_scans_sinks_only_itself(studio, tmp_path):
+    from pydicom.data import get_testdata_file
 
     client, _, _ = studio
-    args = dict(
-        upload=None,
-        example="demo-nodule.png",
-        demo_index=0,
-        mode="random",
-        gamma_min=0.5,
-        gamma_max=2.0,
-        max_side=0.71,
-        seed=7,
-        count=4,
-        gamma=2.0,
-        top=0.25,
-        left=0.25,
-        bottom=0.75,
-        right=0.75,
-        view_size=64,
+    bad = tmp_path / "truncated.dcm"
+    bad.write_bytes(open(get_testdata_file("CT_small.dcm"), "rb").read()[:2000])
+    files = [EXAMPLES / "demo-ring.png", bad, EXAMPLES / "demo-mass.png"]
+    warning, _, _, _, table, gallery, details = client.predict(
+        [handle_file(str(f)) for f in files], api_name="/diagnose"
     )
-    samples, views = client.predict(*args.values(), api_name="/augment_preview")
-    again, _ = client.predict(*args.values(), api_name="/augment_preview")
-    assert [s["caption"] for s in samples] == [s["caption"] for s in again]
-    first = np.asarray(Image.open(image_path(samples[0])))
-    assert np.array_equal(first, np.asarray(Image.open(image_path(again[0]))))
-    # the caption states exactly what was applied: recompute it from the source
-    source = np.asarray(Image.open("assets/examples/demo-nodule.png"), dtype=np.float64) / 255
-    p = RegionalGamma(gamma_range=(0.5, 2.0), max_side=0.71).sample(
-        4, *source.shape, generator=__import__("torch").Generator().manual_seed(7)
+    assert [row[0] for row in table["data"]] == ["demo-ring.png", "truncated.dcm", "demo-mass.png"]
+    assert table["data"][1][3].startswith("NOT READ: truncated.dcm")
+    assert [d.get("predicted") for d in details] == ["ring", None, "mass"]
+    assert "truncated.dcm" in details[1]["error"] and len(gallery) == 2
+    assert "1 of 3 files could not be read: truncated.dcm" in warning
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "photo"])
+def test_diagnose_flags_scans_unlike_the_training_data(studio, tmp_path, name):
+    from pydicom.data import get_testdata_file
+    from skimage import data as photos
+
+    client, _, _ = studio
+    if name == "photo":
+        path = tmp_path / "retina.jpg"
+        Image.fromarray(photos.retina()[::4, ::4]).save(path)
+    else:
+        path = get_testdata_file(name)
+    warning, probs, _, _, table, _, details = client.predict([handle_file(str(path))], api_name="/diagnose")
+    assert "Not like the training data: do not trust this prediction" in warning
+    assert details[0]["in_distribution"] is False and details[0]["ood_score"] > 1
+    assert table["data"][0][3].startswith("OUT OF DISTRIBUTION")
+
+
+def test_diagnose_a_demo_scan_is_not_flagged_and_maps_any_class_by_name(studio):
+    client, _, _ = studio
+    warning, probs, overlay, _, table, gallery, details = client.predict(
+        [handle_file(str(EXAMPLES / "demo-ring.png"))], "demo", "gradcam", "mass", 0.5, api_name="/diagnose"
     )
-    y0, x0, y1, x1 = (int(v) for v in p.boxes[0])
-    assert samples[0]["caption"] == f"gamma {float(p.gamma[0]):.3f}, box {(y0, x0, y1, x1)}"
-    want = source.copy()
-    want[y0:y1, x0:x1] **= float(p.gamma[0])
-    assert np.abs(first.astype(float) - np.round(want * 255)).max() <= 1
-    assert len(views) == 2 and views[0]["caption"].startswith("view 1 (teacher)")
-    explicit, _ = client.predict(*{**args, "mode": "explicit"}.values(), api_name="/augment_preview")
-    assert explicit[0]["caption"] == "gamma 2.000, box (32, 32, 96, 96)"
+    assert warning == "" and details[0]["in_distribution"] is True and probs["label"] == "ring"
+    assert details[0]["map_of"] == "mass" and table["data"][0][6].startswith("mass (")
+    assert gallery[0]["caption"].endswith(f"map for: mass, {table['data'][0][6].split('(')[1].rstrip(')')}")
+    with pytest.raises(Exception, match="unknown class 'tumour'"):
+        client.predict(
+            [handle_file(str(EXAMPLES / "demo-ring.png"))], "demo", "gradcam", "tumour", 0.5, api_name="/diagnose"
+        )
 
 
 def test_start_training_follows_a_tiny_run_to_done(studio):
@@ -162,6 +169,11 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
     assert [w["kind"] for w in status["warnings"]] in ([], ["chance"])
     cfg = json.loads((ctx.jobs.find(run_id) / "config.json").read_text())
     assert (cfg["kd_scaling"], cfg["kd_warmup"], cfg["preset"]) == ("nontarget", 10, None)
+    # finished after start-up, usable from Diagnose by id with any of its classes, no restart
+    warning, probs, *_, details = client.predict(
+        [handle_file(str(EXAMPLES / "demo-ring.png"))], run_id, "gradcam", "mass", 0.5, api_name="/diagnose"
+    )
+    assert details[0]["map_of"] == "mass" and isinstance(details[0]["in_distribution"], bool)
 
 
 @pytest.mark.parametrize(

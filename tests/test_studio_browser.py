@@ -67,13 +67,59 @@ def test_a_scan_uploaded_in_diagnose_shows_an_overlay(page, tmp_path):
     scan = tmp_path / "scan.png"
     shutil.copy(Path(__file__).resolve().parents[1] / "assets" / "examples" / "demo-ring.png", scan)
     page.get_by_role("tab", name="Diagnose").click()
+    page.locator("#diagnose-card").get_by_text("trained on synthetic demo data").wait_for(timeout=10_000)
     page.locator("#diagnose-files input[type=file]").set_input_files(str(scan))
     page.locator("#diagnose-run").click()
     overlay = page.locator("#diagnose-overlay img")
     overlay.wait_for(timeout=60_000)
-    assert overlay.evaluate("img => img.naturalWidth") == 128
+    assert overlay.evaluate("img => img.naturalWidth") == 64
     page.locator("#diagnose-probs").get_by_text("ring").first.wait_for(timeout=10_000)
+    page.get_by_text("Lesion map for: ring").first.wait_for(timeout=10_000)
+    assert "studio-greyed" not in (page.locator("#diagnose-probs").get_attribute("class") or "")
+    assert "Not like the training data" not in page.locator("#diagnose-warning").inner_text()
     page.screenshot(path=str(SHOTS / "diagnose.png"), full_page=True)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "photo"])
+def test_diagnose_flags_a_scan_unlike_the_training_data_and_greys_its_probabilities(page, tmp_path, name):
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+    from skimage import data as photos
+
+    if name == "photo":
+        path = tmp_path / "astronaut.png"
+        Image.fromarray(photos.astronaut()).save(path)
+    else:
+        path = tmp_path / name
+        shutil.copy(get_testdata_file(name), path)
+    page.reload()  # a fresh upload box: files from an earlier test would be diagnosed too
+    page.get_by_role("tab", name="Diagnose").click()
+    page.locator("#diagnose-files input[type=file]").set_input_files(str(path))
+    page.locator("#diagnose-run").click()
+    banner = page.locator("#diagnose-warning").get_by_text("Not like the training data: do not trust this prediction")
+    banner.wait_for(timeout=60_000)
+    colour = banner.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert colour == "rgb(176, 0, 32)"  # white on red, above the probabilities
+    page.wait_for_function("document.querySelector('#diagnose-probs').classList.contains('studio-greyed')")
+    if name == "CT_small.dcm":
+        page.screenshot(path=str(SHOTS / "diagnose-ood.png"), full_page=True)
+
+
+def test_a_run_finished_after_start_up_appears_in_diagnose_and_a_deleted_one_goes(page, studio_ctx, tiny_run):
+    page.reload()
+    page.get_by_role("tab", name="Diagnose").click()
+    run = studio_ctx.runs_dir / "late-finisher-20261126-120000"
+    studio_ctx.runs_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(tiny_run, run)
+    picker = page.locator("#diagnose-model input")
+    picker.click()
+    page.get_by_role("option", name=run.name).first.wait_for(timeout=15_000)  # no reload, no Refresh
+    page.get_by_role("option", name=run.name).first.click()
+    page.locator("#diagnose-card").get_by_text(run.name).wait_for(timeout=10_000)
+    shutil.rmtree(run)
+    page.wait_for_function(
+        "document.querySelector('#diagnose-model input').value.startsWith('Demo model')", timeout=15_000
+    )
 
 
 def test_augment_preview_renders_samples(page):

@@ -72,6 +72,28 @@ class Studio:
         return self.models.get(self.model_path(choice))
 
 
+def follow_models(ctx: Studio, pickers: list, *, every: float = 5.0) -> None:
+    """Keep model pickers in step with the runs folder, with no restart and no Refresh button: on page load
+    and every `every` seconds, sending nothing when the list is unchanged. A picked model that disappeared
+    (a deleted run) falls back to the demo model."""
+    seen = gr.State(None)
+
+    def load():
+        choices = ctx.model_choices()
+        return (*[gr.update(choices=choices) for _ in pickers], choices)
+
+    def tick(last, *values):
+        choices = ctx.model_choices()
+        if choices == last:
+            return (*[gr.skip() for _ in pickers], gr.skip())
+        ids = {v for _, v in choices}
+        updates = [gr.update(choices=choices, value=v if v in ids else "demo") for v in values]
+        return (*updates, choices)
+
+    gr.on(None, load, None, [*pickers, seen], api_name=False, show_progress="hidden")
+    gr.Timer(every).tick(tick, [seen, *pickers], [*pickers, seen], api_name=False, show_progress="hidden")
+
+
 def user_error(fn):
     """Show a StudioError to the user as a Gradio error message instead of a crash."""
     import functools

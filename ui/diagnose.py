@@ -1,4 +1,4 @@
-"""Diagnose tab (clinicians): scans in, class probabilities, a lesion map with its box, before/after."""
+"""Diagnose tab (clinicians): scans in, class probabilities with how far to trust them, a lesion map, a model card."""
 
 from __future__ import annotations
 
@@ -7,17 +7,40 @@ from pathlib import Path
 import gradio as gr
 
 from core.cam import CAM_METHODS
-from ui.context import Studio, user_error
+from core.infer import OOD_MESSAGE, redraw
+from ui.context import Studio, follow_models, user_error
 
 PREDICTED = "predicted class"
-TABLE_HEADERS = ["file", "prediction", "confidence", "note", "lesion box (y0, x0, y1, x1)", "read as"]
+TABLE_HEADERS = [
+    "file",
+    "prediction",
+    "confidence",
+    "trust",
+    "OOD score (1 = threshold)",
+    "calibration",
+    "lesion map for",
+    "lesion box (y0, x0, y1, x1)",
+    "read as",
+]
+RESEARCH_USE = (
+    "**A research tool, not a medical device**: its answers are not a diagnosis. The demo model is trained on "
+    "synthetic demo data (shapes in generated texture), for trying the studio only."
+)
+DESCRIPTION = (
+    "Class probabilities, whether the scan is like the model's training data (in_distribution, ood_score), "
+    "and a lesion map for each uploaded scan. Only the files are required; model is 'demo' or any finished "
+    "run's id, target any class of that model. A research tool, not a medical device; the demo model is "
+    "trained on synthetic demo data, for trying the studio only."
+)
+GREYED = "studio-greyed"
 
 
-def _note(r: dict) -> str:
-    parts = ["calibrated" if r["calibrated"] else "uncalibrated"]
+def _trust(r: dict) -> str:
+    if r["in_distribution"] is False:
+        return f"OUT OF DISTRIBUTION: {OOD_MESSAGE.split(': ', 1)[1]}"
     if r["low_confidence"]:
-        parts.append("LOW CONFIDENCE: review")
-    return ", ".join(parts)
+        return "LOW CONFIDENCE: review"
+    return "no check for this model" if r["in_distribution"] is None else "like the training data"
 
 
 def _files(files) -> list[str]:
@@ -39,91 +62,221 @@ def _read_as(info: dict) -> str:
     return ", ".join(parts)
 
 
+def _caption(name: str, r: dict) -> str:
+    head = f"{name}: {r['predicted']} ({r['confidence']:.0%})"
+    if r["in_distribution"] is False:
+        head = f"{name}: NOT LIKE THE TRAINING DATA ({r['predicted']} {r['confidence']:.0%}, do not trust)"
+    return f"{head}; map for: {r['target']}, {r['target_probability']:.0%}"
+
+
+def _row(name: str, r: dict) -> list:
+    if "error" in r:
+        return [name, "", "", f"NOT READ: {r['error']}", "", "", "", "", ""]
+    return [
+        name,
+        r["predicted"],
+        f"{r['confidence']:.1%}",
+        _trust(r),
+        "" if r["ood_score"] is None else f"{r['ood_score']:.2f}",
+        "calibrated" if r["calibrated"] else "uncalibrated",
+        f"{r['target']} ({r['target_probability']:.0%})",
+        str(r["lesion_box"]) if r["lesion_box"] else "none (empty map)",
+        _read_as(r["scan"]),
+    ]
+
+
+def _detail(name: str, r: dict) -> dict:
+    if "error" in r:
+        return {"file": name, "error": r["error"]}
+    keys = ("predicted", "confidence", "probabilities", "calibrated", "low_confidence", "in_distribution")
+    return {
+        "file": name,
+        **{k: r[k] for k in keys},
+        "ood_score": r["ood_score"],
+        "warnings": r["warnings"],
+        "lesion_box": r["lesion_box"],
+        "map_of": r["target"],
+        "method": r["method"],
+        "scan": r["scan"],
+    }
+
+
+def _banner(results: list[tuple[str, dict]]) -> str:
+    """The warnings a clinician must not miss, for the scan shown and for the batch."""
+    shown = next(r for _, r in results if "error" not in r)
+    lines = [f"### {w}" for w in shown["warnings"]]
+    outside = [n for n, r in results if r.get("in_distribution") is False]
+    unread = [n for n, r in results if "error" in r]
+    if len(results) > 1 and outside:
+        lines.append(f"{len(outside)} of {len(results)} scans are not like the training data: {', '.join(outside)}.")
+    if unread:
+        lines.append(f"{len(unread)} of {len(results)} files could not be read: {', '.join(unread)}.")
+    return "\n\n".join(lines)
+
+
 def make_diagnose(ctx: Studio):
     @user_error
-    def diagnose(files, model: str, method: str, target: str, opacity: float):
-        """Probabilities, lesion map and box for each uploaded scan (API: /diagnose)."""
+    def diagnose(
+        files,
+        model: str = "demo",
+        method: str = "gradcam",
+        target: str = PREDICTED,
+        opacity: float = 0.5,
+        progress=gr.Progress(track_tqdm=True),  # follows ScoreCAM's own batches too
+    ):
+        """Probabilities, trust, lesion map and box for each uploaded scan (API: /diagnose)."""
         predictor = ctx.predictor(model)
         wanted = None if target in (None, "", PREDICTED) else target
-        results = [
-            (Path(f).name, predictor.diagnose(f, method=method, target=wanted, opacity=opacity)) for f in _files(files)
+        paths = _files(files)
+        results = []
+        for f in progress.tqdm(paths, desc="Diagnosing"):
+            (r,) = predictor.diagnose_files([f], method=method, target=wanted, opacity=opacity)
+            results.append((Path(f).name, r))
+        good = [(n, r) for n, r in results if "error" not in r]
+        if not good:
+            raise gr.Error("\n".join(r["error"] for _, r in results))
+        first = good[0][1]
+        greyed = not (first["in_distribution"] is not False and not first["low_confidence"])
+        overlay_label = f"Lesion map for: {first['target']}, {first['target_probability']:.0%} ({good[0][0]})"
+        stored = [
+            {"image": r["image"], "cam": r["cam"], "box": r["lesion_box"], "caption": _caption(n, r)} for n, r in good
         ]
-        first = results[0][1]
-        table = [
-            [
-                name,
-                r["predicted"],
-                round(r["confidence"], 4),
-                _note(r),
-                str(r["lesion_box"]) if r["lesion_box"] else "none (empty map)",
-                _read_as(r["scan"]),
-            ]
-            for name, r in results
-        ]
-        gallery = [(r["overlay"], f"{name}: {r['predicted']} ({r['confidence']:.0%})") for name, r in results]
-        details = {
-            name: {
-                "probabilities": r["probabilities"],
-                "calibrated_probabilities": r["calibrated"],
-                "low_confidence": r["low_confidence"],
-                "lesion_box": r["lesion_box"],
-                "map_of": r["target"],
-                "method": r["method"],
-                "scan": r["scan"],
-            }
-            for name, r in results
-        }
-        return (first["probabilities"], first["overlay"], (first["image"], first["overlay"]), table, gallery, details)
+        return (
+            _banner(results),
+            first["probabilities"],
+            first["overlay"],
+            (first["image"], first["overlay"]),
+            [_row(n, r) for n, r in results],
+            [(r["overlay"], _caption(n, r)) for n, r in good],
+            [_detail(n, r) for n, r in results],
+            stored,
+            {"greyed": greyed, "overlay_label": overlay_label},
+        )
 
     return diagnose
+
+
+def restyle(stored: list[dict] | None, opacity: float):
+    """A new opacity redraws the stored maps; the model is not run again."""
+    if not stored:
+        return gr.skip(), gr.skip(), gr.skip()
+    drawn = [redraw(s["image"], s["cam"], s["box"], opacity) for s in stored]
+    return drawn[0], (stored[0]["image"], drawn[0]), [(d, s["caption"]) for d, s in zip(drawn, stored, strict=True)]
+
+
+def style(view: dict):
+    """Grey the probabilities of an answer not to be trusted, and name the class the map is for."""
+    if not view:
+        return gr.skip(), gr.skip()
+    return gr.update(elem_classes=[GREYED] if view["greyed"] else []), gr.update(label=view["overlay_label"])
+
+
+def card_markdown(card: dict, choice: str) -> str:
+    """The model card a clinician reads before trusting an answer."""
+    m = card["metrics"]
+
+    def pct(v):
+        return "n/a" if v is None else f"{v:.1%}"
+
+    lines = [
+        "**Demo model**: trained on synthetic demo data, for trying the studio only."
+        if choice in (None, "", "demo")
+        else f"**Run** {choice}",
+        f"- data: {card['data'] or 'unknown'}, {card['image_size']} px, {card['channels']} channel(s); "
+        f"classes: {', '.join(card['classes'])}",
+        f"- method: {card['method']} ({card['arch']}), best epoch {card['best_epoch']} of {card['epochs']}",
+        f"- test accuracy {pct(m.get('test_acc'))}, balanced {pct(m.get('test_balanced_accuracy'))}, "
+        f"AUC {m.get('test_auc') or 0:.3f}",
+    ]
+    cal = card["calibration"]
+    if cal:
+        lines.append(
+            f"- calibration: temperature {cal['temperature']:.2f}; test ECE {pct(cal['test_ece_before'])} "
+            f"before, {pct(cal['test_ece_after'])} after"
+        )
+    else:
+        lines.append("- calibration: none (probabilities are uncalibrated)")
+    check = card["ood"]
+    if check:
+        lines.append(
+            f"- out-of-distribution check: Mahalanobis, threshold {check['threshold']:.3g} from the validation "
+            f"split; flags {pct(check['flagged_test'])} of its own test scans"
+        )
+    else:
+        lines.append(
+            "- out-of-distribution check: **none** (a model saved before the check existed); add one with "
+            "`python -m core.ood --model RUN`"
+        )
+    return "\n".join(lines)
+
+
+def scorecam_note(ctx: Studio, choice: str, method: str) -> str:
+    if method != "scorecam":
+        return ""
+    seconds = ctx.predictor(choice).cam_seconds("scorecam")
+    return f"ScoreCAM runs the model once per feature map: about {seconds:.0f} s per scan on this machine."
 
 
 def build(ctx: Studio) -> None:
     with gr.Tab("Diagnose", id="diagnose"):
         gr.Markdown(
             "Upload scans (PNG, JPEG, TIFF, BMP or DICOM, with or without extension) to get class "
-            "probabilities and a lesion map. Patient details in DICOM files are never shown or kept."
+            "probabilities, whether to trust them, and a lesion map. Patient details in DICOM files are never "
+            "shown or kept.\n\n" + RESEARCH_USE
         )
         with gr.Row():
             with gr.Column(scale=1):
                 files = gr.File(label="Scans", file_count="multiple", type="filepath", elem_id="diagnose-files")
-                model = gr.Dropdown(ctx.model_choices(), value="demo", label="Model")
-                refresh = gr.Button("Refresh model list", size="sm")
+                model = gr.Dropdown(
+                    ctx.model_choices(), value="demo", label="Model", allow_custom_value=True, elem_id="diagnose-model"
+                )
+                card = gr.Markdown(elem_id="diagnose-card")
                 method = gr.Dropdown(list(CAM_METHODS), value="gradcam", label="Lesion-map method")
-                target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Map the evidence for")
+                cost = gr.Markdown(elem_id="diagnose-cost")
+                target = gr.Dropdown(
+                    [PREDICTED], value=PREDICTED, label="Map the evidence for", allow_custom_value=True
+                )
                 opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Map opacity")
                 run = gr.Button("Diagnose", variant="primary", elem_id="diagnose-run")
             with gr.Column(scale=2):
+                warning = gr.Markdown(elem_id="diagnose-warning", elem_classes=["studio-alert"])
                 probs = gr.Label(
-                    label="Class probabilities (first scan; calibrated when the model is, see the table's note)",
+                    label="Class probabilities (first scan; calibrated when the model is)",
                     num_top_classes=10,
                     elem_id="diagnose-probs",
                 )
                 with gr.Row():
                     overlay = gr.Image(
-                        label="Lesion map and box",
+                        label="Lesion map",
                         type="numpy",
                         format="png",
                         interactive=False,
                         elem_id="diagnose-overlay",
                     )
                     slider = gr.ImageSlider(label="Before / after", type="numpy", format="png", interactive=False)
-                table = gr.Dataframe(headers=TABLE_HEADERS, label="All scans", interactive=False)
-                gallery = gr.Gallery(label="Lesion maps", columns=4, format="png", height=320)
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="All scans", interactive=False, wrap=True)
+                gallery = gr.Gallery(label="Lesion maps", columns=4, format="png", height=320, object_fit="contain")
                 details = gr.JSON(label="Details")
+        stored = gr.State([])  # the maps drawn, so a new opacity needs no model
+        view = gr.State({})  # how the first scan's answer is shown: greyed or not, the map's caption
 
-        def classes_for(choice):
+        def describe(choice):
             try:
-                names = ctx.predictor(choice).classes
-            except Exception:  # an unreadable model shows its error when used
-                names = []
-            return gr.update(choices=[PREDICTED, *names], value=PREDICTED)
+                predictor = ctx.predictor(choice)
+            except Exception as e:  # an unreadable model shows its error here and when used
+                return gr.update(choices=[PREDICTED], value=PREDICTED), f"**Cannot load this model**: {e}"
+            text = card_markdown(predictor.card(), choice)
+            return gr.update(choices=[PREDICTED, *predictor.classes], value=PREDICTED), text
 
-        refresh.click(lambda: gr.update(choices=ctx.model_choices()), outputs=model, api_name=False)
-        model.change(classes_for, model, target, api_name=False)
+        follow_models(ctx, [model])
+        model.change(describe, model, [target, card], api_name=False, show_progress="hidden")
+        gr.on(None, lambda: describe("demo"), None, [target, card], api_name=False, show_progress="hidden")  # load
+        method.change(lambda c, m: scorecam_note(ctx, c, m), [model, method], cost, api_name=False)
+        opacity.release(restyle, [stored, opacity], [overlay, slider, gallery], api_name=False)
         run.click(
             make_diagnose(ctx),
             [files, model, method, target, opacity],
-            [probs, overlay, slider, table, gallery, details],
+            [warning, probs, overlay, slider, table, gallery, details, stored, view],
             api_name="diagnose",
-        )
+            api_description=DESCRIPTION,
+        ).then(style, view, [probs, overlay], api_name=False, show_progress="hidden")

@@ -13,7 +13,7 @@ from core.losses import KD_SCALINGS
 from core.sweep import grid_results, new_tag, temperature_grid
 from core.temperature import temperature_view
 from core.train import TrainConfig
-from ui.context import Studio, user_error
+from ui.context import Studio, follow_models, user_error
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 
@@ -172,7 +172,7 @@ def build(ctx: Studio, device_choices) -> None:
                 classes = gr.Textbox("normal, nodule, mass, ring", label="Class names")
                 with gr.Accordion("Take the logits from an image", open=False):
                     upload = gr.File(label="Image", type="filepath")
-                    model = gr.Dropdown(ctx.model_choices(), value="demo", label="Model")
+                    model = gr.Dropdown(ctx.model_choices(), value="demo", label="Model", allow_custom_value=True)
                     seed = gr.Number(0, precision=0, label="Seed of the two views")
                     take = gr.Button("Use this image's logits")
             with gr.Column(scale=2):
@@ -188,6 +188,7 @@ def build(ctx: Studio, device_choices) -> None:
         explain = make_explain(ctx)
         for control in (t_target, t_nontarget, kd_weight, student, teacher, target, classes, scaling):
             control.change(explain, inputs, [plot, losses, curvature, stiff], api_name=False)
+        follow_models(ctx, [model])
         take.click(
             make_from_image(ctx), [upload, model, seed], [student, teacher, target, classes], api_name=False
         ).then(explain, inputs, [plot, losses, curvature, stiff], api_name=False)

@@ -1,0 +1,110 @@
+"""How well the out-of-distribution check separates the demo model's own kind of scan from others.
+
+In distribution: the demo model's test split (never seen in training). Outliers: the 2D images among
+pydicom's test files (CT, MR, ultrasound, radiographs...), scikit-image's bundled photographs, uniform
+noise at three sizes, and blank images. Reports the check's AUROC (its score as a ranking), the share of
+each group it flags at the stored threshold, and the same for the energy score (Liu et al., NeurIPS 2020)
+as a baseline in the same run; writes JSON.
+
+    python bench/ood.py [--model assets/demo-model.safetensors] [--out bench/results/ood-demo-model.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from core import ood
+from core.errors import StudioError
+from core.evaluate import load_trained
+from core.imageio import Scan, read_scan, to_model_array
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "retina", "moon", "page", "text", "horse", "coins", "rocket")
+
+
+def outlier_scans() -> dict[str, list[tuple[str, Scan]]]:
+    import pydicom.data
+    from skimage import data as photos
+
+    groups: dict[str, list[tuple[str, Scan]]] = {"dicom": [], "photo": [], "noise": [], "blank": []}
+    bundled = Path(pydicom.data.__file__).parent / "test_files"  # never the ones pydicom would download
+    for path in sorted(bundled.glob("*.dcm")):
+        try:
+            groups["dicom"].append((Path(path).name, read_scan(path)))
+        except StudioError:  # many pydicom test files hold no single 2D image
+            continue
+    for name in PHOTOS:
+        a = getattr(photos, name)()
+        a = (a * 255).astype(np.uint8) if a.dtype == bool else a.astype(np.uint8)
+        groups["photo"].append((name, Scan(a[..., :3] if a.ndim == 3 else a, {})))
+    rng = np.random.default_rng(0)
+    for size in (64, 128, 256):
+        groups["noise"].append((f"uniform-{size}", Scan(rng.integers(0, 256, (size, size), dtype=np.uint8), {})))
+        groups["noise"].append(
+            (f"gaussian-{size}", Scan(np.clip(rng.normal(128, 40, (size, size)), 0, 255).astype(np.uint8), {}))
+        )
+    for value in (0, 64, 128, 192, 255):
+        groups["blank"].append((f"value-{value}", Scan(np.full((64, 64), value, np.uint8), {})))
+    return groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "assets" / "demo-model.safetensors"))
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ood-demo-model.json")
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    model, spec, meta, data = load_trained(args.model)
+    det = ood.load(args.model, meta)
+    if det is None:
+        raise SystemExit("the model has no out-of-distribution check; fit one with python -m core.ood")
+    inside = ood.features(model, data.test.images)
+    groups = outlier_scans()
+    arrays = {
+        g: [to_model_array(s, size=spec.image_size, channels=spec.channels) for _, s in items]
+        for g, items in groups.items()
+    }
+    feats = {g: ood.features(model, torch.from_numpy(np.stack(a))) for g, a in arrays.items()}
+
+    def energy(f):  # higher = less like the data, as for the Mahalanobis score
+        return -torch.logsumexp(f["logits"], 1).double()
+
+    scores = {"mahalanobis": lambda f: det.score(f) / det.threshold, "energy": energy}
+    energy_threshold = float(torch.quantile(energy(ood.features(model, data.val.images)), ood.QUANTILE))
+    thresholds = {"mahalanobis": 1.0, "energy": energy_threshold}
+    result = {"model": Path(args.model).name, "in_distribution": f"demo test split ({len(data.test.images)} scans)"}
+    all_out = {k: torch.cat([s(f) for f in feats.values()]).numpy() for k, s in scores.items()}
+    for k, s in scores.items():
+        ins = s(inside).numpy()
+        labels = np.r_[np.zeros(len(ins)), np.ones(len(all_out[k]))]
+        result[k] = {
+            "auroc": float(roc_auc_score(labels, np.r_[ins, all_out[k]])),
+            "threshold": thresholds[k],
+            "flagged_in_distribution": float((ins > thresholds[k]).mean()),
+            "flagged": {g: float((s(f).numpy() > thresholds[k]).mean()) for g, f in feats.items()},
+            "missed": [
+                n
+                for g, f in feats.items()
+                for (n, _), v in zip(groups[g], s(f).numpy(), strict=True)
+                if v <= thresholds[k]
+            ],
+        }
+    result["outliers"] = {g: len(v) for g, v in groups.items()}
+    result["machine"] = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Out-of-distribution guard: is a scan like the data the model was trained on?
+
+Method: Mahalanobis distance with class means and one shared covariance (Lee et al., NeurIPS 2018),
+measured on two feature layers and needing no outlier data: the penultimate features (the projector's
+128 values before the last linear layer) and a mid-depth backbone block, mean-pooled over space. The
+penultimate layer catches scans of another kind; the mid-depth layer catches scans whose texture and
+intensity statistics differ (noise, blank or saturated images). Each layer's distance is divided by its
+99th percentile on the validation split, the score is the larger of the two, and the threshold is the
+validation split's 99th percentile of that score: about 1 in 100 scans like the training data is flagged.
+
+`python -m core.ood --model RUN_OR_FILE` fits the detector for a saved model (runs fit it when they
+finish). Tensors go to ``<model>.ood.safetensors`` beside the weights, the record (threshold, layers,
+flag rates) into the model's JSON under ``"ood"``; never a pickle.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from core.augment import eval_transform
+from core.cli import model_command
+from core.errors import StudioError
+from core.model import Classifier, atomic_write, mid_layer, resolve_model_path
+
+METHOD = "mahalanobis (Lee et al. 2018), shared covariance, penultimate + mid-depth features"
+LAYERS = ("penultimate", "mid")
+QUANTILE = 0.99
+SHRINK = 0.01  # ridge added to the covariance, relative to its mean variance: stable with few images
+FIT_MAX = 10_000  # training images used to fit (evenly spaced); more adds time, not accuracy
+
+
+@contextmanager
+def capture_features(model: Classifier):
+    """Within the block every forward of `model` also leaves its features in the yielded dict:
+    `penultimate` (B, D) and `mid` (B, K), float32."""
+    out: dict[str, torch.Tensor] = {}
+    head = model.projector[-1]
+    hooks = [
+        head.register_forward_pre_hook(lambda _m, args: out.__setitem__("penultimate", args[0].detach().float())),
+        mid_layer(model).register_forward_hook(
+            lambda _m, _i, o: out.__setitem__("mid", o.detach().float().mean(dim=(2, 3)))
+        ),
+    ]
+    try:
+        yield out
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def features(model: Classifier, images: torch.Tensor, *, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Both feature layers (float64) and the logits (float32), on the CPU, for uint8 images (N, C, H, W):
+    one float32 pass serves the metrics, the calibration and this check."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in (*LAYERS, "logits")}
+    with capture_features(model) as feats:
+        for start in range(0, len(images), batch_size):
+            parts["logits"].append(model(eval_transform(images[start : start + batch_size].to(device))).float().cpu())
+            for k in LAYERS:
+                parts[k].append(feats[k].double().cpu())
+    model.train(was_training)
+    return {k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}
+
+
+@dataclass
+class Detector:
+    """Per layer: class means (C, D), the inverse shared covariance (D, D) and the layer's scale; `threshold`
+    on the combined score. Scores above the threshold are out of distribution."""
+
+    means: dict[str, torch.Tensor]
+    precisions: dict[str, torch.Tensor]
+    scales: dict[str, float]
+    threshold: float
+
+    def layer_distance(self, layer: str, f: torch.Tensor) -> torch.Tensor:
+        """Squared Mahalanobis distance to the nearest class mean, (N,)."""
+        d = f.double()[:, None, :] - self.means[layer][None]
+        return torch.einsum("ncd,de,nce->nc", d, self.precisions[layer], d).amin(1)
+
+    def score(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The combined score (N,) float64: the largest of the layers' distances over their scales."""
+        return torch.stack([self.layer_distance(k, feats[k].cpu()) / self.scales[k] for k in LAYERS]).amax(0)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{k}.{part}": getattr(self, part)[k].contiguous() for k in LAYERS for part in ("means", "precisions")}
+
+
+def _gaussian(f: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class means of the classes present, and the inverse of the shared (shrunk) covariance."""
+    present = [int(c) for c in torch.unique(labels)]
+    means = torch.stack([f[labels == c].mean(0) for c in present])
+    centred = f - means[torch.searchsorted(torch.tensor(present), labels)]
+    cov = centred.T @ centred / max(len(f), 1)
+    ridge = SHRINK * float(torch.diagonal(cov).mean()) + 1e-8
+    return means, torch.linalg.inv(cov + ridge * torch.eye(f.shape[1], dtype=f.dtype))
+
+
+def _quantile(x: torch.Tensor) -> float:
+    return float(torch.quantile(x, QUANTILE))
+
+
+def fit(train: dict[str, torch.Tensor], train_labels: torch.Tensor, val: dict[str, torch.Tensor]) -> Detector:
+    """Fit on training features (see `features`); set the layers' scales and the threshold on validation ones."""
+    if len(train_labels) < 2 or len(val["penultimate"]) < 1:
+        raise StudioError("the out-of-distribution check needs training and validation images.")
+    means, precisions = {}, {}
+    for k in LAYERS:
+        means[k], precisions[k] = _gaussian(train[k], train_labels.cpu())
+    det = Detector(means, precisions, {k: 1.0 for k in LAYERS}, 1.0)
+    det.scales = {k: max(_quantile(det.layer_distance(k, val[k])), 1e-12) for k in LAYERS}
+    det.threshold = _quantile(det.score(val))
+    return det
+
+
+def fit_sample(n: int) -> torch.Tensor:
+    """Which training images the detector is fitted on: all, or FIT_MAX evenly spaced ones."""
+    return torch.linspace(0, n - 1, min(n, FIT_MAX)).round().long()
+
+
+def flagged(det: Detector, feats: dict[str, torch.Tensor]) -> float | None:
+    """The share of images the detector flags; None for none."""
+    return float((det.score(feats) > det.threshold).double().mean()) if len(feats["penultimate"]) else None
+
+
+def fit_and_save(
+    model: Classifier, model_path: str | Path, data, val: dict, test: dict, *, batch_size: int = 256
+) -> dict:
+    """Fit the detector of `model` on `data`'s training split (`val`/`test`: that data's `features`), write it
+    beside the model and return the record for its JSON."""
+    keep = fit_sample(len(data.train.images))
+    det = fit(features(model, data.train.images[keep], batch_size=batch_size), data.train.labels[keep], val)
+    rec = record(det, val_rate=flagged(det, val), test_rate=flagged(det, test), fitted_on=len(keep))
+    return save(det, model_path, rec)
+
+
+def detector_path(model_path: str | Path) -> Path:
+    """Where a model's detector tensors live: beside its weights, `<stem>.ood.safetensors`."""
+    weights = resolve_model_path(model_path)
+    return weights.with_name(f"{weights.stem}.ood.safetensors")
+
+
+def record(det: Detector, *, val_rate: float | None, test_rate: float | None, fitted_on: int) -> dict:
+    """What goes into the model's JSON under "ood"."""
+    return {
+        "method": METHOD,
+        "layers": list(LAYERS),
+        "threshold": det.threshold,
+        "scales": det.scales,
+        "quantile": QUANTILE,
+        "fitted_on": {"split": "train", "images": fitted_on},
+        "threshold_from": "val",
+        "flagged_val": val_rate,
+        "flagged_test": test_rate,
+        "file": None,  # set by save()
+    }
+
+
+def save(det: Detector, model_path: str | Path, rec: dict) -> dict:
+    """Write the tensors beside the model; returns `rec` naming the file (the caller stores it in model.json)."""
+    path = detector_path(model_path)
+    atomic_write(path, lambda tmp: save_file(det.tensors(), tmp))
+    return {**rec, "file": path.name}
+
+
+def load(model_path: str | Path, meta: dict) -> Detector | None:
+    """The model's detector, or None when it has none (a model saved before the check existed)."""
+    rec = meta.get("ood")
+    if not rec:
+        return None
+    path = resolve_model_path(model_path).with_name(rec.get("file") or "")
+    try:
+        tensors = load_file(path)
+        return Detector(
+            {k: tensors[f"{k}.means"].double() for k in LAYERS},
+            {k: tensors[f"{k}.precisions"].double() for k in LAYERS},
+            {k: float(rec["scales"][k]) for k in LAYERS},
+            float(rec["threshold"]),
+        )
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+        raise StudioError(f"{path.name}: the out-of-distribution check cannot be read ({e}).") from None
+
+
+def fit_saved(model_path: str | Path, *, data=None, device: str | torch.device = "cpu") -> dict:
+    """Fit the detector of a saved model on its own data (rebuilt from its JSON unless given) and record it
+    in the model's JSON. Returns the record."""
+    from core.evaluate import load_trained
+    from core.runs import write_json
+
+    model, _, meta, data = load_trained(model_path, data=data, device=device)
+    val, test = features(model, data.val.images), features(model, data.test.images)
+    meta["ood"] = fit_and_save(model, model_path, data, val, test)
+    write_json(resolve_model_path(model_path).with_suffix(".json"), meta)
+    return meta["ood"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    def show(rec: dict) -> dict:
+        return {k: v for k, v in rec.items() if k != "scales"}
+
+    return model_command("python -m core.ood", __doc__, fit_saved, show, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The out-of-distribution guard: fitted on a run's training split, stored beside the model, and answering
+for every scan whether it is like the training data; the demo model flags scans of other kinds."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core import ood
+from core.errors import StudioError
+from core.infer import OOD_MESSAGE, Predictor, redraw
+
+DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-model.safetensors"
+EXAMPLES = sorted((DEMO.parent / "examples").glob("*.png"))
+
+
+def gaussian_features(n: int, shift: float = 0.0, seed: int = 0) -> tuple[dict, torch.Tensor]:
+    """Two layers of features for three well-separated classes; `shift` moves every point off the data."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    centres = {"penultimate": torch.eye(3, 16) * 6, "mid": torch.eye(3, 8) * 4}
+    feats = {k: (c[labels] + torch.randn(n, c.shape[1], generator=g) + shift).double() for k, c in centres.items()}
+    return feats, labels
+
+
+def test_the_threshold_flags_about_one_in_a_hundred_like_the_data_and_every_far_point():
+    train, labels = gaussian_features(3000)
+    val, _ = gaussian_features(2000, seed=1)
+    det = ood.fit(train, labels, val)
+    fresh, _ = gaussian_features(4000, seed=2)
+    rate = ood.flagged(det, fresh)
+    assert 0.003 < rate < 0.03, rate  # the validation 99th percentile
+    far, _ = gaussian_features(50, shift=4.0, seed=3)
+    assert ood.flagged(det, far) == 1.0
+
+
+@pytest.mark.parametrize("layer", ["penultimate", "mid"])
+def test_a_scan_odd_in_either_layer_alone_is_flagged(layer):
+    train, labels = gaussian_features(2000)
+    val, _ = gaussian_features(1000, seed=1)
+    det = ood.fit(train, labels, val)
+    odd, _ = gaussian_features(20, seed=4)
+    odd[layer] = odd[layer] * 5  # unlike the data in this layer only
+    assert ood.flagged(det, odd) == 1.0
+
+
+def test_a_class_missing_from_the_training_split_does_not_break_the_fit():
+    train, labels = gaussian_features(300)
+    keep = labels != 2
+    det = ood.fit({k: v[keep] for k, v in train.items()}, labels[keep], gaussian_features(100, seed=1)[0])
+    assert det.means["penultimate"].shape == (2, 16) and np.isfinite(det.threshold)
+
+
+def test_too_few_images_is_a_clear_error():
+    train, labels = gaussian_features(1)
+    with pytest.raises(StudioError, match="needs training and validation images"):
+        ood.fit(train, labels, gaussian_features(5)[0])
+
+
+def test_a_finished_run_carries_its_check_as_safetensors_and_json(tiny_run):
+    meta = json.loads((tiny_run / "model.json").read_text())
+    rec = meta["ood"]
+    assert rec["file"] == "model.ood.safetensors" and (tiny_run / rec["file"]).is_file()
+    assert rec["threshold_from"] == "val" and rec["quantile"] == 0.99 and rec["threshold"] > 0
+    assert rec["fitted_on"] == {"split": "train", "images": 64}
+    assert 0 <= rec["flagged_val"] <= 0.05 and rec["flagged_test"] is not None
+    head = (tiny_run / rec["file"]).read_bytes()[:8]
+    assert not head.startswith(b"\x80")  # a safetensors header length, never a pickle opcode
+    det = ood.load(tiny_run, meta)
+    assert det.threshold == pytest.approx(rec["threshold"])
+
+
+def test_every_answer_says_whether_the_scan_is_like_the_training_data(tiny_run, tmp_path):
+    scan = tmp_path / "scan.png"
+    from core.synthetic import render
+
+    images, _, _ = render(1, size=16, seed=5)
+    Image.fromarray(images[0, 0].numpy()).save(scan)
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(blank)
+    predictor = Predictor(tiny_run)
+    for path in (scan, blank):
+        r = predictor.predict(path)
+        assert isinstance(r["in_distribution"], bool) and r["ood_score"] > 0
+        assert (OOD_MESSAGE in r["warnings"]) == (not r["in_distribution"])
+
+
+def test_a_model_saved_before_the_check_says_it_has_none(tiny_run, tmp_path):
+    from core.export import export_model
+
+    out = export_model(tiny_run, tmp_path / "old.safetensors")
+    assert (tmp_path / "old.ood.safetensors").is_file()  # export carries the check along
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["ood"]["file"] == "old.ood.safetensors"
+    del meta["ood"]
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    r = Predictor(out).predict(EXAMPLES[0])
+    assert r["in_distribution"] is None and r["ood_score"] is None
+    assert Predictor(out).card()["ood"] is None
+
+
+def test_a_damaged_check_file_is_a_clear_error(tiny_run, tmp_path):
+    from core.export import export_model
+
+    out = export_model(tiny_run, tmp_path / "m.safetensors")
+    (tmp_path / "m.ood.safetensors").write_bytes(b"garbage")
+    with pytest.raises(StudioError, match="m.ood.safetensors: the out-of-distribution check cannot be read"):
+        Predictor(out)
+
+
+def test_the_cli_fits_the_check_for_a_saved_model(tiny_run, tmp_path, capsys):
+    from core.export import export_model
+
+    out = export_model(tiny_run, tmp_path / "m.safetensors")
+    meta = json.loads(out.with_suffix(".json").read_text())
+    del meta["ood"]
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    (tmp_path / "m.ood.safetensors").unlink()
+    assert ood.main(["--model", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["file"] == "m.ood.safetensors" and printed["threshold"] > 0
+    assert Predictor(out).detector is not None
+    assert ood.main(["--model", str(tmp_path / "missing.safetensors")]) == 2
+
+
+# The shipped demo model, tried as a clinician would: its own kind of scan passes, anything else is flagged.
+
+
+def _outliers(tmp: Path) -> dict[str, Path]:
+    from pydicom.data import get_testdata_file
+    from skimage import data as photos
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "photo-astronaut.png": photos.astronaut(),
+        "photo-retina.jpg": photos.retina()[::4, ::4],
+        "photo-camera.png": photos.camera(),
+        "noise-64.png": rng.integers(0, 256, (64, 64), dtype=np.uint8),
+        "noise-256.png": rng.integers(0, 256, (256, 256), dtype=np.uint8),
+        "blank-black.png": np.zeros((64, 64), np.uint8),
+        "blank-grey.png": np.full((64, 64), 128, np.uint8),
+        "blank-white.png": np.full((64, 64), 255, np.uint8),
+    }
+    out = {}
+    for name, a in arrays.items():
+        out[name] = tmp / name
+        Image.fromarray(a).save(out[name])
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        out[name] = Path(get_testdata_file(name))
+    return out
+
+
+OUTLIERS = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "photo-astronaut.png",
+    "photo-retina.jpg",
+    "photo-camera.png",
+    "noise-64.png",
+    "noise-256.png",
+    "blank-black.png",
+    "blank-grey.png",
+    "blank-white.png",
+]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return Predictor(DEMO)
+
+
+@pytest.fixture(scope="module")
+def outliers(tmp_path_factory):
+    return _outliers(tmp_path_factory.mktemp("outliers"))
+
+
+@pytest.mark.parametrize("name", OUTLIERS)
+def test_the_demo_model_flags_scans_unlike_its_training_data(demo, outliers, name):
+    r = demo.predict(outliers[name])
+    assert r["in_distribution"] is False and r["ood_score"] > 1, (name, r["ood_score"])
+    assert r["warnings"][0] == OOD_MESSAGE
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_the_shipped_demo_scans_are_not_flagged(demo, example):
+    r = demo.predict(example)
+    assert r["in_distribution"] is True and r["ood_score"] < 1
+    assert r["predicted"] == example.stem.removeprefix("demo-")
+
+
+def test_most_of_the_demo_models_own_test_scans_are_in_distribution(demo):
+    from core.data import DataConfig, load_dataset
+
+    saved = json.loads(DEMO.with_suffix(".json").read_text())
+    data = load_dataset(DataConfig(**saved["config"]["data"]))
+    feats = ood.features(demo.model, data.test.images[:400])
+    rate = ood.flagged(demo.detector, feats)
+    assert rate <= 0.05, rate  # threshold at the validation 99th percentile: about 1%
+    assert saved["ood"]["flagged_test"] <= 0.05
+
+
+def test_a_new_opacity_redraws_the_stored_map_exactly(demo):
+    r = demo.diagnose(EXAMPLES[0], opacity=0.5)
+    again = demo.diagnose(EXAMPLES[0], opacity=0.8)
+    assert np.array_equal(redraw(r["image"], r["cam"], r["lesion_box"], 0.8), again["overlay"])
+    with pytest.raises(StudioError, match="opacity"):
+        redraw(r["image"], r["cam"], r["lesion_box"], 1.5)
+
+
+def test_one_bad_file_never_sinks_a_batch(demo, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes()[:2000])
+    results = demo.diagnose_files([EXAMPLES[0], truncated, EXAMPLES[1]])
+    assert [("error" in r) for r in results] == [False, True, False]
+    assert "truncated.dcm" in results[1]["error"]
+    assert results[0]["predicted"] == EXAMPLES[0].stem.removeprefix("demo-")
+    assert results[2]["predicted"] == EXAMPLES[1].stem.removeprefix("demo-")
+
+
+def test_the_model_card_says_what_the_model_is(demo):
+    card = demo.card()
+    assert card["data"] == "synthetic" and card["classes"] == ["normal", "nodule", "mass", "ring"]
+    assert card["image_size"] == 64 and card["method"] == "tss-kd"
+    assert card["calibration"]["temperature"] > 0 and card["ood"]["threshold"] > 0
+    assert card["metrics"]["test_acc"] > 0.8
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_a_lesion_maps_cost_is_known_before_it_runs(demo, method):
+    seconds = demo.cam_seconds(method)
+    assert seconds > 0
+    if method == "scorecam":
+        assert seconds > 50 * demo.cam_seconds("gradcam") / 3  # one pass per channel of layer4 (512)
