@@ -6,32 +6,14 @@ small datasets are then moved whole onto the training device so augmentation run
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from core import synthetic
+from core.config import DataConfig  # noqa: F401 - re-exported: core.data.DataConfig
 from core.dataset import Dataset, subset
 from core.errors import StudioError
 from core.folder import load_folder
 from core.medmnist import load_medmnist
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the data comes from and how it is split; stored in every run's config."""
-
-    dataset: str = "synthetic"
-    data_path: str | None = None
-    image_size: int = 32
-    synthetic_train: int = 5000
-    synthetic_val: int = 1000
-    synthetic_test: int = 1000
-    synthetic_contrast: float = 1.0
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    skip_bad_files: bool = False
-    seed: int = 0
 
 
 def load_synthetic(cfg: DataConfig) -> Dataset:

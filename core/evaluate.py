@@ -122,7 +122,8 @@ def predict_probs(
 def load_trained(path: str | Path, *, device: str | torch.device = "cpu", data=None):
     """A saved model with the dataset it was trained on (rebuilt from its JSON unless given), checked to
     have the same classes. Returns (model, spec, meta, data)."""
-    from core.data import DataConfig, load_dataset
+    from core.config import DataConfig
+    from core.data import load_dataset
     from core.model import load_model
 
     path = Path(path)

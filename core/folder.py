@@ -26,7 +26,7 @@ from core.errors import StudioError
 from core.imageio import read_scan, to_model_array
 
 if TYPE_CHECKING:
-    from core.data import DataConfig
+    from core.config import DataConfig
 
 # Files that sit beside scans in real folders and are never scans themselves.
 NOT_SCANS = {".txt", ".csv", ".json", ".md", ".db", ".ini", ".xml", ".yaml", ".yml", ".html", ".pdf", ".py"}

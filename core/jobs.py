@@ -22,8 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core import runs
+from core.config import TrainConfig
 from core.errors import StudioError
-from core.train import TrainConfig
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from core.errors import StudioError
 from core.imageio import Scan, to_model_array
 
 if TYPE_CHECKING:
-    from core.data import DataConfig
+    from core.config import DataConfig
 
 KEYS = [f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels")]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from core import runs
+from core.config import TrainConfig
 from core.errors import StudioError
-from core.train import TrainConfig
 
 MAX_RUNS = 25
 

@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -29,128 +29,18 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from core import calibration, distributed, health, ood, runs
-from core.augment import RegionalGamma, TrainAugment
-from core.data import DataConfig, load_dataset
+from core import calibration, config, distributed, health, ood, runs
+from core.augment import TrainAugment
+from core.config import OPTIMIZERS, PRESETS, DataConfig, TrainConfig  # noqa: F401 - re-exported
+from core.data import load_dataset
 from core.dataset import Dataset
-from core.device import AMP_CHOICES, pick_device, precision
+from core.device import pick_device, precision
 from core.errors import StudioError
 from core.evaluate import auc, classification_metrics, predict_probs
-from core.losses import KD_SCALINGS, METHODS, compute_loss, get_method, kd_curvature, kd_warmup_factor, ps_kd_alpha
-from core.model import ARCHS, ModelSpec, build_model, save_model
+from core.losses import METHODS, compute_loss, kd_curvature, kd_warmup_factor, ps_kd_alpha
+from core.model import ModelSpec, build_model, save_model
 
 log = logging.getLogger("core.train")
-OPTIMIZERS = ("sgd", "adam")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on. `None` temperatures and weights mean "the method's published default"."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    method: str = "tss-kd"
-    t_target: float | None = None
-    t_nontarget: float | None = None
-    kd_weight: float | None = None
-    kd_scaling: str = "nontarget"  # see core.losses.kd_scale; runs made before it existed read as "paper"
-    kd_warmup: int = 10  # epochs over which the KD weight grows linearly to its full value; 0: none
-    stop_on_collapse: bool = False  # end a run that collapses to a constant output (see core.health)
-    ps_alpha: float | None = None
-    rga: bool = True
-    gamma_min: float = 0.5
-    gamma_max: float = 2.0
-    arch: str = "resnet18"
-    pretrained: str | None = None
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    epochs: int = 100
-    batch_size: int = 128
-    poly_power: float = 0.9
-    amp: str = "auto"
-    device: str = "auto"
-    cuda_graphs: bool | None = None  # None: on where they can run (one CUDA process, data in GPU memory)
-    seed: int = 0
-    eval_batch_size: int = 1024
-    runs_dir: str = "runs"
-    name: str | None = None
-    preset: str | None = None  # the recipe the run started from (see PRESETS); recorded, not applied here
-
-    def resolved(self) -> TrainConfig:
-        """Fill method defaults and check every value; raise `StudioError` on the first bad one."""
-        m = get_method(self.method)
-        cfg = replace(
-            self,
-            t_target=m.t_target if self.t_target is None else self.t_target,
-            t_nontarget=(m.t_nontarget or m.t_target) if self.t_nontarget is None else self.t_nontarget,
-            kd_weight=m.kd_weight if self.kd_weight is None else self.kd_weight,
-            ps_alpha=(m.ps_alpha or 0.8) if self.ps_alpha is None else self.ps_alpha,
-            name=self.name or f"{self.data.dataset}-{self.method}",
-        )
-        checks = [
-            (cfg.t_target > 0 and cfg.t_nontarget > 0, "temperatures must be positive."),
-            (cfg.kd_weight >= 0, "the KD weight must not be negative."),
-            (
-                cfg.kd_scaling in KD_SCALINGS,
-                f"unknown KD scaling '{cfg.kd_scaling}'; choose one of {', '.join(KD_SCALINGS)}.",
-            ),
-            (cfg.kd_warmup >= 0, "the KD warm-up must be 0 or more epochs."),
-            (cfg.preset in (None, *PRESETS), f"unknown preset '{cfg.preset}'; choose one of {', '.join(PRESETS)}."),
-            (0 <= cfg.ps_alpha <= 1, "the PS-KD alpha must be between 0 and 1."),
-            (0 < cfg.gamma_min <= cfg.gamma_max, "gamma range must satisfy 0 < gamma-min <= gamma-max."),
-            (cfg.arch in ARCHS, f"unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHS)}."),
-            (
-                cfg.optimizer in OPTIMIZERS,
-                f"unknown optimizer '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}.",
-            ),
-            (cfg.lr > 0 and math.isfinite(cfg.lr), "the learning rate must be a positive number."),
-            (cfg.weight_decay >= 0 and 0 <= cfg.momentum < 1, "weight decay must be >= 0 and momentum in [0, 1)."),
-            (cfg.epochs >= 1, "train for at least one epoch."),
-            (cfg.batch_size >= 2, "the batch size must be at least 2 (batch norm needs two images)."),
-            (cfg.eval_batch_size >= 1, "the evaluation batch size must be at least 1."),
-            (cfg.amp in AMP_CHOICES, f"unknown --amp '{cfg.amp}'; choose one of {', '.join(AMP_CHOICES)}."),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise StudioError(message)
-        return cfg
-
-    def augment(self, size: int) -> TrainAugment:
-        rga = RegionalGamma(gamma_range=(self.gamma_min, self.gamma_max)) if self.rga else None
-        return TrainAugment(size=size, rga=rga)
-
-    @staticmethod
-    def from_dict(d: dict) -> TrainConfig:
-        """A config saved by any version: runs made before the stable KD scaling and the warm-up existed
-        trained with the paper's scaling and no warm-up, and read back so."""
-        d = {"kd_scaling": "paper", "kd_warmup": 0, **d}
-        d["data"] = DataConfig(**d.get("data", {}))
-        return TrainConfig(**d)
-
-
-# Published recipes, applied by `--preset NAME` (explicit flags still win) and the Train tab's recipe switch.
-PRESETS: dict[str, dict] = {
-    # Liu et al. 2025 as published and in the public code: TSS-KD 4 / 0.4 with the KL scaled by
-    # t_target**2, weight 1, no warm-up, 100 epochs of SGD 0.01 at batch 128. From scratch it collapses
-    # to a constant output (measured; README, "Results"); the studio's defaults are the stable variant.
-    "paper": {
-        "method": "tss-kd",
-        "t_target": 4.0,
-        "t_nontarget": 0.4,
-        "kd_weight": 1.0,
-        "kd_scaling": "paper",
-        "kd_warmup": 0,
-        "rga": True,
-        "optimizer": "sgd",
-        "lr": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 1e-4,
-        "epochs": 100,
-        "batch_size": 128,
-        "poly_power": 0.9,
-    },
-}
 
 
 # What `train_step` adds up on the device over an epoch, in this order; each but `correct` and `seen`
@@ -844,148 +734,20 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    d, t = DataConfig(), TrainConfig()
+    """The command line: one option per setting of `core.config`, and --resume."""
     ap = argparse.ArgumentParser(
         prog="python -m core.train",
         description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,
     )
-    g = ap.add_argument_group("data")
-    g.add_argument(
-        "--dataset", default=d.dataset, choices=("synthetic", "medmnist", "folder"), help="where the images come from"
-    )
-    g.add_argument("--data-path", default=None, help="MedMNIST .npz, image folder, or CSV manifest (not for synthetic)")
-    g.add_argument("--image-size", type=int, default=d.image_size, help="images are resized to this square size")
-    g.add_argument("--synthetic-train", type=int, default=d.synthetic_train, help="demo data: training images")
-    g.add_argument("--synthetic-val", type=int, default=d.synthetic_val, help="demo data: validation images")
-    g.add_argument("--synthetic-test", type=int, default=d.synthetic_test, help="demo data: test images")
-    g.add_argument("--synthetic-contrast", type=float, default=d.synthetic_contrast, help="demo lesion contrast")
-    g.add_argument(
-        "--val-fraction", type=float, default=d.val_fraction, help="folders: validation share drawn from train"
-    )
-    g.add_argument("--test-fraction", type=float, default=d.test_fraction, help="folders: test share drawn from train")
-    g.add_argument("--skip-bad-files", action="store_true", help="leave unreadable files out (named in the log)")
-    g = ap.add_argument_group("method")
-    g.add_argument("--method", default=t.method, choices=tuple(METHODS), help="training objective")
-    g.add_argument("--t-target", type=float, default=None, help="target-class temperature (default: 4.0)")
-    g.add_argument(
-        "--t-nontarget",
-        type=float,
-        default=None,
-        help="non-target temperature (default: 0.4 for tss-kd, else t-target)",
-    )
-    g.add_argument("--kd-weight", type=float, default=None, help="lambda, the KD term's weight (default: 1.0)")
-    g.add_argument(
-        "--kd-scaling",
-        default=t.kd_scaling,
-        choices=KD_SCALINGS,
-        help="TSS-KD: scale the KL by t_nontarget**2 (nontarget, stable from scratch) or t_target**2 (paper)",
-    )
-    g.add_argument(
-        "--kd-warmup",
-        type=int,
-        default=t.kd_warmup,
-        metavar="EPOCHS",
-        help="grow the KD weight linearly from 1/EPOCHS to 1 over the first EPOCHS epochs; 0: no warm-up",
-    )
-    g.add_argument(
-        "--stop-on-collapse",
-        action="store_true",
-        help="end the run as failed when it collapses to a constant output (it is flagged either way)",
-    )
-    g.add_argument(
-        "--preset",
-        default=None,
-        choices=tuple(PRESETS),
-        help="start from a published recipe (paper: Liu et al. 2025 exactly); flags given as well still apply",
-    )
-    g.add_argument("--ps-alpha", type=float, default=None, help="PS-KD final alpha (default: 0.8)")
-    g.add_argument("--rga", action=argparse.BooleanOptionalAction, default=t.rga, help="regional gamma augmentation")
-    g.add_argument("--gamma-min", type=float, default=t.gamma_min, help="RGA: smallest gamma")
-    g.add_argument("--gamma-max", type=float, default=t.gamma_max, help="RGA: largest gamma")
-    g = ap.add_argument_group("model and optimisation")
-    g.add_argument("--arch", default=t.arch, choices=ARCHS, help="network")
-    g.add_argument(
-        "--pretrained",
-        default=None,
-        help="start from weights: a local torchvision file (.pth or .safetensors) or a run folder (default: none)",
-    )
-    g.add_argument("--optimizer", default=t.optimizer, choices=OPTIMIZERS, help="optimizer")
-    g.add_argument("--lr", type=float, default=t.lr, help="initial learning rate")
-    g.add_argument("--momentum", type=float, default=t.momentum, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="L2 weight decay")
-    g.add_argument("--poly-power", type=float, default=t.poly_power, help="power of the polynomial lr decay")
-    g.add_argument("--epochs", type=int, default=t.epochs, help="passes over the training split")
-    g.add_argument("--batch-size", type=int, default=t.batch_size, help="images per step (global, under torchrun)")
-    g.add_argument("--eval-batch-size", type=int, default=t.eval_batch_size, help="images per evaluation batch")
-    g.add_argument(
-        "--amp",
-        default=t.amp,
-        choices=AMP_CHOICES,
-        help="bf16 autocast (auto: on GPUs and on CPUs that run bf16 natively, AMX or AVX-512 BF16)",
-    )
-    g.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
-    g.add_argument(
-        "--cuda-graphs",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="replay each training step from a CUDA graph (default: on for one GPU with the data in its memory)",
-    )
-    g.add_argument("--seed", type=int, default=t.seed, help="seed of the weights, data order and augmentation")
-    g = ap.add_argument_group("run")
-    g.add_argument("--runs-dir", default=t.runs_dir, help="where run folders are made")
-    g.add_argument("--name", default=None, help="run name (default: <dataset>-<method>)")
-    g.add_argument(
+    config.add_arguments(ap)
+    ap.add_argument(
         "--resume", default=None, metavar="RUN", help="continue a stopped or killed run folder (its settings apply)"
     )
     return ap
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    data = DataConfig(
-        dataset=args.dataset,
-        data_path=args.data_path,
-        image_size=args.image_size,
-        synthetic_train=args.synthetic_train,
-        synthetic_val=args.synthetic_val,
-        synthetic_test=args.synthetic_test,
-        synthetic_contrast=args.synthetic_contrast,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        skip_bad_files=args.skip_bad_files,
-        seed=args.seed,
-    )
-    return TrainConfig(
-        data=data,
-        method=args.method,
-        t_target=args.t_target,
-        t_nontarget=args.t_nontarget,
-        kd_weight=args.kd_weight,
-        kd_scaling=args.kd_scaling,
-        kd_warmup=args.kd_warmup,
-        stop_on_collapse=args.stop_on_collapse,
-        preset=args.preset,
-        ps_alpha=args.ps_alpha,
-        rga=args.rga,
-        gamma_min=args.gamma_min,
-        gamma_max=args.gamma_max,
-        arch=args.arch,
-        pretrained=args.pretrained,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        poly_power=args.poly_power,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        amp=args.amp,
-        device=args.device,
-        cuda_graphs=args.cuda_graphs,
-        seed=args.seed,
-        runs_dir=args.runs_dir,
-        name=args.name,
-    )
+config_from_args = config.from_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -998,8 +760,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def given_settings(argv: list[str] | None) -> dict:
+    """The settings named on the command line, by field name, and nothing else (no defaults)."""
+    ap = get_args_parser()
+    for action in ap._actions:  # no defaults: only what was typed reaches the namespace
+        action.default = argparse.SUPPRESS
+    given = vars(ap.parse_args(argv))
+    given.pop("resume", None)
+    return given
+
+
+def resume_conflicts(run: str, given: dict) -> list[str]:
+    """Flags given with --resume whose value differs from the run's own settings (--device may change:
+    the same run can continue on another device). A resumed run keeps its settings, so these are refused."""
+    saved = runs.read_json(Path(run) / "config.json")
+    if not isinstance(saved, dict):
+        return []  # run_training says the folder is not a run
+    data_names = {f.name for f in fields(DataConfig)} - {"seed"}
+    out = []
+    for name, value in given.items():
+        if name == "device":
+            continue
+        old = (saved.get("data") or {}).get(name) if name in data_names else saved.get(name)
+        if value != old:
+            out.append(f"--{name.replace('_', '-')} {value} (the run has {old})")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.resume:
+        changed = resume_conflicts(args.resume, given_settings(argv))
+        if changed:
+            print(
+                "error: a resumed run keeps its own settings; these differ and would not apply: "
+                + "; ".join(changed)
+                + ". Start a new run to change them (--device may change).",
+                file=sys.stderr,
+            )
+            return 2
     main_rank = os.environ.get("RANK", "0") == "0"
     if main_rank:  # under torchrun, rank 0 speaks for the group
         console = logging.StreamHandler(sys.stderr)

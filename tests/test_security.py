@@ -41,7 +41,7 @@ def test_diagnose_shows_no_identifiers_and_uploads_expire(studio, tmp_path):
         [handle_file(str(tmp_path / name))], "demo", "gradcam", "predicted class", 0.5, api_name="/diagnose"
     )
     assert not identifiers_in(repr(result))
-    overlay = Image.open(result[1])
+    overlay = Image.open(result[2])
     assert set(overlay.info) <= {"dpi", "gamma"}  # no text chunks, no EXIF
     from app import build_app
 
@@ -112,57 +112,21 @@ def test_paths_from_the_browser_stay_inside_the_data_root(tmp_path, path, messag
 def test_authentication_guards_the_api_and_the_handlers(tmp_path):
     from studio_server import start
 
-    from ui.train import make_start
+    from ui.train import make_api
 
     url, app, ctx = start(tmp_path, auth=[("doctor", "correct horse")])
     try:
         with pytest.raises(Exception):  # noqa: B017 - refused at login, whatever the client's error type
             Client(url, verbose=False).predict("x", api_name="/run_status")
         client = Client(url, auth=("doctor", "correct horse"), verbose=False)
-        run_id = client.predict(
-            "demo data",
-            "",
-            16,
-            "ce",
-            4.0,
-            0.4,
-            1.0,
-            False,
-            "resnet18",
-            1,
-            16,
-            0.01,
-            "sgd",
-            "cpu",
-            0,
-            "authed",
-            256,
-            api_name="/start_training",
-        )
+        tiny = {"method": "ce", "image_size": 16, "epochs": 1, "batch_size": 16, "device": "cpu"}
+        run_id = client.predict({**tiny, "synthetic_train": 256, "name": "authed"}, api_name="/start_training")
         assert run_id.startswith("authed-")
         ctx.jobs.stop(run_id)
         import gradio as gr
 
         with pytest.raises(gr.Error, match="log in"):  # the handler itself checks, login page or not
-            make_start(ctx)(
-                "demo data",
-                "",
-                16,
-                "ce",
-                4.0,
-                0.4,
-                1.0,
-                False,
-                "resnet18",
-                1,
-                16,
-                0.01,
-                "sgd",
-                "cpu",
-                0,
-                "sneaky",
-                request=None,
-            )
+            make_api(ctx)({**tiny, "name": "sneaky"}, request=None)
     finally:
         app.close()
         ctx.jobs.close()

@@ -132,26 +132,14 @@ def test_diagnose_a_demo_scan_is_not_flagged_and_maps_any_class_by_name(studio):
         )
 
 
+TINY = {"image_size": 16, "epochs": 1, "batch_size": 16, "device": "cpu", "synthetic_train": 64}
+
+
 def test_start_training_follows_a_tiny_run_to_done(studio):
     client, ctx, _ = studio
+    settings = {"method": "tss-kd", "image_size": 16, "epochs": 1, "batch_size": 16, "device": "cpu"}
     run_id = client.predict(
-        "demo data",
-        "",
-        16,
-        "tss-kd",
-        4.0,
-        0.4,
-        1.0,
-        True,
-        "resnet18",
-        1,
-        16,
-        0.01,
-        "sgd",
-        "cpu",
-        0,
-        "api-tiny",
-        256,
+        {**settings, "name": "api-tiny", "data": {"synthetic_train": 256, "synthetic_val": 64, "synthetic_test": 64}},
         api_name="/start_training",
     )
     assert run_id.startswith("api-tiny-")
@@ -177,13 +165,12 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
 
 
 @pytest.mark.parametrize(
-    ("recipe", "scaling", "warmup", "preset"),
-    [("paper (Liu et al. 2025, exactly)", "paper", 0, "paper"), ("studio default (stable)", "nontarget", 3, None)],
+    ("settings", "scaling", "warmup", "preset"),
+    [({"preset": "paper"}, "paper", 0, "paper"), ({"kd_warmup": 3}, "nontarget", 3, None)],
 )
-def test_start_training_records_the_recipe_scaling_and_warm_up(studio, recipe, scaling, warmup, preset):
+def test_start_training_records_the_recipe_scaling_and_warm_up(studio, settings, scaling, warmup, preset):
     client, ctx, _ = studio
-    args = ["demo data", "", 16, "tss-kd", 4.0, 0.4, 1.0, True, "resnet18", 1, 16, 0.01, "sgd", "cpu", 0, "recipe"]
-    run_id = client.predict(*args, 64, 1, scaling, warmup, True, recipe, api_name="/start_training")
+    run_id = client.predict({**TINY, **settings, "stop_on_collapse": True}, api_name="/start_training")
     cfg = json.loads((ctx.jobs.find(run_id) / "config.json").read_text())
     assert (cfg["kd_scaling"], cfg["kd_warmup"], cfg["preset"], cfg["stop_on_collapse"]) == (
         scaling,
@@ -191,15 +178,39 @@ def test_start_training_records_the_recipe_scaling_and_warm_up(studio, recipe, s
         preset,
         True,
     )
+    if preset:  # the recipe applied, and the settings given still won
+        assert (cfg["epochs"], cfg["lr"], cfg["t_target"], cfg["kd_weight"]) == (1, 0.01, 4.0, 1.0)
     ctx.jobs.stop(run_id)
 
 
-def test_start_training_refuses_an_unknown_scaling_and_makes_no_run(studio):
+def test_start_training_with_only_a_method_and_epochs_starts_a_run_with_the_rest_defaulted(studio):
+    client, ctx, _ = studio
+    run_id = client.predict({"method": "ce", "epochs": 1}, api_name="/start_training")
+    ctx.jobs.stop(run_id)
+    cfg = json.loads((ctx.jobs.find(run_id) / "config.json").read_text())
+    assert (cfg["method"], cfg["epochs"], cfg["batch_size"], cfg["data"]["dataset"]) == ("ce", 1, 128, "synthetic")
+    assert cfg["runs_dir"] == str(ctx.runs_dir) and run_id.startswith("synthetic-ce-")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"kd_scaling": "hinton"}, "unknown KD scaling 'hinton'"),
+        ({"epoch": 3}, "unknown setting 'epoch'; known settings: .*epochs"),
+        ({"epochs": "many"}, "setting 'epochs' must be int"),
+        ({"epochs": 2.5}, "setting 'epochs' must be int"),
+        ({"runs_dir": "/tmp/elsewhere"}, "'runs_dir' is set by the studio"),
+        ({"preset": "fastest"}, "unknown preset 'fastest'"),
+        ({"data": {"colour": 1}}, "unknown data setting 'colour'"),
+        ({"method": "magic"}, "unknown method"),
+        ({"pretrained": "../weights.pth"}, "outside the data folder"),
+    ],
+)
+def test_start_training_refuses_bad_settings_and_makes_no_run(studio, settings, message):
     client, ctx, _ = studio
     before = set(p.name for p in ctx.runs_dir.iterdir())
-    args = ["demo data", "", 16, "tss-kd", 4.0, 0.4, 1.0, True, "resnet18", 1, 16, 0.01, "sgd", "cpu", 0, ""]
-    with pytest.raises(Exception, match="hinton is not in the list of choices"):
-        client.predict(*args, 64, 1, "hinton", 0, False, "studio default (stable)", api_name="/start_training")
+    with pytest.raises(Exception, match=message):
+        client.predict({**TINY, **settings}, api_name="/start_training")
     assert set(p.name for p in ctx.runs_dir.iterdir()) == before
 
 
@@ -215,25 +226,7 @@ def test_start_training_refuses_paths_outside_the_data_root(studio, path, messag
     client, ctx, _ = studio
     before = set(p.name for p in ctx.runs_dir.iterdir()) if ctx.runs_dir.exists() else set()
     with pytest.raises(Exception, match=message):
-        client.predict(
-            "MedMNIST .npz",
-            path,
-            28,
-            "tss-kd",
-            4.0,
-            0.4,
-            1.0,
-            True,
-            "resnet18",
-            1,
-            16,
-            0.01,
-            "sgd",
-            "cpu",
-            0,
-            "",
-            api_name="/start_training",
-        )
+        client.predict({**TINY, "dataset": "medmnist", "data_path": path, "image_size": 28}, api_name="/start_training")
     assert set(p.name for p in ctx.runs_dir.iterdir()) == before
 
 

@@ -6,13 +6,12 @@ import gradio as gr
 import numpy as np
 
 from core import figures as plots
-from core.data import DataConfig
+from core.config import DataConfig, TrainConfig
 from core.errors import StudioError
 from core.imageio import read_scan
 from core.losses import KD_SCALINGS
 from core.sweep import grid_results, new_tag, temperature_grid
 from core.temperature import temperature_view
-from core.train import TrainConfig
 from ui.context import Studio, follow_models, user_error
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core import config, runs
 from core import figures as plots
-from core import runs
-from core.data import DataConfig
+from core.config import OPTIMIZERS, PRESETS, TrainConfig
+from core.errors import StudioError
 from core.losses import KD_SCALINGS, METHODS
 from core.model import ARCHS
 from core.paths import confine
-from core.train import OPTIMIZERS, PRESETS, TrainConfig
 from ui.context import Studio, user_error
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
@@ -21,69 +21,64 @@ RECIPE_FIELDS = ("method", "t_target", "t_nontarget", "kd_weight", "kd_scaling",
 RECIPE_FIELDS += ("batch_size", "lr", "optimizer")
 
 
-def make_start(ctx: Studio):
+def start_run(ctx: Studio, settings: dict, processes: int = 1) -> str:
+    """Queue a run from a settings object (TrainConfig fields by name, see core.config.from_settings), with
+    paths confined to the data folder and runs written where the studio keeps them. Returns the run id."""
+    settings = dict(settings or {})
+    for key in ("data_path", "pretrained"):
+        if settings.get(key):
+            settings[key] = str(confine(ctx.data_root, settings[key]))
+    cfg = config.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir)))
+    if not isinstance(processes, int) or isinstance(processes, bool):
+        raise StudioError("processes must be a whole number.")
+    return ctx.jobs.submit(cfg, processes=processes).name
+
+
+def make_api(ctx: Studio):
     @user_error
-    def start_training(
-        source,
-        data_path,
-        image_size,
-        method,
-        t_target,
-        t_nontarget,
-        kd_weight,
-        rga,
-        arch,
-        epochs,
-        batch_size,
-        lr,
-        optimizer,
-        device,
-        seed,
-        name,
-        demo_images=5000,
-        processes=1,
-        kd_scaling=TrainConfig.kd_scaling,
-        kd_warmup=TrainConfig.kd_warmup,
-        stop_on_collapse=False,
-        recipe=STABLE,
-        request: gr.Request = None,
-    ):
-        """Queue a training run; returns its run id (API: /start_training)."""
+    def start_training(settings: dict, processes: int = 1, request: gr.Request = None) -> str:
+        """Queue a training run from one JSON object of settings by name (any subset of TrainConfig's fields;
+        the data's fields flat or under "data"; the rest default, "preset": "paper" applies the published
+        recipe). `processes` > 1 trains on that many GPUs with torchrun. Returns the run id."""
         ctx.require_user(request)
-        dataset = SOURCES.get(source, source)
-        path = None if dataset == "synthetic" else str(confine(ctx.data_root, data_path))
-        cfg = TrainConfig(
-            data=DataConfig(
-                dataset=dataset,
-                data_path=path,
-                image_size=int(image_size),
-                seed=int(seed),
-                synthetic_train=int(demo_images),
-                synthetic_val=max(64, int(demo_images) // 5),
-                synthetic_test=max(64, int(demo_images) // 5),
-            ),
-            method=method,
-            t_target=t_target,
-            t_nontarget=t_nontarget,
-            kd_weight=kd_weight,
-            kd_scaling=kd_scaling,
-            kd_warmup=int(kd_warmup),
-            stop_on_collapse=bool(stop_on_collapse),
-            preset=RECIPES.get(recipe, recipe),
-            rga=bool(rga),
-            arch=arch,
-            epochs=int(epochs),
-            batch_size=int(batch_size),
-            lr=float(lr),
-            optimizer=optimizer,
-            device=device,
-            seed=int(seed),
-            runs_dir=str(ctx.runs_dir),
-            name=name or None,
-        )
-        return ctx.jobs.submit(cfg, processes=int(processes)).name
+        return start_run(ctx, settings, processes)
 
     return start_training
+
+
+def form_settings(values: dict) -> tuple[dict, int]:
+    """The Train form's values by field name -> (settings for `start_run`, processes). Fields left empty
+    (temperatures, weight, name) are left out, so the method's own defaults apply."""
+    v = dict(values)
+    dataset = SOURCES.get(v.pop("source"), "synthetic")
+    images = int(v.pop("demo_images"))
+    processes = int(v.pop("processes"))
+    v["preset"] = RECIPES.get(v.pop("recipe"))
+    settings = {k: val for k, val in v.items() if val not in (None, "")}
+    settings["dataset"] = dataset
+    if dataset == "synthetic":
+        settings.pop("data_path", None)
+        settings |= {
+            "synthetic_train": images,
+            "synthetic_val": max(64, images // 5),
+            "synthetic_test": max(64, images // 5),
+        }
+    for k in ("image_size", "epochs", "batch_size", "seed", "kd_warmup"):
+        if k in settings:
+            settings[k] = int(settings[k])
+    return settings, processes
+
+
+def make_start(ctx: Studio, form: dict):
+    names = {component: name for name, component in form.items()}
+
+    @user_error
+    def start_from_form(values: dict, request: gr.Request = None) -> str:
+        ctx.require_user(request)
+        settings, processes = form_settings({names[c]: v for c, v in values.items()})
+        return start_run(ctx, settings, processes)
+
+    return start_from_form
 
 
 def make_control(ctx: Studio, action: str):
@@ -219,38 +214,13 @@ def build(ctx: Studio, device_choices) -> None:
                 curves = gr.Plot(label="Curves", elem_id="train-curves")
                 status = gr.JSON(label="Status")
                 log = gr.Code(label="Log (last lines)", language=None, interactive=False)
-        start.click(
-            make_start(ctx),
-            [
-                source,
-                data_path,
-                image_size,
-                method,
-                t_target,
-                t_nontarget,
-                kd_weight,
-                rga,
-                arch,
-                epochs,
-                batch_size,
-                lr,
-                optimizer,
-                device,
-                seed,
-                name,
-                demo_images,
-                processes,
-                kd_scaling,
-                kd_warmup,
-                stop_on_collapse,
-                recipe,
-            ],
-            run_id,
-            api_name="start_training",
-        )
-        form = dict(method=method, t_target=t_target, t_nontarget=t_nontarget, kd_weight=kd_weight)
-        form |= dict(kd_scaling=kd_scaling, kd_warmup=kd_warmup, rga=rga, epochs=epochs, batch_size=batch_size)
-        form |= dict(lr=lr, optimizer=optimizer)
+        form = dict(source=source, data_path=data_path, image_size=image_size, method=method)
+        form |= dict(t_target=t_target, t_nontarget=t_nontarget, kd_weight=kd_weight, rga=rga, arch=arch)
+        form |= dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, seed=seed)
+        form |= dict(name=name, demo_images=demo_images, processes=processes, kd_scaling=kd_scaling)
+        form |= dict(kd_warmup=kd_warmup, stop_on_collapse=stop_on_collapse, recipe=recipe)
+        start.click(make_start(ctx, form), set(form.values()), run_id, api_name=False)
+        gr.api(make_api(ctx), api_name="start_training")
         recipe.input(recipe_values, recipe, [form[f] for f in RECIPE_FIELDS], api_name=False)
         refresh.click(make_status(ctx), run_id, status, api_name="run_status")
         stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)

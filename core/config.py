@@ -1,0 +1,263 @@
+"""Every setting of a run, in one place: `DataConfig` and `TrainConfig` with their defaults, help texts,
+choices and checks, the published recipes (`PRESETS`), and what is derived from them: the command line of
+`python -m core.train` (`add_arguments` / `from_args`) and the settings object the studio's API accepts
+(`from_settings`). A new setting is one field here; the CLI, the API and saved runs follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, replace
+
+from core.device import AMP_CHOICES
+from core.errors import StudioError
+from core.losses import KD_SCALINGS, METHODS, get_method
+from core.model import ARCHS
+
+DATASETS = ("synthetic", "medmnist", "folder")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def setting(default, help: str, **cli):  # noqa: A002 - the argparse word
+    """A config field with its command-line help; `cli` may add choices, metavar or cli=False."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is split; stored in every run's config."""
+
+    dataset: str = setting("synthetic", "where the images come from", choices=DATASETS)
+    data_path: str | None = setting(None, "MedMNIST .npz, image folder, or CSV manifest (not for synthetic)")
+    image_size: int = setting(32, "images are resized to this square size")
+    synthetic_train: int = setting(5000, "demo data: training images")
+    synthetic_val: int = setting(1000, "demo data: validation images")
+    synthetic_test: int = setting(1000, "demo data: test images")
+    synthetic_contrast: float = setting(1.0, "demo lesion contrast")
+    val_fraction: float = setting(0.15, "folders: validation share drawn from train")
+    test_fraction: float = setting(0.15, "folders: test share drawn from train")
+    skip_bad_files: bool = setting(False, "leave unreadable files out (named in the log)")
+    seed: int = setting(0, "seed of the split and the demo data (the CLI's --seed sets it)", cli=False)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. `None` temperatures and weights mean "the method's published default"."""
+
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "the data", "cli": False})
+    method: str = setting("tss-kd", "training objective", choices=tuple(METHODS))
+    t_target: float | None = setting(None, "target-class temperature (default: 4.0)")
+    t_nontarget: float | None = setting(None, "non-target temperature (default: 0.4 for tss-kd, else t-target)")
+    kd_weight: float | None = setting(None, "lambda, the KD term's weight (default: 1.0)")
+    kd_scaling: str = setting(
+        "nontarget",
+        "TSS-KD: scale the KL by t_nontarget**2 (nontarget, stable from scratch) or t_target**2 (paper)",
+        choices=KD_SCALINGS,
+    )  # runs made before it existed read as "paper" (see from_dict)
+    kd_warmup: int = setting(
+        10,
+        "grow the KD weight linearly from 1/EPOCHS to 1 over the first EPOCHS epochs; 0: no warm-up",
+        metavar="EPOCHS",
+    )
+    stop_on_collapse: bool = setting(
+        False, "end the run as failed when it collapses to a constant output (it is flagged either way)"
+    )
+    ps_alpha: float | None = setting(None, "PS-KD final alpha (default: 0.8)")
+    rga: bool = setting(True, "regional gamma augmentation")
+    gamma_min: float = setting(0.5, "RGA: smallest gamma")
+    gamma_max: float = setting(2.0, "RGA: largest gamma")
+    arch: str = setting("resnet18", "network", choices=ARCHS)
+    pretrained: str | None = setting(
+        None, "start from weights: a local torchvision file (.pth or .safetensors) or a run folder (default: none)"
+    )
+    optimizer: str = setting("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = setting(0.01, "initial learning rate")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(1e-4, "L2 weight decay")
+    epochs: int = setting(100, "passes over the training split")
+    batch_size: int = setting(128, "images per step (global, under torchrun)")
+    poly_power: float = setting(0.9, "power of the polynomial lr decay")
+    amp: str = setting(
+        "auto",
+        "bf16 autocast (auto: on GPUs and on CPUs that run bf16 natively, AMX or AVX-512 BF16)",
+        choices=AMP_CHOICES,
+    )
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    cuda_graphs: bool | None = setting(
+        None, "replay each training step from a CUDA graph (default: on for one GPU with the data in its memory)"
+    )
+    seed: int = setting(0, "seed of the weights, data order and augmentation")
+    eval_batch_size: int = setting(1024, "images per evaluation batch")
+    runs_dir: str = setting("runs", "where run folders are made")
+    name: str | None = setting(None, "run name (default: <dataset>-<method>)")
+    preset: str | None = setting(
+        None,
+        "start from a published recipe (paper: Liu et al. 2025 exactly); flags given as well still apply",
+        choices=("paper",),
+    )  # recorded in the run; applied by the CLI and the studio, not here
+
+    def resolved(self) -> TrainConfig:
+        """Fill method defaults and check every value; raise `StudioError` on the first bad one."""
+        m = get_method(self.method)
+        cfg = replace(
+            self,
+            t_target=m.t_target if self.t_target is None else self.t_target,
+            t_nontarget=(m.t_nontarget or m.t_target) if self.t_nontarget is None else self.t_nontarget,
+            kd_weight=m.kd_weight if self.kd_weight is None else self.kd_weight,
+            ps_alpha=(m.ps_alpha or 0.8) if self.ps_alpha is None else self.ps_alpha,
+            name=self.name or f"{self.data.dataset}-{self.method}",
+        )
+        checks = [
+            (cfg.t_target > 0 and cfg.t_nontarget > 0, "temperatures must be positive."),
+            (cfg.kd_weight >= 0, "the KD weight must not be negative."),
+            (
+                cfg.kd_scaling in KD_SCALINGS,
+                f"unknown KD scaling '{cfg.kd_scaling}'; choose one of {', '.join(KD_SCALINGS)}.",
+            ),
+            (cfg.kd_warmup >= 0, "the KD warm-up must be 0 or more epochs."),
+            (cfg.preset in (None, *PRESETS), f"unknown preset '{cfg.preset}'; choose one of {', '.join(PRESETS)}."),
+            (0 <= cfg.ps_alpha <= 1, "the PS-KD alpha must be between 0 and 1."),
+            (0 < cfg.gamma_min <= cfg.gamma_max, "gamma range must satisfy 0 < gamma-min <= gamma-max."),
+            (cfg.arch in ARCHS, f"unknown architecture '{cfg.arch}'; choose one of {', '.join(ARCHS)}."),
+            (
+                cfg.optimizer in OPTIMIZERS,
+                f"unknown optimizer '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}.",
+            ),
+            (cfg.lr > 0 and math.isfinite(cfg.lr), "the learning rate must be a positive number."),
+            (cfg.weight_decay >= 0 and 0 <= cfg.momentum < 1, "weight decay must be >= 0 and momentum in [0, 1)."),
+            (cfg.epochs >= 1, "train for at least one epoch."),
+            (cfg.batch_size >= 2, "the batch size must be at least 2 (batch norm needs two images)."),
+            (cfg.eval_batch_size >= 1, "the evaluation batch size must be at least 1."),
+            (cfg.amp in AMP_CHOICES, f"unknown --amp '{cfg.amp}'; choose one of {', '.join(AMP_CHOICES)}."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise StudioError(message)
+        return cfg
+
+    def augment(self, size: int):
+        from core.augment import RegionalGamma, TrainAugment
+
+        rga = RegionalGamma(gamma_range=(self.gamma_min, self.gamma_max)) if self.rga else None
+        return TrainAugment(size=size, rga=rga)
+
+    @staticmethod
+    def from_dict(d: dict) -> TrainConfig:
+        """A config saved by any version: runs made before the stable KD scaling and the warm-up existed
+        trained with the paper's scaling and no warm-up, and read back so."""
+        d = {"kd_scaling": "paper", "kd_warmup": 0, **d}
+        d["data"] = DataConfig(**d.get("data", {}))
+        return TrainConfig(**d)
+
+
+# Published recipes, applied by `--preset NAME` (explicit flags still win) and the Train tab's recipe switch.
+PRESETS: dict[str, dict] = {
+    # Liu et al. 2025 as published and in the public code: TSS-KD 4 / 0.4 with the KL scaled by
+    # t_target**2, weight 1, no warm-up, 100 epochs of SGD 0.01 at batch 128. From scratch it collapses
+    # to a constant output (measured; README, "Results"); the studio's defaults are the stable variant.
+    "paper": {
+        "method": "tss-kd",
+        "t_target": 4.0,
+        "t_nontarget": 0.4,
+        "kd_weight": 1.0,
+        "kd_scaling": "paper",
+        "kd_warmup": 0,
+        "rga": True,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "epochs": 100,
+        "batch_size": 128,
+        "poly_power": 0.9,
+    },
+}
+
+
+def _base_type(cls, name: str) -> type:
+    """The field's type without `None`: `float | None` -> float."""
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+    return args[0]
+
+
+def _cli_fields(cls) -> list:
+    return [f for f in fields(cls) if f.metadata.get("cli", True)]
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """One option per setting, its help, type, choices and default taken from the dataclass field."""
+    for title, cls in (("data", DataConfig), ("training", TrainConfig)):
+        group = ap.add_argument_group(title)
+        for f in _cli_fields(cls):
+            kind = _base_type(cls, f.name)
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default if f.default is not MISSING else None
+            extra = {k: f.metadata[k] for k in ("choices", "metavar") if k in f.metadata}
+            if kind is bool:
+                group.add_argument(
+                    flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"]
+                )
+            else:
+                group.add_argument(flag, type=kind, default=default, help=f.metadata["help"], **extra)
+
+
+def from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config the parsed command line describes; the data's seed is the run's seed."""
+    data = DataConfig(**{f.name: getattr(args, f.name) for f in _cli_fields(DataConfig)}, seed=args.seed)
+    return TrainConfig(data=data, **{f.name: getattr(args, f.name) for f in _cli_fields(TrainConfig)})
+
+
+# What the studio's API may not set: where runs are written is the studio's choice, not the caller's.
+SERVER_OWNED = ("runs_dir",)
+
+
+def _coerce(name: str, kind: type, value):
+    if value is None:
+        return None
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer(),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise StudioError(f"setting '{name}' must be {kind.__name__}, not {value!r}.")
+    return kind(value)
+
+
+def from_settings(settings: dict, *, base: TrainConfig | None = None) -> TrainConfig:
+    """A config from a settings object (the API's JSON): any subset of TrainConfig's fields, with the data's
+    fields either flat (`"image_size": 64`) or under `"data"`; `"preset"` applies its recipe first and the
+    settings given still win. Unknown names and wrong types are refused with a clear message."""
+    if not isinstance(settings, dict):
+        raise StudioError("settings must be a JSON object of TrainConfig fields.")
+    settings = dict(settings)
+    nested = settings.pop("data", None) or {}
+    if not isinstance(nested, dict):
+        raise StudioError("'data' must be a JSON object of DataConfig fields.")
+    data_names = {f.name for f in fields(DataConfig)}
+    train_fields = {f.name: f for f in fields(TrainConfig) if f.name != "data"}
+    data_fields = {f.name: f for f in fields(DataConfig)}
+    for key in settings:
+        if key in SERVER_OWNED:
+            raise StudioError(f"'{key}' is set by the studio, not by the caller.")
+        if key not in train_fields and key not in data_names:
+            known = ", ".join(sorted({*train_fields, *data_names} - set(SERVER_OWNED)))
+            raise StudioError(f"unknown setting '{key}'; known settings: {known}.")
+    for key in nested:
+        if key not in data_fields:
+            raise StudioError(f"unknown data setting '{key}'; known: {', '.join(data_fields)}.")
+    preset = settings.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise StudioError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
+    values = {**(PRESETS[preset] if preset else {}), **{k: v for k, v in settings.items() if k in train_fields}}
+    data_values = {**nested, **{k: v for k, v in settings.items() if k in data_names and k not in train_fields}}
+    base = base or TrainConfig()
+    train = {k: _coerce(k, _base_type(TrainConfig, k), v) for k, v in values.items()}
+    data = {k: _coerce(k, _base_type(DataConfig, k), v) for k, v in data_values.items()}
+    data.setdefault("seed", train.get("seed", base.seed))
+    return replace(base, data=replace(base.data, **data), **train)

@@ -1,0 +1,99 @@
+"""One source of truth for settings: the dataclass fields make the CLI and the API's settings object."""
+
+from dataclasses import fields
+
+import pytest
+
+from core import config
+from core.config import PRESETS, DataConfig, TrainConfig, from_settings
+from core.errors import StudioError
+from core.train import get_args_parser, main, parse_args
+
+
+def test_every_setting_has_one_cli_option_whose_default_is_the_fields():
+    ap = get_args_parser()
+    options = {a.dest: a for a in ap._actions}
+    for cls in (DataConfig, TrainConfig):
+        for f in fields(cls):
+            if f.name in ("data",) or (cls is DataConfig and f.name == "seed"):
+                continue  # the data's seed is the run's --seed
+            assert f.name in options, f.name
+            assert options[f.name].default == f.default, f.name
+            assert options[f.name].help == f.metadata["help"], f.name
+
+
+def test_the_default_command_line_is_the_default_config():
+    assert config.from_args(parse_args([])) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    ("argv", "field", "value"),
+    [
+        (["--epochs", "7"], "epochs", 7),
+        (["--no-rga"], "rga", False),
+        (["--skip-bad-files"], "skip_bad_files", True),
+        (["--image-size", "48"], "image_size", 48),
+        (["--seed", "3"], "seed", 3),
+        (["--kd-scaling", "paper"], "kd_scaling", "paper"),
+        (["--no-cuda-graphs"], "cuda_graphs", False),
+    ],
+)
+def test_a_flag_sets_its_field(argv, field, value):
+    cfg = config.from_args(parse_args(argv))
+    target = cfg.data if field in ("image_size", "skip_bad_files") else cfg
+    assert getattr(target, field) == value
+    if field == "seed":
+        assert cfg.data.seed == 3  # the split follows the run's seed
+
+
+def test_settings_by_name_fill_the_rest_with_defaults():
+    cfg = from_settings({"method": "ce", "epochs": 1})
+    assert (cfg.method, cfg.epochs, cfg.batch_size, cfg.data) == ("ce", 1, 128, DataConfig())
+
+
+def test_data_settings_may_be_flat_or_nested_and_the_seed_follows_the_run():
+    flat = from_settings({"image_size": 16, "synthetic_train": 64, "seed": 5})
+    nested = from_settings({"data": {"image_size": 16, "synthetic_train": 64}, "seed": 5})
+    assert flat == nested and flat.data.image_size == 16 and flat.data.seed == 5
+
+
+def test_a_preset_applies_first_and_the_settings_given_still_win():
+    cfg = from_settings({"preset": "paper", "epochs": 3})
+    assert cfg.epochs == 3 and cfg.kd_scaling == "paper" and cfg.kd_warmup == 0 and cfg.preset == "paper"
+    assert {k: getattr(cfg, k) for k in PRESETS["paper"] if k != "epochs"} == {
+        k: v for k, v in PRESETS["paper"].items() if k != "epochs"
+    }
+
+
+def test_whole_floats_are_accepted_for_integers():
+    assert from_settings({"epochs": 3.0}).epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("not an object", "must be a JSON object"),
+        ({"epoch": 3}, "unknown setting 'epoch'"),
+        ({"epochs": "3"}, "'epochs' must be int"),
+        ({"epochs": True}, "'epochs' must be int"),
+        ({"lr": "fast"}, "'lr' must be float"),
+        ({"rga": 1}, "'rga' must be bool"),
+        ({"runs_dir": "/elsewhere"}, "set by the studio"),
+        ({"data": [1]}, "'data' must be a JSON object"),
+        ({"data": {"size": 3}}, "unknown data setting 'size'"),
+        ({"preset": "fast"}, "unknown preset 'fast'"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_clear_message(settings, message):
+    with pytest.raises(StudioError, match=message):
+        from_settings(settings)
+
+
+def test_resuming_with_changed_settings_is_refused_and_says_which(tiny_run, capsys):
+    assert main(["--resume", str(tiny_run), "--epochs", "200", "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--epochs 200 (the run has 2)" in err and "--lr 0.5 (the run has 0.01)" in err
+    assert "Traceback" not in err
+    # the same values, or another device, are not a change: the run's own state decides
+    assert main(["--resume", str(tiny_run), "--epochs", "2", "--device", "cpu"]) == 2
+    assert "already finished" in capsys.readouterr().err
