@@ -17,6 +17,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score,
 
 from core.augment import eval_transform
 from core.errors import StudioError
+from core.runs import Run
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, *, bins: int = 15) -> list[dict]:
@@ -127,7 +128,7 @@ def load_trained(path: str | Path, *, device: str | torch.device = "cpu", data=N
     from core.model import load_model
 
     path = Path(path)
-    if path.is_dir() and not (path / "config.json").is_file():
+    if path.is_dir() and not Run(path).exists():
         raise StudioError(f"{path.name}: not a run folder (no config.json).")
     model, spec, meta = load_model(path, device=device)
     if data is None:

@@ -67,8 +67,7 @@ class JobManager:
             raise StudioError(f"the batch size must be at least {2 * processes} for {processes} processes.")
         if processes > 1 and device.startswith("cuda"):
             device = "cuda"  # torchrun puts rank r on GPU r
-        run = runs.create_run_dir(self.runs_dir, cfg.name)
-        runs.write_json(run / "config.json", asdict(cfg))
+        run = runs.Run.create(self.runs_dir, cfg.name, asdict(cfg)).path
         runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=processes)
         self._enqueue(run, device)
         return run
@@ -76,7 +75,7 @@ class JobManager:
     def resume(self, run: str | Path) -> None:
         """Queue a stopped or failed run again; it continues from its last checkpoint."""
         run = self.find(run)
-        status = runs.read_json(run / "status.json", {}) or {}
+        status = runs.Run(run).status()
         if status.get("status") not in ("stopped", "failed"):
             raise StudioError(f"{run.name} is {status.get('status', 'unknown')}; only stopped or failed runs resume.")
         runs.set_status(run, "queued")
@@ -102,7 +101,7 @@ class JobManager:
     def status(self, run: str | Path) -> dict:
         """Status, progress and the latest metrics of a run, as the UI and the API show them."""
         run = self.find(run)
-        status = runs.read_json(run / "status.json", {}) or {}
+        status = runs.Run(run).status()
         rows = runs.read_metrics(run)
         out = {
             "run": run.name,
@@ -125,11 +124,7 @@ class JobManager:
 
     def find(self, run: str | Path) -> Path:
         """A run id (folder name) -> its path under the runs directory; never a path outside it."""
-        name = Path(str(run)).name
-        path = self.runs_dir / name
-        if not name or name in (".", "..") or not (path / "config.json").is_file():
-            raise StudioError(f"no run named '{name}'.")
-        return path
+        return runs.Run.find(self.runs_dir, run).path
 
     def wait(self, run_list: list[Path], *, timeout: float | None = None, poll_s: float = 0.5) -> dict[str, str]:
         """Block until every run in `run_list` has ended (done, failed or stopped); return name -> status.
@@ -137,7 +132,7 @@ class JobManager:
         Raises `StudioError` when `timeout` seconds pass first (the runs keep going)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            ended = {r.name: (runs.read_json(r / "status.json", {}) or {}).get("status") for r in run_list}
+            ended = {r.name: runs.Run(r).status().get("status") for r in run_list}
             with self._lock:
                 live = {r.name for r in self._procs} | {r.name for q in self._queues.values() for r in q}
             if all(s in runs.FINAL for s in ended.values()) and not live & ended.keys():
@@ -166,7 +161,7 @@ class JobManager:
     def recover(self) -> None:
         """Rebuild the picture from the run directories (after a restart of the app)."""
         for run in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
-            status = runs.read_json(run / "status.json")
+            status = runs.Run(run).status()
             if not status:
                 continue
             if status.get("status") == "queued":
@@ -199,7 +194,7 @@ class JobManager:
                 self._procs.pop(run, None)
                 stopping = run in self._stopping
                 self._stopping.discard(run)
-            status = (runs.read_json(run / "status.json", {}) or {}).get("status")
+            status = runs.Run(run).status().get("status")
             if status in ("queued", "running"):  # the trainer could not write its own ending
                 if stopping:
                     runs.set_status(run, "stopped")
@@ -218,12 +213,14 @@ class JobManager:
                     busy[device] = busy.get(device, 0) + 1
 
     def _spawn(self, run: Path, device: str) -> subprocess.Popen:
-        processes = int((runs.read_json(run / "status.json", {}) or {}).get("processes") or 1)
+        processes = int(runs.Run(run).status().get("processes") or 1)
         launcher = [sys.executable]
         if processes > 1:
             launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
-        argv = [*launcher, "-m", "core.train", "--resume", str(run.resolve()), "--device", device]
-        out = open(run / "process.log", "ab")  # noqa: SIM115 - handed to the child, closed below
+        # a prepared run starts (--prepared); one that trained before continues from its checkpoint (--resume)
+        mode = "--resume" if runs.Run(run).last_path.exists() else "--prepared"
+        argv = [*launcher, "-m", "core.train", mode, str(run.resolve()), "--device", device]
+        out = open(runs.Run(run).process_log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             return subprocess.Popen(
                 argv,
@@ -263,7 +260,7 @@ def _signal_group(pid: int, sig: int) -> None:
 def _last_error(run: Path) -> str | None:
     """The trainer's own 'error: ...' line, when it printed one before exiting."""
     try:
-        lines = (run / "process.log").read_text(errors="replace").splitlines()
+        lines = runs.Run(run).process_log_path.read_text(errors="replace").splitlines()
     except OSError:
         return None
     errors = [line[len("error: ") :] for line in lines if line.startswith("error: ")]

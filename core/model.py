@@ -21,6 +21,7 @@ from torch import nn
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import StudioError
+from core.runs import Run
 
 FORMAT = "tss-kd-studio/model-1"
 ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "densenet121")
@@ -164,7 +165,7 @@ def resolve_model_path(path: str | Path) -> Path:
     """A run directory, a `.safetensors` file or its `.json` twin -> the `.safetensors` weights path."""
     p = Path(path)
     if p.is_dir():
-        p = p / "model.safetensors"
+        p = Run(p).model_path
     elif p.suffix == ".json":
         p = p.with_suffix(".safetensors")
     if p.suffix in (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"):

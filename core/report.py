@@ -52,10 +52,10 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
     from core.cam import compute_cam, overlay
     from core.evaluate import classification_metrics, load_trained, predict_probs
 
-    run = Path(run)
-    cfg = runs.read_json(run / "config.json")
-    status = runs.read_json(run / "status.json", {}) or {}
-    if cfg is None or not (run / "model.safetensors").is_file():
+    folder = runs.Run(run)
+    run = folder.path
+    cfg, status = folder.config(), folder.status()
+    if cfg is None or not folder.has_model():
         raise StudioError(f"{run.name}: not a run folder with a trained model.")
     model, _, meta, data = load_trained(run)
     probs = predict_probs(model, data.test.images).numpy()
@@ -151,7 +151,7 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
 
 def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     run = Path(run)
-    out = Path(out) if out else run / "report.html"
+    out = Path(out) if out else runs.Run(run).report_path
     out.write_text(build_report(run), encoding="utf-8")
     return out
 

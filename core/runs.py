@@ -16,6 +16,10 @@ from pathlib import Path
 from core.errors import StudioError
 
 STATUSES = ("queued", "running", "done", "failed", "stopped")
+# The files of a run folder. No code outside this module names them: it asks a `Run`.
+CONFIG, STATUS, METRICS, LOG = "config.json", "status.json", "metrics.jsonl", "train.log"
+MODEL, MODEL_META, LAST, REPORT = "model.safetensors", "model.json", "last.safetensors", "report.html"
+PROCESS_LOG = "process.log"  # the trainer process's own output, kept by the job manager
 FINAL = ("done", "failed", "stopped")  # a run in one of these has no process working on it
 
 
@@ -62,28 +66,28 @@ def set_status(run: Path, status: str, **fields) -> dict:
     """Update status.json, keeping fields written earlier (e.g. the pid) unless replaced."""
     if status not in STATUSES:
         raise ValueError(status)
-    current = read_json(run / "status.json", {}) or {}
+    current = read_json(run / STATUS, {}) or {}
     current.update(fields, status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
     if status != "failed":
         current.pop("error", None)
-    write_json(run / "status.json", current)
+    write_json(run / STATUS, current)
     return current
 
 
 def add_warning(run: Path, warning: dict) -> bool:
     """Add `{"kind", "epoch", "message"}` to status.json's `warnings` unless one of that kind is there;
     True when it was added."""
-    current = read_json(run / "status.json", {}) or {}
+    current = read_json(run / STATUS, {}) or {}
     warnings = list(current.get("warnings") or [])
     if any(w.get("kind") == warning["kind"] for w in warnings):
         return False
     current["warnings"] = [*warnings, warning]
-    write_json(run / "status.json", current)
+    write_json(run / STATUS, current)
     return True
 
 
 def append_metrics(run: Path, row: dict) -> None:
-    with open(run / "metrics.jsonl", "a") as f:
+    with open(run / METRICS, "a") as f:
         f.write(json.dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -92,7 +96,7 @@ def append_metrics(run: Path, row: dict) -> None:
 def read_metrics(run: Path) -> list[dict]:
     rows = []
     try:
-        with open(run / "metrics.jsonl") as f:
+        with open(run / METRICS) as f:
             for line in f:
                 line = line.strip()
                 if line:
@@ -110,7 +114,7 @@ def truncate_metrics(run: Path, last_epoch: int) -> None:
     rows = [r for r in read_metrics(run) if r.get("epoch", 0) <= last_epoch]
     tmp = run / ".metrics.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, run / "metrics.jsonl")
+    os.replace(tmp, run / METRICS)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -135,7 +139,7 @@ def started(run: Path) -> tuple[str, int, float]:
     if m:
         return m.group(1), int(m.group(2) or 1), 0.0
     try:
-        return "", 0, (run / "config.json").stat().st_mtime
+        return "", 0, (run / CONFIG).stat().st_mtime
     except OSError:
         return "", 0, 0.0
 
@@ -146,10 +150,10 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
     root = Path(runs_dir)
     out = []
     for run in sorted(root.iterdir(), key=started, reverse=True) if root.is_dir() else []:
-        cfg = read_json(run / "config.json")
+        cfg = read_json(run / CONFIG)
         if not isinstance(cfg, dict):
             continue
-        status = read_json(run / "status.json", {}) or {}
+        status = read_json(run / STATUS, {}) or {}
         rows = read_metrics(run)
         best = max(rows, key=lambda r: (r.get("val_auc") or 0, r.get("val_acc") or 0)) if rows else {}
         out.append(
@@ -179,7 +183,109 @@ def delete_run(run: Path) -> None:
     """Remove a finished, failed or stopped run directory (never one that is queued or running)."""
     import shutil
 
-    status = (read_json(run / "status.json", {}) or {}).get("status")
+    status = (read_json(run / STATUS, {}) or {}).get("status")
     if status in ("queued", "running"):
         raise StudioError(f"{run.name} is {status}; stop it before deleting it.")
     shutil.rmtree(run)
+
+
+class Run:
+    """One run folder and the files in it: the only code that knows their names and layout."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Run) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, runs_dir: str | Path, name: str, config: dict) -> Run:
+        """The one place a run folder is made: a new folder (never an existing one) with its config."""
+        run = cls(create_run_dir(runs_dir, name))
+        write_json(run.path / CONFIG, config)
+        return run
+
+    @classmethod
+    def find(cls, runs_dir: str | Path, run_id: str | Path) -> Run:
+        """A run id (folder name) -> its run under `runs_dir`; never a path outside it."""
+        name = Path(str(run_id)).name
+        run = cls(Path(runs_dir) / name)
+        if not name or name in (".", "..") or not run.exists():
+            raise StudioError(f"no run named '{name}'.")
+        return run
+
+    def exists(self) -> bool:
+        return (self.path / CONFIG).is_file()
+
+    def config(self) -> dict | None:
+        cfg = read_json(self.path / CONFIG)
+        return cfg if isinstance(cfg, dict) else None
+
+    def status(self) -> dict:
+        """status.json as a dict; {} before it is written or when unreadable."""
+        status = read_json(self.path / STATUS, {})
+        return status if isinstance(status, dict) else {}
+
+    def set_status(self, status: str, **fields) -> dict:
+        return set_status(self.path, status, **fields)
+
+    def add_warning(self, warning: dict) -> bool:
+        return add_warning(self.path, warning)
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.path)
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    @property
+    def process_log_path(self) -> Path:
+        return self.path / PROCESS_LOG
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL
+
+    @property
+    def last_path(self) -> Path:
+        """The resume point: model, optimizer, generators and position in the epoch."""
+        return self.path / LAST
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT
+
+    def has_model(self) -> bool:
+        return self.model_path.is_file()
+
+    def model_meta(self) -> dict:
+        """model.json (what the best model is and how it scored); {} before there is a model."""
+        meta = read_json(self.path / MODEL_META, {})
+        return meta if isinstance(meta, dict) else {}
+
+    def write_model_meta(self, meta: dict) -> None:
+        write_json(self.path / MODEL_META, meta)
+
+    def files(self) -> list[Path]:
+        """What a download of the model takes: weights, their description and the run's config."""
+        return [self.path / f for f in (MODEL, MODEL_META, CONFIG) if (self.path / f).is_file()]
+
+    def delete(self) -> None:
+        delete_run(self.path)

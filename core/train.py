@@ -413,7 +413,7 @@ def fit(
     state, sampler = new_state(cfg, spec, train, device, graphs=graphs)
     model = state.model
     state.group = group
-    last = run / "last.safetensors"
+    last = runs.Run(run).last_path
     if resume and last.is_file():
         load_last(last, state)
         if not group.main:
@@ -506,7 +506,7 @@ def fit(
             save_model(
                 model,
                 spec,
-                run / "model.safetensors",
+                runs.Run(run).model_path,
                 extra=model_extra(cfg, run, epoch + 1, {"val_acc": val_acc, "val_auc": val_auc}),
             )
         state.epoch, state.step = epoch + 1, 0
@@ -571,12 +571,12 @@ def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> 
         meta["ood"] = ood.fit_and_save(model, run, data, passes["val"], passes["test"], batch_size=cfg.eval_batch_size)
     except StudioError as e:
         log.warning("no out-of-distribution check for this model: %s", e)
-    runs.write_json(run / "model.json", meta)
+    runs.Run(run).write_model_meta(meta)
     return test
 
 
 def _logging_to(run: Path) -> logging.Handler:
-    handler = logging.FileHandler(run / "train.log")
+    handler = logging.FileHandler(runs.Run(run).log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.setLevel(logging.INFO)
     logging.getLogger("core").addHandler(handler)  # core.train and the data loaders propagate here, once
@@ -585,7 +585,7 @@ def _logging_to(run: Path) -> logging.Handler:
 
 def _resume_config(path: str, device: str | None) -> tuple[TrainConfig, Path]:
     run = Path(path)
-    saved = runs.read_json(run / "config.json")
+    saved = runs.Run(run).config()
     if saved is None:
         raise StudioError(f"{run.name}: not a run folder (no readable config.json).")
     cfg = TrainConfig.from_dict(saved)
@@ -593,7 +593,7 @@ def _resume_config(path: str, device: str | None) -> tuple[TrainConfig, Path]:
 
 
 def _check_resumable(run: Path) -> None:
-    status = runs.read_json(run / "status.json", {}) or {}
+    status = runs.Run(run).status()
     if status.get("status") == "done":
         raise StudioError(f"{run.name} has already finished; start a new run instead.")
     if status.get("status") == "running" and runs.pid_alive(status.get("pid")):
@@ -628,9 +628,7 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
             if resume:
                 _check_resumable(run)
                 return run
-            made = runs.create_run_dir(cfg.runs_dir, cfg.name)
-            runs.write_json(made / "config.json", asdict(cfg))
-            return made
+            return runs.Run.create(cfg.runs_dir, cfg.name, asdict(cfg)).path
 
         run = distributed.share_outcome(group, prepare)
         return _train_in(run, cfg, data, device, stop=stop, resume=bool(resume), group=group)
@@ -688,7 +686,7 @@ def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, 
             return run
         if outcome == "done":
             test = finish(run, data, device, cfg)
-            meta = runs.read_json(run / "model.json", {})
+            meta = runs.Run(run).model_meta()
             warning = health.chance_warning(
                 test["accuracy"],
                 health.majority_rate(data.test.labels),
@@ -741,8 +739,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     config.add_arguments(ap)
-    ap.add_argument(
+    start = ap.add_mutually_exclusive_group()
+    start.add_argument(
         "--resume", default=None, metavar="RUN", help="continue a stopped or killed run folder (its settings apply)"
+    )
+    start.add_argument(  # not --run: torchrun would take that for an abbreviation of its --run-path
+        "--prepared",
+        default=None,
+        metavar="RUN",
+        help="start a run folder the studio prepared (its settings apply)",
     )
     return ap
 
@@ -767,13 +772,14 @@ def given_settings(argv: list[str] | None) -> dict:
         action.default = argparse.SUPPRESS
     given = vars(ap.parse_args(argv))
     given.pop("resume", None)
+    given.pop("prepared", None)
     return given
 
 
 def resume_conflicts(run: str, given: dict) -> list[str]:
     """Flags given with --resume whose value differs from the run's own settings (--device may change:
     the same run can continue on another device). A resumed run keeps its settings, so these are refused."""
-    saved = runs.read_json(Path(run) / "config.json")
+    saved = runs.Run(run).config()
     if not isinstance(saved, dict):
         return []  # run_training says the folder is not a run
     data_names = {f.name for f in fields(DataConfig)} - {"seed"}
@@ -787,8 +793,24 @@ def resume_conflicts(run: str, given: dict) -> list[str]:
     return out
 
 
+def check_prepared(path: str) -> None:
+    """--prepared starts a prepared run: a folder with its config that has not trained yet."""
+    run = runs.Run(path)
+    if not run.exists():
+        raise StudioError(f"{run.name}: not a run folder (no readable config).")
+    if run.last_path.exists() or run.status().get("status") not in (None, "queued"):
+        raise StudioError(f"{run.name} has started before; continue it with --resume.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.prepared:
+        try:
+            check_prepared(args.prepared)
+        except StudioError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        args.resume = args.prepared  # the same path from here: the run's own settings, its folder
     if args.resume:
         changed = resume_conflicts(args.resume, given_settings(argv))
         if changed:
@@ -819,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not main_rank:
         return 0
-    status = runs.read_json(run / "status.json", {})
+    status = runs.Run(run).status()
     print(
         json.dumps(
             {

@@ -97,3 +97,22 @@ def test_resuming_with_changed_settings_is_refused_and_says_which(tiny_run, caps
     # the same values, or another device, are not a change: the run's own state decides
     assert main(["--resume", str(tiny_run), "--epochs", "2", "--device", "cpu"]) == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def test_prepared_starts_a_prepared_run_and_refuses_one_that_started_before(tiny_run, tmp_path, capsys):
+    import json
+    from dataclasses import asdict
+
+    from conftest import tiny_config
+
+    from core import runs
+
+    prepared = runs.Run.create(tmp_path / "runs", "prepared", asdict(tiny_config(tmp_path).resolved()))
+    prepared.set_status("queued")
+    assert main(["--prepared", str(prepared.path), "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["status"] == "done"
+    assert prepared.status()["status"] == "done" and prepared.has_model()
+    assert main(["--prepared", str(tiny_run)]) == 2
+    assert "has started before; continue it with --resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--prepared", str(tiny_run), "--resume", str(tiny_run)])

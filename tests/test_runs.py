@@ -13,3 +13,63 @@ def test_runs_are_listed_newest_first_by_start_time_not_by_name(tmp_path, monkey
     assert made == ["zeta-20261126-100000", "alpha-20261126-100005", "alpha-20261126-100005-2"]
     (tmp_path / "not-a-run").mkdir()  # no config.json: left out
     assert [r["run"] for r in runs.list_runs(tmp_path)] == made[::-1]
+
+
+def test_a_run_is_created_once_with_its_config_and_found_only_under_its_folder(tmp_path):
+    import pytest
+
+    from core.errors import StudioError
+
+    run = runs.Run.create(tmp_path, "my run/../x", {"method": "ce"})
+    assert run.path.parent == tmp_path and "/" not in run.name
+    assert run.config() == {"method": "ce"} and run.exists()
+    assert runs.Run.find(tmp_path, run.name) == run
+    for bad in ("../etc", "", ".", "no-such-run"):
+        with pytest.raises(StudioError, match="no run named"):
+            runs.Run.find(tmp_path, bad)
+    assert runs.Run.create(tmp_path, "my run/../x", {}).path != run.path  # never reused
+
+
+def test_a_run_answers_for_its_files_before_and_after_they_exist(tmp_path):
+    import pytest
+
+    from core.errors import StudioError
+
+    run = runs.Run.create(tmp_path, "r", {"method": "tss-kd"})
+    assert run.status() == {} and run.metrics() == [] and run.model_meta() == {} and run.log_tail() == ""
+    assert not run.has_model() and run.files() == [run.path / runs.CONFIG]
+    run.set_status("running", epoch=1, pid=999999)
+    assert run.add_warning({"kind": "collapse", "epoch": 2, "message": "m"})
+    assert not run.add_warning({"kind": "collapse", "epoch": 3, "message": "again"})  # once per kind
+    runs.append_metrics(run.path, {"epoch": 1, "val_acc": 0.5})
+    run.log_path.write_text("\n".join(f"line {i}" for i in range(30)))
+    assert run.status()["status"] == "running" and [w["epoch"] for w in run.status()["warnings"]] == [2]
+    assert run.metrics() == [{"epoch": 1, "val_acc": 0.5}] and run.log_tail(2) == "line 28\nline 29"
+    run.write_model_meta({"metrics": {"val_acc": 0.5}})
+    assert run.model_meta()["metrics"] == {"val_acc": 0.5}
+    (run.path / runs.STATUS).write_text("{broken")
+    assert run.status() == {}  # a half-written file reads as nothing, not a crash
+    run.set_status("running")
+    with pytest.raises(StudioError, match="stop it before deleting"):
+        run.delete()
+    run.set_status("stopped")
+    run.delete()
+    assert not run.path.exists()
+
+
+def test_no_module_outside_core_runs_names_a_file_inside_a_run_folder():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    names = [runs.CONFIG, runs.STATUS, runs.METRICS, runs.LOG, runs.MODEL, runs.MODEL_META, runs.LAST]
+    names += [runs.PROCESS_LOG]
+    offenders = [
+        f"{path.relative_to(root)}: {name}"
+        for path in [*root.glob("core/*.py"), *root.glob("ui/*.py"), root / "app.py"]
+        if path.name != "runs.py"
+        for line in path.read_text().splitlines()
+        if not line.lstrip().startswith(("#", '"""'))
+        for name in names
+        if f'"{name}"' in line or f"'{name}'" in line
+    ]
+    assert offenders == []

@@ -58,7 +58,7 @@ class Studio:
         """(label, value) for the demo model and every finished run with a model."""
         out = [(DEMO_LABEL, "demo")] if DEMO_MODEL.is_file() else []
         for r in runs.list_runs(self.runs_dir):
-            if (self.runs_dir / r["run"] / "model.safetensors").is_file():
+            if runs.Run(self.runs_dir / r["run"]).has_model():
                 auc = r["best_val_auc"]
                 out.append((f"{r['run']} ({r['method']}, val AUC {auc:.3f})" if auc else r["run"], r["run"]))
         return out

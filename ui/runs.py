@@ -52,7 +52,7 @@ def make_evaluate(ctx: Studio):
 def make_calibration(ctx: Studio):
     @user_error
     def calibration_view(run_id: str, split: str):
-        meta = runs.read_json(ctx.jobs.find(run_id) / "model.json", {}) or {}
+        meta = runs.Run(ctx.jobs.find(run_id)).model_meta()
         record = meta.get("calibration")
         if not record:
             raise gr.Error("This run has no calibration yet (it is fitted when a run finishes).")
@@ -82,9 +82,8 @@ def make_download(ctx: Studio):
         run = ctx.jobs.find(run_id)
         out = Path(tempfile.mkdtemp(prefix="tsskd-download-"))
         files = []
-        for name in ("model.safetensors", "model.json", "config.json"):
-            if (run / name).is_file():
-                files.append(str(shutil.copy2(run / name, out / f"{run.name}-{name}")))
+        for path in runs.Run(run).files():
+            files.append(str(shutil.copy2(path, out / f"{run.name}-{path.name}")))
         if not files:
             raise gr.Error(f"{run.name} has nothing to download yet.")
         return files

@@ -140,10 +140,7 @@ def monitor(ctx: Studio, run_id: str):
         text += f", about {duration(s['seconds_left'])} left"
     if s.get("error"):
         text += f"\n\n**Error:** {s['error']}"
-    try:
-        log = "\n".join((run / "train.log").read_text(errors="replace").splitlines()[-15:])
-    except OSError:
-        log = ""
+    log = runs.Run(run).log_tail(15)
     return text, warnings_text(s), plots.curves({s["run"]: runs.read_metrics(run)}), log
 
 
