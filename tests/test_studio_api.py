@@ -43,6 +43,22 @@ def test_the_api_lists_exactly_the_documented_names(studio):
     assert {"/diagnose", "/augment_preview", "/start_training", "/run_status"} <= names
 
 
+def test_augment_preview_and_diagnose_need_only_what_a_user_must_give(studio):
+    client, _, _ = studio
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    required = {
+        name: [p["parameter_name"] for p in api[name]["parameters"] if not p["parameter_has_default"]]
+        for name in ("/augment_preview", "/diagnose", "/start_training")
+    }
+    assert required == {"/augment_preview": [], "/diagnose": ["files"], "/start_training": ["settings"]}
+    samples, views = client.predict(api_name="/augment_preview")  # demo scan 0, the tab's defaults
+    assert len(samples) == 8 and len(views) == 2
+    samples, _ = client.predict(
+        upload=handle_file(str(EXAMPLES / "demo-mass.png")), count=3, api_name="/augment_preview"
+    )
+    assert len(samples) == 3
+
+
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam", "layercam"])  # scorecam: test_evaluate
 def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     client, _, _ = studio

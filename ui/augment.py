@@ -26,21 +26,21 @@ def _scan(upload, example: str | None, demo_index: int) -> Scan:
 def make_preview(ctx: Studio):
     @user_error
     def augment_preview(
-        upload,
-        example,
-        demo_index,
-        mode,
-        gamma_min,
-        gamma_max,
-        max_side,
-        seed,
-        count,
-        gamma,
-        top,
-        left,
-        bottom,
-        right,
-        view_size,
+        upload=None,
+        example=None,
+        demo_index=0,
+        mode="random",
+        gamma_min=0.5,
+        gamma_max=2.0,
+        max_side=0.71,
+        seed=0,
+        count=8,
+        gamma=2.0,
+        top=0.25,
+        left=0.25,
+        bottom=0.75,
+        right=0.75,
+        view_size=64,
     ):
         """RGA samples (random or explicit) and the two training views of one image (API: /augment_preview)."""
         scan = _scan(upload, example, demo_index)
