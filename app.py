@@ -7,6 +7,7 @@ Flags: --host (default 127.0.0.1), --port, --share (a public link: think twice w
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         help="file of user:password lines (or set TSSKD_AUTH=user:password); off by default",
     )
     args = ap.parse_args(argv)
+    mistakes = logging.StreamHandler(sys.stderr)  # a user's mistake: one line each (ui.context.user_error)
+    mistakes.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("ui").addHandler(mistakes)
+    logging.getLogger("ui").setLevel(logging.INFO)
     if args.runs_per_device < 1:
         ap.error("--runs-per-device must be at least 1")
     warn_if_shared(args.share)

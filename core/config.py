@@ -10,7 +10,7 @@ import argparse
 import math
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from core.device import AMP_CHOICES
 from core.errors import StudioError
@@ -52,12 +52,12 @@ class TrainConfig:
     t_target: float | None = setting(None, "target-class temperature (default: 4.0)")
     t_nontarget: float | None = setting(None, "non-target temperature (default: 0.4 for tss-kd, else t-target)")
     kd_weight: float | None = setting(None, "lambda, the KD term's weight (default: 1.0)")
-    kd_scaling: str = setting(
+    kd_scaling: str | None = setting(
         "nontarget",
         "TSS-KD: scale the KL by t_nontarget**2 (nontarget, stable from scratch) or t_target**2 (paper)",
         choices=KD_SCALINGS,
     )  # runs made before it existed read as "paper" (see from_dict)
-    kd_warmup: int = setting(
+    kd_warmup: int | None = setting(
         10,
         "grow the KD weight linearly from 1/EPOCHS to 1 over the first EPOCHS epochs; 0: no warm-up",
         metavar="EPOCHS",
@@ -108,6 +108,8 @@ class TrainConfig:
             t_nontarget=(m.t_nontarget or m.t_target) if self.t_nontarget is None else self.t_nontarget,
             kd_weight=m.kd_weight if self.kd_weight is None else self.kd_weight,
             ps_alpha=(m.ps_alpha or 0.8) if self.ps_alpha is None else self.ps_alpha,
+            kd_scaling=self.kd_scaling or "nontarget",  # null in the config of a method without it
+            kd_warmup=0 if self.kd_warmup is None else self.kd_warmup,
             name=self.name or f"{self.data.dataset}-{self.method}",
         )
         checks = [
@@ -151,6 +153,28 @@ class TrainConfig:
         d = {"kd_scaling": "paper", "kd_warmup": 0, **d}
         d["data"] = DataConfig(**d.get("data", {}))
         return TrainConfig(**d)
+
+
+# The settings that belong to one method or another, and which of them each method uses. The others are
+# hidden in the Train form and recorded as null in a run's config, report and table.
+METHOD_SETTINGS = ("t_target", "t_nontarget", "kd_weight", "kd_scaling", "kd_warmup", "ps_alpha")
+_KD = ("t_target", "kd_weight", "kd_warmup")
+APPLIES = {"ce": (), "kd": _KD, "cs-kd": _KD, "ps-kd": ("ps_alpha",), "tss-kd": (*_KD, "t_nontarget", "kd_scaling")}
+
+
+def applies(method: str) -> tuple[str, ...]:
+    """The method-specific settings `method` uses (see METHOD_SETTINGS)."""
+    get_method(method)
+    return APPLIES.get(method, METHOD_SETTINGS)
+
+
+def to_record(cfg: TrainConfig) -> dict:
+    """A run's config as saved in its folder: method settings the method does not use are null."""
+    record = asdict(cfg)
+    for name in METHOD_SETTINGS:
+        if name not in applies(cfg.method):
+            record[name] = None
+    return record
 
 
 # Published recipes, applied by `--preset NAME` (explicit flags still win) and the Train tab's recipe switch.

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def distributions(classes: list[str], series: dict[str, list[float]], target: int):
@@ -69,14 +70,38 @@ def method_comparison(rows: list[dict], metrics: tuple[str, ...] = ("test_acc", 
     return fig
 
 
-def curves(series: dict[str, list[dict]], keys: tuple[str, ...] = ("train_loss", "val_acc", "val_auc")):
-    """One panel per metric, one line per run."""
+CHANCE_AUC = 0.5
+
+
+def curves(
+    series: dict[str, list[dict]],
+    keys: tuple[str, ...] = ("train_loss", "val_acc", "val_auc"),
+    *,
+    chance_acc: float | None = None,
+):
+    """One panel per metric, one line per run, whole-number epochs. Accuracy and AUC share the range 0 to 1
+    whatever the runs, so compared runs read alike, with chance marked: the majority-class rate on accuracy
+    (when given) and 0.5 on AUC."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
     for ax, key in zip(np.atleast_1d(axes), keys, strict=True):
         for name, rows in series.items():
             pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=name)
+        chance = {"val_acc": chance_acc, "val_auc": CHANCE_AUC}.get(key)
+        if key in ("val_acc", "val_auc"):
+            ax.set_ylim(0, 1.02)
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(
+                f"chance {chance:.2f}",
+                (0.01, chance),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                color="grey",
+                va="bottom",
+            )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("epoch")
     first = np.atleast_1d(axes)[0]

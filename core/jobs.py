@@ -18,10 +18,9 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict
 from pathlib import Path
 
-from core import runs
+from core import config, runs
 from core.config import TrainConfig
 from core.errors import StudioError
 
@@ -67,7 +66,7 @@ class JobManager:
             raise StudioError(f"the batch size must be at least {2 * processes} for {processes} processes.")
         if processes > 1 and device.startswith("cuda"):
             device = "cuda"  # torchrun puts rank r on GPU r
-        run = runs.Run.create(self.runs_dir, cfg.name, asdict(cfg)).path
+        run = runs.Run.create(self.runs_dir, cfg.name, config.to_record(cfg)).path
         runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=processes)
         self._enqueue(run, device)
         return run

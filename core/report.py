@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from core import figures, runs
+from core.config import METHOD_SETTINGS
 from core.errors import StudioError
 
 PACKAGES = ("torch", "torchvision", "numpy", "pillow", "pydicom", "safetensors", "scikit-learn", "grad-cam")
@@ -83,16 +84,17 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
         _table(
             [
                 ("method", cfg["method"]),
-                ("t_target", cfg["t_target"]),
-                ("t_nontarget", cfg["t_nontarget"]),
-                ("KD weight", cfg["kd_weight"]),
+                *[(k.replace("_", " "), cfg.get(k)) for k in METHOD_SETTINGS if cfg.get(k) is not None],
                 ("RGA", cfg["rga"]),
                 ("network", cfg["arch"]),
                 ("optimizer", f"{cfg['optimizer']}, lr {cfg['lr']}, batch {cfg['batch_size']}"),
             ]
         ),
         "<h2>Training curves</h2>",
-        _img(figures.curves({run.name: runs.read_metrics(run)}), "training curves"),
+        _img(
+            figures.curves({run.name: runs.read_metrics(run)}, chance_acc=status.get("chance_acc")),
+            "training curves",
+        ),
         "<h2>Test metrics</h2>",
         _table(
             [

@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -380,7 +380,7 @@ def model_extra(cfg: TrainConfig, run: Path, epoch: int, metrics: dict) -> dict:
         "run": run.name,
         "epoch": epoch,
         "metrics": metrics,
-        "config": asdict(cfg),
+        "config": config.to_record(cfg),
     }
 
 
@@ -512,7 +512,7 @@ def fit(
         state.epoch, state.step = epoch + 1, 0
         save_last(last, state)
         runs.append_metrics(run, row)
-        runs.set_status(run, "running", epoch=epoch + 1, epochs=cfg.epochs)
+        runs.set_status(run, "running", epoch=epoch + 1, epochs=cfg.epochs, chance_acc=majority)
         history.append(row)
         _check_health(run, cfg, history, majority, len(data.val.labels))
         log.info(
@@ -628,7 +628,7 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
             if resume:
                 _check_resumable(run)
                 return run
-            return runs.Run.create(cfg.runs_dir, cfg.name, asdict(cfg)).path
+            return runs.Run.create(cfg.runs_dir, cfg.name, config.to_record(cfg)).path
 
         run = distributed.share_outcome(group, prepare)
         return _train_in(run, cfg, data, device, stop=stop, resume=bool(resume), group=group)

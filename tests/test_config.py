@@ -116,3 +116,20 @@ def test_prepared_starts_a_prepared_run_and_refuses_one_that_started_before(tiny
     assert "has started before; continue it with --resume" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--prepared", str(tiny_run), "--resume", str(tiny_run)])
+
+
+@pytest.mark.parametrize(
+    ("method", "used"),
+    [
+        ("ce", set()),
+        ("kd", {"t_target", "kd_weight", "kd_warmup"}),
+        ("ps-kd", {"ps_alpha"}),
+        ("tss-kd", {"t_target", "t_nontarget", "kd_weight", "kd_scaling", "kd_warmup"}),
+    ],
+)
+def test_a_run_records_only_the_method_settings_its_method_uses_and_reads_back(method, used):
+    cfg = TrainConfig(method=method).resolved()
+    record = config.to_record(cfg)
+    assert {k for k in config.METHOD_SETTINGS if record[k] is not None} == used
+    again = TrainConfig.from_dict(record).resolved()
+    assert {k: getattr(again, k) for k in used} == {k: getattr(cfg, k) for k in used}

@@ -12,6 +12,8 @@ from PIL import Image
 
 from core.synthetic import render
 
+pytestmark = pytest.mark.slow  # the studio server and its training runs: `make test-fast` leaves them out
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 
@@ -268,3 +270,19 @@ def test_time_left_reads_as_people_say_it(seconds, text):
     from ui.train import duration
 
     assert duration(seconds) == text
+
+
+def test_a_users_mistake_is_one_log_line_and_a_message_never_a_traceback(caplog):
+    import gradio as gr
+
+    from core.errors import StudioError
+    from ui.context import user_error
+
+    @user_error
+    def handler(x):
+        raise StudioError(f"{x}: no such file.")
+
+    with caplog.at_level("INFO", logger="ui"), pytest.raises(gr.Error) as e:
+        handler("scan.png")
+    assert e.value.message == "scan.png: no such file." and e.value.print_exception is False
+    assert [r.getMessage() for r in caplog.records] == ["handler: scan.png: no such file."]

@@ -24,7 +24,10 @@ ARGS = [
 ]
 TABS = ["Diagnose", "Augment", "Temperatures", "Train", "Runs"]
 
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (.ci/run installs it)")
+pytestmark = [
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (.ci/run installs it)"),
+    pytest.mark.slow,  # a real browser: `make test-fast` leaves it out
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,20 @@ def page(studio):
         pg.get_by_role("tab", name="Diagnose").wait_for(timeout=60_000)
         yield pg
         browser.close()
+
+
+def pick(page, picker: str, option: str, timeout: float = 15_000) -> None:
+    """Choose `option` in the dropdown `picker` as a user does: open it, wait for the option, click it."""
+    page.locator(f"{picker} input").first.click()
+    page.get_by_role("option", name=option, exact=True).first.click(timeout=timeout)
+    page.keyboard.press("Escape")
+
+
+def options(page, picker: str) -> list[str]:
+    page.locator(f"{picker} input").first.click()
+    names = page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+    return [n.strip() for n in names]
 
 
 def test_page_shows_all_five_tabs(page):
@@ -150,6 +167,16 @@ def test_a_training_started_in_train_draws_its_first_curve_point(page):
     page.locator("#train-progress").get_by_text("epoch 1/1").wait_for(timeout=240_000)
     page.locator("#train-curves img, #train-curves svg").first.wait_for(timeout=30_000)
     page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+    # the speed that run measured now estimates the next one before it starts
+    page.locator("#train-epochs input").fill("3")
+    page.locator("#train-epochs input").press("Tab")
+    page.locator("#train-estimate").get_by_text("Estimated time: about").wait_for(timeout=15_000)
+    page.locator("#train-demo-images input").fill("5000000")
+    page.locator("#train-demo-images input").press("Tab")
+    page.locator("#train-quick").wait_for(state="visible", timeout=15_000)  # long: the quick preset is offered
+    page.locator("#train-quick").click()
+    page.wait_for_function("document.querySelector('#train-epochs input').value === '5'", timeout=10_000)
+    assert page.locator("#train-demo-images input").input_value() == "1000"
 
 
 def test_a_temperature_sweep_fills_its_heatmap(page):
@@ -186,12 +213,95 @@ def test_a_collapsed_run_is_shown_in_red_in_train_and_marked_in_runs(page, studi
     message = "the model collapsed to a near-constant output: use the stable KD scaling"
     runs.add_warning(run, {"kind": "collapse", "epoch": 1, "message": message})
     page.get_by_role("tab", name="Train").click()
-    page.locator("#train-run textarea, #train-run input").first.fill(run.name)
+    pick(page, "#train-run", run.name)
     warning = page.locator("#train-warnings").get_by_text("Warning (collapse, epoch 1)")
     warning.wait_for(timeout=15_000)
     assert "use the stable KD scaling" in page.locator("#train-warnings").inner_text()
     color = warning.evaluate("e => getComputedStyle(e.closest('p')).color")
     assert color == "rgb(176, 0, 32)"  # the studio's warning red, not the body text's colour
     page.get_by_role("tab", name="Runs").click()
-    page.locator("#runs-refresh").click()
     page.locator("#runs-table").get_by_text("collapse (epoch 1)").filter(visible=True).first.wait_for(timeout=15_000)
+
+
+def test_a_run_started_through_the_api_appears_in_runs_without_a_click_and_reload_returns_to_it(page, studio):
+    from gradio_client import Client
+
+    url, ctx = studio
+    page.goto(url)
+    page.get_by_role("tab", name="Runs").click()
+    page.locator("#runs-table").wait_for()
+    client = Client(url, verbose=False)
+    run_id = client.predict(
+        {
+            "method": "ce",
+            "epochs": 1,
+            "image_size": 16,
+            "synthetic_train": 64,
+            "batch_size": 16,
+            "device": "cpu",
+            "name": "from-api",
+        },
+        api_name="/start_training",
+    )
+    page.locator("#runs-table").get_by_text(run_id).filter(visible=True).first.wait_for(
+        timeout=10_000
+    )  # no click, no reload
+    page.get_by_role("tab", name="Train").click()
+    pick(page, "#train-run", run_id)
+    page.wait_for_function(f"window.location.search.includes('run={run_id}')", timeout=10_000)
+    page.reload()
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_function(f"document.querySelector('#train-run input').value === '{run_id}'", timeout=15_000)
+    page.locator("#train-progress").get_by_text(run_id).wait_for(timeout=15_000)
+    ctx.jobs.wait([ctx.jobs.find(run_id)], timeout=240)
+
+
+def test_a_deleted_run_leaves_every_picker(page, studio):
+    url, ctx = studio
+    from conftest import tiny_config
+
+    from core.train import run_training
+
+    run = run_training(tiny_config(ctx.runs_dir.parent, name="doomed", runs_dir=str(ctx.runs_dir)))
+    page.goto(url)
+    page.get_by_role("tab", name="Runs").click()
+    page.locator("#runs-table").get_by_text(run.name).filter(visible=True).first.wait_for(timeout=10_000)
+    pick(page, "#runs-one", run.name)
+    pick(page, "#runs-compare", run.name)
+    page.get_by_label("Yes, delete this run and its files").check()
+    page.get_by_role("button", name="Delete run").click()
+    page.wait_for_function(f"!document.querySelector('#runs-table').innerText.includes('{run.name}')", timeout=15_000)
+    page.wait_for_function("document.querySelector('#runs-one input').value === ''", timeout=10_000)
+    assert run.name not in options(page, "#runs-one") and run.name not in options(page, "#runs-compare")
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_timeout(4_000)  # a timer tick
+    assert run.name not in options(page, "#train-run")
+    page.get_by_role("tab", name="Diagnose").click()
+    page.wait_for_timeout(6_000)
+    assert not any(run.name in o for o in options(page, "#diagnose-model"))
+    assert not run.exists()  # the folder itself is gone
+
+
+def test_choosing_ce_hides_the_settings_it_does_not_use(page):
+    page.get_by_role("tab", name="Train").click()
+    for field in ("#train-t-target", "#train-t-nontarget", "#train-kd-weight", "#train-kd-scaling"):
+        assert page.locator(field).is_visible(), field
+    pick(page, "#train-method", "ce")
+    page.wait_for_function(
+        "!document.querySelector('#train-t-target') || document.querySelector('#train-t-target').offsetParent === null",
+        timeout=10_000,
+    )
+    for field in (
+        "#train-t-target",
+        "#train-t-nontarget",
+        "#train-kd-weight",
+        "#train-kd-scaling",
+        "#train-kd-warmup",
+        "#train-ps-alpha",
+    ):
+        assert not page.locator(field).is_visible(), field
+    pick(page, "#train-method", "ps-kd")
+    page.locator("#train-ps-alpha").wait_for(state="visible", timeout=10_000)
+    assert not page.locator("#train-t-target").is_visible()
+    pick(page, "#train-method", "tss-kd")
+    page.locator("#train-t-nontarget").wait_for(state="visible", timeout=10_000)

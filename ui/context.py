@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from core.jobs import JobManager
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_MODEL = ASSETS / "demo-model.safetensors"
 DEMO_LABEL = "Demo model (TSS-KD + RGA, demo data)"
+log = logging.getLogger("ui")
 
 
 class ModelCache:
@@ -95,14 +97,17 @@ def follow_models(ctx: Studio, pickers: list, *, every: float = 5.0) -> None:
 
 
 def user_error(fn):
-    """Show a StudioError to the user as a Gradio error message instead of a crash."""
+    """Show a user's mistake (StudioError, or a gr.Error the handler raised) as a message in the page, and log
+    it on the server as one line, not a traceback; tracebacks stay for real faults."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except StudioError as e:
-            raise gr.Error(str(e)) from None
+        except (StudioError, gr.Error) as e:
+            message = e.message if isinstance(e, gr.Error) else str(e)
+            log.info("%s: %s", fn.__name__, message.replace("\n", " | "))
+            raise gr.Error(message, print_exception=False) from None
 
     return wrapper

@@ -31,13 +31,38 @@ COLUMNS = [
 ]
 
 
+def _cell(value):
+    return round(value, 3) if isinstance(value, float) else value  # people read three decimals
+
+
 def table(ctx: Studio):
     rows = runs.list_runs(ctx.runs_dir)
-    return [[r[c] for c in COLUMNS] for r in rows], gr.update(choices=[r["run"] for r in rows])
+    return [[_cell(r[c]) for c in COLUMNS] for r in rows], gr.update(choices=[r["run"] for r in rows])
+
+
+def follow(ctx: Studio, last: list | None, selected: list | None, one: str | None):
+    """The table and both run pickers, when the runs folder changed since `last` (nothing is sent
+    otherwise): a run started anywhere appears, a deleted one leaves every picker."""
+    rows = [[_cell(r[c]) for c in COLUMNS] for r in runs.list_runs(ctx.runs_dir)]
+    if rows == last:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    ids = [r[0] for r in rows]
+    kept = [s for s in selected or [] if s in ids]
+
+    return (
+        rows,
+        gr.update(choices=ids, value=kept),
+        gr.update(choices=ids, value=one if one in ids else None),
+        rows,
+    )
 
 
 def compare(ctx: Studio, selected: list[str]):
-    return plots.curves({r: runs.read_metrics(ctx.jobs.find(r)) for r in selected or []})
+    """Curves of the selected runs that still exist (one may have been deleted in another tab)."""
+    chosen = [runs.Run(ctx.runs_dir / r) for r in selected or [] if "/" not in r and r not in ("", ".", "..")]
+    chosen = [r for r in chosen if r.exists()]
+    chances = {r.status().get("chance_acc") for r in chosen}  # marked when the runs share their data's
+    return plots.curves({r.name: r.metrics() for r in chosen}, chance_acc=chances.pop() if len(chances) == 1 else None)
 
 
 def make_evaluate(ctx: Studio):
@@ -107,12 +132,21 @@ def make_delete(ctx: Studio):
 
 def build(ctx: Studio) -> None:
     with gr.Tab("Runs", id="runs"):
-        refresh = gr.Button("Refresh", size="sm", elem_id="runs-refresh")
-        rows = gr.Dataframe(headers=COLUMNS, value=table(ctx)[0], label="Runs", interactive=False, elem_id="runs-table")
-        selected = gr.Dropdown([], multiselect=True, label="Compare runs")
+        rows = gr.Dataframe(
+            headers=COLUMNS,
+            value=table(ctx)[0],
+            label="Runs (follows the runs folder)",
+            interactive=False,
+            elem_id="runs-table",
+            wrap=True,
+        )
+        # allow_custom_value: a run deleted elsewhere must not make the pickers' own refresh fail validation
+        selected = gr.Dropdown(
+            [], multiselect=True, label="Compare runs", allow_custom_value=True, elem_id="runs-compare"
+        )
         curves = gr.Plot(label="Curves of the selected runs")
         with gr.Row():
-            one = gr.Dropdown([], label="Run")
+            one = gr.Dropdown([], label="Run", allow_custom_value=True, elem_id="runs-one")
             split = gr.Radio(["val", "test"], value="test", label="Split")
         with gr.Row():
             evaluate = gr.Button("Evaluate")
@@ -127,12 +161,21 @@ def build(ctx: Studio) -> None:
             confirm = gr.Checkbox(False, label="Yes, delete this run and its files")
             delete = gr.Button("Delete run", variant="stop")
 
-        refresh.click(lambda: table(ctx), None, [rows, selected], api_name=False).then(
-            lambda: gr.update(choices=[r["run"] for r in runs.list_runs(ctx.runs_dir)]), None, one, api_name=False
+        last = gr.State(None)
+        pickers = [rows, selected, one, last]
+        gr.on(None, lambda: follow(ctx, None, [], None), None, pickers, api_name=False, show_progress="hidden")
+        gr.Timer(3).tick(
+            lambda lr, s, o: follow(ctx, lr, s, o),
+            [last, selected, one],
+            pickers,
+            api_name=False,
+            show_progress="hidden",
         )
         selected.change(lambda s: compare(ctx, s), selected, curves, api_name=False)
         evaluate.click(make_evaluate(ctx), [one, split], [metrics, confusion], api_name=False)
         calibration.click(make_calibration(ctx), [one, split], [metrics, confusion], api_name=False)
         download.click(make_download(ctx), one, files, api_name=False)
         report.click(make_report(ctx), one, files, api_name=False)
-        delete.click(make_delete(ctx), [one, confirm], [rows, selected, confirm], api_name=False)
+        delete.click(make_delete(ctx), [one, confirm], [rows, selected, confirm], api_name=False).then(
+            lambda lr, s, o: follow(ctx, lr, s, o), [last, selected, one], pickers, api_name=False
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core import config, runs
+from core import config, estimate, runs
 from core import figures as plots
 from core.config import OPTIMIZERS, PRESETS, TrainConfig
 from core.errors import StudioError
@@ -54,7 +54,8 @@ def form_settings(values: dict) -> tuple[dict, int]:
     images = int(v.pop("demo_images"))
     processes = int(v.pop("processes"))
     v["preset"] = RECIPES.get(v.pop("recipe"))
-    settings = {k: val for k, val in v.items() if val not in (None, "")}
+    unused = set(config.METHOD_SETTINGS) - set(config.applies(v["method"]))
+    settings = {k: val for k, val in v.items() if val not in (None, "") and k not in unused}
     settings["dataset"] = dataset
     if dataset == "synthetic":
         settings.pop("data_path", None)
@@ -99,6 +100,38 @@ def make_status(ctx: Studio):
     return run_status
 
 
+def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
+    """The time the form's run would take, before Start, and whether to offer the quick preset."""
+    from core.device import list_devices
+
+    try:
+        settings, _ = form_settings(values)
+        cfg = config.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir))).resolved()
+    except (StudioError, TypeError, ValueError):
+        return "", gr.update(visible=False)
+    device = cfg.device
+    if device == "auto":
+        device = next((v for v, _ in list_devices() if v.startswith("cuda")), "cpu")
+    found = estimate.estimate_seconds(ctx.runs_dir, cfg, device)
+    if found is None:
+        why = "image folders are counted when loaded" if cfg.data.dataset != "synthetic" else "no run measured yet"
+        return f"Estimated time: not known yet on {device} ({why}).", gr.update(visible=False)
+    long = found["seconds"] > estimate.LONG_S
+    text = (
+        f"Estimated time: **about {duration(found['seconds'])}** on {device} "
+        f"({found['images_per_s']:.0f} images/s, measured over {found['epochs_measured']} earlier epochs)."
+    )
+    if long:
+        text += " That is long: the quick preset trains 5 epochs of 1,000 images at 32 px."
+    return text, gr.update(visible=long)
+
+
+def shown_for(method: str) -> list:
+    """Only the settings the chosen method uses are shown (core.config.applies); the rest are hidden."""
+    used = config.applies(method)
+    return [gr.update(visible=name in used) for name in config.METHOD_SETTINGS]
+
+
 def recipe_values(recipe: str) -> list:
     """The Train form's values for a recipe: the paper's exact settings, or the studio's stable defaults."""
     preset = RECIPES.get(recipe)
@@ -120,15 +153,22 @@ def warnings_text(status: dict) -> str:
     return "\n\n".join(f"**Warning ({w['kind']}, epoch {w['epoch']}):** {w['message']}" for w in status["warnings"])
 
 
-def monitor(ctx: Studio, run_id: str):
-    """Progress text, warnings, curves and log tail of the run being watched (the timer's update)."""
+def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
+    """Progress text, warnings, curves, log tail and status of the run being watched, for the timer: nothing
+    is sent when nothing changed, and the curves are redrawn only when a new epoch was written.
+    Returns (progress, warnings, curves, log, status, what was seen)."""
     if not run_id:
-        return "", "", None, ""
+        return "", "", None, "", None, None
     try:
         s = ctx.jobs.status(run_id)
     except Exception as e:  # a deleted or unknown run: say so instead of failing every tick
-        return f"**{e}**", "", None, ""
+        return f"**{e}**", "", None, "", None, None
     run = ctx.jobs.find(run_id)
+    tail = runs.Run(run).log_tail(15)
+    now = (run_id, s["epoch"], repr(s), tail)
+    if seen is not None and tuple(seen) == now:
+        return (*[gr.skip()] * 5, seen)
+    same_curves = seen is not None and tuple(seen[:2]) == now[:2]
     latest = s["latest"] or {}
     text = f"**{s['run']}**: {s['status']}, epoch {s['epoch']}/{s['epochs']}"
     if latest:
@@ -140,8 +180,39 @@ def monitor(ctx: Studio, run_id: str):
         text += f", about {duration(s['seconds_left'])} left"
     if s.get("error"):
         text += f"\n\n**Error:** {s['error']}"
-    log = runs.Run(run).log_tail(15)
-    return text, warnings_text(s), plots.curves({s["run"]: runs.read_metrics(run)}), log
+    chance = runs.Run(run).status().get("chance_acc")
+    curves = gr.skip() if same_curves else plots.curves({s["run"]: runs.read_metrics(run)}, chance_acc=chance)
+    return text, warnings_text(s), curves, tail, s, now
+
+
+def run_choices(ctx: Studio) -> list[str]:
+    """Run ids for the Train tab's picker: live runs (running, queued) first, then the rest, newest first."""
+    listed = runs.list_runs(ctx.runs_dir)
+    live = [r["run"] for r in listed if r["status"] in ("running", "queued")]
+    return live + [r["run"] for r in listed if r["run"] not in live]
+
+
+def follow_runs(ctx: Studio, watched: str | None, last: list | None):
+    """The picker's choices when they changed; a watched run that was deleted is let go."""
+    choices = run_choices(ctx)
+    if choices == last:
+        return gr.skip(), gr.skip()
+    return gr.update(choices=choices, value=watched if watched in choices else None), choices
+
+
+def reopen(ctx: Studio, request: gr.Request):
+    """On page load: the run named in the page's address (?run=ID), so a reload comes back to it."""
+    wanted = (request.query_params.get("run") if request else None) or None
+    choices = run_choices(ctx)
+    return gr.update(choices=choices, value=wanted if wanted in choices else None), choices
+
+
+# Keeps the watched run in the page's address, so reloading or sharing the page comes back to it.
+URL_JS = """(run) => {
+    const url = new URL(window.location);
+    if (run) { url.searchParams.set("run", run); } else { url.searchParams.delete("run"); }
+    window.history.replaceState(null, "", url);
+}"""
 
 
 def build(ctx: Studio, device_choices) -> None:
@@ -167,9 +238,12 @@ def build(ctx: Studio, device_choices) -> None:
                 )
                 method = gr.Dropdown(list(METHODS), value="tss-kd", label="Method", elem_id="train-method")
                 with gr.Row():
-                    t_target = gr.Number(4.0, label="t_target")
-                    t_nontarget = gr.Number(0.4, label="t_nontarget")
-                    kd_weight = gr.Number(1.0, label="KD weight")
+                    t_target = gr.Number(4.0, label="t_target", elem_id="train-t-target")
+                    t_nontarget = gr.Number(0.4, label="t_nontarget", elem_id="train-t-nontarget")
+                    kd_weight = gr.Number(1.0, label="KD weight", elem_id="train-kd-weight")
+                    ps_alpha = gr.Number(
+                        0.8, label="PS-KD final alpha", visible=False, minimum=0, maximum=1, elem_id="train-ps-alpha"
+                    )
                 with gr.Row():
                     kd_scaling = gr.Dropdown(
                         list(KD_SCALINGS),
@@ -200,12 +274,20 @@ def build(ctx: Studio, device_choices) -> None:
                 seed = gr.Number(0, precision=0, label="Seed")
                 name = gr.Textbox(label="Run name (optional)")
                 start = gr.Button("Start", variant="primary", elem_id="train-start")
+                estimate_md = gr.Markdown(elem_id="train-estimate")
+                quick = gr.Button("Use the quick preset", visible=False, size="sm", elem_id="train-quick")
             with gr.Column(scale=2):
-                run_id = gr.Textbox(label="Run", info="the run being watched; Start fills it in", elem_id="train-run")
+                run_id = gr.Dropdown(
+                    [],
+                    value=None,
+                    label="Run",
+                    info="the run being watched (live runs first); Start picks the new one",
+                    allow_custom_value=True,
+                    elem_id="train-run",
+                )
                 with gr.Row():
                     stop = gr.Button("Stop")
                     resume = gr.Button("Resume")
-                    refresh = gr.Button("Status")
                 progress = gr.Markdown(elem_id="train-progress")
                 warnings = gr.Markdown(elem_id="train-warnings", elem_classes=["studio-warning"])
                 curves = gr.Plot(label="Curves", elem_id="train-curves")
@@ -215,13 +297,45 @@ def build(ctx: Studio, device_choices) -> None:
         form |= dict(t_target=t_target, t_nontarget=t_nontarget, kd_weight=kd_weight, rga=rga, arch=arch)
         form |= dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, seed=seed)
         form |= dict(name=name, demo_images=demo_images, processes=processes, kd_scaling=kd_scaling)
-        form |= dict(kd_warmup=kd_warmup, stop_on_collapse=stop_on_collapse, recipe=recipe)
+        form |= dict(kd_warmup=kd_warmup, stop_on_collapse=stop_on_collapse, recipe=recipe, ps_alpha=ps_alpha)
         start.click(make_start(ctx, form), set(form.values()), run_id, api_name=False)
         gr.api(make_api(ctx), api_name="start_training")
         recipe.input(recipe_values, recipe, [form[f] for f in RECIPE_FIELDS], api_name=False)
-        refresh.click(make_status(ctx), run_id, status, api_name="run_status")
+
+        def update_estimate(values: dict):
+            names = {component: name for name, component in form.items()}
+            return estimate_text(ctx, {names[c]: v for c, v in values.items()})
+
+        for field in (source, image_size, demo_images, method, arch, epochs, batch_size, device):
+            field.change(
+                update_estimate, set(form.values()), [estimate_md, quick], api_name=False, show_progress="hidden"
+            )
+        gr.on(None, update_estimate, set(form.values()), [estimate_md, quick], api_name=False, show_progress="hidden")
+        quick.click(
+            lambda: [estimate.QUICK["epochs"], estimate.QUICK["synthetic_train"], estimate.QUICK["image_size"]],
+            None,
+            [epochs, demo_images, image_size],
+            api_name=False,
+        )
+        method_fields = [form[f] for f in config.METHOD_SETTINGS]
+        method.change(shown_for, method, method_fields, api_name=False, show_progress="hidden")
+        gr.api(make_status(ctx), api_name="run_status")
         stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)
         resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
-        gr.Timer(2).tick(
-            lambda r: monitor(ctx, r), run_id, [progress, warnings, curves, log], api_name=False, show_progress="hidden"
+        seen, known = gr.State(None), gr.State(None)
+        watch = [progress, warnings, curves, log, status, seen]
+        gr.Timer(2).tick(lambda r, s: monitor(ctx, r, s), [run_id, seen], watch, api_name=False, show_progress="hidden")
+        gr.Timer(3).tick(
+            lambda r, k: follow_runs(ctx, r, k),
+            [run_id, known],
+            [run_id, known],
+            api_name=False,
+            show_progress="hidden",
         )
+
+        def on_load(request: gr.Request):
+            return reopen(ctx, request)
+
+        gr.on(None, on_load, None, [run_id, known], api_name=False, show_progress="hidden")
+        run_id.change(None, run_id, None, js=URL_JS, api_name=False)
+        run_id.change(lambda r: monitor(ctx, r), run_id, watch, api_name=False, show_progress="hidden")

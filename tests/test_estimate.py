@@ -1,0 +1,42 @@
+"""The time a run will take, told before Start from the speed earlier runs measured on the same device."""
+
+from core import estimate, runs
+from core.config import DataConfig, TrainConfig
+
+
+def fake_run(root, *, method="tss-kd", image_size=32, batch=128, device="cpu", speeds=(100.0, 120.0, 110.0)):
+    cfg = TrainConfig(data=DataConfig(image_size=image_size), method=method, batch_size=batch)
+    from core.config import to_record
+
+    run = runs.Run.create(root, "r", to_record(cfg.resolved()))
+    run.set_status("done", device=device)
+    for i, s in enumerate(speeds):
+        runs.append_metrics(run.path, {"epoch": i + 1, "images_per_s": s})
+    return run
+
+
+def test_no_estimate_before_anything_was_measured_on_this_device(tmp_path):
+    assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cpu") is None
+    fake_run(tmp_path, device="cuda:0")
+    assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cpu") is None
+
+
+def test_the_estimate_is_the_median_speed_of_comparable_runs(tmp_path):
+    fake_run(tmp_path)  # 100, 120, 110 images/s: median 110
+    fake_run(tmp_path, image_size=64, speeds=(5.0,))  # another size: not comparable
+    fake_run(tmp_path, method="ce", speeds=(1000.0,))  # one pass a step instead of two: not comparable
+    found = estimate.estimate_seconds(tmp_path, TrainConfig(epochs=10), "cpu")
+    assert found == {"seconds": 10 * 5000 / 110.0, "images_per_s": 110.0, "epochs_measured": 3}
+    kd = estimate.estimate_seconds(tmp_path, TrainConfig(method="kd", epochs=1), "cpu")
+    assert kd["images_per_s"] == 110.0  # the same kind of step as TSS-KD: two views, two passes
+
+
+def test_cuda_and_cuda_0_are_the_same_device(tmp_path):
+    fake_run(tmp_path, device="cuda:0")
+    assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cuda")["images_per_s"] == 110.0
+
+
+def test_image_folders_are_not_estimated_before_they_are_counted(tmp_path):
+    fake_run(tmp_path)
+    cfg = TrainConfig(data=DataConfig(dataset="folder", data_path="x"))
+    assert estimate.estimate_seconds(tmp_path, cfg, "cpu") is None
