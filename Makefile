@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install run demo demo-model test screenshots lint bench clean
+.PHONY: install run demo demo-model test test-fast screenshots lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ demo-model: install
 
 test: install
 	$(BIN)/python -m pytest -q -ra
+
+# Everything but the tests marked slow (trainer subprocesses, torchrun, the studio server, the browser).
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 # The README's screenshots, from the headless-browser tests (needs Debian's chromium).
 screenshots: install

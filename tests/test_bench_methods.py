@@ -10,6 +10,8 @@ from scipy import stats
 
 from bench import methods
 
+pytestmark = pytest.mark.slow  # method comparisons: `make test-fast` leaves them out
+
 
 def rows_for(method, rga, accs, *, maps=None):
     return [

@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
 import torch
 
 from bench import throughput
 from core.device import cpu_native_bf16, precision
+
+pytestmark = pytest.mark.slow  # trains both pipelines: `make test-fast` leaves it out
 
 
 def test_throughput_bench_measures_ours_and_the_reference(tmp_path, capsys):

@@ -46,6 +46,7 @@ def test_models_without_calibration_report_plain_softmax():
     assert not calibrated and torch.allclose(probs, torch.softmax(torch.tensor([1.0, 2.0]), 0))
 
 
+@pytest.mark.slow
 def test_runs_tab_shows_the_reliability_diagram(tmp_path):
     from core.jobs import JobManager
     from ui.context import Studio

@@ -9,6 +9,8 @@ from core.evaluate import predict_probs
 from core.model import load_model
 from core.synthetic import CLASSES, render
 
+pytestmark = pytest.mark.slow  # the demo model on 1,000 demo scans: `make test-fast` leaves it out
+
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-model.safetensors"
 
 

@@ -14,6 +14,8 @@ import pytest
 from core import runs
 from core.train import batches_per_epoch
 
+pytestmark = pytest.mark.slow  # torchrun groups: `make test-fast` leaves them out
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ARGS = [

@@ -75,6 +75,7 @@ def scans(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_predict_cli_on_png_and_extensionless_dicom(tiny_run, scans, tmp_path):
     cam = tmp_path / "cam.png"
     proc = subprocess.run(

@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import write_dicom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,8 @@ from PIL import Image
 
 from core.errors import StudioError
 from core.imageio import Scan, read_scan
+
+pytestmark = pytest.mark.slow  # thousands of generated files: `make test-fast` leaves them out
 
 
 def _seeds(tmp: Path) -> list[bytes]:

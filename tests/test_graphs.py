@@ -66,7 +66,7 @@ def train(cfg: TrainConfig, state: State, *, steps: int, alpha, amp=None, sample
 
 
 @pytest.mark.parametrize("method", ["ce", "kd", "cs-kd", "ps-kd", "tss-kd"])
-@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+@pytest.mark.parametrize("amp", [None, pytest.param(torch.bfloat16, marks=pytest.mark.slow)])  # bf16: emulated here
 def test_a_graph_ready_step_asks_nothing_of_the_host(method, amp):
     cfg = config(method)
     state = make_state(cfg, graphs=True)

@@ -16,6 +16,8 @@ from core.errors import StudioError
 from core.imageio import read_scan
 from core.predict import main as predict_main
 
+pytestmark = pytest.mark.slow  # the studio server on a corpus of hostile files: `make test-fast` leaves them out
+
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-model.safetensors"
 
 

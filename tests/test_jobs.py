@@ -15,6 +15,8 @@ from core.errors import StudioError
 from core.jobs import DIED, JobManager
 from core.train import TrainConfig
 
+pytestmark = pytest.mark.slow  # trainer subprocesses: `make test-fast` leaves them out
+
 
 def cfg(tmp_path: Path, *, train=64, epochs=1, name="job") -> TrainConfig:
     data = DataConfig(image_size=16, synthetic_train=train, synthetic_val=32, synthetic_test=32)

@@ -191,6 +191,7 @@ def test_the_shipped_demo_scans_are_not_flagged(demo, example):
     assert r["predicted"] == example.stem.removeprefix("demo-")
 
 
+@pytest.mark.slow
 def test_most_of_the_demo_models_own_test_scans_are_in_distribution(demo):
     from core.data import DataConfig, load_dataset
 

@@ -38,6 +38,7 @@ def test_report_refuses_a_folder_without_a_model(tmp_path, capsys):
 
 
 @pytest.mark.skipif(shutil.which("/usr/bin/chromium") is None, reason="needs Debian's chromium")
+@pytest.mark.slow
 def test_report_opens_in_a_real_browser(tiny_run, tmp_path):
     from playwright.sync_api import sync_playwright
     from test_studio_browser import ARGS, CHROMIUM

@@ -15,6 +15,8 @@ from core.errors import StudioError
 from core.paths import confine
 from core.train import TrainConfig, run_training
 
+pytestmark = pytest.mark.slow  # the studio server and training: `make test-fast` leaves them out
+
 
 def identifiers_in(text: str) -> list[str]:
     pieces = [v for v in IDENTIFIERS.values()] + [IDENTIFIERS["PatientName"].split("^")[0]]

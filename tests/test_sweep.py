@@ -14,6 +14,8 @@ from core.errors import StudioError
 from core.sweep import MAX_RUNS, grid_results, new_tag, temperature_grid
 from core.train import TrainConfig
 
+pytestmark = pytest.mark.slow  # sweeps of trainer subprocesses: `make test-fast` leaves them out
+
 BASE = TrainConfig(data=DataConfig(image_size=16, synthetic_train=32, synthetic_val=16, synthetic_test=16), epochs=1)
 
 

@@ -63,6 +63,7 @@ def test_every_method_trains_and_writes_a_complete_run(tmp_path, method):
     assert 0 <= meta["metrics"]["test_acc"] <= 1
 
 
+@pytest.mark.slow
 def test_training_learns_the_demo_task(tmp_path):
     """A few epochs at 16 px with strong lesions lift validation AUC clearly above chance (0.5)."""
     cfg = tiny_config(
@@ -297,6 +298,7 @@ def test_cli_trains_on_every_data_source(tmp_path, capsys, source):
     assert_complete_run(Path(result["run"]), 1)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_cli_run_and_keeps_its_checkpoint(tmp_path):
     """A real process: SIGTERM finishes the step, saves last.safetensors and marks the run stopped."""
     runs_dir = tmp_path / "runs"
