@@ -6,6 +6,7 @@ manager, which trains several small runs per device at once when asked (`--runs-
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -60,3 +61,21 @@ def grid_results(runs_dir, tag: str, *, metric: str = "best_val_auc") -> tuple[l
         if r.get(metric) is not None:
             grid[tts.index(r["t_target"]), tns.index(r["t_nontarget"])] = r[metric]
     return tts, tns, grid, rows
+
+
+SWEEP_RUN = re.compile(r"^(?P<tag>[A-Za-z]+\d{8}-\d{6}(?:_\d+)?)-T[0-9.e+-]+-t[0-9.e+-]+-")
+
+
+def list_sweeps(runs_dir) -> list[dict]:
+    """Every sweep under `runs_dir`, newest first: its name and how many of its runs are done, running or
+    queued, read from the run folders (a sweep is the runs named `<tag>-T<t_target>-t<t_nontarget>-...`)."""
+    sweeps: dict[str, dict] = {}
+    for r in runs.list_runs(runs_dir):  # newest first
+        m = SWEEP_RUN.match(r["run"])
+        if not m:
+            continue
+        s = sweeps.setdefault(m["tag"], {"sweep": m["tag"], "runs": 0, "done": 0, "running": 0, "queued": 0})
+        s["runs"] += 1
+        if r["status"] in ("done", "running", "queued"):
+            s[r["status"]] += 1
+    return list(sweeps.values())

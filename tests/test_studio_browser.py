@@ -189,6 +189,17 @@ def test_a_temperature_sweep_fills_its_heatmap(page):
     page.locator("#sweep-progress").get_by_text("2 of 2 runs done").wait_for(timeout=300_000)
     page.locator("#sweep-heatmap img, #sweep-heatmap svg").first.wait_for(timeout=30_000)
     page.screenshot(path=str(SHOTS / "temperatures.png"), full_page=True)
+    tag = page.locator("#sweep-tag input").input_value()
+    assert tag.startswith("sweep")
+    page.reload()  # the sweep is not lost with the page: reopen it by name, in Temperatures and in Runs
+    page.get_by_role("tab", name="Temperatures").click()
+    pick(page, "#sweep-tag", tag)
+    page.locator("#sweep-progress").get_by_text("2 of 2 runs done").wait_for(timeout=15_000)
+    page.get_by_role("tab", name="Runs").click()
+    page.get_by_text("Temperature sweeps").click()
+    pick(page, "#runs-sweep", tag)
+    page.locator("#runs-sweep-table").get_by_text(f"{tag}-T4-t0.4").filter(visible=True).first.wait_for(timeout=15_000)
+    page.locator("#runs-sweep-heatmap img, #runs-sweep-heatmap svg").first.wait_for(timeout=15_000)
 
 
 def test_the_paper_recipe_fills_the_train_form_and_the_studio_default_restores_it(page):

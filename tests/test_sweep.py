@@ -117,5 +117,16 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         assert set(jobs.wait(queued, timeout=240).values()) == {"done"}
         fig, text = sweep_heatmap(ctx, tag)
         assert text == "2 of 2 runs done" and fig is not None
+        # a sweep is an object of its own: listed by name, reopened from its run folders
+        from core.sweep import list_sweeps
+        from ui.temperatures import sweep_view
+
+        assert list_sweeps(ctx.runs_dir) == [{"sweep": tag, "runs": 2, "done": 2, "running": 0, "queued": 0}]
+        fig, text, table, seen = sweep_view(ctx, tag)
+        assert text == "2 of 2 runs done"
+        assert sorted(tuple(row[:4]) for row in table) == sorted(
+            (p.name, "done", t, 0.4) for p, t in zip(queued, (2, 4), strict=True)
+        )
+        assert sweep_view(ctx, tag, seen)[0].__class__.__name__ != "Figure"  # unchanged: nothing redrawn
     finally:
         jobs.close()

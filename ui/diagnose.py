@@ -256,7 +256,8 @@ def build(ctx: Studio) -> None:
                     slider = gr.ImageSlider(label="Before / after", type="numpy", format="png", interactive=False)
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="All scans", interactive=False, wrap=True)
                 gallery = gr.Gallery(label="Lesion maps", columns=4, format="png", height=320, object_fit="contain")
-                details = gr.JSON(label="Details")
+                with gr.Accordion("Details (JSON, as /diagnose returns them)", open=False):
+                    details = gr.JSON(label="Details")
         stored = gr.State([])  # the maps drawn, so a new opacity needs no model
         view = gr.State({})  # how the first scan's answer is shown: greyed or not, the map's caption
 

@@ -13,6 +13,7 @@ from core import runs
 from core.evaluate import evaluate_run
 from core.paths import confine
 from ui.context import Studio, user_error
+from ui.temperatures import SWEEP_COLUMNS, sweep_choices, sweep_view
 
 COLUMNS = [
     "run",
@@ -157,6 +158,14 @@ def build(ctx: Studio) -> None:
             metrics = gr.JSON(label="Metrics")
             confusion = gr.Plot(label="Confusion matrix or reliability diagram")
         files = gr.File(label="Files", file_count="multiple", interactive=False)
+        with gr.Accordion("Temperature sweeps", open=False):
+            sweep = gr.Dropdown([], value=None, label="Sweep", allow_custom_value=True, elem_id="runs-sweep")
+            with gr.Row():
+                sweep_table = gr.Dataframe(
+                    headers=SWEEP_COLUMNS, label="Its runs", interactive=False, elem_id="runs-sweep-table"
+                )
+                sweep_heat = gr.Plot(label="Best validation AUC", elem_id="runs-sweep-heatmap")
+            sweep_progress = gr.Markdown()
         with gr.Row():
             confirm = gr.Checkbox(False, label="Yes, delete this run and its files")
             delete = gr.Button("Delete run", variant="stop")
@@ -172,6 +181,19 @@ def build(ctx: Studio) -> None:
             show_progress="hidden",
         )
         selected.change(lambda s: compare(ctx, s), selected, curves, api_name=False)
+        sweep_seen, sweeps_known = gr.State(None), gr.State(None)
+        sweep_out = [sweep_heat, sweep_progress, sweep_table, sweep_seen]
+        sweep.change(lambda t: sweep_view(ctx, t), sweep, sweep_out, api_name=False, show_progress="hidden")
+        gr.Timer(3).tick(
+            lambda t, s: sweep_view(ctx, t, s), [sweep, sweep_seen], sweep_out, api_name=False, show_progress="hidden"
+        )
+        gr.Timer(3).tick(
+            lambda t, k: sweep_choices(ctx, t, k),
+            [sweep, sweeps_known],
+            [sweep, sweeps_known],
+            api_name=False,
+            show_progress="hidden",
+        )
         evaluate.click(make_evaluate(ctx), [one, split], [metrics, confusion], api_name=False)
         calibration.click(make_calibration(ctx), [one, split], [metrics, confusion], api_name=False)
         download.click(make_download(ctx), one, files, api_name=False)

@@ -10,7 +10,7 @@ from core.config import DataConfig, TrainConfig
 from core.errors import StudioError
 from core.imageio import read_scan
 from core.losses import KD_SCALINGS
-from core.sweep import grid_results, new_tag, temperature_grid
+from core.sweep import grid_results, list_sweeps, new_tag, temperature_grid
 from core.temperature import temperature_view
 from ui.context import Studio, follow_models, user_error
 
@@ -137,6 +137,28 @@ def make_sweep(ctx: Studio):
     return sweep
 
 
+SWEEP_COLUMNS = ["run", "status", "t_target", "t_nontarget", "best_val_auc", "best_val_acc", "warnings"]
+
+
+def sweep_view(ctx: Studio, tag: str | None, seen: list | None = None):
+    """A sweep's heatmap, progress line and runs table, read from its run folders; nothing is sent (and
+    nothing redrawn) when its runs have not changed since `seen`. Returns (heatmap, progress, table, seen)."""
+    rows = grid_results(ctx.runs_dir, tag)[3] if tag else []
+    table = [[round(r[c], 3) if isinstance(r[c], float) else r[c] for c in SWEEP_COLUMNS] for r in rows]
+    if seen is not None and table == seen:
+        return gr.skip(), gr.skip(), gr.skip(), seen
+    fig, progress = sweep_heatmap(ctx, tag)
+    return fig, progress, table, table
+
+
+def sweep_choices(ctx: Studio, tag: str | None, known: list | None):
+    """The sweep picker's names when a sweep was added or removed; the picked one stays while it exists."""
+    names = [s["sweep"] for s in list_sweeps(ctx.runs_dir)]
+    if names == known:
+        return gr.skip(), known
+    return gr.update(choices=names, value=tag if tag in names else None), names
+
+
 def sweep_heatmap(ctx: Studio, tag: str):
     if not tag:
         return None, ""
@@ -205,7 +227,13 @@ def build(ctx: Studio, device_choices) -> None:
             sweep_scaling = gr.Dropdown(list(KD_SCALINGS), value=TrainConfig.kd_scaling, label="KD scaling")
             sweep_warmup = gr.Number(TrainConfig.kd_warmup, precision=0, minimum=0, label="KD warm-up (epochs)")
             start = gr.Button("Queue sweep", elem_id="sweep-start")
-        tag = gr.Textbox(label="Sweep", interactive=False, elem_id="sweep-tag")
+        tag = gr.Dropdown(
+            [s["sweep"] for s in list_sweeps(ctx.runs_dir)],
+            value=None,
+            label="Sweep (queue one, or reopen an earlier one by name)",
+            allow_custom_value=True,
+            elem_id="sweep-tag",
+        )
         heat = gr.Plot(label="Validation AUC", elem_id="sweep-heatmap")
         progress = gr.Markdown(elem_id="sweep-progress")
         start.click(
@@ -214,4 +242,11 @@ def build(ctx: Studio, device_choices) -> None:
             tag,
             api_name=False,
         )
-        gr.Timer(3).tick(lambda t: sweep_heatmap(ctx, t), tag, [heat, progress], api_name=False, show_progress="hidden")
+        seen, known = gr.State(None), gr.State(None)
+        sweep_runs = gr.Dataframe(headers=SWEEP_COLUMNS, label="Its runs", interactive=False, elem_id="sweep-runs")
+        shown = [heat, progress, sweep_runs, seen]
+        gr.Timer(3).tick(lambda t, s: sweep_view(ctx, t, s), [tag, seen], shown, api_name=False, show_progress="hidden")
+        gr.Timer(3).tick(
+            lambda t, k: sweep_choices(ctx, t, k), [tag, known], [tag, known], api_name=False, show_progress="hidden"
+        )
+        tag.change(lambda t: sweep_view(ctx, t), tag, shown, api_name=False, show_progress="hidden")

@@ -156,18 +156,18 @@ def warnings_text(status: dict) -> str:
 def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
     """Progress text, warnings, curves, log tail and status of the run being watched, for the timer: nothing
     is sent when nothing changed, and the curves are redrawn only when a new epoch was written.
-    Returns (progress, warnings, curves, log, status, what was seen)."""
+    Returns (progress, warnings, curves, log, status, the run's settings, what was seen)."""
     if not run_id:
-        return "", "", None, "", None, None
+        return "", "", None, "", None, None, None
     try:
         s = ctx.jobs.status(run_id)
     except Exception as e:  # a deleted or unknown run: say so instead of failing every tick
-        return f"**{e}**", "", None, "", None, None
+        return f"**{e}**", "", None, "", None, None, None
     run = ctx.jobs.find(run_id)
     tail = runs.Run(run).log_tail(15)
     now = (run_id, s["epoch"], repr(s), tail)
     if seen is not None and tuple(seen) == now:
-        return (*[gr.skip()] * 5, seen)
+        return (*[gr.skip()] * 6, seen)
     same_curves = seen is not None and tuple(seen[:2]) == now[:2]
     latest = s["latest"] or {}
     text = f"**{s['run']}**: {s['status']}, epoch {s['epoch']}/{s['epochs']}"
@@ -182,7 +182,8 @@ def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
         text += f"\n\n**Error:** {s['error']}"
     chance = runs.Run(run).status().get("chance_acc")
     curves = gr.skip() if same_curves else plots.curves({s["run"]: runs.read_metrics(run)}, chance_acc=chance)
-    return text, warnings_text(s), curves, tail, s, now
+    settings = gr.skip() if same_curves else runs.Run(run).config()  # the run's own, not the form's
+    return text, warnings_text(s), curves, tail, s, settings, now
 
 
 def run_choices(ctx: Studio) -> list[str]:
@@ -292,6 +293,8 @@ def build(ctx: Studio, device_choices) -> None:
                 warnings = gr.Markdown(elem_id="train-warnings", elem_classes=["studio-warning"])
                 curves = gr.Plot(label="Curves", elem_id="train-curves")
                 status = gr.JSON(label="Status")
+                with gr.Accordion("Settings of this run", open=False):
+                    settings = gr.JSON(label="config.json", elem_id="train-run-settings")
                 log = gr.Code(label="Log (last lines)", language=None, interactive=False)
         form = dict(source=source, data_path=data_path, image_size=image_size, method=method)
         form |= dict(t_target=t_target, t_nontarget=t_nontarget, kd_weight=kd_weight, rga=rga, arch=arch)
@@ -323,7 +326,7 @@ def build(ctx: Studio, device_choices) -> None:
         stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)
         resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
         seen, known = gr.State(None), gr.State(None)
-        watch = [progress, warnings, curves, log, status, seen]
+        watch = [progress, warnings, curves, log, status, settings, seen]
         gr.Timer(2).tick(lambda r, s: monitor(ctx, r, s), [run_id, seen], watch, api_name=False, show_progress="hidden")
         gr.Timer(3).tick(
             lambda r, k: follow_runs(ctx, r, k),
