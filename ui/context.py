@@ -74,6 +74,12 @@ class Studio:
         return self.models.get(self.model_path(choice))
 
 
+def poll(seconds: float, fn, inputs: list, outputs: list) -> None:
+    """Run `fn` every `seconds` while the page is open, quietly (no API name, no spinner); `fn` returns
+    gr.skip() for what did not change, so an idle page costs little."""
+    gr.Timer(seconds).tick(fn, inputs, outputs, api_name=False, show_progress="hidden")
+
+
 def follow_models(ctx: Studio, pickers: list, *, every: float = 5.0) -> None:
     """Keep model pickers in step with the runs folder, with no restart and no Refresh button: on page load
     and every `every` seconds, sending nothing when the list is unchanged. A picked model that disappeared
@@ -93,7 +99,7 @@ def follow_models(ctx: Studio, pickers: list, *, every: float = 5.0) -> None:
         return (*updates, choices)
 
     gr.on(None, load, None, [*pickers, seen], api_name=False, show_progress="hidden")
-    gr.Timer(every).tick(tick, [seen, *pickers], [*pickers, seen], api_name=False, show_progress="hidden")
+    poll(every, tick, [seen, *pickers], [*pickers, seen])
 
 
 def user_error(fn):

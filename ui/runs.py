@@ -12,7 +12,7 @@ from core import figures as plots
 from core import runs
 from core.evaluate import evaluate_run
 from core.paths import confine
-from ui.context import Studio, user_error
+from ui.context import Studio, poll, user_error
 from ui.temperatures import SWEEP_COLUMNS, sweep_choices, sweep_view
 
 COLUMNS = [
@@ -173,27 +173,13 @@ def build(ctx: Studio) -> None:
         last = gr.State(None)
         pickers = [rows, selected, one, last]
         gr.on(None, lambda: follow(ctx, None, [], None), None, pickers, api_name=False, show_progress="hidden")
-        gr.Timer(3).tick(
-            lambda lr, s, o: follow(ctx, lr, s, o),
-            [last, selected, one],
-            pickers,
-            api_name=False,
-            show_progress="hidden",
-        )
+        poll(3, lambda lr, s, o: follow(ctx, lr, s, o), [last, selected, one], pickers)
         selected.change(lambda s: compare(ctx, s), selected, curves, api_name=False)
         sweep_seen, sweeps_known = gr.State(None), gr.State(None)
         sweep_out = [sweep_heat, sweep_progress, sweep_table, sweep_seen]
         sweep.change(lambda t: sweep_view(ctx, t), sweep, sweep_out, api_name=False, show_progress="hidden")
-        gr.Timer(3).tick(
-            lambda t, s: sweep_view(ctx, t, s), [sweep, sweep_seen], sweep_out, api_name=False, show_progress="hidden"
-        )
-        gr.Timer(3).tick(
-            lambda t, k: sweep_choices(ctx, t, k),
-            [sweep, sweeps_known],
-            [sweep, sweeps_known],
-            api_name=False,
-            show_progress="hidden",
-        )
+        poll(3, lambda t, s: sweep_view(ctx, t, s), [sweep, sweep_seen], sweep_out)
+        poll(3, lambda t, k: sweep_choices(ctx, t, k), [sweep, sweeps_known], [sweep, sweeps_known])
         evaluate.click(make_evaluate(ctx), [one, split], [metrics, confusion], api_name=False)
         calibration.click(make_calibration(ctx), [one, split], [metrics, confusion], api_name=False)
         download.click(make_download(ctx), one, files, api_name=False)

@@ -12,7 +12,7 @@ from core.imageio import read_scan
 from core.losses import KD_SCALINGS
 from core.sweep import grid_results, list_sweeps, new_tag, temperature_grid
 from core.temperature import temperature_view
-from ui.context import Studio, follow_models, user_error
+from ui.context import Studio, follow_models, poll, user_error
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 
@@ -245,8 +245,6 @@ def build(ctx: Studio, device_choices) -> None:
         seen, known = gr.State(None), gr.State(None)
         sweep_runs = gr.Dataframe(headers=SWEEP_COLUMNS, label="Its runs", interactive=False, elem_id="sweep-runs")
         shown = [heat, progress, sweep_runs, seen]
-        gr.Timer(3).tick(lambda t, s: sweep_view(ctx, t, s), [tag, seen], shown, api_name=False, show_progress="hidden")
-        gr.Timer(3).tick(
-            lambda t, k: sweep_choices(ctx, t, k), [tag, known], [tag, known], api_name=False, show_progress="hidden"
-        )
+        poll(3, lambda t, s: sweep_view(ctx, t, s), [tag, seen], shown)
+        poll(3, lambda t, k: sweep_choices(ctx, t, k), [tag, known], [tag, known])
         tag.change(lambda t: sweep_view(ctx, t), tag, shown, api_name=False, show_progress="hidden")

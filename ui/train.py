@@ -11,7 +11,7 @@ from core.errors import StudioError
 from core.losses import KD_SCALINGS, METHODS
 from core.model import ARCHS
 from core.paths import confine
-from ui.context import Studio, user_error
+from ui.context import Studio, poll, user_error
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
 STABLE = "studio default (stable)"
@@ -327,14 +327,8 @@ def build(ctx: Studio, device_choices) -> None:
         resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
         seen, known = gr.State(None), gr.State(None)
         watch = [progress, warnings, curves, log, status, settings, seen]
-        gr.Timer(2).tick(lambda r, s: monitor(ctx, r, s), [run_id, seen], watch, api_name=False, show_progress="hidden")
-        gr.Timer(3).tick(
-            lambda r, k: follow_runs(ctx, r, k),
-            [run_id, known],
-            [run_id, known],
-            api_name=False,
-            show_progress="hidden",
-        )
+        poll(2, lambda r, s: monitor(ctx, r, s), [run_id, seen], watch)
+        poll(3, lambda r, k: follow_runs(ctx, r, k), [run_id, known], [run_id, known])
 
         def on_load(request: gr.Request):
             return reopen(ctx, request)
