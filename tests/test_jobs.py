@@ -153,7 +153,7 @@ def test_a_run_whose_data_vanished_fails_with_the_reason(manager, tmp_path):
     from ui.context import Studio
     from ui.train import monitor
 
-    text, warnings, _, _ = monitor(Studio(data_root=tmp_path, runs_dir=tmp_path, jobs=manager), run.name)
+    text, warnings, *_ = monitor(Studio(data_root=tmp_path, runs_dir=tmp_path, jobs=manager), run.name)
     assert "failed" in text and "**Error:**" in text and "no scans found" in text  # what the Train tab shows
     assert warnings == ""  # it never trained, so nothing to warn about
 
