@@ -294,7 +294,7 @@ def build(ctx: Studio, device_choices) -> None:
                 curves = gr.Plot(label="Curves", elem_id="train-curves")
                 status = gr.JSON(label="Status")
                 with gr.Accordion("Settings of this run", open=False):
-                    settings = gr.JSON(label="config.json", elem_id="train-run-settings")
+                    settings = gr.JSON(label="the settings it was started with", elem_id="train-run-settings")
                 log = gr.Code(label="Log (last lines)", language=None, interactive=False)
         form = dict(source=source, data_path=data_path, image_size=image_size, method=method)
         form |= dict(t_target=t_target, t_nontarget=t_nontarget, kd_weight=kd_weight, rga=rga, arch=arch)
