@@ -113,7 +113,7 @@ class JobManager:
         if status.get("error"):
             out["error"] = status["error"]
         out["warnings"] = status.get("warnings") or []
-        for key in ("best_epoch", "val_acc", "val_auc", "test_acc", "test_auc"):
+        for key in ("best_epoch", "val_acc", "val_auc", "test_acc", "test_auc", "chance_acc"):
             if status.get(key) is not None:
                 out[key] = status[key]
         if rows and out["epochs"]:

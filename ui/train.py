@@ -180,7 +180,7 @@ def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
         text += f", about {duration(s['seconds_left'])} left"
     if s.get("error"):
         text += f"\n\n**Error:** {s['error']}"
-    chance = runs.Run(run).status().get("chance_acc")
+    chance = s.get("chance_acc")  # jobs.status read status.json once already
     curves = gr.skip() if same_curves else plots.curves({s["run"]: runs.read_metrics(run)}, chance_acc=chance)
     settings = gr.skip() if same_curves else runs.Run(run).config()  # the run's own, not the form's
     return text, warnings_text(s), curves, tail, s, settings, now
@@ -309,10 +309,7 @@ def build(ctx: Studio, device_choices) -> None:
             names = {component: name for name, component in form.items()}
             return estimate_text(ctx, {names[c]: v for c, v in values.items()})
 
-        for field in (source, image_size, demo_images, method, arch, epochs, batch_size, device):
-            field.change(
-                update_estimate, set(form.values()), [estimate_md, quick], api_name=False, show_progress="hidden"
-            )
+        # triggers=None: on page load and whenever a field of the form changes (once, not per listener)
         gr.on(None, update_estimate, set(form.values()), [estimate_md, quick], api_name=False, show_progress="hidden")
         quick.click(
             lambda: [estimate.QUICK["epochs"], estimate.QUICK["synthetic_train"], estimate.QUICK["image_size"]],
