@@ -15,7 +15,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
-from core.losses import compute_loss
+from core.methods import compute_loss
 
 
 class RegionalGammaPIL:

@@ -14,7 +14,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from core.device import AMP_CHOICES
 from core.errors import StudioError
-from core.losses import KD_SCALINGS, METHODS, get_method
+from core.losses import KD_SCALINGS
+from core.methods import METHODS, get_method
 from core.model import ARCHS
 
 DATASETS = ("synthetic", "medmnist", "folder")
@@ -155,17 +156,14 @@ class TrainConfig:
         return TrainConfig(**d)
 
 
-# The settings that belong to one method or another, and which of them each method uses. The others are
-# hidden in the Train form and recorded as null in a run's config, report and table.
+# The settings that belong to one method or another. Each method says which it uses (core.methods); the
+# others are hidden in the Train form and recorded as null in a run's config, report and table.
 METHOD_SETTINGS = ("t_target", "t_nontarget", "kd_weight", "kd_scaling", "kd_warmup", "ps_alpha")
-_KD = ("t_target", "kd_weight", "kd_warmup")
-APPLIES = {"ce": (), "kd": _KD, "cs-kd": _KD, "ps-kd": ("ps_alpha",), "tss-kd": (*_KD, "t_nontarget", "kd_scaling")}
 
 
 def applies(method: str) -> tuple[str, ...]:
     """The method-specific settings `method` uses (see METHOD_SETTINGS)."""
-    get_method(method)
-    return APPLIES.get(method, METHOD_SETTINGS)
+    return get_method(method).uses
 
 
 def to_record(cfg: TrainConfig) -> dict:
@@ -210,6 +208,26 @@ def _base_type(cls, name: str) -> type:
 
 def _cli_fields(cls) -> list:
     return [f for f in fields(cls) if f.metadata.get("cli", True)]
+
+
+def field_spec(name: str) -> dict:
+    """What a form needs to show setting `name` (a field of TrainConfig or DataConfig): its type without
+    None, its default (a method setting's is the default method's published value), help and choices."""
+    for cls in (TrainConfig, DataConfig):
+        found = {f.name: f for f in fields(cls)}.get(name)
+        if found is not None:
+            break
+    else:
+        raise KeyError(f"no setting named {name!r}")
+    default = found.default if found.default is not MISSING else None
+    if name in METHOD_SETTINGS and default is None:
+        default = getattr(TrainConfig().resolved(), name)
+    return {
+        "kind": _base_type(cls, name),
+        "default": default,
+        "help": found.metadata["help"],
+        "choices": found.metadata.get("choices"),
+    }
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

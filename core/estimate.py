@@ -9,7 +9,7 @@ from pathlib import Path
 
 from core import runs
 from core.config import TrainConfig
-from core.losses import get_method
+from core.methods import get_method
 
 QUICK = {"epochs": 5, "synthetic_train": 1000, "image_size": 32}  # the quick preset the Train tab offers
 LONG_S = 15 * 60  # above this the Train tab offers the quick preset

@@ -9,15 +9,13 @@ non-target classes' share (the two sums below add up to it).
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
+import torch
+import torch.nn.functional as F
 
 from core.errors import StudioError
-from core.losses import kd_curvature, kd_scale
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
+from core.losses import kd_curvature, kd_loss, kd_scale, softened_kl_terms, tss_kd_loss, tss_temperatures
 
 
 def temperature_view(
@@ -30,34 +28,35 @@ def temperature_view(
     kd_weight: float = 1.0,
     scaling: str = "nontarget",
 ) -> dict:
-    """Distributions and loss parts for one sample (float64) under the KD `scaling`, and the term's
-    curvature `s` relative to classic KD (core.losses.kd_curvature). Lists are indexed by class."""
-    z, zt = np.asarray(student, np.float64), np.asarray(teacher, np.float64)
-    if z.ndim != 1 or z.shape != zt.shape or len(z) < 2:
+    """Distributions and loss parts for one sample under the KD `scaling`, computed by the training loss
+    itself (core.losses) in float64, and the term's curvature `s` relative to classic KD
+    (core.losses.kd_curvature). Lists are indexed by class."""
+    if len(student) != len(teacher) or len(student) < 2:
         raise StudioError("student and teacher need the same number of logits, at least two.")
-    if not 0 <= target < len(z):
-        raise StudioError(f"the target class must be between 0 and {len(z) - 1}.")
+    if not 0 <= target < len(student):
+        raise StudioError(f"the target class must be between 0 and {len(student) - 1}.")
     if t_target <= 0 or t_nontarget <= 0:
         raise StudioError("temperatures must be positive.")
-    if not (np.isfinite(z).all() and np.isfinite(zt).all()):
+    if not all(math.isfinite(v) for v in (*student, *teacher)):
         raise StudioError("logits must be finite numbers.")
-    tau = np.full_like(z, t_nontarget)
-    tau[target] = t_target
-    q, p = _softmax(zt / tau), _softmax(z / tau)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = kd_scale(t_target, t_nontarget, scaling) * np.where(q > 0, q * (np.log(q) - np.log(p)), 0.0)
-    ce = float(-np.log(_softmax(z)[target]))
-    tss = float(terms.sum())
-    q_kd, p_kd = _softmax(zt / t_target), _softmax(z / t_target)
-    kd = float(t_target**2 * np.sum(np.where(q_kd > 0, q_kd * (np.log(q_kd) - np.log(p_kd)), 0.0)))
+    z, zt = (torch.tensor([list(v)], dtype=torch.float64) for v in (student, teacher))  # one sample (1, C)
+    y = torch.tensor([target])
+    tau = tss_temperatures(z, y, t_target, t_nontarget)
+    terms = softened_kl_terms(z, zt, tau, scale=kd_scale(t_target, t_nontarget, scaling))[0]
+    tss = float(tss_kd_loss(z, zt, y, t_target=t_target, t_nontarget=t_nontarget, scaling=scaling))
+    ce = float(F.cross_entropy(z, y))
+
+    def probs(logits, temperature=1.0):
+        return F.softmax(logits / temperature, dim=1)[0].tolist()
+
     return {
-        "teacher_plain": _softmax(zt).tolist(),
-        "teacher_kd": q_kd.tolist(),
-        "teacher_tss": q.tolist(),
-        "student_plain": _softmax(z).tolist(),
-        "student_tss": p.tolist(),
+        "teacher_plain": probs(zt),
+        "teacher_kd": probs(zt, t_target),
+        "teacher_tss": probs(zt, tau),
+        "student_plain": probs(z),
+        "student_tss": probs(z, tau),
         "ce": ce,
-        "kd_single_temperature": kd,
+        "kd_single_temperature": float(kd_loss(z, zt, temperature=t_target)),
         "tss_kd": tss,
         "tss_target_part": float(terms[target]),
         "tss_nontarget_part": float(terms.sum() - terms[target]),

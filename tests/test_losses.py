@@ -9,8 +9,6 @@ import torch
 from core.errors import StudioError
 from core.losses import (
     KD_SCALINGS,
-    METHODS,
-    compute_loss,
     kd_curvature,
     kd_loss,
     kd_warmup_factor,
@@ -18,6 +16,7 @@ from core.losses import (
     soft_cross_entropy,
     tss_kd_loss,
 )
+from core.methods import METHODS, compute_loss
 
 
 def ref_softmax(z):
@@ -216,3 +215,68 @@ def test_every_method_cites_its_source():
     for m in METHODS.values():
         assert m.citation and m.teacher in ("none", "view", "class", "history")
     assert METHODS["tss-kd"].t_target == 4.0 and METHODS["tss-kd"].t_nontarget == 0.4
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_float64_logits_give_the_loss_in_float64(method):
+    """The Temperatures tab runs the training loss itself in float64: no step may round to float32."""
+    z, zt, y = draw(3)
+    past = np.stack([ref_softmax(r) for r in zt])
+    parts = compute_loss(
+        method,
+        torch.tensor(z, dtype=torch.float64),
+        torch.tensor(y),
+        teacher_logits=torch.tensor(zt, dtype=torch.float64),
+        past_probs=torch.tensor(past),
+        t_target=3.0,
+        t_nontarget=0.5,
+        alpha=0.3,
+        kd_scaling="nontarget",
+    )
+    assert all(v.dtype == torch.float64 for v in parts.values())
+    assert float(parts["ce"]) == pytest.approx(ref_ce(z, y), rel=1e-12)
+    if method == "tss-kd":
+        assert float(parts["kd"]) == pytest.approx(ref_tss_kd(z, zt, y, 3.0, 0.5, "nontarget"), rel=1e-12)
+
+
+class Recorder:
+    """Stands in for the network and the augmentation: records which images each view was drawn from."""
+
+    def __init__(self):
+        self.views, self.calls = [], []
+
+    def view(self, images):
+        self.views.append(images)
+        return images.float()
+
+    def net(self, x):
+        self.calls.append(torch.is_grad_enabled())
+        return x.mean(dim=(1, 2, 3))[:, None].repeat(1, 3)
+
+
+@pytest.mark.parametrize(
+    "method,views,teacher",
+    [("ce", 1, False), ("ps-kd", 1, False), ("kd", 2, True), ("tss-kd", 2, True), ("cs-kd", 2, True)],
+)
+def test_each_method_draws_its_own_views_and_teacher(method, views, teacher):
+    from core.methods import Batch
+
+    rec = Recorder()
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).view(2, 3, 4, 4)
+    partners = images.flip(0)
+    batch = Batch(images, rec.view, (lambda: partners) if method == "cs-kd" else None)
+    z, t = METHODS[method].forward(rec.net, batch)
+    assert len(rec.views) == views and (t is not None) == teacher
+    assert z.shape == (2, 3)
+    if teacher:
+        assert rec.calls == [False, True]  # the teacher under no_grad, the student with gradient
+        first = partners if method == "cs-kd" else images
+        assert torch.equal(rec.views[0], first) and torch.equal(rec.views[1], images)
+
+
+def test_each_method_uses_only_settings_the_config_knows():
+    from core.config import METHOD_SETTINGS, applies
+
+    for name, m in METHODS.items():
+        assert set(m.uses) <= set(METHOD_SETTINGS) and applies(name) == m.uses
+    assert applies("ce") == () and "t_nontarget" in applies("tss-kd") and "t_nontarget" not in applies("kd")
