@@ -25,11 +25,12 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import RESULTS, machine_label, write_result  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.dataset import Split  # noqa: E402
+from core.engine import make_stepper, new_state, set_lr  # noqa: E402
 from core.model import ModelSpec  # noqa: E402
 from core.synthetic import CLASSES, render  # noqa: E402
-from core.train import TrainConfig, make_stepper, new_state, set_lr  # noqa: E402
 
 SIZES = [128, 96, 128, 96, 128, 96, 128, 128, 96, 128]  # two batch sizes, each captured after two eager runs
 

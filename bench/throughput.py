@@ -22,12 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import RESULTS, write_result  # noqa: E402
 from bench.reference_pipeline import make_loader, reference_step  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.dataset import Split  # noqa: E402
 from core.device import cpu_native_bf16, pick_device, precision  # noqa: E402
+from core.engine import make_stepper, new_state  # noqa: E402
 from core.model import ModelSpec, build_model  # noqa: E402
 from core.synthetic import CLASSES, render  # noqa: E402
-from core.train import TrainConfig, make_stepper, new_state  # noqa: E402
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 datasheet rates
 

@@ -111,10 +111,11 @@ def deterministic():
 
 
 def graph_test_state(method: str, optimizer: str, *, graphs: bool):
+    from core.config import TrainConfig
     from core.dataset import Split
+    from core.engine import make_stepper, new_state
     from core.model import ModelSpec
     from core.synthetic import CLASSES, render
-    from core.train import TrainConfig, make_stepper, new_state
 
     cfg = TrainConfig(data=DataConfig(image_size=32), method=method, optimizer=optimizer, device="cuda").resolved()
     images, labels, _ = render(512, size=32, seed=0)
@@ -135,7 +136,7 @@ def test_graphed_steps_train_like_eager_steps(deterministic, method, optimizer):
     share changing every step: under deterministic algorithms the same random draws, and the same weights
     and sums as eager steps to float32 round-off, for every method. (With cuDNN autotuning and atomics the
     two differ by kernel-order noise, which TSS-KD's gradient amplifies: bench/graph_parity.py measures it.)"""
-    from core.train import set_lr
+    from core.engine import set_lr
 
     order = torch.randperm(512, generator=torch.Generator().manual_seed(0)).cuda()
     sizes = [128, 96, 128, 96, 128, 96, 128, 128, 96, 128]

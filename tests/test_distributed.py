@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core import runs
-from core.train import batches_per_epoch
+from core.engine import batches_per_epoch
 
 pytestmark = pytest.mark.slow  # torchrun groups: `make test-fast` leaves them out
 

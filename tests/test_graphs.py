@@ -10,13 +10,16 @@ import torch
 from safetensors import safe_open
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from core.checkpoint import load_last, save_last
+from core.config import TrainConfig
 from core.data import DataConfig
 from core.dataset import Split
+from core.engine import State, new_state, set_lr, train_step
 from core.errors import StudioError
 from core.graphs import GraphedSteps, check_graphable
+from core.methods import ClassSampler
 from core.model import ModelSpec
 from core.synthetic import CLASSES, render
-from core.train import ClassSampler, State, TrainConfig, load_last, new_state, save_last, set_lr, train_step
 
 # Operators that cannot be captured in a CUDA graph: reading a value back to the host (item, nonzero and
 # other data-dependent shapes) or making a tensor from host data (a copy to the GPU on each call).

@@ -17,7 +17,7 @@ from test_data import make_mixed_folder, write_medmnist
 
 from core import runs
 from core.data import DataConfig
-from core.losses import METHODS
+from core.methods import METHODS
 from core.train import StopFlag, main, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,12 +141,12 @@ def test_resume_refuses_finished_or_unknown_runs(tmp_path):
 
 
 def test_a_crash_marks_the_run_failed_with_its_reason(tmp_path, monkeypatch):
-    import core.train as train
+    import core.engine as engine
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated disk full")
 
-    monkeypatch.setattr(train, "train_step", boom)
+    monkeypatch.setattr(engine, "train_step", boom)
     with pytest.raises(RuntimeError):
         run_training(tiny_config(tmp_path, name="crash"))
     run = next((tmp_path / "runs").iterdir())

@@ -1,0 +1,71 @@
+"""The shape of the code: core/ reads top to bottom (no import cycle, lazy imports included), never reaches
+up into the studio (gradio, ui, app), and keeps each module to one concern of a readable size."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = sorted((ROOT / "core").glob("*.py"))
+
+
+def imports(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function, with `from core import x` as core.x."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            if node.module == "core":
+                found |= {f"core.{a.name}" for a in node.names}
+    return found
+
+
+def core_graph() -> dict[str, set[str]]:
+    names = {f"core.{p.stem}" for p in CORE}
+    return {f"core.{p.stem}": (imports(p) & names) - {f"core.{p.stem}"} for p in CORE}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_core_has_no_import_cycle():
+    assert find_cycle(core_graph()) is None, " -> ".join(find_cycle(core_graph()))
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+def test_core_never_imports_the_studio(path):
+    upward = {m for m in imports(path) if m.split(".")[0] in ("gradio", "gradio_client", "ui", "app")}
+    assert not upward, f"{path.name} imports {upward}"
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+def test_no_core_module_outgrows_one_concern(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 420, f"{path.name} has {lines} lines; split it by concern"
