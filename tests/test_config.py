@@ -133,3 +133,40 @@ def test_a_run_records_only_the_method_settings_its_method_uses_and_reads_back(m
     assert {k for k in config.METHOD_SETTINGS if record[k] is not None} == used
     again = TrainConfig.from_dict(record).resolved()
     assert {k: getattr(again, k) for k in used} == {k: getattr(cfg, k) for k in used}
+
+
+@pytest.mark.parametrize(
+    "name,kind,default,widget",
+    [
+        ("t_target", float, 4.0, "Number"),
+        ("t_nontarget", float, 0.4, "Number"),
+        ("ps_alpha", float, 0.8, "Number"),
+        ("kd_warmup", int, 10, "Number"),
+        ("image_size", int, 32, "Number"),
+        ("method", str, "tss-kd", "Dropdown"),
+        ("kd_scaling", str, "nontarget", "Dropdown"),
+        ("rga", bool, True, "Checkbox"),
+        ("name", str, None, "Textbox"),
+    ],
+)
+def test_form_inputs_take_kind_default_and_help_from_the_setting(name, kind, default, widget):
+    """The Train form is built from the config's fields: change a default there and the form follows."""
+    from core.config import field_spec
+    from ui.form import setting_input
+
+    spec = field_spec(name)
+    assert spec["kind"] is kind and spec["default"] == default and spec["help"]
+    component = setting_input(name, "label")
+    assert type(component).__name__ == widget and component.value == default
+    assert component.info == spec["help"]
+    if widget == "Number":
+        assert component.precision == (0 if kind is int else None)
+    if widget == "Dropdown":
+        assert [c[1] for c in component.choices] == list(spec["choices"])
+
+
+def test_a_form_input_for_an_unknown_setting_is_a_programming_error():
+    from core.config import field_spec
+
+    with pytest.raises(KeyError, match="no setting"):
+        field_spec("learning_rate")

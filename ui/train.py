@@ -6,12 +6,11 @@ import gradio as gr
 
 from core import config, estimate, runs
 from core import figures as plots
-from core.config import OPTIMIZERS, PRESETS, TrainConfig
+from core.config import PRESETS, TrainConfig
 from core.errors import StudioError
-from core.losses import KD_SCALINGS, METHODS
-from core.model import ARCHS
 from core.paths import confine
 from ui.context import Studio, poll, user_error
+from ui.form import setting_input
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
 STABLE = "studio default (stable)"
@@ -221,7 +220,9 @@ def build(ctx: Studio, device_choices) -> None:
         with gr.Row():
             with gr.Column(scale=1):
                 source = gr.Radio(list(SOURCES), value="demo data", label="Data")
-                data_path = gr.Textbox(label="Path inside the data folder", placeholder="e.g. octmnist.npz or scans/")
+                data_path = setting_input(
+                    "data_path", "Path inside the data folder", placeholder="e.g. octmnist.npz or scans/"
+                )
                 demo_images = gr.Number(
                     5000,
                     precision=0,
@@ -229,7 +230,7 @@ def build(ctx: Studio, device_choices) -> None:
                     info="demo data only; a fifth as many each for validation and test",
                     elem_id="train-demo-images",
                 )
-                image_size = gr.Number(32, precision=0, label="Image size (px)", elem_id="train-size")
+                image_size = setting_input("image_size", "Image size (px)", elem_id="train-size")
                 recipe = gr.Radio(
                     list(RECIPES),
                     value=STABLE,
@@ -237,43 +238,39 @@ def build(ctx: Studio, device_choices) -> None:
                     info="the paper's TSS-KD scaling collapses to a constant output when trained from scratch",
                     elem_id="train-recipe",
                 )
-                method = gr.Dropdown(list(METHODS), value="tss-kd", label="Method", elem_id="train-method")
+                method = setting_input("method", "Method", elem_id="train-method")
+                shown = config.applies(method.value)  # the default method's own settings; the rest hidden
+
+                def method_input(name, label, **extra):
+                    elem_id = "train-" + name.replace("_", "-")
+                    return setting_input(name, label, visible=name in shown, elem_id=elem_id, **extra)
+
                 with gr.Row():
-                    t_target = gr.Number(4.0, label="t_target", elem_id="train-t-target")
-                    t_nontarget = gr.Number(0.4, label="t_nontarget", elem_id="train-t-nontarget")
-                    kd_weight = gr.Number(1.0, label="KD weight", elem_id="train-kd-weight")
-                    ps_alpha = gr.Number(
-                        0.8, label="PS-KD final alpha", visible=False, minimum=0, maximum=1, elem_id="train-ps-alpha"
-                    )
+                    t_target = method_input("t_target", "t_target")
+                    t_nontarget = method_input("t_nontarget", "t_nontarget")
+                    kd_weight = method_input("kd_weight", "KD weight")
+                    ps_alpha = method_input("ps_alpha", "PS-KD final alpha", minimum=0, maximum=1)
                 with gr.Row():
-                    kd_scaling = gr.Dropdown(
-                        list(KD_SCALINGS),
-                        value=TrainConfig.kd_scaling,
-                        label="KD scaling",
+                    kd_scaling = method_input(
+                        "kd_scaling",
+                        "KD scaling",
                         info="nontarget: KL x t_nontarget² (stable); paper: KL x t_target² (as published)",
-                        elem_id="train-kd-scaling",
                     )
-                    kd_warmup = gr.Number(
-                        TrainConfig.kd_warmup,
-                        precision=0,
-                        minimum=0,
-                        label="KD warm-up (epochs)",
-                        elem_id="train-kd-warmup",
-                    )
-                stop_on_collapse = gr.Checkbox(False, label="Stop the run if it collapses")
-                rga = gr.Checkbox(True, label="Regional gamma augmentation")
-                arch = gr.Dropdown(list(ARCHS), value="resnet18", label="Network")
+                    kd_warmup = method_input("kd_warmup", "KD warm-up (epochs)", minimum=0)
+                stop_on_collapse = setting_input("stop_on_collapse", "Stop the run if it collapses")
+                rga = setting_input("rga", "Regional gamma augmentation")
+                arch = setting_input("arch", "Network")
                 with gr.Row():
-                    epochs = gr.Number(100, precision=0, label="Epochs", elem_id="train-epochs")
-                    batch_size = gr.Number(128, precision=0, label="Batch size")
-                    lr = gr.Number(0.01, label="Learning rate")
-                optimizer = gr.Dropdown(list(OPTIMIZERS), value="sgd", label="Optimizer")
-                device = gr.Dropdown(device_choices, value=device_choices[0][1], label="Device")
+                    epochs = setting_input("epochs", "Epochs", elem_id="train-epochs")
+                    batch_size = setting_input("batch_size", "Batch size")
+                    lr = setting_input("lr", "Learning rate")
+                optimizer = setting_input("optimizer", "Optimizer")
+                device = setting_input("device", "Device", choices=device_choices, value=device_choices[0][1])
                 processes = gr.Number(
                     1, precision=0, minimum=1, label="GPUs", info="more than one trains with torchrun on GPUs 0..N-1"
                 )
-                seed = gr.Number(0, precision=0, label="Seed")
-                name = gr.Textbox(label="Run name (optional)")
+                seed = setting_input("seed", "Seed")
+                name = setting_input("name", "Run name (optional)")
                 start = gr.Button("Start", variant="primary", elem_id="train-start")
                 estimate_md = gr.Markdown(elem_id="train-estimate")
                 quick = gr.Button("Use the quick preset", visible=False, size="sm", elem_id="train-quick")

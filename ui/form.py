@@ -1,0 +1,23 @@
+"""Form inputs made from the settings themselves (core.config.field_spec): each widget's kind, default,
+choices and help come from the TrainConfig or DataConfig field it edits, so a setting is described once."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from core import config
+
+
+def setting_input(name: str, label: str, **extra):
+    """The input for setting `name`: a dropdown for a choice, a checkbox for a switch, a number (whole for
+    an int) or a text box; `extra` overrides what the field says (value, choices, info, elem_id, ...)."""
+    spec = config.field_spec(name)
+    kind, choices = spec["kind"], extra.pop("choices", spec["choices"])
+    args = {"label": label, "info": spec["help"], "value": spec["default"], **extra}
+    if choices:
+        return gr.Dropdown(list(choices), **args)
+    if kind is bool:
+        return gr.Checkbox(**args)
+    if kind in (int, float):
+        return gr.Number(precision=0 if kind is int else None, **args)
+    return gr.Textbox(**args)
