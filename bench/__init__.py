@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import platform
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -26,6 +28,34 @@ def write_result(path: Path, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return path
+
+
+@dataclass
+class Trained:
+    """A run a benchmark trained: its config, folder, model.json, seconds and validation accuracy per epoch."""
+
+    cfg: object
+    run: Path
+    meta: dict
+    seconds: float
+    curve: list[float]
+
+
+def trained(data, method: str, *, epochs: int, device, runs_dir, **settings) -> Trained:
+    """Train `method` on `data` in this process, with RGA for every method but plain cross-entropy (as the
+    paper compares them); `settings` are further TrainConfig fields."""
+    from core import runs
+    from core.config import TrainConfig
+    from core.train import run_training
+
+    cfg = TrainConfig(
+        data=data, method=method, rga=method != "ce", epochs=epochs, device=str(device), runs_dir=runs_dir, **settings
+    )
+    t0 = time.perf_counter()
+    run = run_training(cfg)
+    seconds = time.perf_counter() - t0
+    folder = runs.Run(run)
+    return Trained(cfg, run, folder.model_meta(), seconds, [r["val_acc"] for r in folder.metrics()])
 
 
 @contextlib.contextmanager

@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import RESULTS, write_result  # noqa: E402
-from core import runs  # noqa: E402
+from bench import RESULTS, trained, write_result  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
-from core.train import TrainConfig, run_training  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -53,33 +50,23 @@ def main(argv=None) -> int:
                     seed=args.seed,
                 )
                 init = str(ce_run) if args.init_from_ce and method != "ce" and ce_run else None
-                cfg = TrainConfig(
-                    data=data,
-                    method=method,
-                    rga=method != "ce",
-                    epochs=args.epochs,
-                    device=str(device),
-                    runs_dir=tmp,
-                    seed=args.seed,
-                    pretrained=init,
+                t = trained(
+                    data, method, epochs=args.epochs, device=device, runs_dir=tmp, seed=args.seed, pretrained=init
                 )
-                t0 = time.perf_counter()
-                run = run_training(cfg)
-                ce_run = run if method == "ce" else ce_run
-                meta = runs.read_json(run / "model.json")
-                m = meta["metrics"]
+                ce_run = t.run if method == "ce" else ce_run
+                m = t.meta["metrics"]
                 rows.append(
                     {
                         "contrast": contrast,
                         "method": method,
-                        "rga": cfg.rga,
+                        "rga": t.cfg.rga,
                         "init_from_ce": bool(init),
                         "test_acc": m["test_acc"],
                         "test_auc": m["test_auc"],
                         "val_auc": m["val_auc"],
-                        "best_epoch": meta["epoch"],
-                        "seconds": time.perf_counter() - t0,
-                        "curve": [r["val_acc"] for r in runs.read_metrics(run)],
+                        "best_epoch": t.meta["epoch"],
+                        "seconds": t.seconds,
+                        "curve": t.curve,
                     }
                 )
                 print(

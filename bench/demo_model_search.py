@@ -13,16 +13,14 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core import runs  # noqa: E402
+from bench import trained  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
 from core.export import export_model  # noqa: E402
-from core.train import TrainConfig, run_training  # noqa: E402
 
 # (method, t_target, t_nontarget, kd_weight)
 GRID = [("ce", None, None, None), ("tss-kd", 4.0, 0.4, 0.1), ("tss-kd", 4.0, 0.4, 0.3), ("tss-kd", 2.0, 0.2, 1.0)]
@@ -41,31 +39,28 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for method, tt, tn, w in GRID:
             data = DataConfig(image_size=args.image_size, synthetic_train=5000, synthetic_val=1000, synthetic_test=1000)
-            cfg = TrainConfig(
-                data=data,
-                method=method,
+            t = trained(
+                data,
+                method,
+                epochs=args.epochs,
+                device=device,
+                runs_dir=tmp,
                 t_target=tt,
                 t_nontarget=tn,
                 kd_weight=w,
-                rga=method != "ce",
-                epochs=args.epochs,
-                device=str(device),
-                runs_dir=tmp,
                 name=f"{method}-{tt}-{tn}-{w}",
             )
-            t0 = time.perf_counter()
-            run = run_training(cfg)
-            meta = runs.read_json(run / "model.json")
+            run, meta = t.run, t.meta
             row = {
                 "method": method,
                 "t_target": meta["temperatures"]["t_target"],
                 "t_nontarget": meta["temperatures"]["t_nontarget"],
                 "kd_weight": meta["kd_weight"],
-                "rga": cfg.rga,
+                "rga": t.cfg.rga,
                 **meta["metrics"],
                 "best_epoch": meta["epoch"],
-                "seconds": time.perf_counter() - t0,
-                "curve": [r["val_acc"] for r in runs.read_metrics(run)],
+                "seconds": t.seconds,
+                "curve": t.curve,
             }
             rows.append(row)
             print(

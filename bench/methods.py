@@ -306,7 +306,7 @@ def result_row(arm: str, cfg: TrainConfig, run: Path, data, scans, cams: list[st
     """One finished run's test metrics, per-image outcomes (and lesion-map scores on the demo data), printed
     as it comes."""
     model, _, meta = load_model(run)  # once: the per-image outcomes and the lesion maps both use it
-    status = runs.read_json(run / "status.json", {}) or {}
+    status = runs.Run(run).status()
     m = meta["metrics"]
     row = {
         "arm": arm,
@@ -457,7 +457,7 @@ def main(argv=None) -> int:
             for arm, cfg, run in queued:  # score each run as it ends, while the next ones train
                 status = manager.wait([run])[run.name]
                 if status != "done":
-                    error = (runs.read_json(run / "status.json", {}) or {}).get("error", "")
+                    error = runs.Run(run).status().get("error", "")
                     raise SystemExit(f"{run.name} ended {status}: {error}")
                 rows.append(result_row(arm, cfg, run, data, scans, cams, scorecam_images=scorecam_images))
                 partial.write_text(json.dumps({"partial": True, "runs": rows}))  # kept if the bench is cut short

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +98,15 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[
 
 @torch.no_grad()
 def predict_logits(
-    model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 1024, amp_dtype: torch.dtype | None = None
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    amp_dtype: torch.dtype | None = None,
+    after_batch: Callable[[], None] | None = None,
 ) -> torch.Tensor:
-    """Logits (N, C) float32 for uint8 images (N, C, H, W), evaluated in batches on the model's device."""
+    """Logits (N, C) float32 for uint8 images (N, C, H, W), evaluated in batches on the model's device.
+    `after_batch` is called after each batch (core.ood reads its feature hooks there)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -108,6 +115,8 @@ def predict_logits(
         x = eval_transform(images[start : start + batch_size].to(device, non_blocking=True))
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             out.append(model(x).float())
+        if after_batch is not None:
+            after_batch()
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 

@@ -24,9 +24,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from core.augment import eval_transform
 from core.cli import model_command
 from core.errors import StudioError
+from core.evaluate import predict_logits
 from core.model import Classifier, atomic_write, mid_layer, resolve_model_path
 
 METHOD = "mahalanobis (Lee et al. 2018), shared covariance, penultimate + mid-depth features"
@@ -59,17 +59,15 @@ def capture_features(model: Classifier):
 def features(model: Classifier, images: torch.Tensor, *, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Both feature layers (float64) and the logits (float32), on the CPU, for uint8 images (N, C, H, W):
     one float32 pass serves the metrics, the calibration and this check."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in (*LAYERS, "logits")}
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in LAYERS}
     with capture_features(model) as feats:
-        for start in range(0, len(images), batch_size):
-            parts["logits"].append(model(eval_transform(images[start : start + batch_size].to(device))).float().cpu())
+
+        def keep():
             for k in LAYERS:
                 parts[k].append(feats[k].double().cpu())
-    model.train(was_training)
-    return {k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}
+
+        logits = predict_logits(model, images, batch_size=batch_size, after_batch=keep).cpu()
+    return {"logits": logits, **{k: torch.cat(v) if v else torch.empty(0) for k, v in parts.items()}}
 
 
 @dataclass

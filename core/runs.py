@@ -189,6 +189,16 @@ def delete_run(run: Path) -> None:
     shutil.rmtree(run)
 
 
+class RunFile:
+    """A file of a run folder as a read-only attribute of `Run`: the folder's path joined with the name."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, run: Run | None, owner=None):
+        return self if run is None else run.path / self.name
+
+
 class Run:
     """One run folder and the files in it: the only code that knows their names and layout."""
 
@@ -245,32 +255,18 @@ class Run:
     def metrics(self) -> list[dict]:
         return read_metrics(self.path)
 
-    @property
-    def log_path(self) -> Path:
-        return self.path / LOG
+    # The run's files as paths: run.log_path, run.model_path, ...
+    log_path = RunFile(LOG)
+    process_log_path = RunFile(PROCESS_LOG)  # the trainer process's stdout and stderr
+    model_path = RunFile(MODEL)
+    last_path = RunFile(LAST)  # the resume point: model, optimizer, generators and position in the epoch
+    report_path = RunFile(REPORT)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-    @property
-    def process_log_path(self) -> Path:
-        return self.path / PROCESS_LOG
-
-    @property
-    def model_path(self) -> Path:
-        return self.path / MODEL
-
-    @property
-    def last_path(self) -> Path:
-        """The resume point: model, optimizer, generators and position in the epoch."""
-        return self.path / LAST
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / REPORT
 
     def has_model(self) -> bool:
         return self.model_path.is_file()
