@@ -2,8 +2,12 @@
 
 Starts `app.py` as its own process on a free port, sends CALLS requests from CLIENTS threads, and reports
 p50/p95 latency, throughput and the server's resident memory after the first 50 and after all calls (a
-growing number would mean a hook or cache leak from Grad-CAM). As the baseline, the same diagnosis is
-timed in-process without the server. Writes JSON (default bench/results/load-cpu.json).
+growing number would mean a hook or cache leak from Grad-CAM). Two kinds of client, one after the other:
+`download` fetches every image /diagnose returns (gradio_client's default: four files per call), `json`
+reads the answers and leaves the images on the server (`download_files=False`). The clients run on the
+same machine as the server, so on a small CPU they take part of its cores. As the baseline, the same
+diagnosis is timed in-process without the server, one call after another. Writes JSON (default
+bench/results/load-cpu.json).
 
     python bench/load.py --clients 16 --calls 500
 """
@@ -35,6 +39,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,10 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--calls", type=int, default=500)
     ap.add_argument("--method", default="gradcam")
+    ap.add_argument("--modes", default="download,json", help="kinds of client, run one after the other")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load-cpu.json")
     args = ap.parse_args(argv)
-
-    from gradio_client import Client, handle_file
 
     from core.infer import Predictor
 
@@ -86,57 +95,81 @@ def main(argv=None) -> int:
         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
     )
     url = f"http://127.0.0.1:{port}/"
+    modes = {}
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                clients = [Client(url, verbose=False) for _ in range(args.clients)]
-                break
-            except Exception:
-                if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit("the studio did not start") from None
-                time.sleep(1)
-        latencies: list[float] = []
-        errors: list[str] = []
-        lock = threading.Lock()
-        counter = iter(range(args.calls))
-        rss_at_50: list[float] = []
-        rss_at_half: list[float] = []
-
-        def worker(client):
-            for _ in counter:
-                t0 = time.perf_counter()
-                try:
-                    client.predict(
-                        [handle_file(str(scan))], "demo", args.method, "predicted class", 0.5, api_name="/diagnose"
-                    )
-                except Exception as e:  # counted, not raised: the report says how many failed
-                    with lock:
-                        errors.append(str(e)[:200])
-                with lock:
-                    latencies.append(time.perf_counter() - t0)
-                    if len(latencies) == 50:
-                        rss_at_50.append(rss_mb(server.pid))
-                    if len(latencies) == args.calls // 2:
-                        rss_at_half.append(rss_mb(server.pid))
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        rss_end = rss_mb(server.pid)
+        for mode in args.modes.split(","):
+            modes[mode] = load(url, server, scan, args, download=mode == "download")
     finally:
         server.terminate()
         server.wait(timeout=30)
-
+    b = {"p50_s": statistics.median(direct), "p95_s": percentile(direct, 0.95)}
+    b["throughput_per_s"] = 1 / b["p50_s"]
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "clients": args.clients,
         "calls": args.calls,
         "method": args.method,
+        "modes": modes,
+        "baseline_in_process": b,
+    }
+    write_result(args.out, result)
+    for mode, m in modes.items():
+        s = m["server"]
+        print(
+            f"{mode}: {args.calls} calls from {args.clients} clients, {m['errors']} failed; p50 {s['p50_s']:.2f} s, "
+            f"p95 {s['p95_s']:.2f} s, {s['throughput_per_s']:.1f} calls/s; RSS {m['rss_mb_after_all']:.0f} MB "
+            f"({100 * m['rss_growth']:+.1f}% since call 50); CPU per call: server "
+            f"{m['cpu_ms_per_call']['server']:.0f} ms, clients {m['cpu_ms_per_call']['clients']:.0f} ms"
+        )
+    print(f"in process, one after another: p50 {b['p50_s']:.3f} s, {b['throughput_per_s']:.1f} calls/s")
+    return 0 if not any(m["errors"] for m in modes.values()) else 1
+
+
+def load(url: str, server: subprocess.Popen, scan: Path, args, *, download: bool) -> dict:
+    """CALLS diagnoses from CLIENTS threads, each with its own gradio_client."""
+    from gradio_client import Client, handle_file
+
+    deadline = time.time() + 120
+    while True:
+        try:
+            options = {} if download else {"download_files": False}
+            clients = [Client(url, verbose=False, **options) for _ in range(args.clients)]
+            break
+        except Exception:
+            if time.time() > deadline or server.poll() is not None:
+                raise SystemExit("the studio did not start") from None
+            time.sleep(1)
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    counter = iter(range(args.calls))
+    rss_at_50: list[float] = []
+
+    def worker(client):
+        for _ in counter:
+            t0 = time.perf_counter()
+            try:
+                client.predict([handle_file(str(scan))], method=args.method, api_name="/diagnose")
+            except Exception as e:  # counted, not raised: the report says how many failed
+                with lock:
+                    errors.append(str(e)[:200])
+            with lock:
+                latencies.append(time.perf_counter() - t0)
+                if len(latencies) == 50:
+                    rss_at_50.append(rss_mb(server.pid))
+
+    t0, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(server.pid), time.process_time()
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    rss_end = rss_mb(server.pid)
+    server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu, time.process_time() - client_cpu
+    return {
+        # CPU time per call: where the machine's cores went, the server's or the clients'
+        "cpu_ms_per_call": {"server": 1000 * server_cpu / args.calls, "clients": 1000 * client_cpu / args.calls},
         "errors": len(errors),
         "error_samples": errors[:3],
         "server": {
@@ -144,22 +177,10 @@ def main(argv=None) -> int:
             "p95_s": percentile(latencies, 0.95),
             "throughput_per_s": args.calls / wall,
         },
-        "baseline_in_process": {"p50_s": statistics.median(direct), "p95_s": percentile(direct, 0.95)},
         "rss_mb_after_50": rss_at_50[0] if rss_at_50 else None,
-        "rss_mb_after_half": rss_at_half[0] if rss_at_half else None,
         "rss_mb_after_all": rss_end,
+        "rss_growth": rss_end / rss_at_50[0] - 1 if rss_at_50 else None,
     }
-    if result["rss_mb_after_50"]:
-        result["rss_growth"] = rss_end / result["rss_mb_after_50"] - 1
-    write_result(args.out, result)
-    s, b = result["server"], result["baseline_in_process"]
-    print(
-        f"{args.calls} calls from {args.clients} clients: {len(errors)} failed; "
-        f"p50 {s['p50_s']:.2f} s, p95 {s['p95_s']:.2f} s, {s['throughput_per_s']:.1f} calls/s; "
-        f"in-process p50 {b['p50_s']:.3f} s; RSS {rss_end:.0f} MB after {args.calls} calls"
-        + (f" ({100 * result['rss_growth']:+.1f}% since call 50)" if "rss_growth" in result else "")
-    )
-    return 0 if not errors else 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import torch
 from PIL import Image, ImageDraw
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from core.errors import StudioError
 from core.model import Classifier, cam_layer
@@ -25,19 +24,74 @@ CAM_METHODS = {
 MAX_OVERLAY_SIDE = 1024  # overlays of larger scans are drawn at this size
 
 
-def compute_cam(model: Classifier, x: torch.Tensor, *, target: int, method: str = "gradcam") -> np.ndarray:
-    """The class-activation map of `target` for one normalised input (1, 3, S, S): float (S, S) in [0, 1]."""
+class PredictedOr:
+    """A CAM target: class `index`, or with None the class the model predicts for the image, read from the
+    same forward pass that the map uses (gradient methods call their targets once, on that pass)."""
+
+    def __init__(self, index: int | None):
+        self.index = index
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if self.index is None:
+            self.index = int(output.argmax())
+        return output[..., self.index]
+
+
+@contextlib.contextmanager
+def gradients_from(model: Classifier, layer: torch.nn.Module):
+    """Within the block a backward pass of `model` stops at `layer`: no parameter asks for a gradient and the
+    layer's input becomes a leaf that does. The gradient a CAM reads at the layer is the same, without
+    computing the weight gradients of the whole network below it (most of a Grad-CAM's cost)."""
+    wanted = [p for p in model.parameters() if p.requires_grad]
+    for p in wanted:
+        p.requires_grad_(False)
+    hook = layer.register_forward_pre_hook(lambda _m, args: (args[0].detach().requires_grad_(True), *args[1:]))
+    try:
+        yield
+    finally:
+        hook.remove()
+        for p in wanted:
+            p.requires_grad_(True)
+
+
+def cams_and_logits(
+    model: Classifier, x: torch.Tensor, targets: list[int | None], *, method: str = "gradcam"
+) -> tuple[np.ndarray, torch.Tensor, list[int]]:
+    """The class-activation maps for each normalised input `x[i]` (N, 3, S, S) of class `targets[i]` (None:
+    the predicted class), in one batched pass, with the logits of that pass. Returns (maps float (N, S, S) in
+    [0, 1], logits (N, C) float32, the class of each map). In eval mode the images do not interact, so each
+    map is the one the image would get alone. Gradient methods need one forward and a short backward;
+    ScoreCAM and EigenCAM a forward first when a target is the predicted class."""
     if method not in CAM_METHODS:
         raise StudioError(f"unknown lesion-map method '{method}'; choose one of {', '.join(CAM_METHODS)}.")
+    if len(targets) != len(x):
+        raise StudioError(f"{len(x)} images need {len(x)} target classes, not {len(targets)}.")
     model.eval()
-    # The context manager removes the hooks, so repeated calls leak nothing.
+    layer = cam_layer(model)
+    # The context managers remove their hooks, so repeated calls leak nothing.
     # ScoreCAM draws a tqdm bar on stderr for every map; that is noise in a server log or a benchmark.
     quiet = contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext()
-    with CAM_METHODS[method](model=model, target_layers=[cam_layer(model)]) as cam, quiet:
+    with CAM_METHODS[method](model=model, target_layers=[layer]) as cam, quiet, gradients_from(model, layer):
+        if not cam.uses_gradients and None in targets:  # these call their targets on other passes than x's
+            with torch.no_grad():
+                predicted = model(x).argmax(1).tolist()
+            targets = [p if t is None else t for t, p in zip(targets, predicted, strict=True)]
+        chosen = [PredictedOr(None if t is None else int(t)) for t in targets]
         cam.batch_size = 32  # ScoreCAM's masked forward passes per batch (read only by ScoreCAM)
-        grayscale = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(target))])
-    out = np.nan_to_num(grayscale[0].astype(np.float32))
-    return np.clip(out, 0, 1)
+        grayscale = cam(input_tensor=x, targets=chosen)
+        logits = cam.outputs.detach().float()
+    maps = np.clip(np.nan_to_num(grayscale.astype(np.float32)), 0, 1)
+    return maps, logits, [c.index for c in chosen]
+
+
+def compute_cams(model: Classifier, x: torch.Tensor, targets: list[int], *, method: str = "gradcam") -> np.ndarray:
+    """The class-activation maps of `targets[i]` for each normalised input `x[i]`: float (N, S, S) in [0, 1]."""
+    return cams_and_logits(model, x, targets, method=method)[0]
+
+
+def compute_cam(model: Classifier, x: torch.Tensor, *, target: int, method: str = "gradcam") -> np.ndarray:
+    """The class-activation map of `target` for one normalised input (1, 3, S, S): float (S, S) in [0, 1]."""
+    return compute_cams(model, x, [target], method=method)[0]
 
 
 def lesion_box(cam: np.ndarray, *, threshold: float = 0.5) -> tuple[int, int, int, int] | None:

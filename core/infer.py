@@ -12,10 +12,11 @@ import torch
 
 from core import calibration, ood
 from core.augment import eval_transform
-from core.cam import compute_cam, draw_box, lesion_box, overlay
+from core.cam import CAM_METHODS, cams_and_logits, compute_cams, draw_box, lesion_box, overlay
 from core.errors import StudioError
 from core.imageio import Scan, read_scan, to_model_array
 from core.model import load_model
+from core.serving import Batcher
 
 LOW_CONFIDENCE = 0.6  # a prediction below this probability is flagged for a second look
 OOD_MESSAGE = "Not like the training data: do not trust this prediction"
@@ -41,6 +42,7 @@ class Predictor:
         self.detector = ood.load(model_path, self.meta)  # None for a model saved before the check existed
         self.device = torch.device(device)
         self.lock = threading.RLock()  # feature and lesion-map hooks go on the shared model: one at a time
+        self.batcher = Batcher(self._diagnose_batch)  # concurrent diagnoses share one batched pass
 
     @property
     def classes(self) -> list[str]:
@@ -48,25 +50,41 @@ class Predictor:
 
     def prepare(self, scan: Scan) -> torch.Tensor:
         """A scan as the network sees it: (1, 3, S, S) normalised, exactly as evaluation prepares data."""
-        arr = to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels)
-        return eval_transform(torch.from_numpy(arr).unsqueeze(0).to(self.device))
+        return self.prepare_many([scan])
+
+    def prepare_many(self, scans: list[Scan]) -> torch.Tensor:
+        """Scans as the network sees them, (N, 3, S, S)."""
+        arrays = [to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels) for scan in scans]
+        return eval_transform(torch.from_numpy(np.stack(arrays)).to(self.device))
 
     @property
     def calibrated(self) -> bool:
         return "calibration" in self.meta
 
     @torch.no_grad()
-    def assess(self, scan: Scan) -> tuple[dict[str, float], float | None]:
-        """Class probabilities (temperature-scaled when the model carries a calibration) and the
-        out-of-distribution score in units of the threshold (above 1: unlike the training data; None when
-        the model has no detector), from one forward pass."""
+    def assess_many(self, scans: list[Scan]) -> list[tuple[dict[str, float], float | None]]:
+        """For each scan: class probabilities (temperature-scaled when the model carries a calibration) and
+        the out-of-distribution score in units of the threshold (above 1: unlike the training data; None
+        when the model has no detector), from one forward pass over them all."""
+        return self._assess(self.prepare_many(scans))
+
+    @torch.no_grad()
+    def _assess(self, x: torch.Tensor) -> list[tuple[dict[str, float], float | None]]:
         with self.lock, ood.capture_features(self.model) as feats:
-            logits = self.model(self.prepare(scan))
-        probs, _ = calibration.apply(logits[0], self.meta)
-        score = None
+            return self._answers(self.model(x), feats)
+
+    def _answers(self, logits: torch.Tensor, feats: dict) -> list[tuple[dict[str, float], float | None]]:
+        """(probabilities, OOD score) per image from the logits and features of one forward pass."""
+        scores = [None] * len(logits)
         if self.detector is not None:
-            score = float(self.detector.score(feats)[0]) / self.detector.threshold
-        return dict(zip(self.classes, probs.cpu().tolist(), strict=True)), score
+            scores = (self.detector.score(feats) / self.detector.threshold).tolist()
+        probs, _ = calibration.apply(logits, self.meta)
+        rows = zip(probs.cpu().tolist(), scores, strict=True)
+        return [(dict(zip(self.classes, p, strict=True)), score) for p, score in rows]
+
+    def assess(self, scan: Scan) -> tuple[dict[str, float], float | None]:
+        """`assess_many` for one scan."""
+        return self.assess_many([scan])[0]
 
     def probabilities(self, scan: Scan) -> dict[str, float]:
         """Class probabilities, temperature-scaled when the model carries a calibration."""
@@ -98,7 +116,6 @@ class Predictor:
     def cam_seconds(self, method: str) -> float:
         """About how long one lesion map takes on this device, from one timed forward pass of a batch: ScoreCAM
         runs the model once per channel of the mapped layer, the others about three passes."""
-        from core.cam import CAM_METHODS
         from core.model import cam_layer
 
         if method not in CAM_METHODS:
@@ -143,25 +160,29 @@ class Predictor:
             "run": m.get("run"),
         }
 
-    def lesion_map(
-        self, scan: Scan, *, target: str | int | None = None, method: str = "gradcam", opacity: float = 0.5
-    ) -> LesionMap:
-        """Grad-CAM (or another method) for `target` (default: the predicted class) over the scan."""
-        x = self.prepare(scan)
-        if target is None:
-            probs = self.probabilities(scan)
-            index = self.classes.index(max(probs, key=probs.get))
-        elif isinstance(target, int):
-            index = target
-        elif target in self.classes:
-            index = self.classes.index(target)
-        else:
-            raise StudioError(f"unknown class '{target}'; this model knows {', '.join(self.classes)}.")
-        if not 0 <= index < len(self.classes):
-            raise StudioError(f"class index {index} is out of range for {len(self.classes)} classes.")
+    def target_index(self, target: str | int) -> int:
+        """A class given by name or index, checked against this model's classes."""
+        if isinstance(target, str):
+            if target not in self.classes:
+                raise StudioError(f"unknown class '{target}'; this model knows {', '.join(self.classes)}.")
+            return self.classes.index(target)
+        if not 0 <= target < len(self.classes):
+            raise StudioError(f"class index {target} is out of range for {len(self.classes)} classes.")
+        return int(target)
+
+    def lesion_maps(
+        self, scans: list[Scan], targets: list[str | int], *, method: str = "gradcam", opacity: float = 0.5
+    ) -> list[LesionMap]:
+        """Grad-CAM (or another method) for each scan's target class, in one batched pass."""
         if not 0 <= opacity <= 1:
             raise StudioError("opacity must be between 0 and 1.")
-        cam = compute_cam(self.model, x, target=index, method=method)
+        indices = [self.target_index(t) for t in targets]
+        with self.lock:
+            cams = compute_cams(self.model, self.prepare_many(scans), indices, method=method)
+        return [self._lesion(*args, method, opacity) for args in zip(scans, cams, indices, strict=True)]
+
+    def _lesion(self, scan: Scan, cam: np.ndarray, index: int, method: str, opacity: float) -> LesionMap:
+        """A computed map with its overlay on the scan and its lesion box in scan pixels."""
         box = lesion_box(cam)
         if box is not None:  # from model pixels to scan pixels
             h, w = scan.pixels.shape[:2]
@@ -169,36 +190,74 @@ class Predictor:
             box = (box[0] * h // s, box[1] * w // s, -(-box[2] * h // s), -(-box[3] * w // s))
         return LesionMap(cam, overlay(scan.pixels, cam, opacity=opacity), box, self.classes[index], method)
 
+    def lesion_map(
+        self, scan: Scan, *, target: str | int | None = None, method: str = "gradcam", opacity: float = 0.5
+    ) -> LesionMap:
+        """Grad-CAM (or another method) for `target` (default: the predicted class) over the scan."""
+        if target is None:
+            probs = self.probabilities(scan)
+            target = max(probs, key=probs.get)
+        return self.lesion_maps([scan], [target], method=method, opacity=opacity)[0]
+
     def diagnose(
         self, path: str | Path, *, method: str = "gradcam", target: str | None = None, opacity: float = 0.5
     ) -> dict:
         """Everything the Diagnose tab shows for one file: probabilities, whether to trust them, the scan,
         the lesion map (`cam`, kept so a new opacity redraws without recomputing) and the overlay with its
         lesion box, and what was read from the file (never patient identifiers)."""
-        scan = read_scan(path)
-        with self.lock:
-            summary = self._summary(scan, *self.assess(scan))
-            lesion = self.lesion_map(scan, target=target or summary["predicted"], method=method, opacity=opacity)
-        return {
-            **summary,
-            "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,
-            "cam": lesion.cam,
-            "overlay": draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2]),
-            "lesion_box": lesion.box,
-            "target": lesion.target,
-            "target_probability": summary["probabilities"][lesion.target],
-            "method": method,
-        }
+        (result,) = self.diagnose_scans([read_scan(path)], method=method, target=target, opacity=opacity)
+        return result
+
+    def diagnose_scans(
+        self, scans: list[Scan], *, method: str = "gradcam", target: str | None = None, opacity: float = 0.5
+    ) -> list[dict]:
+        """`diagnose` for scans already read. The scans go in one batch with those of other threads calling at
+        the same time (core.serving), so concurrent requests share one forward and backward pass."""
+        if method not in CAM_METHODS:
+            raise StudioError(f"unknown lesion-map method '{method}'; choose one of {', '.join(CAM_METHODS)}.")
+        if target is not None:
+            self.target_index(target)  # a bad class is this caller's error, not its batch's
+        if not 0 <= opacity <= 1:
+            raise StudioError("opacity must be between 0 and 1.")
+        return self.batcher.run([(scan, target, opacity) for scan in scans], method)
+
+    def _diagnose_batch(self, items: list[tuple[Scan, str | None, float]], method: str) -> list[dict]:
+        scans = [scan for scan, _, _ in items]
+        wanted = [None if target is None else self.target_index(target) for _, target, _ in items]
+        with self.lock, ood.capture_features(self.model, first=True) as feats:  # one pass: answer and map
+            cams, logits, indices = cams_and_logits(self.model, self.prepare_many(scans), wanted, method=method)
+            answers = self._answers(logits, feats)
+        summaries = [self._summary(scan, *a) for scan, a in zip(scans, answers, strict=True)]
+        out = []
+        for (scan, _, opacity), summary, cam, index in zip(items, summaries, cams, indices, strict=True):
+            lesion = self._lesion(scan, cam, index, method, opacity)
+            out.append(
+                {
+                    **summary,
+                    "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,
+                    "cam": lesion.cam,
+                    "overlay": draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2]),
+                    "lesion_box": lesion.box,
+                    "target": lesion.target,
+                    "target_probability": summary["probabilities"][lesion.target],
+                    "method": method,
+                }
+            )
+        return out
 
     def diagnose_files(self, paths: list[str | Path], **kwargs) -> list[dict]:
-        """`diagnose` for each file in order; a file that cannot be read gives `{"error": message}` in its
-        place, so one bad file never sinks a batch."""
-        out = []
-        for path in paths:
+        """`diagnose` for each file in order, the readable ones in one batch; a file that cannot be read
+        gives `{"error": message}` in its place, so one bad file never sinks a batch."""
+        scans: dict[int, Scan] = {}
+        out: list[dict] = []
+        for i, path in enumerate(paths):
             try:
-                out.append(self.diagnose(path, **kwargs))
+                scans[i] = read_scan(path)
+                out.append({})
             except StudioError as e:
                 out.append({"error": str(e)})
+        for i, result in zip(scans, self.diagnose_scans(list(scans.values()), **kwargs), strict=True):
+            out[i] = result
         return out
 
     @torch.no_grad()

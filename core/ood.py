@@ -37,16 +37,20 @@ FIT_MAX = 10_000  # training images used to fit (evenly spaced); more adds time,
 
 
 @contextmanager
-def capture_features(model: Classifier):
+def capture_features(model: Classifier, *, first: bool = False):
     """Within the block every forward of `model` also leaves its features in the yielded dict:
-    `penultimate` (B, D) and `mid` (B, K), float32."""
+    `penultimate` (B, D) and `mid` (B, K), float32. With `first`, only the block's first forward does (a
+    lesion map's later passes run on masked copies of the scan)."""
     out: dict[str, torch.Tensor] = {}
+
+    def keep(name: str, value: torch.Tensor) -> None:  # a hook that returned a value would replace the output
+        if not (first and name in out):
+            out[name] = value
+
     head = model.projector[-1]
     hooks = [
-        head.register_forward_pre_hook(lambda _m, args: out.__setitem__("penultimate", args[0].detach().float())),
-        mid_layer(model).register_forward_hook(
-            lambda _m, _i, o: out.__setitem__("mid", o.detach().float().mean(dim=(2, 3)))
-        ),
+        head.register_forward_pre_hook(lambda _m, args: keep("penultimate", args[0].detach().float())),
+        mid_layer(model).register_forward_hook(lambda _m, _i, o: keep("mid", o.detach().float().mean(dim=(2, 3)))),
     ]
     try:
         yield out

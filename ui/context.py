@@ -14,6 +14,7 @@ from core import runs
 from core.errors import StudioError
 from core.infer import Predictor
 from core.jobs import JobManager
+from ui.files import ImageFiles
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_MODEL = ASSETS / "demo-model.safetensors"
@@ -36,8 +37,9 @@ class ModelCache:
                 self._items.move_to_end(key)
                 return self._items[key]
         predictor = Predictor(path)
-        with self._lock:
-            self._items[key] = predictor
+        with self._lock:  # two first requests may both load it: one instance is kept, so they batch together
+            predictor = self._items.setdefault(key, predictor)
+            self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return predictor
@@ -50,6 +52,7 @@ class Studio:
     jobs: JobManager
     auth: bool = False  # when on, starting, stopping and deleting runs need a logged-in user
     models: ModelCache = field(default_factory=ModelCache)
+    images: ImageFiles = field(default_factory=ImageFiles)  # what handlers return, encoded once each
 
     def require_user(self, request: gr.Request | None) -> None:
         """Checked inside the handlers that change runs, not only at the login page."""

@@ -128,10 +128,10 @@ def make_diagnose(ctx: Studio):
         predictor = ctx.predictor(model)
         wanted = None if target in (None, "", PREDICTED) else target
         paths = _files(files)
-        results = []
-        for f in progress.tqdm(paths, desc="Diagnosing"):
-            (r,) = predictor.diagnose_files([f], method=method, target=wanted, opacity=opacity)
-            results.append((Path(f).name, r))
+        progress(0, desc=f"Diagnosing {len(paths)} scan(s)")
+        # one batched pass for all of them, shared with other requests arriving at the same time
+        found = predictor.diagnose_files(paths, method=method, target=wanted, opacity=opacity)
+        results = [(Path(f).name, r) for f, r in zip(paths, found, strict=True)]
         good = [(n, r) for n, r in results if "error" not in r]
         if not good:
             raise gr.Error("\n".join(r["error"] for _, r in results))
@@ -141,13 +141,14 @@ def make_diagnose(ctx: Studio):
         stored = [
             {"image": r["image"], "cam": r["cam"], "box": r["lesion_box"], "caption": _caption(n, r)} for n, r in good
         ]
+        overlays = [ctx.images.png(r["overlay"]) for _, r in good]  # each encoded once, shown in three places
         return (
             _banner(results),
             first["probabilities"],
-            first["overlay"],
-            (first["image"], first["overlay"]),
+            overlays[0],
+            (ctx.images.png(first["image"]), overlays[0]),
             [_row(n, r) for n, r in results],
-            [(r["overlay"], _caption(n, r)) for n, r in good],
+            list(zip(overlays, [_caption(n, r) for n, r in good], strict=True)),
             [_detail(n, r) for n, r in results],
             stored,
             {"greyed": greyed, "overlay_label": overlay_label},
@@ -280,4 +281,5 @@ def build(ctx: Studio) -> None:
             [warning, probs, overlay, slider, table, gallery, details, stored, view],
             api_name="diagnose",
             api_description=DESCRIPTION,
+            concurrency_limit=16,  # concurrent requests join one batched pass (core.serving)
         ).then(style, view, [probs, overlay], api_name=False, show_progress="hidden")

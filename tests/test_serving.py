@@ -1,0 +1,173 @@
+"""Concurrent diagnoses share batched passes (core.serving), and each caller still gets its own answer."""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import StudioError
+from core.serving import Batcher
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "assets" / "examples").glob("demo-*.png"))
+
+
+def call_together(fn, args_list):
+    """Call `fn(*args)` for each args from its own thread, all released at once; results in order."""
+    start = threading.Barrier(len(args_list))
+    out: list = [None] * len(args_list)
+
+    def worker(i, args):
+        start.wait()
+        try:
+            out[i] = fn(*args)
+        except Exception as e:  # noqa: BLE001 - returned to the test
+            out[i] = e
+
+    threads = [threading.Thread(target=worker, args=(i, a)) for i, a in enumerate(args_list)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return out
+
+
+class SlowWork:
+    """Doubles numbers, slowly enough that callers pile up behind a running batch; records each batch."""
+
+    def __init__(self):
+        self.batches: list[tuple[list, object]] = []
+
+    def __call__(self, items, key):
+        self.batches.append((list(items), key))
+        time.sleep(0.05)
+        if "boom" in items:
+            raise ValueError("boom in this batch")
+        return [2 * x for x in items]
+
+
+def test_each_caller_gets_its_own_results_from_shared_batches():
+    work = SlowWork()
+    batcher = Batcher(work, max_batch=16)
+    calls = [([i, 100 + i],) for i in range(12)]
+    out = call_together(batcher.run, calls)
+    assert out == [[2 * i, 200 + 2 * i] for i in range(12)]
+    assert len(work.batches) < 12 and batcher.largest > 2  # callers arriving during a batch went together
+    assert sorted(x for items, _ in work.batches for x in items) == sorted(x for (items,) in calls for x in items)
+
+
+def test_a_lone_caller_runs_at_once_and_an_empty_call_runs_nothing():
+    work = SlowWork()
+    batcher = Batcher(work)
+    assert batcher.run([3]) == [6] and batcher.run([]) == []
+    assert len(work.batches) == 1
+
+
+def test_batches_never_mix_keys_and_respect_the_size_limit():
+    work = SlowWork()
+    batcher = Batcher(work, max_batch=4)
+    big = [101, 103, 105, 107, 109, 111]  # one caller with more than a batch: never split
+    calls = [([i], "gradcam" if i % 2 else "scorecam") for i in range(10)] + [(big, "gradcam")]
+    out = call_together(batcher.run, calls)
+    assert out[:10] == [[2 * i] for i in range(10)] and out[10] == [2 * x for x in big]
+    for items, key in work.batches:  # odd numbers were sent with "gradcam", even ones with "scorecam"
+        assert all((x % 2 == 1) == (key == "gradcam") for x in items)
+        assert len(items) <= 4 or items == big
+
+
+def test_an_error_reaches_the_callers_of_its_batch_and_the_batcher_goes_on():
+    work = SlowWork()
+    batcher = Batcher(work)
+    with pytest.raises(ValueError, match="boom"):
+        batcher.run(["boom"])
+    assert batcher.run([5]) == [10]  # not stuck busy
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from core.infer import Predictor
+
+    return Predictor(ROOT / "assets" / "demo-model.safetensors")
+
+
+def test_concurrent_diagnoses_match_one_at_a_time(predictor):
+    """Eight clinicians at once get exactly what each would get alone: the batch changes nothing but speed."""
+    files = [EXAMPLES[i % len(EXAMPLES)] for i in range(8)]
+    alone = [predictor.diagnose(f, target=t) for f, t in zip(files, [None, "mass"] * 4, strict=True)]
+    before = predictor.batcher.batches
+    together = call_together(
+        lambda f, t: predictor.diagnose(f, target=t), list(zip(files, [None, "mass"] * 4, strict=True))
+    )
+    assert predictor.batcher.batches - before < 8
+    for a, b in zip(alone, together, strict=True):
+        assert not isinstance(b, Exception), b
+        assert a["predicted"] == b["predicted"] and a["target"] == b["target"]
+        assert a["lesion_box"] == b["lesion_box"] and a["in_distribution"] == b["in_distribution"]
+        for name, p in a["probabilities"].items():
+            assert b["probabilities"][name] == pytest.approx(p, abs=1e-4)
+        np.testing.assert_allclose(a["cam"], b["cam"], atol=1e-3)
+
+
+def test_a_bad_request_fails_alone_and_never_sinks_the_others(predictor):
+    calls = [(EXAMPLES[0], "mass"), (EXAMPLES[1], "tumour"), (EXAMPLES[2], None)]
+    out = call_together(lambda f, t: predictor.diagnose(f, target=t), calls)
+    assert isinstance(out[1], StudioError) and "unknown class 'tumour'" in str(out[1])
+    assert out[0]["target"] == "mass" and out[2]["predicted"]
+
+
+@pytest.mark.parametrize(
+    "method", ["gradcam", "gradcam++", "layercam", "eigencam", pytest.param("scorecam", marks=pytest.mark.slow)]
+)
+def test_one_pass_maps_and_logits_equal_the_full_computation(predictor, method):
+    """The lesion map's own forward pass gives the answer, and its backward stops at the mapped layer: the
+    maps are those of the grad-cam package run the usual way, and the logits those of a plain forward."""
+    import torch
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from core.cam import CAM_METHODS, cams_and_logits
+    from core.imageio import read_scan
+    from core.model import cam_layer
+
+    model = predictor.model
+    n = 2 if method == "scorecam" else 4  # ScoreCAM runs the model once per channel: two scans are enough
+    x = predictor.prepare_many([read_scan(f) for f in EXAMPLES[:n]])
+    with torch.no_grad():
+        plain = model(x)
+    targets = [None, 3, None, 0][:n]
+    maps, logits, chosen = cams_and_logits(model, x, targets, method=method)
+    expected = [int(plain[i].argmax()) if t is None else t for i, t in enumerate(targets)]
+    assert chosen == expected
+    torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-5)
+    assert all(p.requires_grad for p in model.parameters())  # restored after the short backward
+    assert all(p.grad is None for p in model.parameters())  # no weight gradient was computed
+    with CAM_METHODS[method](model=model, target_layers=[cam_layer(model)]) as cam:
+        cam.batch_size = 32
+        reference = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in expected])
+    np.testing.assert_allclose(maps, np.clip(np.nan_to_num(reference), 0, 1), atol=1e-5)
+    model.zero_grad(set_to_none=True)  # the package's own run left weight gradients on the shared model
+
+
+def test_images_are_written_once_as_plain_pngs_and_swept_later(tmp_path):
+    from PIL import Image
+
+    from ui.files import ImageFiles
+
+    files = ImageFiles(keep_s=0)
+    image = np.zeros((8, 12, 3), np.uint8)
+    image[2:4, 3:5] = 255
+    a, b = files.png(image), files.png(image)
+    assert a != b and Path(a).parent == files.folder and Path(a).suffix == ".png"
+    with Image.open(a) as im:
+        assert im.format == "PNG" and np.array_equal(np.asarray(im), image)
+        assert set(im.info) <= {"dpi", "gamma"}  # no text chunks: nothing but pixels
+    files._swept -= 61  # a minute later, files older than keep_s go
+    c = files.png(image)
+    assert not Path(a).exists() and not Path(b).exists() and Path(c).exists()
+    folder = files.folder
+    del files
+    import gc
+
+    gc.collect()
+    assert not folder.exists()  # removed with the studio
