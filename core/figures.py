@@ -1,4 +1,6 @@
-"""Figures for the studio and the run report (matplotlib, no UI): curves, confusion, reliability, heatmaps."""
+"""Figures for the studio and the run report (no UI): curves, confusion, reliability, heatmaps, drawn with
+matplotlib for the report's PNGs; the training curves also with plotly, for the studio's live plots whose
+points show their values on hover."""
 
 from __future__ import annotations
 
@@ -71,6 +73,71 @@ def method_comparison(rows: list[dict], metrics: tuple[str, ...] = ("test_acc", 
 
 
 CHANCE_AUC = 0.5
+METRIC_NAMES = {"train_loss": "training loss", "val_acc": "validation accuracy", "val_auc": "validation AUC"}
+
+
+def _points(rows: list[dict], key: str) -> list[tuple[int, float]]:
+    return [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+
+
+def _chance(key: str, chance_acc: float | None) -> float | None:
+    return {"val_acc": chance_acc, "val_auc": CHANCE_AUC}.get(key)
+
+
+def live_curves(
+    series: dict[str, list[dict]],
+    keys: tuple[str, ...] = ("train_loss", "val_acc", "val_auc"),
+    *,
+    chance_acc: float | None = None,
+):
+    """`curves` as a plotly figure for the studio: the same panels, ranges and chance lines, and each
+    point's run, epoch and value on hover."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[METRIC_NAMES.get(k, k) for k in keys])
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    for col, key in enumerate(keys, start=1):
+        for i, (name, rows) in enumerate(series.items()):
+            pts = _points(rows, key)
+            if not pts:
+                continue
+            epochs, values = zip(*pts, strict=True)
+            fig.add_scatter(
+                x=list(epochs),
+                y=list(values),
+                mode="lines+markers",
+                name=name,
+                legendgroup=name,
+                showlegend=col == 1,
+                line={"color": colours[i % len(colours)]},
+                hovertemplate=f"{name}<br>epoch %{{x}}<br>{METRIC_NAMES.get(key, key)} %{{y:.3f}}<extra></extra>",
+                row=1,
+                col=col,
+            )
+        chance = _chance(key, chance_acc)
+        if chance is not None:
+            fig.add_hline(
+                y=chance,
+                line={"dash": "dash", "color": "grey", "width": 1},
+                annotation_text=f"chance {chance:.2f}",
+                annotation_position="bottom left",
+                annotation_font={"size": 10, "color": "grey"},
+                row=1,
+                col=col,
+            )
+        if key in ("val_acc", "val_auc"):
+            fig.update_yaxes(range=[0, 1.02], row=1, col=col)
+        fig.update_xaxes(title_text="epoch", tickformat="d", row=1, col=col)
+    if max((len(rows) for rows in series.values()), default=0) <= 12:
+        fig.update_xaxes(dtick=1)  # whole epochs; longer runs get plotly's own whole-number steps
+    fig.update_layout(
+        height=320,
+        margin={"l": 40, "r": 10, "t": 40, "b": 40},
+        hovermode="closest",
+        legend={"orientation": "h", "y": -0.25},
+        template="plotly_white",
+    )
+    return fig
 
 
 def curves(
@@ -85,10 +152,10 @@ def curves(
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
     for ax, key in zip(np.atleast_1d(axes), keys, strict=True):
         for name, rows in series.items():
-            pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
+            pts = _points(rows, key)
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=name)
-        chance = {"val_acc": chance_acc, "val_auc": CHANCE_AUC}.get(key)
+        chance = _chance(key, chance_acc)
         if key in ("val_acc", "val_auc"):
             ax.set_ylim(0, 1.02)
         if chance is not None:

@@ -165,7 +165,12 @@ def test_a_training_started_in_train_draws_its_first_curve_point(page):
     page.locator("#train-demo-images input").fill("256")
     page.locator("#train-start").click()
     page.locator("#train-progress").get_by_text("epoch 1/1").wait_for(timeout=240_000)
-    page.locator("#train-curves img, #train-curves svg").first.wait_for(timeout=30_000)
+    point = page.locator("#train-curves .js-plotly-plot .scatterlayer .point").first
+    point.wait_for(timeout=30_000)
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()  # hover it: the point says its run, epoch and value
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=3)
+    page.locator("#train-curves .hoverlayer").get_by_text("epoch 1").wait_for(timeout=10_000)
     page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
     # the speed that run measured now estimates the next one before it starts
     page.locator("#train-epochs input").fill("3")

@@ -13,7 +13,8 @@ def setting_input(name: str, label: str, **extra):
     an int) or a text box; `extra` overrides what the field says (value, choices, info, elem_id, ...)."""
     spec = config.field_spec(name)
     kind, choices = spec["kind"], extra.pop("choices", spec["choices"])
-    args = {"label": label, "info": spec["help"], "value": spec["default"], **extra}
+    info = None if spec["help"].lower() == label.lower() else spec["help"]  # no label said twice
+    args = {"label": label, "info": info, "value": spec["default"], **extra}
     if choices:
         return gr.Dropdown(list(choices), **args)
     if kind is bool:

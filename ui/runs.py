@@ -63,7 +63,9 @@ def compare(ctx: Studio, selected: list[str]):
     chosen = [runs.Run(ctx.runs_dir / r) for r in selected or [] if "/" not in r and r not in ("", ".", "..")]
     chosen = [r for r in chosen if r.exists()]
     chances = {r.status().get("chance_acc") for r in chosen}  # marked when the runs share their data's
-    return plots.curves({r.name: r.metrics() for r in chosen}, chance_acc=chances.pop() if len(chances) == 1 else None)
+    return plots.live_curves(
+        {r.name: r.metrics() for r in chosen}, chance_acc=chances.pop() if len(chances) == 1 else None
+    )
 
 
 def make_evaluate(ctx: Studio):

@@ -180,7 +180,7 @@ def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
     if s.get("error"):
         text += f"\n\n**Error:** {s['error']}"
     chance = s.get("chance_acc")  # jobs.status read status.json once already
-    curves = gr.skip() if same_curves else plots.curves({s["run"]: runs.read_metrics(run)}, chance_acc=chance)
+    curves = gr.skip() if same_curves else plots.live_curves({s["run"]: runs.read_metrics(run)}, chance_acc=chance)
     settings = gr.skip() if same_curves else runs.Run(run).config()  # the run's own, not the form's
     return text, warnings_text(s), curves, tail, s, settings, now
 
