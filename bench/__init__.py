@@ -22,6 +22,52 @@ def machine_label(device) -> str:
     return f"{os.cpu_count()}-core CPU ({platform.machine()}), torch {torch.__version__}"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_studio(runs_dir: Path, data_root: Path):
+    """`app.py` as its own process on a free port, quiet; returns (process, url) once it answers."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    argv = ["app.py", "--port", str(port), "--runs-dir", str(runs_dir), "--data-root", str(data_root)]
+    server = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return server, url
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.terminate()
+                raise SystemExit("the studio did not start") from None
+            time.sleep(1)
+
+
 def write_result(path: Path, result: dict) -> Path:
     """Write a benchmark's JSON (creating its folder) and say where."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,12 +49,18 @@ def flops_per_image(model, size, device) -> float:
     return 4 * counter.get_total_flops() / 2
 
 
-def measure_ours(images, labels, *, size, batch, steps, warmup, device, graphs=False) -> dict:
-    """The engine's own step (core.train.make_stepper), eager or replayed from CUDA graphs."""
-    cfg = TrainConfig(data=DataConfig(image_size=size), batch_size=batch, device=str(device)).resolved()
+def measure_ours(
+    images, labels, *, size, batch, steps, warmup, device, graphs=False, amp_choice="auto", tweak=None
+) -> dict:
+    """The engine's own step (core.engine.make_stepper), eager or replayed from CUDA graphs. `tweak(state)`
+    may change the state before the first step (bench/cpu_options.py tries variants so)."""
+    cfg = TrainConfig(data=DataConfig(image_size=size), batch_size=batch, device=str(device), amp=amp_choice)
+    cfg = cfg.resolved()
     train = Split(images.to(device), labels.to(device))
     spec = ModelSpec(classes=list(CLASSES), image_size=size, channels=1)
     state, _ = new_state(cfg, spec, train, device, graphs=graphs)  # as core.train.fit builds it
+    if tweak is not None:
+        tweak(state)
     model = state.model
     amp, why = precision(device, cfg.amp)
     step = make_stepper(state, cfg, cfg.augment(size), train, amp=amp, sampler=None, graphs=graphs)

@@ -138,7 +138,8 @@ def train_step(
     `kd_scale` (the warm-up's share of the KD weight) are floats or device tensors. Nothing here waits
     for the host, so the step can be captured in a CUDA graph (core.graphs), with `autocast_cache=False`.
     """
-    net, g, grp = state.net or state.model, state.generator, state.group
+    net = state.net if state.net is not None else state.model  # a compiled module has no truth value
+    g, grp = state.generator, state.group
     method = get_method(cfg.method)
     device = state.sums.device
     # Scalars as 0-d float32 tensors (fills, not host copies), eagerly as in a graph: Python floats would

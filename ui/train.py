@@ -289,7 +289,8 @@ def build(ctx: Studio, device_choices) -> None:
                 progress = gr.Markdown(elem_id="train-progress")
                 warnings = gr.Markdown(elem_id="train-warnings", elem_classes=["studio-warning"])
                 curves = gr.Plot(label="Curves", elem_id="train-curves")
-                status = gr.JSON(label="Status")
+                with gr.Accordion("Status (raw JSON, as /run_status returns it)", open=False):
+                    status = gr.JSON(label="Status")
                 with gr.Accordion("Settings of this run", open=False):
                     settings = gr.JSON(label="the settings it was started with", elem_id="train-run-settings")
                 log = gr.Code(label="Log (last lines)", language=None, interactive=False)
