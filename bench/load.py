@@ -81,7 +81,8 @@ def main(argv=None) -> int:
         print(
             f"{mode}: {args.calls} calls from {args.clients} clients, {m['errors']} failed; p50 {s['p50_s']:.2f} s, "
             f"p95 {s['p95_s']:.2f} s, {s['throughput_per_s']:.1f} calls/s; RSS {m['rss_mb_after_all']:.0f} MB "
-            f"({100 * m['rss_growth']:+.1f}% since call 50); CPU per call: server "
+            + (f"({100 * m['rss_growth']:+.1f}% since call 50)" if m["rss_growth"] is not None else "")
+            + "; CPU per call: server "
             f"{m['cpu_ms_per_call']['server']:.0f} ms, clients {m['cpu_ms_per_call']['clients']:.0f} ms"
         )
     print(f"in process, one after another: p50 {b['p50_s']:.3f} s, {b['throughput_per_s']:.1f} calls/s")
