@@ -77,6 +77,18 @@ def read_auth(path: str | None) -> list[tuple[str, str]] | None:
     return [(u, pw) for u, pw in pairs] or None
 
 
+QUEUE_POLL_S = 0.02
+
+
+def calm_queue(app: gr.Blocks) -> None:
+    """Gradio's queue looks for work every millisecond when it has none (queueing.Queue.sleep_when_free),
+    which keeps an idle studio at about 7% of a core; every 20 ms costs a request at most 20 ms and an idle
+    studio next to nothing. A gradio without that attribute is left as it is."""
+    queue = getattr(app, "_queue", None)
+    if queue is not None and hasattr(queue, "sleep_when_free"):
+        queue.sleep_when_free = QUEUE_POLL_S
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python app.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
@@ -116,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     app = build_app(ctx)
     app.queue(default_concurrency_limit=4)
+    calm_queue(app)
     app.launch(**launch_kwargs(args))
     return 0
 

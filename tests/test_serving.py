@@ -171,3 +171,21 @@ def test_images_are_written_once_as_plain_pngs_and_swept_later(tmp_path):
 
     gc.collect()
     assert not folder.exists()  # removed with the studio
+
+
+def test_the_studio_queue_waits_for_work_without_spinning(tmp_path):
+    """Gradio's queue polls every millisecond when idle; the studio makes it every 20 ms (about 2% of a core
+    instead of 7% for an idle studio, bench/watch_cost.py)."""
+    from app import QUEUE_POLL_S, build_app, calm_queue
+    from core.jobs import JobManager
+    from ui.context import Studio
+
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=JobManager(tmp_path / "runs"))
+    try:
+        app = build_app(ctx)
+        app.queue(default_concurrency_limit=4)
+        assert app._queue.sleep_when_free < QUEUE_POLL_S  # gradio's own, so the test would see a change
+        calm_queue(app)
+        assert app._queue.sleep_when_free == QUEUE_POLL_S == 0.02
+    finally:
+        ctx.jobs.close()
