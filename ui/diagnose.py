@@ -252,6 +252,7 @@ def build(ctx: Studio) -> None:
                         type="numpy",
                         format="png",
                         interactive=False,
+                        height=320,  # without it the row shrinks the map to a thumbnail
                         elem_id="diagnose-overlay",
                     )
                     slider = gr.ImageSlider(label="Before / after", type="numpy", format="png", interactive=False)
