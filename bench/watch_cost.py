@@ -20,17 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import RESULTS, cpu_seconds, start_studio, write_result  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from bench import CHROMIUM, CHROMIUM_ARGS, RESULTS, cpu_seconds, start_studio, write_result  # noqa: E402
 
 
 def share_of_a_core(pid: int, seconds: float) -> float:
@@ -58,7 +48,7 @@ def main(argv=None) -> int:
         time.sleep(5)
         idle = share_of_a_core(server.pid, args.seconds)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}?run={run.name}")
             page.get_by_role("tab", name="Train").click()

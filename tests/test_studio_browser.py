@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from bench import CHROMIUM, CHROMIUM_ARGS
+
 SHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS") or Path(tempfile.gettempdir()) / "studio-screenshots")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 TABS = ["Diagnose", "Augment", "Temperatures", "Train", "Runs"]
 
 pytestmark = [
@@ -52,7 +44,7 @@ def page(studio):
     url, _ = studio
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         pg.goto(url)
         pg.get_by_role("tab", name="Diagnose").wait_for(timeout=60_000)
