@@ -41,12 +41,13 @@ def test_report_refuses_a_folder_without_a_model(tmp_path, capsys):
 @pytest.mark.slow
 def test_report_opens_in_a_real_browser(tiny_run, tmp_path):
     from playwright.sync_api import sync_playwright
-    from test_studio_browser import ARGS, CHROMIUM
+
+    from bench import CHROMIUM, CHROMIUM_ARGS
 
     out = tmp_path / "report.html"
     report_main(["--model", str(tiny_run), "--out", str(out)])
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page()
         page.goto(out.as_uri())
         assert page.title().startswith("TSS-KD Studio report")
