@@ -219,31 +219,34 @@ class Predictor:
             self.target_index(target)  # a bad class is this caller's error, not its batch's
         if not 0 <= opacity <= 1:
             raise StudioError("opacity must be between 0 and 1.")
-        return self.batcher.run([(scan, target, opacity) for scan in scans], method)
+        passes = self.batcher.run([(scan, target) for scan in scans], method)
+        # drawing happens in the caller's thread, so it overlaps the next batch's pass on the model
+        return [self._diagnosis(scan, *found, method, opacity) for scan, found in zip(scans, passes, strict=True)]
 
-    def _diagnose_batch(self, items: list[tuple[Scan, str | None, float]], method: str) -> list[dict]:
-        scans = [scan for scan, _, _ in items]
-        wanted = [None if target is None else self.target_index(target) for _, target, _ in items]
+    def _diagnose_batch(self, items: list[tuple[Scan, str | None]], method: str) -> list[tuple]:
+        """The model's part of a diagnosis, for a batch: (probabilities, OOD score, map, class) per scan."""
+        scans = [scan for scan, _ in items]
+        wanted = [None if target is None else self.target_index(target) for _, target in items]
         with self.lock, ood.capture_features(self.model, first=True) as feats:  # one pass: answer and map
             cams, logits, indices = cams_and_logits(self.model, self.prepare_many(scans), wanted, method=method)
             answers = self._answers(logits, feats)
-        summaries = [self._summary(scan, *a) for scan, a in zip(scans, answers, strict=True)]
-        out = []
-        for (scan, _, opacity), summary, cam, index in zip(items, summaries, cams, indices, strict=True):
-            lesion = self._lesion(scan, cam, index, method, opacity)
-            out.append(
-                {
-                    **summary,
-                    "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,
-                    "cam": lesion.cam,
-                    "overlay": draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2]),
-                    "lesion_box": lesion.box,
-                    "target": lesion.target,
-                    "target_probability": summary["probabilities"][lesion.target],
-                    "method": method,
-                }
-            )
-        return out
+        return [(*a, cam, index) for a, cam, index in zip(answers, cams, indices, strict=True)]
+
+    def _diagnosis(
+        self, scan: Scan, probs: dict, score: float | None, cam: np.ndarray, index: int, method: str, opacity: float
+    ) -> dict:
+        summary = self._summary(scan, probs, score)
+        lesion = self._lesion(scan, cam, index, method, opacity)
+        return {
+            **summary,
+            "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,
+            "cam": lesion.cam,
+            "overlay": draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2]),
+            "lesion_box": lesion.box,
+            "target": lesion.target,
+            "target_probability": summary["probabilities"][lesion.target],
+            "method": method,
+        }
 
     def diagnose_files(self, paths: list[str | Path], **kwargs) -> list[dict]:
         """`diagnose` for each file in order, the readable ones in one batch; a file that cannot be read

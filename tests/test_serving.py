@@ -110,6 +110,29 @@ def test_concurrent_diagnoses_match_one_at_a_time(predictor):
         np.testing.assert_allclose(a["cam"], b["cam"], atol=1e-3)
 
 
+def test_each_caller_draws_its_own_maps_while_the_model_serves_the_next_batch(predictor, monkeypatch):
+    """Only the model's pass is batched: overlays and boxes are drawn in each caller's own thread, so the
+    drawing of one batch overlaps the next batch's pass instead of holding the model."""
+    drawn_in, callers = [], []
+    draw = predictor._diagnosis
+
+    def spy(*args):
+        drawn_in.append(threading.get_ident())
+        return draw(*args)
+
+    monkeypatch.setattr(predictor, "_diagnosis", spy)
+
+    def diagnose(f):
+        callers.append(threading.get_ident())
+        return predictor.diagnose(f)
+
+    before = predictor.batcher.batches
+    out = call_together(diagnose, [(EXAMPLES[i % len(EXAMPLES)],) for i in range(6)])
+    assert all(isinstance(r, dict) and r["predicted"] for r in out), out
+    assert predictor.batcher.batches - before < 6
+    assert sorted(drawn_in) == sorted(callers) and len(set(drawn_in)) == 6
+
+
 def test_a_bad_request_fails_alone_and_never_sinks_the_others(predictor):
     calls = [(EXAMPLES[0], "mass"), (EXAMPLES[1], "tumour"), (EXAMPLES[2], None)]
     out = call_together(lambda f, t: predictor.diagnose(f, target=t), calls)

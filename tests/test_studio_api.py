@@ -150,6 +150,28 @@ def test_diagnose_a_demo_scan_is_not_flagged_and_maps_any_class_by_name(studio):
         )
 
 
+@pytest.mark.parametrize("session", ["pacs-bridge-1", None])
+def test_diagnose_over_plain_http_as_docs_studio_shows(studio, session):
+    """Upload, call, read the event stream: what a script without gradio_client does (docs/studio.md)."""
+    import httpx
+
+    client, _, _ = studio
+    url = client.src.rstrip("/") + "/gradio_api/"
+    with httpx.Client(timeout=60) as http:
+        scan = EXAMPLES / "demo-ring.png"
+        (path,) = http.post(url + "upload", files=[("files", (scan.name, scan.read_bytes()))]).json()
+        data = [[{"path": path, "meta": {"_type": "gradio.FileData"}}], "demo", "gradcam", "predicted class", 0.5]
+        body = {"data": data} if session is None else {"data": data, "session_hash": session}
+        event_id = http.post(url + "call/diagnose", json=body).json()["event_id"]
+        lines = http.get(url + "call/diagnose/" + event_id).text.splitlines()
+    assert lines[0] == "event: complete", lines[:2]
+    outputs = json.loads(lines[1].removeprefix("data: "))
+    warning, probs, overlay, _, table, gallery, details, *page_state = outputs
+    assert page_state == [None, None]  # the tab's own state stays on the server
+    assert warning == "" and probs["label"] == "ring" and details[0]["in_distribution"] is True
+    assert overlay["path"].endswith(".png") and len(table["data"]) == 1
+
+
 TINY = {"image_size": 16, "epochs": 1, "batch_size": 16, "device": "cpu", "synthetic_train": 64}
 
 

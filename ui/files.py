@@ -34,7 +34,7 @@ class ImageFiles:
         self._sweep()
         path = self.folder / f"{uuid.uuid4().hex}.png"
         tmp = path.with_suffix(".tmp")
-        Image.fromarray(image).save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=1)  # lossless either way; 1 is fastest
         tmp.replace(path)
         return str(path)
 
