@@ -30,7 +30,19 @@ def machine_label(device) -> str:
 
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"{os.cpu_count()}-core CPU ({platform.machine()}), torch {torch.__version__}"
+    return f"{os.cpu_count()}-core {cpu_name()}, torch {torch.__version__}"
+
+
+def cpu_name() -> str:
+    """The CPU's model and its widest vector units, e.g. 'AMD EPYC 7B13 (AVX2)' (Linux; else the machine)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"CPU ({platform.machine()})"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    units = [name for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags]
+    return f"{model or 'CPU'} ({units[0] if units else platform.machine()})"
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,13 +1,15 @@
-"""Many small runs at once: a 4-run temperature sweep trained one after another, then all at once.
+"""Many small runs: a 4-run temperature sweep trained one after another, all at once, and as one grid.
 
-Both passes queue the same four TSS-KD runs on the studio's job manager; the first with one run per
-device (one after another), the second with `--runs-per-device` runs sharing the device. Reports the
-wall time from queueing to the last run's end and the aggregate training images/s (training images
-seen by all runs over that wall time, process start-up included). Writes JSON (default
-bench/results/sweep-<device>.json).
+Each way queues the same four TSS-KD runs on the studio's job manager: one run per device (one after
+another, the baseline), `--runs-per-device` runs sharing the device (one process each), and the grid
+in one process (`JobManager.submit_grid`, core.grid: one start, one copy of the data), as the
+Temperatures tab trains a sweep. Reports the wall time from queueing to the last run's end and the
+aggregate training images/s (training images seen by all runs over that wall time, process start-up
+included). Writes JSON (default bench/results/sweep-<device>.json).
 
     python bench/sweep.py
-    python bench/sweep.py --epochs 5 --train 5000 --runs-per-device 4     # on a GPU
+    python bench/sweep.py --epochs 30 --train 5000 --image-size 32 --batch-size 128 \
+        --t-targets 2,4,8 --t-nontargets 0.4,1,4 --runs-per-device 4 --ways sequential,grid   # a GPU's 3 x 3
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from core.sweep import temperature_grid  # noqa: E402
 from core.train import TrainConfig  # noqa: E402
 
 
-def run_sweep(cfgs: list[TrainConfig], *, per_device: int) -> dict:
-    """Queue `cfgs` on a fresh job manager; time them to the end; count the training images they saw."""
+def run_sweep(cfgs: list[TrainConfig], *, per_device: int, grid: bool = False) -> dict:
+    """Queue `cfgs` on a fresh job manager (as one grid, or run by run); time them to the end; count the
+    training images they saw."""
     with tempfile.TemporaryDirectory() as tmp:
         with job_manager(tmp, per_device=per_device) as manager:
             t0 = time.perf_counter()
-            queued = [manager.submit(cfg) for cfg in cfgs]
+            queued = manager.submit_grid(cfgs) if grid else [manager.submit(cfg) for cfg in cfgs]
             statuses = manager.wait(queued)
             wall = time.perf_counter() - t0
         if set(statuses.values()) != {"done"}:
@@ -42,6 +45,7 @@ def run_sweep(cfgs: list[TrainConfig], *, per_device: int) -> dict:
     images = sum(cfg.data.synthetic_train * cfg.epochs for cfg in cfgs)
     return {
         "runs_per_device": per_device,
+        "one_process": grid,
         "wall_s": wall,
         "training_images": images,
         "aggregate_images_per_s": images / wall,
@@ -56,31 +60,43 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=28)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--runs-per-device", type=int, default=4)
+    ap.add_argument("--t-targets", default="2,4")
+    ap.add_argument("--t-nontargets", default="0.4,4")
+    ap.add_argument("--ways", default="sequential,concurrent,grid", help="which ways to time, in this order")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     data = DataConfig(image_size=args.image_size, synthetic_train=args.train, synthetic_val=200, synthetic_test=200)
     base = TrainConfig(data=data, epochs=args.epochs, batch_size=args.batch_size, device=str(device))
-    cfgs = temperature_grid(base, [2.0, 4.0], [0.4, 4.0], tag="sweep")
-    one = run_sweep(cfgs, per_device=1)
-    print(f"one after another : {one['wall_s']:6.1f} s  {one['aggregate_images_per_s']:8.0f} images/s", flush=True)
-    many = run_sweep(cfgs, per_device=args.runs_per_device)
-    print(
-        f"{args.runs_per_device} at once         : {many['wall_s']:6.1f} s"
-        f"  {many['aggregate_images_per_s']:8.0f} images/s"
-        f"  (x{many['aggregate_images_per_s'] / one['aggregate_images_per_s']:.2f})"
-    )
+    targets, nontargets = ([float(t) for t in v.split(",")] for v in (args.t_targets, args.t_nontargets))
+    cfgs = temperature_grid(base, targets, nontargets, tag="sweep")
+    ways = {
+        "sequential": ("one after another", {"per_device": 1}),
+        "concurrent": (f"{args.runs_per_device} at once", {"per_device": args.runs_per_device}),
+        "grid": ("grid, one process", {"per_device": 1, "grid": True}),
+    }
+    timed = {}
+    for way in args.ways.split(","):
+        if way not in ways:
+            raise SystemExit(f"unknown way {way!r}: choose from {', '.join(ways)}")
+        label, options = ways[way]
+        timed[way] = run_sweep(cfgs, **options)
+        speedup = ""
+        if way != "sequential" and "sequential" in timed:
+            timed[way]["speedup"] = timed[way]["aggregate_images_per_s"] / timed["sequential"]["aggregate_images_per_s"]
+            speedup = f"  (x{timed[way]['speedup']:.2f})"
+        rate = timed[way]["aggregate_images_per_s"]
+        print(f"{label:20s}: {timed[way]['wall_s']:6.1f} s  {rate:8.0f} images/s{speedup}", flush=True)
     result = {
         "machine": machine_label(device),
-        "sweep": "TSS-KD + RGA, t_target in (2, 4) x t_nontarget in (0.4, 4)",
+        "sweep": f"TSS-KD + RGA, t_target in {tuple(targets)} x t_nontarget in {tuple(nontargets)}",
+        "runs": len(cfgs),
         "epochs": args.epochs,
         "train_images_per_run": args.train,
         "image_size": args.image_size,
         "batch_size": args.batch_size,
-        "sequential": one,
-        "concurrent": many,
-        "speedup": many["aggregate_images_per_s"] / one["aggregate_images_per_s"],
+        **timed,
     }
     out = args.out or RESULTS / f"sweep-{device.type}.json"
     write_result(out, result)

@@ -1,8 +1,8 @@
 """Temperature study: TSS-KD over a grid of t_target and t_nontarget, as a heatmap of test accuracy and AUC.
 
 The paper studies both temperatures; t_nontarget == t_target is classic KD. The grid is queued on the
-studio's job manager (the sweep runner), several runs per device at once. Writes JSON, a markdown table
-and a heatmap (default bench/results/temperatures-<device>.*).
+studio's job manager as the Temperatures tab queues it: one process trains every run (core.grid).
+Writes JSON, a markdown table and a heatmap (default bench/results/temperatures-<device>.*).
 
     python bench/temperatures.py                                   # 3 x 3 grid, the CPU budget of methods.py
     python bench/temperatures.py --t-targets 1,2,4,8 --t-nontargets 0.1,0.2,0.4,1,4 --epochs 100 --train 5000
@@ -57,11 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rga", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--runs-per-device", type=int, default=None, help="runs trained at once (CPU 2, GPU 4)")
     ap.add_argument("--out", type=Path, default=None, help="output stem (default bench/results/temperatures-...)")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
-    per_device = args.runs_per_device or (4 if device.type == "cuda" else 2)
     data = DataConfig(
         image_size=args.image_size, synthetic_train=args.train, synthetic_val=400, synthetic_test=400, seed=args.seed
     )
@@ -82,8 +80,8 @@ def main(argv=None) -> int:
         raise SystemExit(str(e)) from None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        with job_manager(tmp, per_device=per_device) as manager:
-            statuses = manager.wait([manager.submit(cfg) for cfg in cfgs])
+        with job_manager(tmp, per_device=1) as manager:
+            statuses = manager.wait(manager.submit_grid(cfgs))  # as the Temperatures tab trains a sweep
         failed = sorted(n for n, s in statuses.items() if s != "done")
         if failed:
             raise SystemExit(f"{len(failed)} run(s) did not finish: {', '.join(failed)}")
@@ -94,7 +92,7 @@ def main(argv=None) -> int:
         f"TSS-KD{' + RGA' if args.rga else ''}, lambda {args.kd_weight:g}, {args.kd_scaling} scaling, "
         f"KD warm-up {args.kd_warmup} epochs, {args.epochs} epochs, "
         f"{args.train} demo training images at {args.image_size} px, batch {args.batch_size}, seed {args.seed}; "
-        f"{machine_label(device)}, {per_device} runs at a time, {minutes:.1f} min"
+        f"{machine_label(device)}, the grid in one process, {minutes:.1f} min"
     )
     table = markdown(tts, tns, grids["test_acc"][2], title=f"Test accuracy. {budget}.")
     table += "\n" + markdown(tts, tns, grids["test_auc"][2], title="Test macro AUC.")
@@ -106,7 +104,7 @@ def main(argv=None) -> int:
         "t_targets": tts,
         "t_nontargets": tns,
         **{m: [[None if np.isnan(v) else float(v) for v in row] for row in g[2]] for m, g in grids.items()},
-        "runs_per_device": per_device,
+        "grid_in_one_process": True,
         "minutes": minutes,
     }
     Path(f"{stem}.json").write_text(json.dumps(payload, indent=2))

@@ -1,4 +1,5 @@
-"""Training jobs for the studio: each run is a `python -m core.train` subprocess in its own process group.
+"""Training jobs for the studio: each run is a `python -m core.train` subprocess in its own process group,
+and a temperature grid is one `python -m core.grid` subprocess for all its runs.
 
 A job manager keeps one queue per device and starts a queued run when its device has a free slot.
 All state lives in the run directories (see core.runs), so closing the browser or restarting the app
@@ -40,7 +41,7 @@ class JobManager:
         self.per_device = per_device
         self.grace_s = grace_s
         self._lock = threading.RLock()
-        self._queues: dict[str, deque[Path]] = {}
+        self._queues: dict[str, deque[tuple[Path, ...]]] = {}  # per device: jobs of one run, or a grid's runs
         self._procs: dict[Path, subprocess.Popen | int] = {}  # a Popen we started, or the pid of an adopted one
         self._devices: dict[Path, str] = {}
         self._stopping: set[Path] = set()
@@ -56,20 +57,33 @@ class JobManager:
 
         `processes` > 1 trains with torchrun: on GPUs one process per GPU (GPUs 0 .. processes-1)."""
         cfg = cfg.resolved()
-        if cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path or "").exists():
-            raise StudioError(f"{Path(cfg.data.data_path or '').name or 'data path'}: no such file or folder.")
-        device = cfg.device if cfg.device != "auto" else "cuda" if _has_cuda() else "cpu"
-        gpus = _gpu_count()
-        if processes < 1 or (device.startswith("cuda") and processes > max(gpus, 1)):
-            raise StudioError(f"choose between 1 and {max(gpus, 1)} GPUs for this run.")
-        if processes > 1 and cfg.batch_size < 2 * processes:
-            raise StudioError(f"the batch size must be at least {2 * processes} for {processes} processes.")
-        if processes > 1 and device.startswith("cuda"):
-            device = "cuda"  # torchrun puts rank r on GPU r
+        device = _device_for(cfg, processes)
         run = runs.Run.create(self.runs_dir, cfg.name, config.to_record(cfg)).path
         runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=processes)
-        self._enqueue(run, device)
+        self._enqueue((run,), device)
         return run
+
+    def submit_grid(self, cfgs: list[TrainConfig]) -> list[Path]:
+        """Queue runs that differ only in their temperatures as one job: one process trains them all on
+        one copy of the data (core.grid). Checks everything first; makes no run folder on a refusal."""
+        from core.grid import check_grid
+
+        cfgs = [cfg.resolved() for cfg in cfgs]
+        check_grid(cfgs)
+        device = _device_for(cfgs[0], 1)
+        made: list[Path] = []
+        try:
+            for cfg in cfgs:
+                made.append(runs.Run.create(self.runs_dir, cfg.name, config.to_record(cfg)).path)
+        except BaseException:
+            for run in made:
+                runs.Run(run).delete()
+            raise
+        names = [run.name for run in made]
+        for cfg, run in zip(cfgs, made, strict=True):
+            runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=1, grid=names)
+        self._enqueue(tuple(made), device)
+        return made
 
     def resume(self, run: str | Path) -> None:
         """Queue a stopped or failed run again; it continues from its last checkpoint."""
@@ -78,21 +92,27 @@ class JobManager:
         if status.get("status") not in ("stopped", "failed"):
             raise StudioError(f"{run.name} is {status.get('status', 'unknown')}; only stopped or failed runs resume.")
         runs.set_status(run, "queued")
-        self._enqueue(run, status.get("device", "cpu"))
+        self._enqueue((run,), status.get("device", "cpu"))  # a grid's run continues alone
 
     def stop(self, run: str | Path) -> None:
-        """Stop a run: drop it from its queue, or SIGTERM its trainer (SIGKILL after the grace period)."""
+        """Stop a run: drop it from its queue, or SIGTERM its trainer (SIGKILL after the grace period).
+        A grid's runs share one trainer: stopping one stops them all, and each resumes on its own."""
         run = self.find(run)
         with self._lock:
             for q in self._queues.values():
-                if run in q:
-                    q.remove(run)
-                    runs.set_status(run, "stopped")
-                    return
+                for i, job in enumerate(q):
+                    if run in job:
+                        rest = tuple(r for r in job if r != run)
+                        if rest:
+                            q[i] = rest
+                        else:
+                            del q[i]
+                        runs.set_status(run, "stopped")
+                        return
             proc = self._procs.get(run)
             if proc is None:
                 raise StudioError(f"{run.name} is not running.")
-            self._stopping.add(run)
+            self._stopping.update(r for r, p in self._procs.items() if p == proc)
         pid = proc.pid if isinstance(proc, subprocess.Popen) else proc
         _signal_group(pid, signal.SIGTERM)
         threading.Thread(target=self._kill_later, args=(run, pid), daemon=True).start()
@@ -133,7 +153,7 @@ class JobManager:
         while True:
             ended = {r.name: runs.Run(r).status().get("status") for r in run_list}
             with self._lock:
-                live = {r.name for r in self._procs} | {r.name for q in self._queues.values() for r in q}
+                live = {r.name for r in self._procs} | {r.name for q in self._queues.values() for j in q for r in j}
             if all(s in runs.FINAL for s in ended.values()) and not live & ended.keys():
                 return ended
             if deadline is not None and time.monotonic() > deadline:
@@ -152,19 +172,23 @@ class JobManager:
 
     # ---- internals ----------------------------------------------------------------------------------
 
-    def _enqueue(self, run: Path, device: str) -> None:
+    def _enqueue(self, job: tuple[Path, ...], device: str) -> None:
         with self._lock:
-            self._queues.setdefault(device, deque()).append(run)
-            self._devices[run] = device
+            self._queues.setdefault(device, deque()).append(job)
+            for run in job:
+                self._devices[run] = device
 
     def recover(self) -> None:
         """Rebuild the picture from the run directories (after a restart of the app)."""
+        grids: dict[tuple[str, ...], list[Path]] = {}
         for run in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
             status = runs.Run(run).status()
             if not status:
                 continue
-            if status.get("status") == "queued":
-                self._enqueue(run, status.get("device", "cpu"))
+            if status.get("status") == "queued" and status.get("grid") and not runs.Run(run).last_path.exists():
+                grids.setdefault(tuple(status["grid"]), []).append(run)  # queued together again
+            elif status.get("status") == "queued":
+                self._enqueue((run,), status.get("device", "cpu"))
             elif status.get("status") == "running":
                 pid = status.get("pid")
                 if runs.pid_alive(pid):
@@ -173,6 +197,9 @@ class JobManager:
                         self._devices[run] = status.get("device", "cpu")
                 else:
                     runs.set_status(run, "failed", error=DIED)
+        for members, found in grids.items():
+            job = tuple(sorted(found, key=lambda r: members.index(r.name) if r.name in members else len(members)))
+            self._enqueue(job, runs.Run(job[0]).status().get("device", "cpu"))
 
     def _loop(self, poll_s: float) -> None:
         while not self._closed.wait(poll_s):
@@ -202,16 +229,21 @@ class JobManager:
 
     def _start_ready(self) -> None:
         with self._lock:
-            busy: dict[str, int] = {}
-            for run in self._procs:
-                busy[self._devices.get(run, "cpu")] = busy.get(self._devices.get(run, "cpu"), 0) + 1
+            trainers: dict[str, set[int]] = {}  # per device, the trainer processes (a grid's runs share one)
+            for run, proc in self._procs.items():
+                pid = proc.pid if isinstance(proc, subprocess.Popen) else proc
+                trainers.setdefault(self._devices.get(run, "cpu"), set()).add(pid)
             for device, q in self._queues.items():
-                while q and busy.get(device, 0) < self.per_device:
-                    run = q.popleft()
-                    self._procs[run] = self._spawn(run, device)
-                    busy[device] = busy.get(device, 0) + 1
+                busy = len(trainers.get(device, ()))
+                while q and busy < self.per_device:
+                    job = q.popleft()
+                    proc = self._spawn(job, device)
+                    for run in job:
+                        self._procs[run] = proc
+                    busy += 1
 
-    def _spawn(self, run: Path, device: str) -> subprocess.Popen:
+    def _spawn(self, job: tuple[Path, ...], device: str) -> subprocess.Popen:
+        run = job[0]
         processes = int(runs.Run(run).status().get("processes") or 1)
         launcher = [sys.executable]
         if processes > 1:
@@ -219,6 +251,8 @@ class JobManager:
         # a prepared run starts (--prepared); one that trained before continues from its checkpoint (--resume)
         mode = "--resume" if runs.Run(run).last_path.exists() else "--prepared"
         argv = [*launcher, "-m", "core.train", mode, str(run.resolve()), "--device", device]
+        if len(job) > 1:  # a grid: one process, every run prepared
+            argv = [*launcher, "-m", "core.grid", "--prepared", *(str(r.resolve()) for r in job), "--device", device]
         out = open(runs.Run(run).process_log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             return subprocess.Popen(
@@ -247,6 +281,21 @@ class JobManager:
             time.sleep(0.2)
         log.warning("run %s did not stop within %.0f s; killing it", run.name, self.grace_s)
         _signal_group(pid, signal.SIGKILL)
+
+
+def _device_for(cfg: TrainConfig, processes: int) -> str:
+    """The device a new run queues for, after checking what can be checked before it exists."""
+    if cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path or "").exists():
+        raise StudioError(f"{Path(cfg.data.data_path or '').name or 'data path'}: no such file or folder.")
+    device = cfg.device if cfg.device != "auto" else "cuda" if _has_cuda() else "cpu"
+    gpus = _gpu_count()
+    if processes < 1 or (device.startswith("cuda") and processes > max(gpus, 1)):
+        raise StudioError(f"choose between 1 and {max(gpus, 1)} GPUs for this run.")
+    if processes > 1 and cfg.batch_size < 2 * processes:
+        raise StudioError(f"the batch size must be at least {2 * processes} for {processes} processes.")
+    if processes > 1 and device.startswith("cuda"):
+        device = "cuda"  # torchrun puts rank r on GPU r
+    return device
 
 
 def _signal_group(pid: int, sig: int) -> None:

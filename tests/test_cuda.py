@@ -167,3 +167,21 @@ def test_a_graphed_bf16_run_stops_resumes_and_finishes(tmp_path):
     assert json.loads((run / "status.json").read_text())["status"] == "done"
     assert [r["epoch"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["train_loss"]) for r in rows)
     assert rows[-1]["train_acc"] > 0.3  # it learns: chance is 0.25
+
+
+def test_a_temperature_grid_trains_on_the_gpu_in_one_process_with_cuda_graphs(tmp_path):
+    from core import config
+    from core.grid import load_grid, train_grid
+    from core.sweep import temperature_grid
+
+    paths = []
+    for cfg in temperature_grid(gpu_config(tmp_path, epochs=2), [2.0, 4.0], [0.4, 4.0], tag="gpu"):
+        run = runs.Run.create(tmp_path, cfg.name, config.to_record(cfg))
+        runs.set_status(run.path, "queued", device="cuda")
+        paths.append(run.path)
+    assert train_grid(load_grid(paths)) == {p.name: "done" for p in paths}
+    for p in paths:
+        rows = runs.read_metrics(p)
+        assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
+        assert "CUDA graphs on" in (p / "train.log").read_text()
+    assert len({runs.Run(p).status()["pid"] for p in paths}) == 1

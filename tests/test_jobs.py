@@ -218,3 +218,67 @@ def test_runs_per_device_share_the_cpu_and_wait_returns_when_all_end(tmp_path):
 def test_runs_per_device_must_be_positive(tmp_path):
     with pytest.raises(StudioError, match="at least 1"):
         JobManager(tmp_path, per_device=0)
+
+
+def grid_cfgs(tmp_path: Path, tag: str, *, train=64, epochs=1) -> list[TrainConfig]:
+    from core.sweep import temperature_grid
+
+    return temperature_grid(cfg(tmp_path, train=train, epochs=epochs), [2.0, 4.0], [0.4], tag=tag)
+
+
+def test_a_grid_is_one_trainer_for_all_its_runs_and_each_ends_an_ordinary_run(manager, tmp_path):
+    grid = manager.submit_grid(grid_cfgs(tmp_path, "g1"))
+    assert [status_of(r) for r in grid] in (["queued"] * 2, ["running"] * 2)
+    assert manager.wait(grid, timeout=300) == {r.name: "done" for r in grid}
+    statuses = [runs.Run(r).status() for r in grid]
+    assert len({s["pid"] for s in statuses}) == 1 and all(s["grid"] == [r.name for r in grid] for s in statuses)
+    for r in grid:
+        s = manager.status(r.name)
+        assert s["status"] == "done" and s["epoch"] == 1 and s["test_acc"] is not None
+        assert (r / "model.safetensors").is_file()
+
+
+def test_a_grid_waits_for_a_free_slot_like_one_run_and_counts_as_one(tmp_path):
+    jm = JobManager(tmp_path, per_device=1, poll_s=0.2)
+    try:
+        first = jm.submit(cfg(tmp_path, train=256, epochs=2, name="first"))
+        grid = jm.submit_grid(grid_cfgs(tmp_path, "g2"))
+        wait_for(lambda: status_of(first) == "running")
+        assert [status_of(r) for r in grid] == ["queued", "queued"]
+        assert jm.wait([first, *grid], timeout=400) == {r.name: "done" for r in (first, *grid)}
+    finally:
+        jm.close()
+
+
+def test_stopping_a_grid_stops_its_runs_and_each_resumes_alone(manager, tmp_path):
+    grid = manager.submit_grid(grid_cfgs(tmp_path, "g3", train=512, epochs=4))
+    wait_for(lambda: len(runs.read_metrics(grid[0])) >= 1)
+    manager.stop(grid[1].name)  # one run named, the grid's one trainer stops
+    assert manager.wait(grid, timeout=120) == {r.name: "stopped" for r in grid}
+    for r in grid:
+        manager.resume(r.name)
+    assert manager.wait(grid, timeout=600) == {r.name: "done" for r in grid}
+    assert [[row["epoch"] for row in runs.read_metrics(r)] for r in grid] == [[1, 2, 3, 4]] * 2
+
+
+def test_a_queued_grid_is_queued_together_again_after_a_restart(tmp_path):
+    jm = JobManager(tmp_path, per_device=1, poll_s=0.2)
+    first = jm.submit(cfg(tmp_path, train=512, epochs=3, name="first"))
+    grid = jm.submit_grid(grid_cfgs(tmp_path, "g4"))
+    jm.close()  # the app goes away while the grid is queued
+    second = JobManager(tmp_path, per_device=1, poll_s=0.2)
+    try:
+        assert second.wait([first, *grid], timeout=400) == {r.name: "done" for r in (first, *grid)}
+        assert len({runs.Run(r).status()["pid"] for r in grid}) == 1
+    finally:
+        second.close()
+
+
+def test_a_grid_of_runs_that_differ_in_more_than_temperatures_makes_no_run(manager, tmp_path):
+    from dataclasses import replace
+
+    cfgs = grid_cfgs(tmp_path, "g5")
+    cfgs[1] = replace(cfgs[1], epochs=3)
+    with pytest.raises(StudioError, match="differ only in their temperatures.*epochs"):
+        manager.submit_grid(cfgs)
+    assert not any(tmp_path.iterdir())

@@ -1,4 +1,5 @@
-"""Temperature sweeps: the grid of configs, the grid of results, and the sweep benches end to end."""
+"""Temperature sweeps: the grid of configs, the grid of results, the tab's sweep (trained as one grid) and the
+sweep benches end to end."""
 
 import json
 from dataclasses import asdict
@@ -69,7 +70,7 @@ def test_the_temperature_study_writes_its_grid(tmp_path):
     argv += ["--kd-scaling", "paper", "--kd-warmup", "0"]
     assert temperature_bench.main([*argv, "--device", "cpu", "--out", str(stem)]) == 0
     result = json.loads(stem.with_suffix(".json").read_text())
-    assert "paper scaling, KD warm-up 0 epochs" in result["budget"]
+    assert "paper scaling, KD warm-up 0 epochs" in result["budget"] and "grid in one process" in result["budget"]
     assert result["t_targets"] == [2.0, 4.0] and result["t_nontargets"] == [0.4]
     assert all(0 <= row[0] <= 1 for row in result["test_acc"])
     assert "| 4 |" in stem.with_suffix(".md").read_text()
@@ -83,16 +84,20 @@ def test_the_temperature_study_refuses_a_bad_grid_before_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_sweep_bench_times_both_ways(tmp_path):
+def test_the_sweep_bench_times_every_way(tmp_path):
     out = tmp_path / "sweep.json"
     argv = ["--epochs", "1", "--train", "32", "--image-size", "16", "--runs-per-device", "2", "--device", "cpu"]
     assert sweep_bench.main([*argv, "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["sequential"]["runs_per_device"] == 1 and result["concurrent"]["runs_per_device"] == 2
-    for way in ("sequential", "concurrent"):
+    assert result["grid"]["one_process"] and not result["sequential"]["one_process"]
+    for way in ("sequential", "concurrent", "grid"):
         assert result[way]["training_images"] == 4 * 32
         assert result[way]["aggregate_images_per_s"] == pytest.approx(4 * 32 / result[way]["wall_s"])
         assert len(result[way]["per_run_images_per_s"]) == 4
+    assert result["grid"]["speedup"] == pytest.approx(
+        result["grid"]["aggregate_images_per_s"] / result["sequential"]["aggregate_images_per_s"]
+    )
 
 
 @pytest.mark.slow
@@ -115,6 +120,8 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         assert [c["name"] for c in configs] == [f"{tag}-T2-t0.4", f"{tag}-T4-t0.4"]
         assert {(c["kd_scaling"], c["kd_warmup"]) for c in configs} == {("paper", 3)}  # the sweep's choice
         assert set(jobs.wait(queued, timeout=240).values()) == {"done"}
+        statuses = [runs.Run(p).status() for p in queued]  # trained as one grid, in one process
+        assert len({s["pid"] for s in statuses}) == 1 and statuses[0]["grid"] == [p.name for p in queued]
         fig, text = sweep_heatmap(ctx, tag)
         assert text == "2 of 2 runs done" and fig is not None
         # a sweep is an object of its own: listed by name, reopened from its run folders

@@ -130,8 +130,7 @@ def make_sweep(ctx: Studio):
             kd_scaling=scaling,
             kd_warmup=int(warmup),
         )
-        for cfg in temperature_grid(base, targets, nontargets, tag=tag):
-            ctx.jobs.submit(cfg)
+        ctx.jobs.submit_grid(temperature_grid(base, targets, nontargets, tag=tag))  # one process for the grid
         return tag
 
     return sweep

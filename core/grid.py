@@ -1,0 +1,148 @@
+"""A temperature grid in one process: runs that differ only in their temperatures, trained together.
+
+A sweep is many short runs, and each run alone pays its own start: a Python and torch start, the data
+loaded (and placed on the GPU), the first steps' warm-up. Here the grid's runs share one process and one
+copy of the data and are trained an epoch at a time in turn, each by its own `core.fit.Fit`. Every run
+draws the same batches and the same augmented views as the others (one seed: a paired design, so the
+heatmap compares temperatures and nothing else), and each is exactly the run it would have been alone:
+on the CPU its weights are bit-identical to a `core.train` run of the same config
+(`tests/test_grid.py`). Each grid point is an ordinary run folder (config, metrics, model, checkpoint)
+that the Runs tab, the report and Diagnose open like any other; a stopped one resumes alone with
+`core.train --resume`. A run that fails leaves the others training.
+
+    python -m core.grid --prepared RUN [RUN ...] [--device DEVICE]
+
+The job manager (`JobManager.submit_grid`) and the Temperatures tab start grids this way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from core import config, distributed, runs
+from core.config import TrainConfig
+from core.data import load_dataset
+from core.device import pick_device
+from core.engine import StopFlag, place
+from core.errors import StudioError
+from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
+from core.train_args import check_prepared
+
+log = logging.getLogger("core.train")
+
+# what may differ between the runs of one grid; every other setting is shared, the data above all
+VARYING = ("t_target", "t_nontarget", "name")
+
+
+def check_grid(cfgs: list[TrainConfig]) -> None:
+    """Refuse runs that cannot share one process: they must differ in nothing but `VARYING`."""
+    if not cfgs:
+        raise StudioError("a grid needs at least one run.")
+    records = [config.to_record(cfg) for cfg in cfgs]
+    first = records[0]
+    differ = sorted(
+        {k for r in records[1:] for k in first.keys() | r.keys() if k not in VARYING and r.get(k) != first.get(k)}
+    )
+    if differ:
+        raise StudioError(
+            "the runs of a grid may differ only in their temperatures; these settings differ: "
+            + ", ".join(differ)
+            + "."
+        )
+
+
+def load_grid(paths: list[str | Path], device: str | None = None) -> list[tuple[Path, TrainConfig]]:
+    """Prepared runs (folders with their config that have not trained) and their configs, checked."""
+    out = []
+    for path in paths:
+        check_prepared(str(path))
+        cfg = TrainConfig.from_dict(runs.Run(path).config())
+        out.append((Path(path), replace(cfg, device=device) if device else cfg))
+    names = [p.resolve() for p, _ in out]
+    if len(set(names)) != len(names):
+        raise StudioError("a run appears twice in the grid.")
+    check_grid([cfg for _, cfg in out])
+    return out
+
+
+def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = None) -> dict[str, str]:
+    """Train the prepared runs of `grid` in this process; returns run name -> how it ended."""
+    stop = stop or StopFlag()
+    cfg = grid[0][1].resolved()
+    device = pick_device(cfg.device)
+    if cfg.cuda_graphs:
+        from core.graphs import check_graphable
+
+        check_graphable(device, 1)
+    data = place(load_dataset(cfg.data), device)  # once, for every run
+    group = distributed.Group()
+    members = [p.name for p, _ in grid]
+    fits: dict[Path, Fit] = {}
+    ended: dict[str, str] = {}
+    for run, run_cfg in grid:
+        runs.set_status(
+            run, "running", pid=os.getpid(), epoch=0, epochs=run_cfg.epochs, device=str(device), grid=members
+        )
+        with run_log(run):
+            try:
+                announce(run, run_cfg, data, device, group)
+                log.info("trained in one process with %d other run(s) of its grid", len(grid) - 1)
+                fits[run] = Fit(run_cfg.resolved(), run, data, device, stop=stop, resume=False, group=group)
+            except Exception as e:  # this run fails; the others train
+                record_failure(run, e)
+                ended[run.name] = "failed"
+    outcome: dict[Path, str] = {}
+    while len(outcome) < len(fits):
+        for run, fit in fits.items():
+            if run in outcome:
+                continue
+            if stop.requested:  # the runs not yet in this epoch end at their last epoch's checkpoint
+                outcome[run] = "stopped"
+                continue
+            with run_log(run):
+                try:
+                    end = fit.epoch()
+                except Exception as e:
+                    record_failure(run, e)
+                    outcome[run], ended[run.name] = "failed", "failed"
+                    continue
+            if end is not None:
+                outcome[run] = end
+    for run, end in outcome.items():
+        if end == "failed":
+            continue
+        with run_log(run):
+            try:
+                conclude(run, data, device, fits[run].cfg, end)
+                ended[run.name] = end
+            except Exception as e:
+                record_failure(run, e)
+                ended[run.name] = "failed"
+    return {p.name: ended.get(p.name, "failed") for p, _ in grid}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.grid", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prepared", nargs="+", required=True, metavar="RUN", help="prepared run folders to train")
+    ap.add_argument("--device", default=None, help="the device for all of them (default: their config's)")
+    args = ap.parse_args(argv)
+    console_log()
+    stop = StopFlag()
+    stop.install()
+    try:
+        ended = train_grid(load_grid(args.prepared, args.device), stop=stop)
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(ended))
+    return 1 if "failed" in ended.values() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

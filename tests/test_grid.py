@@ -1,0 +1,142 @@
+"""A temperature grid trained in one process (core.grid): each grid point is the run it would be alone."""
+
+import json
+from dataclasses import replace
+
+import pytest
+from safetensors.torch import load_file
+
+from core import config, runs
+from core.data import DataConfig
+from core.engine import StopFlag
+from core.errors import StudioError
+from core.grid import check_grid, load_grid, main, train_grid
+from core.sweep import temperature_grid
+from core.train import TrainConfig, run_training
+
+BASE = TrainConfig(
+    data=DataConfig(image_size=16, synthetic_train=64, synthetic_val=32, synthetic_test=32),
+    epochs=2,
+    batch_size=16,
+    device="cpu",
+)
+TIMING = {"seconds", "images_per_s"}
+
+
+def prepare(runs_dir, cfgs):
+    """Run folders as the job manager makes them: config written, status queued, not trained."""
+    paths = []
+    for cfg in cfgs:
+        run = runs.Run.create(runs_dir, cfg.name, config.to_record(cfg))
+        runs.set_status(run.path, "queued", epoch=0, epochs=cfg.epochs, device="cpu")
+        paths.append(run.path)
+    return paths
+
+
+def rows(run):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in runs.read_metrics(run)]
+
+
+def test_each_grid_point_is_bit_identical_to_the_same_run_trained_alone(tmp_path):
+    cfgs = temperature_grid(BASE, [2.0, 4.0], [0.4, 4.0], tag="g")
+    paths = prepare(tmp_path / "grid", cfgs)
+    ended = train_grid(load_grid(paths))
+    assert ended == {p.name: "done" for p in paths}
+    pids = {runs.Run(p).status()["pid"] for p in paths}
+    assert len(pids) == 1  # one process for the whole grid
+    for i in (0, 3):  # the first and the last point, each trained alone
+        alone = run_training(replace(cfgs[i], runs_dir=str(tmp_path / f"alone{i}"), name="alone"))
+        grid_weights, alone_weights = load_file(paths[i] / "model.safetensors"), load_file(alone / "model.safetensors")
+        assert grid_weights.keys() == alone_weights.keys()
+        for k in grid_weights:
+            assert grid_weights[k].equal(alone_weights[k]), k
+        assert rows(paths[i]) == rows(alone)
+        grid_meta, alone_meta = runs.Run(paths[i]).model_meta(), runs.Run(alone).model_meta()
+        assert grid_meta["metrics"] == alone_meta["metrics"] and grid_meta["ood"] == alone_meta["ood"]
+    # different temperatures give different models: the grid did not train one model four times
+    a, b = load_file(paths[0] / "model.safetensors"), load_file(paths[3] / "model.safetensors")
+    assert not all(a[k].equal(b[k]) for k in a)
+    for p in paths:  # ordinary run folders: the Runs tab, the report and Diagnose read them as any other
+        status = runs.Run(p).status()
+        assert status["status"] == "done" and status["grid"] == [q.name for q in paths]
+        assert status["test_acc"] is not None and (p / "train.log").read_text().count("epoch 2/2") == 1
+        assert "with 3 other run(s) of its grid" in (p / "train.log").read_text()
+
+
+class StopAfter(StopFlag):
+    """A stop requested after `n` looks at it, as SIGTERM would arrive in the middle of a grid."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.left = n
+
+    @property
+    def requested(self):
+        self.left -= 1
+        return self.left < 0
+
+    @requested.setter
+    def requested(self, value):
+        pass
+
+
+def test_a_stopped_grid_leaves_each_run_stopped_and_resumable_alone(tmp_path):
+    cfgs = temperature_grid(BASE, [2.0, 4.0], [0.4], tag="s")
+    paths = prepare(tmp_path, cfgs)
+    # 4 steps of the first run's first epoch, a look between the runs, then the second run's first step
+    ended = train_grid(load_grid(paths), stop=StopAfter(6))
+    assert ended == {p.name: "stopped" for p in paths}
+    assert [len(runs.read_metrics(p)) for p in paths] == [1, 0]
+    assert (paths[1] / "last.safetensors").is_file()  # saved in the middle of its first epoch
+    for p in paths:
+        assert runs.Run(p).status()["status"] == "stopped"
+        run_training(replace(BASE, device="cpu"), resume=str(p))
+        assert runs.Run(p).status()["status"] == "done" and len(runs.read_metrics(p)) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"epochs": 3}, "epochs"),
+        ({"lr": 0.1}, "lr"),
+        ({"seed": 1}, "seed"),
+        ({"method": "ce"}, "method"),
+        ({"data": replace(BASE.data, image_size=20)}, "data"),
+    ],
+)
+def test_runs_that_differ_in_more_than_temperatures_are_refused_before_training(tmp_path, change, named):
+    cfgs = temperature_grid(BASE, [2.0], [0.4, 4.0], tag="bad")
+    cfgs[1] = replace(cfgs[1], **change)
+    with pytest.raises(StudioError, match=f"differ only in their temperatures.*{named}"):
+        check_grid(cfgs)
+    paths = prepare(tmp_path, cfgs)
+    assert main(["--prepared", *map(str, paths)]) == 2
+    assert all(runs.Run(p).status()["status"] == "queued" and not runs.read_metrics(p) for p in paths)
+
+
+def test_the_command_line_trains_a_grid_and_refuses_what_is_not_a_prepared_run(tmp_path, capsys):
+    paths = prepare(tmp_path, temperature_grid(replace(BASE, epochs=1), [2.0], [0.4, 4.0], tag="cli"))
+    assert main(["--prepared", *map(str, paths), "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {p.name: "done" for p in paths}
+    assert main(["--prepared", str(paths[0])]) == 2  # trained already
+    assert "has started before" in capsys.readouterr().err
+    assert main(["--prepared", str(tmp_path / "nothing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_a_run_that_fails_in_a_grid_fails_alone(tmp_path, monkeypatch):
+    from core.fit import Fit
+
+    paths = prepare(tmp_path, temperature_grid(replace(BASE, epochs=1), [2.0, 4.0], [0.4], tag="f"))
+    epoch = Fit.epoch
+
+    def failing(self):
+        if "-T4-" in self.run.name:
+            raise RuntimeError("disk full")
+        return epoch(self)
+
+    monkeypatch.setattr(Fit, "epoch", failing)
+    ended = train_grid(load_grid(paths))
+    assert ended == {paths[0].name: "done", paths[1].name: "failed"}
+    assert runs.Run(paths[1]).status()["error"] == "disk full" and "disk full" in (paths[1] / "train.log").read_text()
+    assert runs.Run(paths[0]).status()["status"] == "done" and (paths[0] / "model.safetensors").is_file()
