@@ -2,7 +2,7 @@
 
 Starts `app.py` as its own process on a free port, sends CALLS requests from CLIENTS threads, and reports
 p50/p95 latency, throughput and the server's resident memory after the first 50 and after all calls (a
-growing number would mean a hook or cache leak from Grad-CAM). Two kinds of client, one after the other:
+growing number would mean a hook or cache leak from Grad-CAM). Three kinds of client, one after the other:
 `download` fetches every image /diagnose returns (gradio_client's default: four files per call), `json`
 reads the answers and leaves the images on the server (`download_files=False`), and `http` makes the
 same three requests a script or PACS bridge would (upload, call, read the event stream) with one kept-alive
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import cpu_seconds, rss_mb, start_studio, write_result  # noqa: E402
+from ui.diagnose import PREDICTED  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -112,7 +113,7 @@ class HttpClient:
         up = self.http.post(self.url + "upload", files=[("files", (scan.name, scan.read_bytes(), "image/png"))])
         up.raise_for_status()
         files = [{"path": path, "meta": {"_type": "gradio.FileData"}} for path in up.json()]
-        data = [files, "demo", self.method, "predicted class", 0.5]
+        data = [files, "demo", self.method, PREDICTED, 0.5]
         call = self.http.post(self.url + "call/diagnose", json={"data": data, "session_hash": self.session})
         call.raise_for_status()
         event = None

@@ -76,10 +76,11 @@ def main(argv=None) -> int:
         "concurrent": (f"{args.runs_per_device} at once", {"per_device": args.runs_per_device}),
         "grid": ("grid, one process", {"per_device": 1, "grid": True}),
     }
+    unknown = [way for way in args.ways.split(",") if way not in ways]
+    if unknown:  # before any run: a typo should not cost the minutes of the ways before it
+        raise SystemExit(f"unknown way {unknown[0]!r}: choose from {', '.join(ways)}")
     timed = {}
     for way in args.ways.split(","):
-        if way not in ways:
-            raise SystemExit(f"unknown way {way!r}: choose from {', '.join(ways)}")
         label, options = ways[way]
         timed[way] = run_sweep(cfgs, **options)
         speedup = ""

@@ -232,8 +232,9 @@ def make_stepper(state: State, cfg: TrainConfig, aug: TrainAugment, train, *, am
 
 
 def place(data: Dataset, device: torch.device) -> Dataset:
-    """Put the whole dataset on the GPU when it takes under half the free memory; else keep it in RAM."""
-    if device.type == "cuda":
+    """Put the whole dataset on the GPU when it takes under half the free memory; else keep it in RAM.
+    Data already on the GPU stays where it is (a grid places it once for all its runs)."""
+    if device.type == "cuda" and not data.train.images.is_cuda:
         free, _ = torch.cuda.mem_get_info(device)
         if data.nbytes() < free // 2:
             return data.to(device)

@@ -80,7 +80,8 @@ class Fit:
             log.warning("CUDA graphs off: the training data is not in GPU memory, so batches come from the host")
         if device.type == "cuda":
             log.info("CUDA graphs %s", "on: each batch size is captured once, then replayed" if graphs else "off")
-        self.state, sampler = state, _ = engine.new_state(cfg, self.spec, train, device, graphs=graphs)
+        state, sampler = engine.new_state(cfg, self.spec, train, device, graphs=graphs)
+        self.state = state
         state.group = group
         if resume and folder.last_path.is_file():
             checkpoint.load_last(folder.last_path, state)

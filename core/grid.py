@@ -84,7 +84,7 @@ def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = 
     group = distributed.Group()
     members = [p.name for p, _ in grid]
     fits: dict[Path, Fit] = {}
-    ended: dict[str, str] = {}
+    ended: dict[Path, str] = {}  # 'failed' as soon as a run fails; 'done' or 'stopped' once it has trained
     for run, run_cfg in grid:
         runs.set_status(
             run, "running", pid=os.getpid(), epoch=0, epochs=run_cfg.epochs, device=str(device), grid=members
@@ -96,35 +96,33 @@ def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = 
                 fits[run] = Fit(run_cfg.resolved(), run, data, device, stop=stop, resume=False, group=group)
             except Exception as e:  # this run fails; the others train
                 record_failure(run, e)
-                ended[run.name] = "failed"
-    outcome: dict[Path, str] = {}
-    while len(outcome) < len(fits):
+                ended[run] = "failed"
+    while any(run not in ended for run in fits):
         for run, fit in fits.items():
-            if run in outcome:
+            if run in ended:
                 continue
             if stop.requested:  # the runs not yet in this epoch end at their last epoch's checkpoint
-                outcome[run] = "stopped"
+                ended[run] = "stopped"
                 continue
             with run_log(run):
                 try:
                     end = fit.epoch()
                 except Exception as e:
                     record_failure(run, e)
-                    outcome[run], ended[run.name] = "failed", "failed"
+                    ended[run] = "failed"
                     continue
             if end is not None:
-                outcome[run] = end
-    for run, end in outcome.items():
-        if end == "failed":
+                ended[run] = end
+    for run, fit in fits.items():
+        if ended[run] == "failed":
             continue
         with run_log(run):
             try:
-                conclude(run, data, device, fits[run].cfg, end)
-                ended[run.name] = end
+                conclude(run, data, device, fit.cfg, ended[run])
             except Exception as e:
                 record_failure(run, e)
-                ended[run.name] = "failed"
-    return {p.name: ended.get(p.name, "failed") for p, _ in grid}
+                ended[run] = "failed"
+    return {run.name: ended[run] for run, _ in grid}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -198,7 +198,7 @@ class JobManager:
                 else:
                     runs.set_status(run, "failed", error=DIED)
         for members, found in grids.items():
-            job = tuple(sorted(found, key=lambda r: members.index(r.name) if r.name in members else len(members)))
+            job = tuple(sorted(found, key=lambda r: members.index(r.name)))  # in the grid's own order
             self._enqueue(job, runs.Run(job[0]).status().get("device", "cpu"))
 
     def _loop(self, poll_s: float) -> None:
@@ -248,11 +248,11 @@ class JobManager:
         launcher = [sys.executable]
         if processes > 1:
             launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
-        # a prepared run starts (--prepared); one that trained before continues from its checkpoint (--resume)
-        mode = "--resume" if runs.Run(run).last_path.exists() else "--prepared"
-        argv = [*launcher, "-m", "core.train", mode, str(run.resolve()), "--device", device]
         if len(job) > 1:  # a grid: one process, every run prepared
             argv = [*launcher, "-m", "core.grid", "--prepared", *(str(r.resolve()) for r in job), "--device", device]
+        else:  # a prepared run starts; one that trained before continues from its checkpoint
+            mode = "--resume" if runs.Run(run).last_path.exists() else "--prepared"
+            argv = [*launcher, "-m", "core.train", mode, str(run.resolve()), "--device", device]
         out = open(runs.Run(run).process_log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             return subprocess.Popen(
