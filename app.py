@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -89,6 +90,16 @@ def calm_queue(app: gr.Blocks) -> None:
         queue.sleep_when_free = QUEUE_POLL_S
 
 
+def stop_on_sigterm() -> None:
+    """`kill`, systemd and `docker stop` send SIGTERM, whose default skips every clean-up. Stop as Ctrl-C does
+    instead: the server closes and the studio's temporary images (scans' overlays) are removed on the way out."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python app.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
@@ -129,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(ctx)
     app.queue(default_concurrency_limit=4)
     calm_queue(app)
+    stop_on_sigterm()
     app.launch(**launch_kwargs(args))
     return 0
 

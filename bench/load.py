@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
         predictor.diagnose(scan, method=args.method)
         direct.append(time.perf_counter() - t0)
 
-    tmp = Path(tempfile.mkdtemp(prefix="tsskd-load-"))
+    tmp = Path(tempfile.mkdtemp(prefix="tsskd-load-"))  # removed below, with the studio's runs
     server, url = start_studio(tmp / "runs", tmp / "data")
     modes = {}
     try:
@@ -73,6 +74,7 @@ def main(argv=None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
     b = {"p50_s": statistics.median(direct), "p95_s": percentile(direct, 0.95)}
     b["throughput_per_s"] = 1 / b["p50_s"]
     result = {

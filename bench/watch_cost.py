@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
     from core.config import DataConfig, TrainConfig
     from core.train import run_training
 
-    tmp = Path(tempfile.mkdtemp(prefix="tsskd-watch-"))
+    tmp = Path(tempfile.mkdtemp(prefix="tsskd-watch-"))  # removed below, with the studio's runs
     data = DataConfig(image_size=16, synthetic_train=256, synthetic_val=64, synthetic_test=64)
     run = run_training(TrainConfig(data=data, method="ce", epochs=2, device="cpu", runs_dir=str(tmp / "runs")))
     server, url = start_studio(tmp / "runs", tmp / "data")
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "seconds": args.seconds,

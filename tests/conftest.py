@@ -1,11 +1,21 @@
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The temp folder of this test session and of every process it starts (studios, trainers, chromium): gradio's
+# cache, gradio_client's downloads (which leave one empty folder per file behind) and the studio's images all
+# land in one folder that is removed when the session ends, so a day of test runs cannot fill the disk.
+# pytest's own tmp_path folders stay where they were (kept for failed tests only; see pyproject.toml).
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+SCRATCH = tempfile.mkdtemp(prefix="tsskd-tests-")
+os.environ["TMPDIR"] = tempfile.tempdir = SCRATCH
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -31,3 +41,7 @@ def tiny_run(tmp_path_factory) -> Path:
         tmp, epochs=2, data=DataConfig(image_size=16, synthetic_train=64, synthetic_val=32, synthetic_test=32)
     )
     return run_training(cfg)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SCRATCH, ignore_errors=True)

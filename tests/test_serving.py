@@ -172,7 +172,7 @@ def test_one_pass_maps_and_logits_equal_the_full_computation(predictor, method):
     model.zero_grad(set_to_none=True)  # the package's own run left weight gradients on the shared model
 
 
-def test_images_are_written_once_as_plain_pngs_and_swept_later(tmp_path):
+def test_images_and_download_folders_are_written_once_and_swept_later(tmp_path):
     from PIL import Image
 
     from ui.files import ImageFiles
@@ -181,6 +181,8 @@ def test_images_are_written_once_as_plain_pngs_and_swept_later(tmp_path):
     image = np.zeros((8, 12, 3), np.uint8)
     image[2:4, 3:5] = 255
     a, b = files.png(image), files.png(image)
+    report = files.new_folder() / "run-report.html"
+    report.write_text("report")
     assert a != b and Path(a).parent == files.folder and Path(a).suffix == ".png"
     with Image.open(a) as im:
         assert im.format == "PNG" and np.array_equal(np.asarray(im), image)
@@ -188,6 +190,7 @@ def test_images_are_written_once_as_plain_pngs_and_swept_later(tmp_path):
     files._swept -= 61  # a minute later, files older than keep_s go
     c = files.png(image)
     assert not Path(a).exists() and not Path(b).exists() and Path(c).exists()
+    assert not report.parent.exists()  # a report's or download's folder goes the same way
     folder = files.folder
     del files
     import gc

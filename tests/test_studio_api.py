@@ -202,6 +202,15 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
         [handle_file(str(EXAMPLES / "demo-ring.png"))], run_id, "gradcam", "mass", 0.5, api_name="/diagnose"
     )
     assert details[0]["map_of"] == "mass" and isinstance(details[0]["in_distribution"], bool)
+    # the Runs tab's Report and Download buttons hand over files the studio removes later itself
+    from ui.runs import make_download, make_report
+
+    name = ctx.jobs.find(run_id).name
+    (report,) = make_report(ctx)(run_id)
+    downloads = make_download(ctx)(run_id)
+    assert Path(report).name == f"{name}-report.html" and "<html" in Path(report).read_text()[:200].lower()
+    assert {f"{name}-config.json", f"{name}-model.safetensors"} <= {Path(f).name for f in downloads}
+    assert all(Path(f).is_relative_to(ctx.images.folder) for f in [report, *downloads])
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,16 @@ class ImageFiles:
         tmp.replace(path)
         return str(path)
 
+    def new_folder(self) -> Path:
+        """A fresh folder for files handed to gradio under their own names (a report, a run's download),
+        removed like the images."""
+        self._sweep()
+        path = self.folder / uuid.uuid4().hex
+        path.mkdir()
+        return path
+
     def _sweep(self) -> None:
-        """Remove files older than `keep_s`, at most once a minute."""
+        """Remove files and folders older than `keep_s`, at most once a minute."""
         now = time.monotonic()
         with self._lock:
             if now - self._swept < 60:
@@ -49,6 +57,6 @@ class ImageFiles:
         for f in self.folder.iterdir():
             try:
                 if f.stat().st_mtime < cutoff:
-                    f.unlink()
+                    shutil.rmtree(f, True) if f.is_dir() else f.unlink()
             except OSError:
                 pass  # already gone

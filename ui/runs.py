@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
-from pathlib import Path
 
 import gradio as gr
 
@@ -97,7 +95,7 @@ def make_report(ctx: Studio):
         from core.report import build_report
 
         run = ctx.jobs.find(run_id)
-        out = Path(tempfile.mkdtemp(prefix="tsskd-report-")) / f"{run.name}-report.html"
+        out = ctx.images.new_folder() / f"{run.name}-report.html"
         out.write_text(build_report(run), encoding="utf-8")
         return [str(out)]
 
@@ -108,7 +106,7 @@ def make_download(ctx: Studio):
     @user_error
     def download(run_id: str):
         run = ctx.jobs.find(run_id)
-        out = Path(tempfile.mkdtemp(prefix="tsskd-download-"))
+        out = ctx.images.new_folder()
         files = []
         for path in runs.Run(run).files():
             files.append(str(shutil.copy2(path, out / f"{run.name}-{path.name}")))
