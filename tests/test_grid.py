@@ -37,6 +37,7 @@ def rows(run):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in runs.read_metrics(run)]
 
 
+@pytest.mark.slow  # several runs, trained to the end
 def test_each_grid_point_is_bit_identical_to_the_same_run_trained_alone(tmp_path):
     cfgs = temperature_grid(BASE, [2.0, 4.0], [0.4, 4.0], tag="g")
     paths = prepare(tmp_path / "grid", cfgs)
@@ -80,6 +81,7 @@ class StopAfter(StopFlag):
         pass
 
 
+@pytest.mark.slow  # several runs, trained to the end
 def test_a_stopped_grid_leaves_each_run_stopped_and_resumable_alone(tmp_path):
     cfgs = temperature_grid(BASE, [2.0, 4.0], [0.4], tag="s")
     paths = prepare(tmp_path, cfgs)

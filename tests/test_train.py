@@ -130,6 +130,7 @@ class StopAfter(StopFlag):
         return self.reads > self.n
 
 
+@pytest.mark.slow  # several runs, trained to the end
 def test_stop_then_resume_matches_an_uninterrupted_run(tmp_path):
     cfg = tiny_config(tmp_path, epochs=3, method="tss-kd")  # 48 images, batch 16: 3 steps an epoch
     straight = run_training(replace(cfg, name="straight"))
