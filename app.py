@@ -7,10 +7,13 @@ Flags: --host (default 127.0.0.1), --port, --share (a public link: think twice w
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -90,6 +93,18 @@ def calm_queue(app: gr.Blocks) -> None:
         queue.sleep_when_free = QUEUE_POLL_S
 
 
+def private_cache() -> None:
+    """Gradio keeps every upload and every image it serves in a cache folder, by default /tmp/gradio: shared by
+    the machine's users, readable by them, and left behind when the server is stopped (its clean-up on exit
+    does not finish in time). The studio gives gradio a folder of its own instead, readable by this user only
+    (mkdtemp: mode 0700) and removed on exit. A GRADIO_TEMP_DIR the user set is used as it is."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return
+    folder = tempfile.mkdtemp(prefix="tsskd-studio-cache-")
+    os.environ["GRADIO_TEMP_DIR"] = folder  # read when the server starts (gradio.utils.get_upload_folder)
+    atexit.register(shutil.rmtree, folder, True)
+
+
 def stop_on_sigterm() -> None:
     """`kill`, systemd and `docker stop` send SIGTERM, whose default skips every clean-up. Stop as Ctrl-C does
     instead: the server closes and the studio's temporary images (scans' overlays) are removed on the way out."""
@@ -131,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args.auth = read_auth(args.auth_file)
     data_root = Path(args.data_root)
     data_root.mkdir(parents=True, exist_ok=True)
+    private_cache()
     ctx = Studio(
         data_root=data_root.resolve(),
         runs_dir=Path(args.runs_dir).resolve(),

@@ -1,4 +1,5 @@
-"""The studio as `make run` starts it, as a process: it leaves no scan images behind when it is stopped."""
+"""The studio as `make run` starts it, as a process: stopped, it leaves no scan behind, neither the upload in
+gradio's cache nor the images drawn from it."""
 
 import os
 import signal
@@ -30,13 +31,13 @@ def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> Non
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stopped_studio_removes_its_scan_images(tmp_path, sig):
+def test_a_stopped_studio_leaves_no_scan_or_image_behind(tmp_path, sig):
     from gradio_client import Client, handle_file
 
     temp = tmp_path / "temp"
     temp.mkdir()
     port = free_port()
-    env = {**os.environ, "TMPDIR": str(temp), "GRADIO_TEMP_DIR": str(temp / "gradio")}
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"} | {"TMPDIR": str(temp)}
     cmd = [sys.executable, "app.py", "--port", str(port), "--data-root", str(tmp_path / "data")]
     proc = subprocess.Popen(
         [*cmd, "--runs-dir", str(tmp_path / "runs")],
@@ -55,6 +56,9 @@ def test_a_stopped_studio_removes_its_scan_images(tmp_path, sig):
         client.close()
         images = list(temp.glob("tsskd-studio-images-*/*.png"))
         assert images, "the diagnosis wrote no overlay"
+        (cache,) = temp.glob("tsskd-studio-cache-*")  # gradio's cache: the studio's own, not /tmp/gradio
+        assert cache.stat().st_mode & 0o777 == 0o700  # other users of the machine cannot read the scans
+        assert [f.name for f in cache.rglob("*.png")].count("demo-mass.png") == 1  # the upload, cached
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -62,4 +66,5 @@ def test_a_stopped_studio_removes_its_scan_images(tmp_path, sig):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err[-2000:]
-    assert not list(temp.glob("tsskd-studio-images-*")), "the studio left its images behind"
+    left = [str(f.relative_to(temp)) for f in temp.rglob("*") if f.is_file()]
+    assert left == [], f"the uploaded scan or images drawn from it stayed behind: {left}"
