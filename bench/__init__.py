@@ -131,6 +131,7 @@ def trained(data, method: str, *, epochs: int, device, runs_dir, **settings) -> 
 def job_manager(runs_dir, *, per_device: int):
     """The studio's job manager for a benchmark's runs. On leaving (finished, failed or Ctrl-C) it stops
     whatever is still training, which the studio itself never does on close."""
+    from core.errors import StudioError
     from core.jobs import JobManager
 
     manager = JobManager(runs_dir, per_device=per_device)
@@ -138,5 +139,6 @@ def job_manager(runs_dir, *, per_device: int):
         yield manager
     finally:
         for name in manager.active():
-            manager.stop(name)
+            with contextlib.suppress(StudioError):  # it ended meanwhile
+                manager.stop(name)
         manager.close()

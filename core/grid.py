@@ -8,7 +8,9 @@ heatmap compares temperatures and nothing else), and each is exactly the run it 
 on the CPU its weights are bit-identical to a `core.train` run of the same config
 (`tests/test_grid.py`). Each grid point is an ordinary run folder (config, metrics, model, checkpoint)
 that the Runs tab, the report and Diagnose open like any other; a stopped one resumes alone with
-`core.train --resume`. A run that fails leaves the others training.
+`core.train --resume`. A run that fails leaves the others training, and so does a run stopped alone (the job
+manager asks through `Run.request_stop`, which the run's loop reads after each step); SIGTERM or Ctrl-C
+stops them all.
 
     python -m core.grid --prepared RUN [RUN ...] [--device DEVICE]
 
@@ -22,6 +24,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,6 +74,26 @@ def load_grid(paths: list[str | Path], device: str | None = None) -> list[tuple[
     return out
 
 
+class RunStop:
+    """The stop flag of one run in a grid: requested when the whole grid is stopped (a signal) or when this
+    run alone was asked to stop (`Run.request_stop`); the request file is looked at no more than every
+    `every_s` seconds, so a fast GPU step does not wait on the file system."""
+
+    def __init__(self, grid: StopFlag, run: Path, every_s: float = 0.5):
+        self.grid, self.run, self.every_s = grid, runs.Run(run), every_s
+        self._alone, self._checked = False, float("-inf")
+
+    @property
+    def requested(self) -> bool:
+        if self.grid.requested or self._alone:
+            return True
+        now = time.monotonic()
+        if now - self._checked >= self.every_s:
+            self._checked = now
+            self._alone = self.run.stop_requested()
+        return self._alone
+
+
 def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = None) -> dict[str, str]:
     """Train the prepared runs of `grid` in this process; returns run name -> how it ended."""
     stop = stop or StopFlag()
@@ -85,6 +108,7 @@ def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = 
     members = [p.name for p, _ in grid]
     fits: dict[Path, Fit] = {}
     ended: dict[Path, str] = {}  # 'failed' as soon as a run fails; 'done' or 'stopped' once it has trained
+    alone: set[Path] = set()  # runs that stopped in their epoch, concluded as they stopped
     for run, run_cfg in grid:
         runs.set_status(
             run, "running", pid=os.getpid(), epoch=0, epochs=run_cfg.epochs, device=str(device), grid=members
@@ -93,7 +117,9 @@ def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = 
             try:
                 announce(run, run_cfg, data, device, group)
                 log.info("trained in one process with %d other run(s) of its grid", len(grid) - 1)
-                fits[run] = Fit(run_cfg.resolved(), run, data, device, stop=stop, resume=False, group=group)
+                fits[run] = Fit(
+                    run_cfg.resolved(), run, data, device, stop=RunStop(stop, run), resume=False, group=group
+                )
             except Exception as e:  # this run fails; the others train
                 record_failure(run, e)
                 ended[run] = "failed"
@@ -113,8 +139,13 @@ def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = 
                     continue
             if end is not None:
                 ended[run] = end
+                runs.Run(run).clear_stop_request()  # answered, or too late to matter
+            if end == "stopped":  # alone (Run.request_stop) or with the grid: marked so at once
+                alone.add(run)  # it may be resumed by another process before this grid ends
+                with run_log(run):
+                    conclude(run, data, device, fit.cfg, end)
     for run, fit in fits.items():
-        if ended[run] == "failed":
+        if ended[run] == "failed" or run in alone:
             continue
         with run_log(run):
             try:

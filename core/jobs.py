@@ -91,12 +91,18 @@ class JobManager:
         status = runs.Run(run).status()
         if status.get("status") not in ("stopped", "failed"):
             raise StudioError(f"{run.name} is {status.get('status', 'unknown')}; only stopped or failed runs resume.")
+        with self._lock:
+            proc = self._procs.get(run)
+            if proc is not None and any(p == proc for r, p in self._procs.items() if r != run):
+                self._procs.pop(run)  # its grid's process trains the others on, and is done with this one
+                self._stopping.discard(run)
         runs.set_status(run, "queued")
         self._enqueue((run,), status.get("device", "cpu"))  # a grid's run continues alone
 
     def stop(self, run: str | Path) -> None:
         """Stop a run: drop it from its queue, or SIGTERM its trainer (SIGKILL after the grace period).
-        A grid's runs share one trainer: stopping one stops them all, and each resumes on its own."""
+        A run of a grid whose other runs still train is asked to stop alone (`Run.request_stop`): the grid's
+        process stops it after its current step and trains the others on. A stopped run resumes on its own."""
         run = self.find(run)
         with self._lock:
             for q in self._queues.values():
@@ -110,8 +116,12 @@ class JobManager:
                         runs.set_status(run, "stopped")
                         return
             proc = self._procs.get(run)
-            if proc is None:
+            if proc is None or runs.Run(run).status().get("status") in runs.FINAL:
                 raise StudioError(f"{run.name} is not running.")
+            others = [r for r, p in self._procs.items() if p == proc and r != run]
+            if any(runs.Run(r).status().get("status") not in runs.FINAL for r in others):
+                runs.Run(run).request_stop()
+                return
             self._stopping.update(r for r, p in self._procs.items() if p == proc)
         pid = proc.pid if isinstance(proc, subprocess.Popen) else proc
         _signal_group(pid, signal.SIGTERM)
@@ -220,6 +230,9 @@ class JobManager:
                 self._procs.pop(run, None)
                 stopping = run in self._stopping
                 self._stopping.discard(run)
+                requeued = any(run in job for q in self._queues.values() for job in q)
+            if requeued:  # resumed before its old process was gone: its status is the queue's now
+                continue
             status = runs.Run(run).status().get("status")
             if status in ("queued", "running"):  # the trainer could not write its own ending
                 if stopping:

@@ -20,6 +20,7 @@ STATUSES = ("queued", "running", "done", "failed", "stopped")
 CONFIG, STATUS, METRICS, LOG = "config.json", "status.json", "metrics.jsonl", "train.log"
 MODEL, MODEL_META, LAST, REPORT = "model.safetensors", "model.json", "last.safetensors", "report.html"
 PROCESS_LOG = "process.log"  # the trainer process's own output, kept by the job manager
+STOP_REQUEST = "stop.request"  # asks a grid's process to stop this one run (core.grid); removed once it has
 FINAL = ("done", "failed", "stopped")  # a run in one of these has no process working on it
 
 
@@ -278,6 +279,17 @@ class Run:
 
     def write_model_meta(self, meta: dict) -> None:
         write_json(self.path / MODEL_META, meta)
+
+    def request_stop(self) -> None:
+        """Ask the process training this run among others (a grid) to stop this run alone, after its current
+        step; the others go on."""
+        (self.path / STOP_REQUEST).touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / STOP_REQUEST).is_file()
+
+    def clear_stop_request(self) -> None:
+        (self.path / STOP_REQUEST).unlink(missing_ok=True)
 
     def files(self) -> list[Path]:
         """What a download of the model takes: weights, their description and the run's config."""

@@ -10,7 +10,7 @@ from core import config, runs
 from core.data import DataConfig
 from core.engine import StopFlag
 from core.errors import StudioError
-from core.grid import check_grid, load_grid, main, train_grid
+from core.grid import RunStop, check_grid, load_grid, main, train_grid
 from core.sweep import temperature_grid
 from core.train import TrainConfig, run_training
 
@@ -94,6 +94,32 @@ def test_a_stopped_grid_leaves_each_run_stopped_and_resumable_alone(tmp_path):
         assert runs.Run(p).status()["status"] == "stopped"
         run_training(replace(BASE, device="cpu"), resume=str(p))
         assert runs.Run(p).status()["status"] == "done" and len(runs.read_metrics(p)) == 2
+
+
+def test_a_runs_stop_flag_answers_its_own_request_and_the_grids_signal(tmp_path):
+    a, b = prepare(tmp_path, temperature_grid(BASE, [2.0, 4.0], [0.4], tag="f"))
+    grid = StopFlag()
+    flag_a, flag_b = RunStop(grid, a, every_s=0), RunStop(grid, b, every_s=0)
+    assert not flag_a.requested and not flag_b.requested
+    runs.Run(b).request_stop()
+    assert flag_b.requested and not flag_a.requested  # only the run asked
+    runs.Run(b).clear_stop_request()
+    assert not runs.Run(b).stop_requested()
+    grid.requested = True  # SIGTERM or Ctrl-C to the grid's process
+    assert flag_a.requested
+
+
+@pytest.mark.slow  # several runs, trained to the end
+def test_a_run_asked_to_stop_alone_stops_and_the_others_train_on(tmp_path):
+    paths = prepare(tmp_path, temperature_grid(BASE, [2.0, 4.0], [0.4], tag="a"))
+    runs.Run(paths[1]).request_stop()  # before its first step: it stops after that step
+    ended = train_grid(load_grid(paths), stop=StopFlag())
+    assert ended == {paths[0].name: "done", paths[1].name: "stopped"}
+    assert len(runs.read_metrics(paths[0])) == 2 and runs.read_metrics(paths[1]) == []
+    stopped = runs.Run(paths[1])
+    assert stopped.status()["status"] == "stopped" and stopped.last_path.is_file() and not stopped.stop_requested()
+    run_training(replace(BASE, device="cpu"), resume=str(paths[1]))
+    assert stopped.status()["status"] == "done" and len(runs.read_metrics(paths[1])) == 2
 
 
 @pytest.mark.parametrize(

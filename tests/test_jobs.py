@@ -1,5 +1,6 @@
 """The job manager: queued subprocess runs that can be stopped, resumed, and found again after a restart."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -42,7 +43,8 @@ def manager(tmp_path):
     jm = JobManager(tmp_path, grace_s=10, poll_s=0.2)
     yield jm
     for name in jm.active():
-        jm.stop(name)
+        with contextlib.suppress(StudioError):  # it ended meanwhile
+            jm.stop(name)
     jm.close()
 
 
@@ -250,11 +252,26 @@ def test_a_grid_waits_for_a_free_slot_like_one_run_and_counts_as_one(tmp_path):
         jm.close()
 
 
-def test_stopping_a_grid_stops_its_runs_and_each_resumes_alone(manager, tmp_path):
+def test_stopping_one_run_of_a_grid_stops_it_alone_and_it_resumes_alone(manager, tmp_path):
     grid = manager.submit_grid(grid_cfgs(tmp_path, "g3", train=512, epochs=4))
     wait_for(lambda: len(runs.read_metrics(grid[0])) >= 1)
-    manager.stop(grid[1].name)  # one run named, the grid's one trainer stops
+    manager.stop(grid[1].name)  # the grid's one trainer stops this run and trains the other on
+    wait_for(lambda: status_of(grid[1]) == "stopped")
+    manager.resume(grid[1].name)  # while the grid's process may still train the other
+    assert manager.wait(grid, timeout=600) == {r.name: "done" for r in grid}
+    assert [[row["epoch"] for row in runs.read_metrics(r)] for r in grid] == [[1, 2, 3, 4]] * 2
+    assert runs.Run(grid[1]).status()["pid"] != runs.Run(grid[0]).status()["pid"]  # it finished in its own
+    with pytest.raises(StudioError, match="not running"):
+        manager.stop(grid[0].name)
+
+
+def test_stopping_every_run_of_a_grid_stops_its_process_and_each_resumes_alone(manager, tmp_path):
+    grid = manager.submit_grid(grid_cfgs(tmp_path, "g6", train=512, epochs=4))
+    wait_for(lambda: len(runs.read_metrics(grid[0])) >= 1)
+    for r in grid:
+        manager.stop(r.name)
     assert manager.wait(grid, timeout=120) == {r.name: "stopped" for r in grid}
+    assert not manager.active()
     for r in grid:
         manager.resume(r.name)
     assert manager.wait(grid, timeout=600) == {r.name: "done" for r in grid}
