@@ -24,21 +24,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import RESULTS, write_result  # noqa: E402
-from bench.throughput import measure_ours, measure_reference  # noqa: E402
+from bench.throughput import compiled, contiguous, measure_ours, measure_reference  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import cpu_native_bf16  # noqa: E402
 from core.synthetic import render  # noqa: E402
 
 SIZE, BATCH = 32, 128
-
-
-def contiguous(state) -> None:
-    state.model.to(memory_format=torch.contiguous_format)
-
-
-def compiled(state) -> None:
-    state.net = torch.compile(state.model)
 
 
 def augmentation_ms(images: torch.Tensor, repeats: int = 20) -> float:
@@ -72,7 +64,7 @@ def main(argv=None) -> int:
 
     run("default (channels-last)")
     run("contiguous layout", tweak=contiguous)
-    run("torch.compile (inductor)", tweak=compiled)
+    run("torch.compile (inductor)", tweak=compiled())
     torch.set_num_threads(1)
     run("one thread")
     torch.set_num_threads(threads)

@@ -28,22 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import RESULTS, write_result  # noqa: E402
-from bench.throughput import PEAK_BF16, flops_per_image, machine, measure_ours  # noqa: E402
+from bench.throughput import PEAK_BF16, compiled, contiguous, flops_per_image, machine, measure_ours  # noqa: E402
 from core.device import pick_device  # noqa: E402
 from core.model import ModelSpec, build_model  # noqa: E402
 from core.synthetic import CLASSES, render  # noqa: E402
-
-
-def contiguous(state) -> None:
-    state.model.to(memory_format=torch.contiguous_format)
-
-
-def compiled(mode: str | None):
-    def tweak(state) -> None:
-        state.net = torch.compile(state.model, mode=mode)
-
-    return tweak
-
 
 # name -> (CUDA graphs on a GPU, tweak)
 VARIANTS = {

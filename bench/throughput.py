@@ -49,6 +49,20 @@ def flops_per_image(model, size, device) -> float:
     return 4 * counter.get_total_flops() / 2
 
 
+def contiguous(state) -> None:
+    """A `measure_ours` tweak: the model in the default memory layout instead of channels-last."""
+    state.model.to(memory_format=torch.contiguous_format)
+
+
+def compiled(mode: str | None = None):
+    """A `measure_ours` tweak: the network compiled by `torch.compile` (inductor) in `mode`."""
+
+    def tweak(state) -> None:
+        state.net = torch.compile(state.model, mode=mode)
+
+    return tweak
+
+
 def measure_ours(
     images, labels, *, size, batch, steps, warmup, device, graphs=False, amp_choice="auto", tweak=None
 ) -> dict:

@@ -108,7 +108,6 @@ def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = 
     members = [p.name for p, _ in grid]
     fits: dict[Path, Fit] = {}
     ended: dict[Path, str] = {}  # 'failed' as soon as a run fails; 'done' or 'stopped' once it has trained
-    alone: set[Path] = set()  # runs that stopped in their epoch, concluded as they stopped
     for run, run_cfg in grid:
         runs.set_status(
             run, "running", pid=os.getpid(), epoch=0, epochs=run_cfg.epochs, device=str(device), grid=members
@@ -128,24 +127,24 @@ def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = 
             if run in ended:
                 continue
             if stop.requested:  # the runs not yet in this epoch end at their last epoch's checkpoint
-                ended[run] = "stopped"
+                end = "stopped"
+            else:
+                with run_log(run):
+                    try:
+                        end = fit.epoch()
+                    except Exception as e:
+                        record_failure(run, e)
+                        ended[run] = "failed"
+                        continue
+            if end is None:
                 continue
-            with run_log(run):
-                try:
-                    end = fit.epoch()
-                except Exception as e:
-                    record_failure(run, e)
-                    ended[run] = "failed"
-                    continue
-            if end is not None:
-                ended[run] = end
-                runs.Run(run).clear_stop_request()  # answered, or too late to matter
-            if end == "stopped":  # alone (Run.request_stop) or with the grid: marked so at once
-                alone.add(run)  # it may be resumed by another process before this grid ends
+            ended[run] = end
+            runs.Run(run).clear_stop_request()  # answered, or too late to matter
+            if end == "stopped":  # marked so at once: stopped alone, it may be resumed before this grid ends
                 with run_log(run):
                     conclude(run, data, device, fit.cfg, end)
     for run, fit in fits.items():
-        if ended[run] == "failed" or run in alone:
+        if ended[run] != "done":  # failed, or stopped and concluded above
             continue
         with run_log(run):
             try:

@@ -118,11 +118,11 @@ class JobManager:
             proc = self._procs.get(run)
             if proc is None or runs.Run(run).status().get("status") in runs.FINAL:
                 raise StudioError(f"{run.name} is not running.")
-            others = [r for r, p in self._procs.items() if p == proc and r != run]
-            if any(runs.Run(r).status().get("status") not in runs.FINAL for r in others):
+            members = [r for r, p in self._procs.items() if p == proc]  # the run, and its grid's others
+            if any(runs.Run(r).status().get("status") not in runs.FINAL for r in members if r != run):
                 runs.Run(run).request_stop()
                 return
-            self._stopping.update(r for r, p in self._procs.items() if p == proc)
+            self._stopping.update(members)
         pid = proc.pid if isinstance(proc, subprocess.Popen) else proc
         _signal_group(pid, signal.SIGTERM)
         threading.Thread(target=self._kill_later, args=(run, pid), daemon=True).start()
