@@ -40,3 +40,28 @@ def test_image_folders_are_not_estimated_before_they_are_counted(tmp_path):
     fake_run(tmp_path)
     cfg = TrainConfig(data=DataConfig(dataset="folder", data_path="x"))
     assert estimate.estimate_seconds(tmp_path, cfg, "cpu") is None
+
+
+def test_a_cpu_with_no_run_yet_is_probed_with_real_training_steps(tmp_path):
+    import torch
+
+    torch.manual_seed(7)
+    expected_next = torch.rand(3)
+    torch.manual_seed(7)
+    cfg = TrainConfig(data=DataConfig(image_size=16, synthetic_train=1000), epochs=4, batch_size=8)
+    found = estimate.estimate_seconds(tmp_path, cfg, "cpu", probe=True)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's random state is untouched
+    assert found["epochs_measured"] == 0 and 0.5 < found["images_per_s"] < 100_000
+    assert found["seconds"] == 4 * 1000 / found["images_per_s"]
+    assert estimate.probe_speed(cfg) == found["images_per_s"]  # probed once per network, size and method
+    # a bigger network at a bigger size trains fewer images per second
+    big = TrainConfig(data=DataConfig(image_size=64), arch="resnet34", batch_size=8)
+    assert estimate.probe_speed(big) < found["images_per_s"]
+    fake_run(tmp_path, image_size=16, batch=8, speeds=(123.0,))  # once measured, the measurement counts
+    assert estimate.estimate_seconds(tmp_path, cfg, "cpu", probe=True)["images_per_s"] == 123.0
+
+
+def test_gpus_and_image_folders_are_not_probed(tmp_path):
+    assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cuda:0", probe=True) is None
+    folder = TrainConfig(data=DataConfig(dataset="folder", data_path="x"))
+    assert estimate.estimate_seconds(tmp_path, folder, "cpu", probe=True) is None

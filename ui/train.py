@@ -111,14 +111,20 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
     device = cfg.device
     if device == "auto":
         device = next((v for v, _ in list_devices() if v.startswith("cuda")), "cpu")
-    found = estimate.estimate_seconds(ctx.runs_dir, cfg, device)
+    # no trial steps while a run trains: they would slow it, and measure a shared CPU
+    found = estimate.estimate_seconds(ctx.runs_dir, cfg, device, probe=not ctx.jobs.active())
     if found is None:
         why = "image folders are counted when loaded" if cfg.data.dataset != "synthetic" else "no run measured yet"
         return f"Estimated time: not known yet on {device} ({why}).", gr.update(visible=False)
     long = found["seconds"] > estimate.LONG_S
+    source = (
+        f"measured over {found['epochs_measured']} earlier epochs"
+        if found["epochs_measured"]
+        else "a first figure from a few trial steps; the first run measures it"
+    )
     text = (
         f"Estimated time: **about {duration(found['seconds'])}** on {device} "
-        f"({found['images_per_s']:.0f} images/s, measured over {found['epochs_measured']} earlier epochs)."
+        f"({found['images_per_s']:.0f} images/s, {source})."
     )
     if long:
         text += " That is long: the quick preset trains 5 epochs of 1,000 images at 32 px."
