@@ -66,6 +66,32 @@ def grid_results(runs_dir, tag: str, *, metric: str = "best_val_auc") -> tuple[l
 SWEEP_RUN = re.compile(r"^(?P<tag>[A-Za-z]+\d{8}-\d{6}(?:_\d+)?)-T[0-9.e+-]+-t[0-9.e+-]+-")
 
 
+def stop_sweep(jobs, tag: str) -> list[str]:
+    """Stop every queued or running run of the sweep `tag` on the job manager `jobs` (core.jobs.JobManager):
+    queued ones leave the queue, running ones stop after their current step (a grid's process ends when
+    its last run is stopped). Returns the names asked to stop, in the sweep's order; each resumes alone.
+    A run that ended meanwhile is left as it ended."""
+    rows = [r for r in grid_results(jobs.runs_dir, tag)[3] if r["status"] in ("queued", "running")]
+    if not rows:
+        raise StudioError(f"no run of the sweep {tag} is queued or running.")
+    asked = []
+    for r in sorted(rows, key=lambda r: r["run"]):
+        try:
+            jobs.stop(r["run"])
+        except StudioError:  # it finished (or failed) between the listing and the stop
+            continue
+        asked.append(r["run"])
+    return asked
+
+
+def progress_text(rows: list[dict]) -> str:
+    """A sweep's progress as one line: "3 of 12 runs done, 1 running, 8 queued" (failed and stopped too)."""
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("running", "queued", "stopped", "failed")}
+    done = sum(r["status"] == "done" for r in rows)
+    rest = "".join(f", {n} {s}" for s, n in counts.items() if n)
+    return f"{done} of {len(rows)} runs done{rest}"
+
+
 def list_sweeps(runs_dir) -> list[dict]:
     """Every sweep under `runs_dir`, newest first: its name and how many of its runs are done, running or
     queued, read from the run folders (a sweep is the runs named `<tag>-T<t_target>-t<t_nontarget>-...`)."""

@@ -299,3 +299,25 @@ def test_a_grid_of_runs_that_differ_in_more_than_temperatures_makes_no_run(manag
     with pytest.raises(StudioError, match="differ only in their temperatures.*epochs"):
         manager.submit_grid(cfgs)
     assert not any(tmp_path.iterdir())
+
+
+def test_stopping_a_sweep_stops_its_queued_and_running_runs_and_no_other(tmp_path):
+    from core.sweep import stop_sweep
+
+    jm = JobManager(tmp_path, per_device=1, grace_s=10, poll_s=0.2)
+    try:
+        first = jm.submit_grid(grid_cfgs(tmp_path, "sweepA", train=512, epochs=4))
+        second = jm.submit_grid(grid_cfgs(tmp_path, "sweepB", train=512, epochs=4))  # queued behind it
+        wait_for(lambda: len(runs.read_metrics(first[0])) >= 1)
+        assert stop_sweep(jm, "sweepB") == sorted(r.name for r in second)  # out of the queue
+        assert [status_of(r) for r in second] == ["stopped", "stopped"]
+        assert [status_of(r) for r in first] == ["running", "running"]  # the other sweep trains on
+        assert stop_sweep(jm, "sweepA") == sorted(r.name for r in first)
+        assert jm.wait([*first, *second], timeout=120) == {r.name: "stopped" for r in (*first, *second)}
+        assert not jm.active()  # the grid's process ended with its last run
+        with pytest.raises(StudioError, match="no run of the sweep sweepA is queued or running"):
+            stop_sweep(jm, "sweepA")
+        jm.resume(second[0].name)  # each resumes alone
+        assert jm.wait([second[0]], timeout=600) == {second[0].name: "done"}
+    finally:
+        jm.close()

@@ -192,6 +192,8 @@ def test_a_temperature_sweep_fills_its_heatmap(page):
     page.locator("#sweep-nontargets textarea, #sweep-nontargets input").first.fill("0.4")
     page.locator("#sweep-epochs input").fill("1")
     page.locator("#sweep-size input").fill("16")
+    page.locator("#sweep-size input").press("Tab")
+    page.locator("#sweep-estimate").get_by_text("2 runs of 1 epoch x 2,000 images: about").wait_for(timeout=30_000)
     page.locator("#sweep-start").click()
     page.locator("#sweep-progress").get_by_text("2 of 2 runs done").wait_for(timeout=300_000)
     page.locator("#sweep-heatmap img, #sweep-heatmap svg").first.wait_for(timeout=30_000)
@@ -207,6 +209,22 @@ def test_a_temperature_sweep_fills_its_heatmap(page):
     pick(page, "#runs-sweep", tag)
     page.locator("#runs-sweep-table").get_by_text(f"{tag}-T4-t0.4").filter(visible=True).first.wait_for(timeout=15_000)
     page.locator("#runs-sweep-heatmap img, #runs-sweep-heatmap svg").first.wait_for(timeout=15_000)
+
+
+def test_stop_this_sweep_stops_every_run_of_it(page):
+    page.reload()  # no sweep chosen
+    page.get_by_role("tab", name="Temperatures").click()
+    page.locator("#sweep-stop").click()  # no sweep chosen: says so
+    page.get_by_text("choose a sweep to stop").first.wait_for(timeout=15_000)
+    page.locator("#sweep-targets textarea, #sweep-targets input").first.fill("2, 4")
+    page.locator("#sweep-nontargets textarea, #sweep-nontargets input").first.fill("0.4")
+    page.locator("#sweep-epochs input").fill("50")  # a long sweep
+    page.locator("#sweep-size input").fill("16")
+    page.locator("#sweep-start").click()
+    page.locator("#sweep-progress").get_by_text("2 running").wait_for(timeout=120_000)
+    page.locator("#sweep-stop").click()
+    page.get_by_text("Stopping 2 run(s)").first.wait_for(timeout=15_000)
+    page.locator("#sweep-progress").get_by_text("0 of 2 runs done, 2 stopped").wait_for(timeout=120_000)
 
 
 def test_the_paper_recipe_fills_the_train_form_and_the_studio_default_restores_it(page):

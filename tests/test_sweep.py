@@ -12,7 +12,7 @@ from bench import temperatures as temperature_bench
 from core import runs
 from core.data import DataConfig
 from core.errors import StudioError
-from core.sweep import MAX_RUNS, grid_results, new_tag, temperature_grid
+from core.sweep import MAX_RUNS, grid_results, new_tag, progress_text, temperature_grid
 from core.train import TrainConfig
 
 pytestmark = pytest.mark.slow  # sweeps of trainer subprocesses: `make test-fast` leaves them out
@@ -53,6 +53,58 @@ def test_grid_results_place_each_run_and_leave_missing_ones_empty(tmp_path):
     tts, tns, grid, rows = grid_results(tmp_path, "s2", metric="test_acc")
     assert (tts, tns, len(rows)) == ([2.0, 4.0], [0.4, 4.0], 4)
     assert grid[0, 0] == 0.7 and np.isnan(grid[0, 1]) and grid[1, 0] == 0.9 and grid[1, 1] == 0.6
+
+
+@pytest.mark.parametrize(
+    "statuses, text",
+    [
+        (["done", "done"], "2 of 2 runs done"),
+        (["done", "running", "queued", "queued"], "1 of 4 runs done, 1 running, 2 queued"),
+        (["stopped", "failed", "done"], "1 of 3 runs done, 1 stopped, 1 failed"),
+    ],
+)
+def test_a_sweeps_progress_counts_every_way_its_runs_stand(statuses, text):
+    assert progress_text([{"status": s} for s in statuses]) == text
+
+
+def test_the_sweep_form_says_how_long_its_runs_take_before_it_is_queued(tmp_path):
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.temperatures import sweep_estimate
+
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        text = sweep_estimate(ctx, "2, 4, 8", "0.4, 4", 5, "cpu", 16, "nontarget", 10)
+        assert text.startswith("6 runs of 5 epochs x 2,000 images: **about ") and "on cpu" in text
+        one = sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 10)
+        assert one.startswith("1 run of 1 epoch x 2,000 images: **about ")
+        assert sweep_estimate(ctx, "2, -1", "0.4", 5, "cpu", 16, "nontarget", 10) == ""  # a bad grid: nothing
+    finally:
+        jobs.close()
+
+
+def test_stopping_no_sweep_or_a_finished_one_says_so_and_changes_nothing(tmp_path):
+    import gradio as gr
+
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.temperatures import make_stop_sweep
+
+    for cfg in temperature_grid(BASE, [2.0], [0.4, 4.0], tag="s3"):
+        run = runs.create_run_dir(tmp_path / "runs", cfg.name)
+        runs.write_json(run / "config.json", asdict(cfg))
+        runs.set_status(run, "done")
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        with pytest.raises(gr.Error, match="choose a sweep"):
+            make_stop_sweep(ctx)(None)
+        with pytest.raises(gr.Error, match="no run of the sweep s3 is queued or running"):
+            make_stop_sweep(ctx)("s3")
+        assert {r["status"] for r in runs.list_runs(tmp_path / "runs")} == {"done"}
+    finally:
+        jobs.close()
 
 
 def test_a_new_sweep_never_shares_its_name_with_earlier_runs(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from core import runs
 from core.evaluate import evaluate_run
 from core.paths import confine
 from ui.context import Studio, poll, user_error
-from ui.temperatures import SWEEP_COLUMNS, sweep_choices, sweep_view
+from ui.temperatures import SWEEP_COLUMNS, make_stop_sweep, sweep_choices, sweep_view
 
 COLUMNS = [
     "run",
@@ -159,7 +159,11 @@ def build(ctx: Studio) -> None:
             confusion = gr.Plot(label="Confusion matrix or reliability diagram")
         files = gr.File(label="Files", file_count="multiple", interactive=False)
         with gr.Accordion("Temperature sweeps", open=False):
-            sweep = gr.Dropdown([], value=None, label="Sweep", allow_custom_value=True, elem_id="runs-sweep")
+            with gr.Row(equal_height=True):
+                sweep = gr.Dropdown(
+                    [], value=None, label="Sweep", allow_custom_value=True, elem_id="runs-sweep", scale=4
+                )
+                sweep_stop = gr.Button("Stop this sweep", variant="stop", elem_id="runs-sweep-stop", scale=1)
             with gr.Row():
                 sweep_table = gr.Dataframe(
                     headers=SWEEP_COLUMNS, label="Its runs", interactive=False, elem_id="runs-sweep-table"
@@ -180,6 +184,7 @@ def build(ctx: Studio) -> None:
         sweep.change(lambda t: sweep_view(ctx, t), sweep, sweep_out, api_name=False, show_progress="hidden")
         poll(3, lambda t, s: sweep_view(ctx, t, s), [sweep, sweep_seen], sweep_out)
         poll(3, lambda t, k: sweep_choices(ctx, t, k), [sweep, sweeps_known], [sweep, sweeps_known])
+        sweep_stop.click(make_stop_sweep(ctx), sweep, None, api_name=False)
         evaluate.click(make_evaluate(ctx), [one, split], [metrics, confusion], api_name=False)
         calibration.click(make_calibration(ctx), [one, split], [metrics, confusion], api_name=False)
         download.click(make_download(ctx), one, files, api_name=False)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
+from core import estimate
 from core import figures as plots
 from core.config import DataConfig, TrainConfig
 from core.errors import StudioError
 from core.imageio import read_scan
 from core.losses import KD_SCALINGS
-from core.sweep import grid_results, list_sweeps, new_tag, temperature_grid
+from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
 from core.temperature import temperature_view
 from ui.context import Studio, follow_models, poll, user_error
+from ui.train import duration, run_device
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 
@@ -106,6 +108,19 @@ def make_from_image(ctx: Studio):
     return from_image
 
 
+def sweep_base(ctx: Studio, epochs, device, image_size, scaling, warmup) -> TrainConfig:
+    """The settings every run of a sweep shares: short TSS-KD runs on the demo data."""
+    data = DataConfig(image_size=int(image_size), synthetic_train=2000, synthetic_val=500, synthetic_test=500)
+    return TrainConfig(
+        data=data,
+        epochs=int(epochs),
+        device=device,
+        runs_dir=str(ctx.runs_dir),
+        kd_scaling=scaling,
+        kd_warmup=int(warmup),
+    )
+
+
 def make_sweep(ctx: Studio):
     @user_error
     def sweep(
@@ -121,19 +136,42 @@ def make_sweep(ctx: Studio):
         ctx.require_user(request)
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
         tag = new_tag(ctx.runs_dir)
-        data = DataConfig(image_size=int(image_size), synthetic_train=2000, synthetic_val=500, synthetic_test=500)
-        base = TrainConfig(
-            data=data,
-            epochs=int(epochs),
-            device=device,
-            runs_dir=str(ctx.runs_dir),
-            kd_scaling=scaling,
-            kd_warmup=int(warmup),
-        )
+        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup)
         ctx.jobs.submit_grid(temperature_grid(base, targets, nontargets, tag=tag))  # one process for the grid
         return tag
 
     return sweep
+
+
+def sweep_estimate(ctx: Studio, targets_text, nontargets_text, epochs, device, image_size, scaling, warmup) -> str:
+    """The time the sweep the form describes would take (its runs train one after another in one process),
+    from the speed measured or probed for one of its runs (core.estimate); empty while the form is invalid."""
+    try:
+        targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
+        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup)
+        grid = temperature_grid(base, targets, nontargets, tag="")
+    except (StudioError, gr.Error, TypeError, ValueError):
+        return ""
+    n, cfg = len(grid), grid[0]
+    where = run_device(cfg.device)
+    found = estimate.estimate_seconds(ctx.runs_dir, cfg, where, probe=not ctx.jobs.active())
+    runs_, epochs = f"{n} run{'s' if n != 1 else ''}", f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
+    what = f"{runs_} of {epochs} x {cfg.data.synthetic_train:,} images"
+    if found is None:
+        return f"{what}; time on {where} not known yet (the first run measures it)."
+    return f"{what}: **about {duration(n * found['seconds'])}** on {where} ({found['images_per_s']:.0f} images/s)."
+
+
+def make_stop_sweep(ctx: Studio):
+    @user_error
+    def stop(tag, request: gr.Request = None):
+        ctx.require_user(request)
+        if not tag:
+            raise StudioError("choose a sweep to stop.")
+        asked = stop_sweep(ctx.jobs, tag)
+        gr.Info(f"Stopping {len(asked)} run(s) of {tag}; each can be resumed alone from the Train tab.")
+
+    return stop
 
 
 SWEEP_COLUMNS = ["run", "status", "t_target", "t_nontarget", "best_val_auc", "best_val_acc", "warnings"]
@@ -173,7 +211,7 @@ def sweep_heatmap(ctx: Studio, tag: str):
         col_label="t_nontarget",
         title=f"best validation AUC ({done}/{len(rows)} runs done)",
     )
-    return fig, f"{done} of {len(rows)} runs done"
+    return fig, progress_text(rows)
 
 
 def build(ctx: Studio, device_choices) -> None:
@@ -226,20 +264,30 @@ def build(ctx: Studio, device_choices) -> None:
             sweep_scaling = gr.Dropdown(list(KD_SCALINGS), value=TrainConfig.kd_scaling, label="KD scaling")
             sweep_warmup = gr.Number(TrainConfig.kd_warmup, precision=0, minimum=0, label="KD warm-up (epochs)")
             start = gr.Button("Queue sweep", elem_id="sweep-start")
-        tag = gr.Dropdown(
-            [s["sweep"] for s in list_sweeps(ctx.runs_dir)],
-            value=None,
-            label="Sweep (queue one, or reopen an earlier one by name)",
-            allow_custom_value=True,
-            elem_id="sweep-tag",
-        )
+        sweep_time = gr.Markdown(elem_id="sweep-estimate")
+        with gr.Row(equal_height=True):
+            tag = gr.Dropdown(
+                [s["sweep"] for s in list_sweeps(ctx.runs_dir)],
+                value=None,
+                label="Sweep (queue one, or reopen an earlier one by name)",
+                allow_custom_value=True,
+                elem_id="sweep-tag",
+                scale=4,
+            )
+            stop = gr.Button("Stop this sweep", variant="stop", elem_id="sweep-stop", scale=1)
         heat = gr.Plot(label="Validation AUC", elem_id="sweep-heatmap")
         progress = gr.Markdown(elem_id="sweep-progress")
-        start.click(
-            make_sweep(ctx),
-            [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size, sweep_scaling, sweep_warmup],
-            tag,
+        sweep_form = [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size, sweep_scaling, sweep_warmup]
+        start.click(make_sweep(ctx), sweep_form, tag, api_name=False)
+        stop.click(make_stop_sweep(ctx), tag, None, api_name=False)
+        # triggers=None: on page load and whenever a field of the sweep's form changes
+        gr.on(
+            None,
+            lambda *v: sweep_estimate(ctx, *v),
+            sweep_form,
+            sweep_time,
             api_name=False,
+            show_progress="hidden",
         )
         seen, known = gr.State(None), gr.State(None)
         sweep_runs = gr.Dataframe(headers=SWEEP_COLUMNS, label="Its runs", interactive=False, elem_id="sweep-runs")

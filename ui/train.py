@@ -101,16 +101,12 @@ def make_status(ctx: Studio):
 
 def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
     """The time the form's run would take, before Start, and whether to offer the quick preset."""
-    from core.device import list_devices
-
     try:
         settings, _ = form_settings(values)
         cfg = config.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir))).resolved()
     except (StudioError, TypeError, ValueError):
         return "", gr.update(visible=False)
-    device = cfg.device
-    if device == "auto":
-        device = next((v for v, _ in list_devices() if v.startswith("cuda")), "cpu")
+    device = run_device(cfg.device)
     # no trial steps while a run trains: they would slow it, and measure a shared CPU
     found = estimate.estimate_seconds(ctx.runs_dir, cfg, device, probe=not ctx.jobs.active())
     if found is None:
@@ -129,6 +125,13 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
     if long:
         text += " That is long: the quick preset trains 5 epochs of 1,000 images at 32 px."
     return text, gr.update(visible=long)
+
+
+def run_device(name: str) -> str:
+    """The device a run set to `name` trains on, as the time estimates name it ('auto': CUDA when present)."""
+    from core.device import pick_device
+
+    return str(pick_device(name)) if name == "auto" else name
 
 
 def shown_for(method: str) -> list:
