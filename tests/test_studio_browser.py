@@ -90,6 +90,19 @@ def test_a_scan_uploaded_in_diagnose_shows_an_overlay(page, tmp_path):
     page.screenshot(path=str(SHOTS / "diagnose.png"), full_page=True)
 
 
+def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
+    page.get_by_role("tab", name="Diagnose").click()
+    page.locator("#diagnose-examples").get_by_text("all four").click()
+    page.locator("#diagnose-files").get_by_text("demo-ring").wait_for(timeout=15_000)
+    page.locator("#diagnose-run").click()
+    table = page.locator("#diagnose-table")
+    for name in ("mass", "nodule", "normal", "ring"):
+        table.get_by_text(f"demo-{name}.png").filter(visible=True).first.wait_for(timeout=60_000)
+    for row in range(4):  # each answered its own class, none out of distribution (the nodule, at 54%, for review)
+        file, prediction, _, trust = (table.get_by_test_id(f"cell-{row}-{col}").inner_text() for col in range(4))
+        assert file == f"demo-{prediction}.png" and trust in ("like the training data", "LOW CONFIDENCE: review")
+
+
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "photo"])
 def test_diagnose_flags_a_scan_unlike_the_training_data_and_greys_its_probabilities(page, tmp_path, name):
     from PIL import Image

@@ -9,9 +9,7 @@ import gradio as gr
 from core.imageio import Scan, read_scan
 from core.preview import rga_explicit, rga_samples, training_views
 from core.synthetic import render
-from ui.context import ASSETS, Studio, user_error
-
-EXAMPLES = sorted((ASSETS / "examples").glob("*.png"))
+from ui.context import ASSETS, EXAMPLES, Studio, user_error
 
 
 def _scan(upload, example: str | None, demo_index: int) -> Scan:

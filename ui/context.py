@@ -17,6 +17,7 @@ from core.jobs import JobManager
 from ui.files import ImageFiles
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+EXAMPLES = sorted((ASSETS / "examples").glob("*.png"))  # demo scans from the demo model's test split
 DEMO_MODEL = ASSETS / "demo-model.safetensors"
 DEMO_LABEL = "Demo model (TSS-KD + RGA, demo data)"
 log = logging.getLogger("ui")

@@ -8,7 +8,7 @@ import gradio as gr
 
 from core.cam import CAM_METHODS
 from core.infer import OOD_MESSAGE, redraw
-from ui.context import Studio, follow_models, user_error
+from ui.context import EXAMPLES, Studio, follow_models, user_error
 
 PREDICTED = "predicted class"
 TABLE_HEADERS = [
@@ -239,6 +239,13 @@ def build(ctx: Studio) -> None:
                 )
                 opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Map opacity")
                 run = gr.Button("Diagnose", variant="primary", elem_id="diagnose-run")
+                gr.Examples(
+                    [[[str(p)]] for p in EXAMPLES] + [[[str(p) for p in EXAMPLES]]],
+                    inputs=files,
+                    example_labels=[p.stem.removeprefix("demo-") for p in EXAMPLES] + ["all four"],
+                    label="Demo scans (from the demo model's own test split; not real patients)",
+                    elem_id="diagnose-examples",
+                )
             with gr.Column(scale=2):
                 warning = gr.Markdown(elem_id="diagnose-warning", elem_classes=["studio-alert"])
                 probs = gr.Label(
@@ -256,7 +263,9 @@ def build(ctx: Studio) -> None:
                         elem_id="diagnose-overlay",
                     )
                     slider = gr.ImageSlider(label="Before / after", type="numpy", format="png", interactive=False)
-                table = gr.Dataframe(headers=TABLE_HEADERS, label="All scans", interactive=False, wrap=True)
+                table = gr.Dataframe(
+                    headers=TABLE_HEADERS, label="All scans", interactive=False, wrap=True, elem_id="diagnose-table"
+                )
                 gallery = gr.Gallery(label="Lesion maps", columns=4, format="png", height=320, object_fit="contain")
                 with gr.Accordion("Details (JSON, as /diagnose returns them)", open=False):
                     details = gr.JSON(label="Details")
