@@ -25,6 +25,7 @@ from bench import RESULTS, job_manager, machine_label  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
 from core.errors import StudioError  # noqa: E402
+from core.estimate import QUICK  # noqa: E402
 from core.figures import heatmap  # noqa: E402
 from core.losses import KD_SCALINGS  # noqa: E402
 from core.sweep import grid_results, temperature_grid  # noqa: E402
@@ -49,7 +50,13 @@ def main(argv=None) -> int:
     ap.add_argument("--t-nontargets", default="0.2,0.4,4")
     ap.add_argument("--kd-weight", type=float, default=1.0)
     ap.add_argument("--kd-scaling", choices=KD_SCALINGS, default=TrainConfig.kd_scaling)
-    ap.add_argument("--kd-warmup", type=int, default=TrainConfig.kd_warmup, metavar="EPOCHS")
+    ap.add_argument(
+        "--kd-warmup",
+        type=int,
+        default=QUICK["kd_warmup"],
+        metavar="EPOCHS",
+        help="KD warm-up (default: none, as for the studio's short runs; see core.estimate.QUICK)",
+    )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train", type=int, default=1000, help="demo training images")
     ap.add_argument("--image-size", type=int, default=28)

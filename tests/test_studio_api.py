@@ -303,6 +303,25 @@ def test_time_left_reads_as_people_say_it(seconds, text):
     assert duration(seconds) == text
 
 
+@pytest.mark.parametrize(
+    ("method", "epochs", "warmup", "note"),
+    [
+        ("tss-kd", 5, 10, "the KD warm-up (10 epochs) is longer than the run (5), so the KD weight reaches only 50%"),
+        ("kd", 2, 8, "reaches only 25% of its value"),
+        ("tss-kd", 10, 10, ""),  # full weight in the last epoch
+        ("tss-kd", 5, 0, ""),  # no warm-up (the quick preset and the sweep)
+        ("ce", 5, 10, ""),  # no KD term
+        ("ps-kd", 5, 10, ""),  # PS-KD has no warm-up
+    ],
+)
+def test_a_kd_warmup_the_run_never_finishes_is_pointed_out(method, epochs, warmup, note):
+    from core.config import TrainConfig
+    from ui.train import warmup_note
+
+    text = warmup_note(TrainConfig(method=method, epochs=epochs, kd_warmup=warmup).resolved())
+    assert (note in text and text.startswith(" Note:")) if note else text == ""
+
+
 def test_a_users_mistake_is_one_log_line_and_a_message_never_a_traceback(caplog):
     import gradio as gr
 

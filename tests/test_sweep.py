@@ -70,13 +70,16 @@ def test_a_sweeps_progress_counts_every_way_its_runs_stand(statuses, text):
 def test_the_sweep_form_says_how_long_its_runs_take_before_it_is_queued(tmp_path):
     from core.jobs import JobManager
     from ui.context import Studio
-    from ui.temperatures import sweep_estimate
+    from ui.temperatures import SWEEP_WARMUP, sweep_estimate
 
     jobs = JobManager(tmp_path / "runs", poll_s=0.2)
     ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
     try:
-        text = sweep_estimate(ctx, "2, 4, 8", "0.4, 4", 5, "cpu", 16, "nontarget", 10)
+        text = sweep_estimate(ctx, "2, 4, 8", "0.4, 4", 5, "cpu", 16, "nontarget", SWEEP_WARMUP)
         assert text.startswith("6 runs of 5 epochs x 2,000 images: **about ") and "on cpu" in text
+        assert "Note" not in text  # the sweep's default: no warm-up, KD at full weight in its short runs
+        warm = sweep_estimate(ctx, "2, 4, 8", "0.4, 4", 5, "cpu", 16, "nontarget", 10)
+        assert "reaches only 50% of its value" in warm  # the Train tab's 10-epoch warm-up would not finish
         one = sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 10)
         assert one.startswith("1 run of 1 epoch x 2,000 images: **about ")
         assert sweep_estimate(ctx, "2, -1", "0.4", 5, "cpu", 16, "nontarget", 10) == ""  # a bad grid: nothing

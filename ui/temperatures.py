@@ -14,9 +14,10 @@ from core.losses import KD_SCALINGS
 from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
 from core.temperature import temperature_view
 from ui.context import Studio, follow_models, poll, user_error
-from ui.train import duration, run_device
+from ui.train import duration, run_device, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
+SWEEP_WARMUP = estimate.QUICK["kd_warmup"]  # a sweep's runs are short, as the quick preset's
 
 EXPLAIN = """
 **Reading the plot.** Classic knowledge distillation softens every class with one temperature
@@ -130,7 +131,7 @@ def make_sweep(ctx: Studio):
         device,
         image_size,
         scaling=TrainConfig.kd_scaling,
-        warmup=TrainConfig.kd_warmup,
+        warmup=SWEEP_WARMUP,
         request: gr.Request = None,
     ):
         ctx.require_user(request)
@@ -158,8 +159,9 @@ def sweep_estimate(ctx: Studio, targets_text, nontargets_text, epochs, device, i
     runs_, epochs = f"{n} run{'s' if n != 1 else ''}", f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     what = f"{runs_} of {epochs} x {cfg.data.synthetic_train:,} images"
     if found is None:
-        return f"{what}; time on {where} not known yet (the first run measures it)."
-    return f"{what}: **about {duration(n * found['seconds'])}** on {where} ({found['images_per_s']:.0f} images/s)."
+        return f"{what}; time on {where} not known yet (the first run measures it)." + warmup_note(cfg)
+    speed = f"{found['images_per_s']:.0f} images/s"
+    return f"{what}: **about {duration(n * found['seconds'])}** on {where} ({speed})." + warmup_note(cfg)
 
 
 def make_stop_sweep(ctx: Studio):
@@ -262,7 +264,10 @@ def build(ctx: Studio, device_choices) -> None:
             sweep_size = gr.Number(32, precision=0, label="Image size", elem_id="sweep-size")
             sweep_device = gr.Dropdown(device_choices, value=device_choices[0][1], label="Device")
             sweep_scaling = gr.Dropdown(list(KD_SCALINGS), value=TrainConfig.kd_scaling, label="KD scaling")
-            sweep_warmup = gr.Number(TrainConfig.kd_warmup, precision=0, minimum=0, label="KD warm-up (epochs)")
+            # short runs: no warm-up by default, as the quick preset (core.estimate.QUICK says why)
+            sweep_warmup = gr.Number(
+                SWEEP_WARMUP, precision=0, minimum=0, label="KD warm-up (epochs)", elem_id="sweep-warmup"
+            )
             start = gr.Button("Queue sweep", elem_id="sweep-start")
         sweep_time = gr.Markdown(elem_id="sweep-estimate")
         with gr.Row(equal_height=True):

@@ -8,6 +8,7 @@ from core import config, estimate, runs
 from core import figures as plots
 from core.config import PRESETS, TrainConfig
 from core.errors import StudioError
+from core.losses import kd_warmup_factor
 from core.paths import confine
 from ui.context import Studio, poll, user_error
 from ui.form import setting_input
@@ -111,7 +112,7 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
     found = estimate.estimate_seconds(ctx.runs_dir, cfg, device, probe=not ctx.jobs.active())
     if found is None:
         why = "image folders are counted when loaded" if cfg.data.dataset != "synthetic" else "no run measured yet"
-        return f"Estimated time: not known yet on {device} ({why}).", gr.update(visible=False)
+        return f"Estimated time: not known yet on {device} ({why})." + warmup_note(cfg), gr.update(visible=False)
     long = found["seconds"] > estimate.LONG_S
     source = (
         f"measured over {found['epochs_measured']} earlier epochs"
@@ -123,8 +124,21 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
         f"({found['images_per_s']:.0f} images/s, {source})."
     )
     if long:
-        text += " That is long: the quick preset trains 5 epochs of 1,000 images at 32 px."
-    return text, gr.update(visible=long)
+        text += " That is long: the quick preset trains 5 epochs of 1,000 images at 32 px, without KD warm-up."
+    return text + warmup_note(cfg), gr.update(visible=long)
+
+
+def warmup_note(cfg: TrainConfig) -> str:
+    """A note when the KD warm-up outlasts the run, so the KD term never reaches its full weight; else ''."""
+    if "kd_warmup" not in config.applies(cfg.method) or cfg.epochs < 1:
+        return ""
+    share = kd_warmup_factor(cfg.epochs - 1, cfg.kd_warmup)
+    if share >= 1:
+        return ""
+    return (
+        f" Note: the KD warm-up ({cfg.kd_warmup} epochs) is longer than the run ({cfg.epochs}), so the KD weight"
+        f" reaches only {share:.0%} of its value, in the last epoch; lower the warm-up to give KD its full weight."
+    )
 
 
 def run_device(name: str) -> str:
@@ -319,9 +333,9 @@ def build(ctx: Studio, device_choices) -> None:
         # triggers=None: on page load and whenever a field of the form changes (once, not per listener)
         gr.on(None, update_estimate, set(form.values()), [estimate_md, quick], api_name=False, show_progress="hidden")
         quick.click(
-            lambda: [estimate.QUICK["epochs"], estimate.QUICK["synthetic_train"], estimate.QUICK["image_size"]],
+            lambda: [estimate.QUICK[k] for k in ("epochs", "synthetic_train", "image_size", "kd_warmup")],
             None,
-            [epochs, demo_images, image_size],
+            [epochs, demo_images, image_size, kd_warmup],
             api_name=False,
         )
         method_fields = [form[f] for f in config.METHOD_SETTINGS]
