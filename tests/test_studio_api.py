@@ -322,6 +322,23 @@ def test_a_kd_warmup_the_run_never_finishes_is_pointed_out(method, epochs, warmu
     assert (note in text and text.startswith(" Note:")) if note else text == ""
 
 
+def test_comparing_no_run_or_only_deleted_ones_draws_no_empty_panels(tmp_path):
+    from core import runs
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.runs import compare
+
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        run = runs.Run.create(tmp_path / "runs", "r", {"method": "ce"})
+        runs.append_metrics(run.path, {"epoch": 1, "train_loss": 1.0, "val_acc": 0.5, "val_auc": 0.6})
+        assert compare(ctx, []) is None and compare(ctx, ["gone-20260101-000000", "../x"]) is None
+        assert len(compare(ctx, [run.name]).data) == 3  # one trace per panel
+    finally:
+        jobs.close()
+
+
 def test_a_users_mistake_is_one_log_line_and_a_message_never_a_traceback(caplog):
     import gradio as gr
 

@@ -60,6 +60,8 @@ def compare(ctx: Studio, selected: list[str]):
     """Curves of the selected runs that still exist (one may have been deleted in another tab)."""
     chosen = [runs.Run(ctx.runs_dir / r) for r in selected or [] if "/" not in r and r not in ("", ".", "..")]
     chosen = [r for r in chosen if r.exists()]
+    if not chosen:  # an empty plot, not three empty panels
+        return None
     chances = {r.status().get("chance_acc") for r in chosen}  # marked when the runs share their data's
     return plots.live_curves(
         {r.name: r.metrics() for r in chosen}, chance_acc=chances.pop() if len(chances) == 1 else None
