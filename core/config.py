@@ -14,7 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from core.device import AMP_CHOICES
 from core.errors import StudioError
-from core.losses import KD_SCALINGS
+from core.losses import KD_SCALINGS, kd_warmup_factor
 from core.methods import METHODS, get_method
 from core.model import ARCHS
 
@@ -164,6 +164,15 @@ METHOD_SETTINGS = ("t_target", "t_nontarget", "kd_weight", "kd_scaling", "kd_war
 def applies(method: str) -> tuple[str, ...]:
     """The method-specific settings `method` uses (see METHOD_SETTINGS)."""
     return get_method(method).uses
+
+
+def warmup_shortfall(cfg: TrainConfig) -> float | None:
+    """The share of the KD weight that the last epoch reaches when the KD warm-up outlasts the run (so KD
+    never trains at full weight); None when it reaches it all, or the method has no warm-up."""
+    if "kd_warmup" not in applies(cfg.method) or cfg.epochs < 1:
+        return None
+    share = kd_warmup_factor(cfg.epochs - 1, cfg.kd_warmup or 0)
+    return share if share < 1 else None
 
 
 def to_record(cfg: TrainConfig) -> dict:

@@ -306,6 +306,15 @@ def announce(run: Path, cfg: TrainConfig, data: Dataset, device: torch.device, g
             "usually collapses to a constant output (the stable default is --kd-scaling nontarget)",
             s,
         )
+    share = config.warmup_shortfall(cfg)
+    if share is not None:
+        log.warning(
+            "the KD warm-up (%d epochs) is longer than the run (%d): the KD weight reaches only %.0f%% of its "
+            "value, in the last epoch (--kd-warmup 0 gives it full weight from the start)",
+            cfg.kd_warmup,
+            cfg.epochs,
+            100 * share,
+        )
     log.info("data: %s", json.dumps(data.summary()))
     for reason in data.skipped:
         log.warning("skipped unreadable file: %s", reason)

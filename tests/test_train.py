@@ -239,8 +239,15 @@ def test_the_default_tss_kd_run_records_the_stable_scaling_and_its_warm_up(tmp_p
     assert all(r["logit_spread"] > 0 and r["view_gap"] > 0 for r in rows)
     log = (run / "train.log").read_text()
     assert "nontarget scaling (s = 1)" in log and "KD warm-up 10 epochs" in log
+    assert "the KD warm-up (10 epochs) is longer than the run (2): the KD weight reaches only 20%" in log
     meta = json.loads((run / "model.json").read_text())
     assert meta["config"]["kd_scaling"] == "nontarget"
+
+
+@pytest.mark.parametrize(("method", "warmup"), [("tss-kd", 0), ("tss-kd", 2), ("ce", 10), ("ps-kd", 10)])
+def test_a_run_whose_kd_reaches_full_weight_gets_no_warm_up_warning(tmp_path, method, warmup):
+    run = run_training(replace(tiny_config(tmp_path, epochs=2), method=method, kd_warmup=warmup))
+    assert "is longer than the run" not in (run / "train.log").read_text()
 
 
 @pytest.mark.parametrize(

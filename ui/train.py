@@ -8,7 +8,6 @@ from core import config, estimate, runs
 from core import figures as plots
 from core.config import PRESETS, TrainConfig
 from core.errors import StudioError
-from core.losses import kd_warmup_factor
 from core.paths import confine
 from ui.context import Studio, poll, user_error
 from ui.form import setting_input
@@ -130,10 +129,8 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
 
 def warmup_note(cfg: TrainConfig) -> str:
     """A note when the KD warm-up outlasts the run, so the KD term never reaches its full weight; else ''."""
-    if "kd_warmup" not in config.applies(cfg.method) or cfg.epochs < 1:
-        return ""
-    share = kd_warmup_factor(cfg.epochs - 1, cfg.kd_warmup)
-    if share >= 1:
+    share = config.warmup_shortfall(cfg)
+    if share is None:
         return ""
     return (
         f" Note: the KD warm-up ({cfg.kd_warmup} epochs) is longer than the run ({cfg.epochs}), so the KD weight"
