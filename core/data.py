@@ -6,9 +6,11 @@ small datasets are then moved whole onto the training device so augmentation run
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from core import synthetic
+from core import folder, medmnist, synthetic
 from core.config import DataConfig  # noqa: F401 - re-exported: core.data.DataConfig
 from core.dataset import Dataset, subset
 from core.errors import StudioError
@@ -48,3 +50,17 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if len(data.classes) < 2:
         raise StudioError("a classifier needs at least two classes.")
     return data
+
+
+def train_count(cfg: DataConfig) -> int:
+    """How many training images `cfg` gives, without loading them (about, for an image folder, whose
+    unreadable files are only found when decoded); raises `StudioError` as loading would."""
+    if cfg.dataset == "synthetic":
+        return cfg.synthetic_train
+    if cfg.dataset not in SOURCES:
+        raise StudioError(f"unknown dataset '{cfg.dataset}'; choose one of {', '.join(SOURCES)}.")
+    if not cfg.data_path:
+        raise StudioError(f"the {cfg.dataset} dataset needs --data-path.")
+    if cfg.dataset == "medmnist":
+        return medmnist.train_count(Path(cfg.data_path))
+    return folder.train_count(cfg)

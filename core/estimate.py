@@ -10,13 +10,14 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import torch
 
 from core import runs
-from core.config import TrainConfig
+from core.config import DataConfig, TrainConfig
+from core.data import train_count
 from core.methods import get_method
 
 # The quick preset the Train tab offers. Its KD warm-up is the default's share of the run (10 of 100 epochs),
@@ -79,7 +80,6 @@ def probe_speed(cfg: TrainConfig, device: str = "cpu") -> float:
 @cache
 def _probe(arch: str, size: int, method: str, rga: bool, most: int, device: str) -> float:
     from core import engine
-    from core.config import DataConfig
     from core.dataset import Split
     from core.model import ModelSpec
     from core.synthetic import CLASSES, render
@@ -103,16 +103,34 @@ def _probe(arch: str, size: int, method: str, rga: bool, most: int, device: str)
         return n / min(timed(n) for _ in range(3))  # the best of three: a new shape's first step is slow
 
 
+def train_images(data: DataConfig) -> int:
+    """The training split's size (core.data.train_count); an image folder's listing is kept while the
+    folder's own modification time stays the same, so editing the form does not list it again."""
+    if data.dataset != "folder":
+        return train_count(data)
+    try:
+        stamp = Path(data.data_path).stat().st_mtime_ns
+    except (OSError, TypeError, ValueError):
+        return train_count(data)  # says what is wrong with the path
+    return _listed(data.data_path, stamp, data.val_fraction, data.test_fraction)
+
+
+@lru_cache(maxsize=16)
+def _listed(path: str, stamp: int, val_fraction: float, test_fraction: float) -> int:
+    cfg = DataConfig(dataset="folder", data_path=path, val_fraction=val_fraction, test_fraction=test_fraction)
+    return train_count(cfg)
+
+
 def estimate_seconds(runs_dir: str | Path, cfg: TrainConfig, device: str, *, probe: bool = False) -> dict | None:
-    """{"seconds", "images_per_s", "epochs_measured"} for training `cfg` on `device`. With `probe`, a CPU on
-    which no comparable run was measured yet is probed (`probe_speed`; then "epochs_measured" is 0). None
-    when there is no figure, or the training split's size is not known before loading (image folders)."""
-    if cfg.data.dataset != "synthetic":
-        return None
+    """{"seconds", "images_per_s", "epochs_measured", "train_images"} for training `cfg` on `device`. With
+    `probe`, a CPU on which no comparable run was measured yet is probed (`probe_speed`; then
+    "epochs_measured" is 0). None when there is no speed to go by; `StudioError` when the data cannot be
+    counted (a wrong path), as Start would say."""
+    n_train = train_images(cfg.data)
     speed = measured_speed(runs_dir, cfg, device)
     if speed is None and probe and device == "cpu":
         speed = probe_speed(cfg, device), 0
     if speed is None:
         return None
     ips, n = speed
-    return {"seconds": cfg.epochs * cfg.data.synthetic_train / ips, "images_per_s": ips, "epochs_measured": n}
+    return {"seconds": cfg.epochs * n_train / ips, "images_per_s": ips, "epochs_measured": n, "train_images": n_train}

@@ -131,9 +131,8 @@ def _from_folder(root: Path) -> list[tuple[Path, str, str]]:
     return entries
 
 
-def load_folder(cfg: DataConfig) -> Dataset:
-    """Load a class-per-subfolder tree or a CSV manifest at `cfg.data_path`."""
-    path = Path(cfg.data_path)
+def _entries(path: Path) -> list[tuple[Path, str, str]]:
+    """(file, class name, split or 'all') for each file of the class-per-subfolder tree or manifest `path`."""
     if path.is_file() and path.suffix.lower() == ".csv":
         entries = _from_manifest(path)
     elif path.is_dir():
@@ -144,4 +143,21 @@ def load_folder(cfg: DataConfig) -> Dataset:
         raise StudioError(
             f"{path.name}: no scans found. Put each class's files in its own subfolder (ROOT/<class>/...)."
         )
-    return _build(entries, cfg, path.stem if path.is_file() else path.name)
+    return entries
+
+
+def load_folder(cfg: DataConfig) -> Dataset:
+    """Load a class-per-subfolder tree or a CSV manifest at `cfg.data_path`."""
+    path = Path(cfg.data_path)
+    return _build(_entries(path), cfg, path.stem if path.is_file() else path.name)
+
+
+def train_count(cfg: DataConfig) -> int:
+    """About how many training images `cfg`'s folder or manifest gives, from the file listing alone (no
+    file is decoded, so files that would be skipped as unreadable count): its train split, or the share of
+    its files that `_build` leaves to training."""
+    splits = [split for _, _, split in _entries(Path(cfg.data_path))]
+    if "train" in splits:
+        return splits.count("train")
+    held = (0.0 if "val" in splits else cfg.val_fraction) + (0.0 if "test" in splits else cfg.test_fraction)
+    return max(1, round(splits.count("all") * (1 - held)))

@@ -1,5 +1,7 @@
 """The time a run will take, told before Start from the speed earlier runs measured on the same device."""
 
+import pytest
+
 from core import estimate, runs
 from core.config import DataConfig, TrainConfig
 
@@ -26,7 +28,7 @@ def test_the_estimate_is_the_median_speed_of_comparable_runs(tmp_path):
     fake_run(tmp_path, image_size=64, speeds=(5.0,))  # another size: not comparable
     fake_run(tmp_path, method="ce", speeds=(1000.0,))  # one pass a step instead of two: not comparable
     found = estimate.estimate_seconds(tmp_path, TrainConfig(epochs=10), "cpu")
-    assert found == {"seconds": 10 * 5000 / 110.0, "images_per_s": 110.0, "epochs_measured": 3}
+    assert found == {"seconds": 10 * 5000 / 110.0, "images_per_s": 110.0, "epochs_measured": 3, "train_images": 5000}
     kd = estimate.estimate_seconds(tmp_path, TrainConfig(method="kd", epochs=1), "cpu")
     assert kd["images_per_s"] == 110.0  # the same kind of step as TSS-KD: two views, two passes
 
@@ -36,10 +38,90 @@ def test_cuda_and_cuda_0_are_the_same_device(tmp_path):
     assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cuda")["images_per_s"] == 110.0
 
 
-def test_image_folders_are_not_estimated_before_they_are_counted(tmp_path):
-    fake_run(tmp_path)
-    cfg = TrainConfig(data=DataConfig(dataset="folder", data_path="x"))
-    assert estimate.estimate_seconds(tmp_path, cfg, "cpu") is None
+def medmnist_file(root, *, compressed: bool):
+    import numpy as np
+    from helpers import write_medmnist
+
+    path = write_medmnist(root / "m.npz", n=(37, 5, 5))
+    if compressed:
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        np.savez_compressed(path, **arrays)
+    return path
+
+
+def folder_with_splits(root):
+    from test_data import make_mixed_folder
+
+    make_mixed_folder(root / "train", per_class=6)
+    make_mixed_folder(root / "val", per_class=3)
+    return root
+
+
+def manifest(root):
+    from test_data import make_mixed_folder
+
+    make_mixed_folder(root / "scans", per_class=9)
+    scans = sorted(p for p in (root / "scans").rglob("*") if p.is_file() and p.name[0] != "." and p.suffix != ".txt")
+    rows = ["path,label"] + [f"{p.relative_to(root)},{p.parent.name}" for p in scans]
+    (root / "m.csv").write_text("\n".join(rows) + "\n")
+    return root / "m.csv"
+
+
+def plain_folder(root):
+    from test_data import make_mixed_folder
+
+    make_mixed_folder(root / "scans", per_class=12)
+    return root / "scans"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "make"),
+    [
+        ("medmnist", lambda root: medmnist_file(root, compressed=False)),
+        ("medmnist", lambda root: medmnist_file(root, compressed=True)),
+        ("folder", folder_with_splits),
+        ("folder", plain_folder),
+        ("folder", manifest),
+    ],
+    ids=["npz", "npz-compressed", "folder-with-splits", "folder", "csv"],
+)
+def test_every_data_source_is_counted_before_it_is_loaded(tmp_path, dataset, make):
+    from core.data import load_dataset
+
+    data = DataConfig(dataset=dataset, data_path=str(make(tmp_path)), image_size=16)
+    counted = estimate.train_images(data)
+    fake_run(tmp_path / "runs", image_size=16)
+    found = estimate.estimate_seconds(tmp_path / "runs", TrainConfig(data=data, epochs=2), "cpu")
+    loaded = load_dataset(data)
+    assert abs(counted - len(loaded.train)) <= len(loaded.classes)  # a folder split per class: about
+    assert found["train_images"] == counted and found["seconds"] == 2 * counted / 110.0
+
+
+@pytest.mark.parametrize(
+    ("dataset", "content", "message"),
+    [
+        ("folder", None, "no such folder or CSV manifest"),
+        ("medmnist", b"not a zip", "cannot read it as a .npz file"),
+        ("medmnist", "empty-npz", "not a MedMNIST file: it lacks train_labels"),
+        ("folder", "empty-dir", "no scans found"),
+    ],
+)
+def test_data_that_cannot_be_counted_says_why(tmp_path, dataset, content, message):
+    import numpy as np
+
+    from core.errors import StudioError
+
+    path = tmp_path / "data"
+    if content == "empty-npz":
+        path = tmp_path / "data.npz"
+        np.savez(path, other=np.zeros(3))
+    elif content == "empty-dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(StudioError, match=message):
+        estimate.estimate_seconds(tmp_path, TrainConfig(data=DataConfig(dataset=dataset, data_path=str(path))), "cpu")
 
 
 def test_a_cpu_with_no_run_yet_is_probed_with_real_training_steps(tmp_path):
@@ -61,7 +143,5 @@ def test_a_cpu_with_no_run_yet_is_probed_with_real_training_steps(tmp_path):
     assert estimate.estimate_seconds(tmp_path, cfg, "cpu", probe=True)["images_per_s"] == 123.0
 
 
-def test_gpus_and_image_folders_are_not_probed(tmp_path):
+def test_gpus_are_not_probed(tmp_path):
     assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cuda:0", probe=True) is None
-    folder = TrainConfig(data=DataConfig(dataset="folder", data_path="x"))
-    assert estimate.estimate_seconds(tmp_path, folder, "cpu", probe=True) is None

@@ -322,6 +322,48 @@ def test_a_kd_warmup_the_run_never_finishes_is_pointed_out(method, epochs, warmu
     assert (note in text and text.startswith(" Note:")) if note else text == ""
 
 
+def form_values(**changed) -> dict:
+    """The Train form's values by field name, as a new page shows them, with `changed` applied."""
+    from dataclasses import asdict
+
+    from core.config import TrainConfig
+
+    cfg = asdict(TrainConfig().resolved())
+    values = {k: cfg[k] for k in ("method", "t_target", "t_nontarget", "kd_weight", "kd_scaling", "kd_warmup")}
+    values |= {k: cfg[k] for k in ("rga", "arch", "epochs", "batch_size", "lr", "optimizer", "seed", "ps_alpha")}
+    values |= dict(source="demo data", data_path="", image_size=32, demo_images=5000, processes=1, device="cpu")
+    values |= dict(name="", stop_on_collapse=False, recipe="studio default (stable)")
+    return values | changed
+
+
+@pytest.mark.parametrize(
+    ("changed", "expected"),
+    [
+        ({"source": "MedMNIST .npz", "data_path": "m.npz"}, "on cpu for 37 training images an epoch"),
+        ({"source": "MedMNIST .npz"}, "Estimated time: once the data path is given."),
+        ({"source": "MedMNIST .npz", "data_path": "../outside.npz"}, "not known: '../outside.npz' is outside the data"),
+        ({"source": "image folder or CSV", "data_path": "nothing"}, "not known: 'nothing' does not exist in the data"),
+    ],
+)
+def test_the_train_form_counts_its_data_before_start_and_names_a_wrong_path(tmp_path, changed, expected):
+    from helpers import write_medmnist
+
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.train import estimate_text
+
+    (tmp_path / "data").mkdir()
+    write_medmnist(tmp_path / "data" / "m.npz", n=(37, 5, 5))
+    write_medmnist(tmp_path / "outside.npz")
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path / "data", runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        text, quick = estimate_text(ctx, form_values(**changed))
+        assert expected in text and quick["visible"] is False
+    finally:
+        jobs.close()
+
+
 def test_comparing_no_run_or_only_deleted_ones_draws_no_empty_panels(tmp_path):
     from core import runs
     from core.jobs import JobManager

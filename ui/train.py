@@ -23,14 +23,19 @@ RECIPE_FIELDS += ("batch_size", "lr", "optimizer")
 def start_run(ctx: Studio, settings: dict, processes: int = 1) -> str:
     """Queue a run from a settings object (TrainConfig fields by name, see core.config.from_settings), with
     paths confined to the data folder and runs written where the studio keeps them. Returns the run id."""
+    cfg = config.from_settings(confined(ctx, settings), base=TrainConfig(runs_dir=str(ctx.runs_dir)))
+    if not isinstance(processes, int) or isinstance(processes, bool):
+        raise StudioError("processes must be a whole number.")
+    return ctx.jobs.submit(cfg, processes=processes).name
+
+
+def confined(ctx: Studio, settings: dict | None) -> dict:
+    """`settings` with its paths resolved inside the data folder; anything outside it is refused."""
     settings = dict(settings or {})
     for key in ("data_path", "pretrained"):
         if settings.get(key):
             settings[key] = str(confine(ctx.data_root, settings[key]))
-    cfg = config.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir)))
-    if not isinstance(processes, int) or isinstance(processes, bool):
-        raise StudioError("processes must be a whole number.")
-    return ctx.jobs.submit(cfg, processes=processes).name
+    return settings
 
 
 def make_api(ctx: Studio):
@@ -101,26 +106,30 @@ def make_status(ctx: Studio):
 
 def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
     """The time the form's run would take, before Start, and whether to offer the quick preset."""
+    hidden = gr.update(visible=False)
     try:
         settings, _ = form_settings(values)
-        cfg = config.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir))).resolved()
-    except (StudioError, TypeError, ValueError):
-        return "", gr.update(visible=False)
-    device = run_device(cfg.device)
-    # no trial steps while a run trains: they would slow it, and measure a shared CPU
-    found = estimate.estimate_seconds(ctx.runs_dir, cfg, device, probe=not ctx.jobs.active())
+        if settings["dataset"] != "synthetic" and not settings.get("data_path"):
+            return "Estimated time: once the data path is given.", hidden
+        cfg = config.from_settings(confined(ctx, settings), base=TrainConfig(runs_dir=str(ctx.runs_dir))).resolved()
+        device = run_device(cfg.device)
+        # no trial steps while a run trains: they would slow it, and measure a shared CPU
+        found = estimate.estimate_seconds(ctx.runs_dir, cfg, device, probe=not ctx.jobs.active())
+    except StudioError as e:  # a path outside the data folder, or one that holds no readable data
+        return f"Estimated time: not known: {e}", hidden
+    except (TypeError, ValueError):
+        return "", hidden
     if found is None:
-        why = "image folders are counted when loaded" if cfg.data.dataset != "synthetic" else "no run measured yet"
-        return f"Estimated time: not known yet on {device} ({why})." + warmup_note(cfg), gr.update(visible=False)
-    long = found["seconds"] > estimate.LONG_S
+        return f"Estimated time: not known yet on {device} (no run measured yet)." + warmup_note(cfg), hidden
+    long = found["seconds"] > estimate.LONG_S and cfg.data.dataset == "synthetic"  # the preset is the demo's
     source = (
         f"measured over {found['epochs_measured']} earlier epochs"
         if found["epochs_measured"]
         else "a first figure from a few trial steps; the first run measures it"
     )
     text = (
-        f"Estimated time: **about {duration(found['seconds'])}** on {device} "
-        f"({found['images_per_s']:.0f} images/s, {source})."
+        f"Estimated time: **about {duration(found['seconds'])}** on {device} for {found['train_images']:,} "
+        f"training images an epoch ({found['images_per_s']:.0f} images/s, {source})."
     )
     if long:
         text += " That is long: the quick preset trains 5 epochs of 1,000 images at 32 px, without KD warm-up."
