@@ -143,5 +143,36 @@ def test_a_cpu_with_no_run_yet_is_probed_with_real_training_steps(tmp_path):
     assert estimate.estimate_seconds(tmp_path, cfg, "cpu", probe=True)["images_per_s"] == 123.0
 
 
+def test_two_pages_asking_at_once_share_one_probe():
+    import threading
+
+    cfg = TrainConfig(data=DataConfig(image_size=12), batch_size=4, method="kd")
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(estimate.probe_speed(cfg))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(found) == 2 and found[0] == found[1]  # two timings would differ in their last digits
+
+
 def test_gpus_are_not_probed(tmp_path):
     assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cuda:0", probe=True) is None
+
+
+def test_the_estimate_bench_sets_the_probe_beside_a_real_run(tmp_path, capsys):
+    import json
+
+    from bench import estimate as bench
+
+    out = tmp_path / "estimate.json"
+    assert bench.main(["--settings", "resnet18:16", "--train", "64", "--batch-size", "16", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (case,) = result["cases"]
+    assert (case["arch"], case["image_size"], result["train_images"]) == ("resnet18", 16, 64)
+    assert case["probe_images_per_s"] > 0 and case["run_images_per_s"] > 0
+    assert case["probe_over_run"] == pytest.approx(case["probe_images_per_s"] / case["run_images_per_s"])
+    assert case["foretold_train_seconds"] == pytest.approx(64 / case["probe_images_per_s"])
+    with pytest.raises(SystemExit):
+        bench.main(["--settings", "resnet18:big"])
+    assert "give NETWORK:SIZE" in capsys.readouterr().err
