@@ -36,14 +36,18 @@ def load_synthetic(cfg: DataConfig) -> Dataset:
 SOURCES = {"synthetic": load_synthetic, "medmnist": load_medmnist, "folder": load_folder}
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load the dataset `cfg` names; raise `StudioError` with a plain message when it cannot."""
+def _check_source(cfg: DataConfig) -> None:
     if cfg.dataset not in SOURCES:
         raise StudioError(f"unknown dataset '{cfg.dataset}'; choose one of {', '.join(SOURCES)}.")
-    if not 8 <= cfg.image_size <= 1024:
-        raise StudioError(f"image size must be between 8 and 1024 pixels, not {cfg.image_size}.")
     if cfg.dataset != "synthetic" and not cfg.data_path:
         raise StudioError(f"the {cfg.dataset} dataset needs --data-path.")
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load the dataset `cfg` names; raise `StudioError` with a plain message when it cannot."""
+    _check_source(cfg)
+    if not 8 <= cfg.image_size <= 1024:
+        raise StudioError(f"image size must be between 8 and 1024 pixels, not {cfg.image_size}.")
     data = SOURCES[cfg.dataset](cfg)
     if len(data.train) == 0:
         raise StudioError("the training split is empty.")
@@ -55,12 +59,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 def train_count(cfg: DataConfig) -> int:
     """How many training images `cfg` gives, without loading them (about, for an image folder, whose
     unreadable files are only found when decoded); raises `StudioError` as loading would."""
+    _check_source(cfg)
     if cfg.dataset == "synthetic":
         return cfg.synthetic_train
-    if cfg.dataset not in SOURCES:
-        raise StudioError(f"unknown dataset '{cfg.dataset}'; choose one of {', '.join(SOURCES)}.")
-    if not cfg.data_path:
-        raise StudioError(f"the {cfg.dataset} dataset needs --data-path.")
     if cfg.dataset == "medmnist":
         return medmnist.train_count(Path(cfg.data_path))
     return folder.train_count(cfg)

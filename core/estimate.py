@@ -64,7 +64,7 @@ def measured_speed(runs_dir: str | Path, cfg: TrainConfig, device: str) -> tuple
 
 PROBE_STEP_S = 1.2  # the probe sizes its batch (up to 16) to take at most about this long per step
 _probing = threading.Lock()  # one probe at a time: two at once would share the cores and halve both
-_probed: dict[tuple, float] = {}  # what each probe found, by network, size, method, RGA, batch and device
+_probed: dict[tuple, float] = {}  # what each probe found, by network, size, method, RGA, precision, batch, device
 
 
 def probe_speed(cfg: TrainConfig, device: str = "cpu") -> float:
@@ -75,7 +75,7 @@ def probe_speed(cfg: TrainConfig, device: str = "cpu") -> float:
     for ResNet-18 at 32 px, 1.20x at 64 px, 0.78x for ResNet-50 at 32 px). About three seconds; cached
     per network, size, method and device. The caller's random state is left as it was."""
     c = cfg.resolved()
-    return _probe(c.arch, c.data.image_size, c.method, c.rga, min(c.batch_size, 16), device)
+    return _probe(c.arch, c.data.image_size, c.method, c.rga, c.amp, min(c.batch_size, 16), device)
 
 
 def _probe(*key) -> float:
@@ -87,20 +87,22 @@ def _probe(*key) -> float:
         return _probed[key]
 
 
-def _measure(arch: str, size: int, method: str, rga: bool, most: int, device: str) -> float:
+def _measure(arch: str, size: int, method: str, rga: bool, amp: str, most: int, device: str) -> float:
     from core import engine
     from core.dataset import Split
+    from core.device import precision
     from core.model import ModelSpec
     from core.synthetic import CLASSES, render
 
-    cfg = TrainConfig(data=DataConfig(image_size=size), arch=arch, method=method, rga=rga, device=device).resolved()
-    dev = torch.device(device)
+    cfg = TrainConfig(data=DataConfig(image_size=size), arch=arch, method=method, rga=rga, amp=amp, device=device)
+    cfg, dev = cfg.resolved(), torch.device(device)
+    dtype, _ = precision(dev, cfg.amp)  # as the run will train: bf16 autocast on CPUs with AMX, else float32
     with torch.random.fork_rng(devices=[]):
         images, labels, _ = render(most, size=size)
         train = Split(images, labels, None)
         spec = ModelSpec(arch=arch, classes=list(CLASSES), image_size=size, channels=images.shape[1])
         state, sampler = engine.new_state(cfg, spec, train, dev)
-        step = engine.make_stepper(state, cfg, cfg.augment(size), train, amp=None, sampler=sampler)
+        step = engine.make_stepper(state, cfg, cfg.augment(size), train, amp=dtype, sampler=sampler)
 
         def timed(n: int) -> float:
             t0 = time.perf_counter()

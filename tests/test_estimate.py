@@ -176,3 +176,17 @@ def test_the_estimate_bench_sets_the_probe_beside_a_real_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--settings", "resnet18:big"])
     assert "give NETWORK:SIZE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+def test_a_medmnist_file_is_counted_from_any_npy_header_version(tmp_path, version):
+    import zipfile
+
+    import numpy as np
+
+    from core.medmnist import train_count
+
+    path = tmp_path / "m.npz"
+    with zipfile.ZipFile(path, "w") as z, z.open("train_labels.npy", "w") as f:
+        np.lib.format.write_array(f, np.zeros((41, 1), np.int64), version=version)
+    assert train_count(path) == 41

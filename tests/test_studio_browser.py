@@ -164,12 +164,13 @@ def test_temperatures_tab_draws_the_soft_targets(page):
     page.wait_for_function("!document.querySelector('#temps-curvature-warning').innerText.includes('Warning')")
 
 
-def test_the_default_run_on_a_cpu_says_it_takes_hours_before_any_run_was_measured(page):
+def test_the_default_run_on_a_cpu_says_how_long_it_takes_before_any_run_was_measured(page):
     # a new user's first Start: 100 epochs of 5,000 images on this CPU; the trial steps say so beforehand
     page.get_by_role("tab", name="Train").click()
     estimate = page.locator("#train-estimate")
     estimate.get_by_text("a first figure from a few trial steps").wait_for(timeout=30_000)
-    assert re.search(r"about \d+ h \d+ min on cpu", estimate.inner_text()), estimate.inner_text()
+    # hours on a 2-core AVX2 CPU; under an hour where AMX trains bf16: either way long enough to offer the preset
+    assert re.search(r"about (\d+ h )?\d+ min on cpu", estimate.inner_text()), estimate.inner_text()
     assert page.locator("#train-quick").is_visible()  # and the quick preset is offered
 
 

@@ -14,7 +14,7 @@ from core.losses import KD_SCALINGS
 from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
 from core.temperature import temperature_view
 from ui.context import Studio, follow_models, poll, user_error
-from ui.train import duration, run_device, warmup_note
+from ui.train import duration, estimate_for, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 SWEEP_WARMUP = estimate.QUICK["kd_warmup"]  # a sweep's runs are short, as the quick preset's
@@ -154,8 +154,7 @@ def sweep_estimate(ctx: Studio, targets_text, nontargets_text, epochs, device, i
     except (StudioError, gr.Error, TypeError, ValueError):
         return ""
     n, cfg = len(grid), grid[0]
-    where = run_device(cfg.device)
-    found = estimate.estimate_seconds(ctx.runs_dir, cfg, where, probe=not ctx.jobs.active())
+    where, found = estimate_for(ctx, cfg)
     runs_, epochs = f"{n} run{'s' if n != 1 else ''}", f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     what = f"{runs_} of {epochs} x {cfg.data.synthetic_train:,} images"
     if found is None:

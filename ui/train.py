@@ -112,9 +112,7 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
         if settings["dataset"] != "synthetic" and not settings.get("data_path"):
             return "Estimated time: once the data path is given.", hidden
         cfg = config.from_settings(confined(ctx, settings), base=TrainConfig(runs_dir=str(ctx.runs_dir))).resolved()
-        device = run_device(cfg.device)
-        # no trial steps while a run trains: they would slow it, and measure a shared CPU
-        found = estimate.estimate_seconds(ctx.runs_dir, cfg, device, probe=not ctx.jobs.active())
+        device, found = estimate_for(ctx, cfg)
     except StudioError as e:  # a path outside the data folder, or one that holds no readable data
         return f"Estimated time: not known: {e}", hidden
     except (TypeError, ValueError):
@@ -145,6 +143,13 @@ def warmup_note(cfg: TrainConfig) -> str:
         f" Note: the KD warm-up ({cfg.kd_warmup} epochs) is longer than the run ({cfg.epochs}), so the KD weight"
         f" reaches only {share:.0%} of its value, in the last epoch; lower the warm-up to give KD its full weight."
     )
+
+
+def estimate_for(ctx: Studio, cfg: TrainConfig) -> tuple[str, dict | None]:
+    """The device `cfg` would train on and core.estimate's figure for it there; a CPU with nothing measured
+    is probed, but not while a run trains: the trial steps would slow it, and measure a shared CPU."""
+    device = run_device(cfg.device)
+    return device, estimate.estimate_seconds(ctx.runs_dir, cfg, device, probe=not ctx.jobs.active())
 
 
 def run_device(name: str) -> str:
