@@ -395,3 +395,46 @@ def test_a_users_mistake_is_one_log_line_and_a_message_never_a_traceback(caplog)
         handler("scan.png")
     assert e.value.message == "scan.png: no such file." and e.value.print_exception is False
     assert [r.getMessage() for r in caplog.records] == ["handler: scan.png: no such file."]
+
+
+def test_a_poll_never_puts_back_the_pick_it_read_when_a_start_has_set_another_since(tmp_path):
+    """A picker poll reads the value the page had when its tick began; a Start returning meanwhile sets the
+    new run. The poll must send only the choices then (sending back what it read undid the Start: the
+    sweep picker went blank and its progress never came), and clear a pick only when that run is gone."""
+    from core import runs
+    from core.jobs import JobManager
+    from ui.context import Studio, models_update
+    from ui.runs import follow
+    from ui.temperatures import sweep_choices
+    from ui.train import follow_runs
+
+    root = tmp_path / "runs"
+    jobs = JobManager(root, poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=root, jobs=jobs)
+    A, B = "sweep20261127-100000", "sweep20261127-100001"  # the sweep picked before, and the one queued
+    try:
+        old = runs.Run.create(root, f"{A}-T2-t0.4", {"method": "tss-kd"})
+        old.set_status("done")
+        known_runs, known_sweeps = follow_runs(ctx, None, None)[1], sweep_choices(ctx, None, None)[1]
+        known_models = models_update(ctx, None, ["demo"])[-1]
+        new = runs.Run.create(root, f"{B}-T2-t0.4", {"method": "tss-kd"})  # the Start, while the tick ran
+        new.set_status("done")
+        new.write_model_meta({"metrics": {}})
+        (new.path / runs.MODEL).write_bytes(b"")
+        for read in (None, old.name):  # what the tick read: nothing picked, or the run picked before
+            picker, _ = follow_runs(ctx, read, known_runs)
+            assert new.name in picker["choices"] and "value" not in picker
+            picker, _ = sweep_choices(ctx, read and A, known_sweeps)
+            assert sorted(picker["choices"]) == [A, B] and "value" not in picker
+            table, chosen, one, _ = follow(ctx, None, [read] if read else [], read)
+            assert "value" not in chosen and "value" not in one and new.name in one["choices"]
+        picker, _ = models_update(ctx, known_models, ["demo"])
+        assert "value" not in picker and new.name in [v for _, v in picker["choices"]]
+        old.delete()  # a picked run that was deleted is let go, everywhere
+        assert follow_runs(ctx, old.name, None)[0]["value"] is None
+        assert sweep_choices(ctx, A, None)[0]["value"] is None
+        _, chosen, one, _ = follow(ctx, None, [old.name, new.name], old.name)
+        assert chosen["value"] == [new.name] and one["value"] is None
+        assert models_update(ctx, None, [old.name])[0]["value"] == "demo"
+    finally:
+        jobs.close()

@@ -78,32 +78,46 @@ class Studio:
         return self.models.get(self.model_path(choice))
 
 
+def repick(choices: list, value, *, gone=None) -> dict:
+    """A picker's new choices from a poll. Its value is left to the page while it is still a choice (or
+    none is picked): the poll read `value` when its tick began, and a Start (or a user's pick) may have
+    set another since, which sending the old one back would undo. A value no longer among the choices
+    (a deleted run) becomes `gone`. Multiselect values are lists: the choices that remain are kept."""
+    ids = [c[1] if isinstance(c, tuple) else c for c in choices]  # (label, value) or plain values
+    if isinstance(value, list):
+        kept = [v for v in value if v in ids]
+        return gr.update(choices=choices) if kept == value else gr.update(choices=choices, value=kept)
+    if value is None or value in ids:
+        return gr.update(choices=choices)
+    return gr.update(choices=choices, value=gone)
+
+
 def poll(seconds: float, fn, inputs: list, outputs: list) -> None:
     """Run `fn` every `seconds` while the page is open, quietly (no API name, no spinner); `fn` returns
     gr.skip() for what did not change, so an idle page costs little."""
     gr.Timer(seconds).tick(fn, inputs, outputs, api_name=False, show_progress="hidden")
 
 
+def models_update(ctx: Studio, last: list | None, values: list) -> tuple:
+    """One poll of the model pickers showing `values`: new choices when the runs folder's models changed
+    since `last` (a picked model that was deleted falls back to the demo model), else nothing."""
+    choices = ctx.model_choices()
+    if choices == last:
+        return (*[gr.skip() for _ in values], gr.skip())
+    return (*[repick(choices, v, gone="demo") for v in values], choices)
+
+
 def follow_models(ctx: Studio, pickers: list, *, every: float = 5.0) -> None:
     """Keep model pickers in step with the runs folder, with no restart and no Refresh button: on page load
-    and every `every` seconds, sending nothing when the list is unchanged. A picked model that disappeared
-    (a deleted run) falls back to the demo model."""
+    and every `every` seconds, sending nothing when the list is unchanged (`models_update`)."""
     seen = gr.State(None)
 
     def load():
         choices = ctx.model_choices()
         return (*[gr.update(choices=choices) for _ in pickers], choices)
 
-    def tick(last, *values):
-        choices = ctx.model_choices()
-        if choices == last:
-            return (*[gr.skip() for _ in pickers], gr.skip())
-        ids = {v for _, v in choices}
-        updates = [gr.update(choices=choices, value=v if v in ids else "demo") for v in values]
-        return (*updates, choices)
-
     gr.on(None, load, None, [*pickers, seen], api_name=False, show_progress="hidden")
-    poll(every, tick, [seen, *pickers], [*pickers, seen])
+    poll(every, lambda last, *values: models_update(ctx, last, list(values)), [seen, *pickers], [*pickers, seen])
 
 
 def user_error(fn):

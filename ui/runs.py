@@ -10,7 +10,7 @@ from core import figures as plots
 from core import runs
 from core.evaluate import evaluate_run
 from core.paths import confine
-from ui.context import Studio, poll, user_error
+from ui.context import Studio, poll, repick, user_error
 from ui.temperatures import SWEEP_COLUMNS, make_stop_sweep, sweep_choices, sweep_view
 
 COLUMNS = [
@@ -46,14 +46,7 @@ def follow(ctx: Studio, last: list | None, selected: list | None, one: str | Non
     if rows == last:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     ids = [r[0] for r in rows]
-    kept = [s for s in selected or [] if s in ids]
-
-    return (
-        rows,
-        gr.update(choices=ids, value=kept),
-        gr.update(choices=ids, value=one if one in ids else None),
-        rows,
-    )
+    return rows, repick(ids, selected or []), repick(ids, one), rows
 
 
 def compare(ctx: Studio, selected: list[str]):

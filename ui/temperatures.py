@@ -13,7 +13,7 @@ from core.imageio import read_scan
 from core.losses import KD_SCALINGS
 from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
 from core.temperature import temperature_view
-from ui.context import Studio, follow_models, poll, user_error
+from ui.context import Studio, follow_models, poll, repick, user_error
 from ui.train import duration, estimate_for, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
@@ -194,7 +194,7 @@ def sweep_choices(ctx: Studio, tag: str | None, known: list | None):
     names = [s["sweep"] for s in list_sweeps(ctx.runs_dir)]
     if names == known:
         return gr.skip(), known
-    return gr.update(choices=names, value=tag if tag in names else None), names
+    return repick(names, tag), names
 
 
 def sweep_heatmap(ctx: Studio, tag: str):

@@ -9,7 +9,7 @@ from core import figures as plots
 from core.config import PRESETS, TrainConfig
 from core.errors import StudioError
 from core.paths import confine
-from ui.context import Studio, poll, user_error
+from ui.context import Studio, poll, repick, user_error
 from ui.form import setting_input
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
@@ -231,7 +231,7 @@ def follow_runs(ctx: Studio, watched: str | None, last: list | None):
     choices = run_choices(ctx)
     if choices == last:
         return gr.skip(), gr.skip()
-    return gr.update(choices=choices, value=watched if watched in choices else None), choices
+    return repick(choices, watched), choices
 
 
 def reopen(ctx: Studio, request: gr.Request):
