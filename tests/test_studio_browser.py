@@ -60,6 +60,19 @@ def pick(page, picker: str, option: str, timeout: float = 15_000) -> None:
     page.keyboard.press("Escape")
 
 
+def wait_text(page, where: str, text: str, timeout: float, *, picker: str | None = None) -> None:
+    """Wait for `text` in the element `where`. A long wait that times out fails saying what the page showed
+    instead (and what `picker` held), so that a CI log tells a slow run from a page that lost track of it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.locator(where).get_by_text(text).first.wait_for(timeout=timeout)
+    except PlaywrightTimeout:
+        shown = page.locator(where).first.inner_text(timeout=5_000)
+        held = f"; {picker} holds {page.locator(picker).first.input_value(timeout=5_000)!r}" if picker else ""
+        pytest.fail(f"{where} did not show {text!r} within {timeout / 1000:.0f} s; it shows {shown!r}{held}")
+
+
 def options(page, picker: str) -> list[str]:
     page.locator(f"{picker} input").first.click()
     names = page.get_by_role("option").all_inner_texts()
@@ -180,7 +193,7 @@ def test_a_training_started_in_train_draws_its_first_curve_point(page):
     page.locator("#train-size input").fill("16")
     page.locator("#train-demo-images input").fill("256")
     page.locator("#train-start").click()
-    page.locator("#train-progress").get_by_text("epoch 1/1").wait_for(timeout=240_000)
+    wait_text(page, "#train-progress", "epoch 1/1", 240_000, picker="#train-run input")
     point = page.locator("#train-curves .js-plotly-plot .scatterlayer .point").first
     point.wait_for(timeout=30_000)
     point.scroll_into_view_if_needed()
@@ -204,6 +217,7 @@ def test_a_training_started_in_train_draws_its_first_curve_point(page):
     page.locator("#train-estimate").get_by_text("reaches only 50% of its value").wait_for(timeout=15_000)
 
 
+@pytest.mark.timeout(480)  # two short runs: 90 s on a 2-core CPU; the wait for them allows 300
 def test_a_temperature_sweep_fills_its_heatmap(page):
     page.get_by_role("tab", name="Temperatures").click()
     page.locator("#sweep-targets textarea, #sweep-targets input").first.fill("2, 4")
@@ -213,7 +227,7 @@ def test_a_temperature_sweep_fills_its_heatmap(page):
     page.locator("#sweep-size input").press("Tab")
     page.locator("#sweep-estimate").get_by_text("2 runs of 1 epoch x 2,000 images: about").wait_for(timeout=30_000)
     page.locator("#sweep-start").click()
-    page.locator("#sweep-progress").get_by_text("2 of 2 runs done").wait_for(timeout=300_000)
+    wait_text(page, "#sweep-progress", "2 of 2 runs done", 300_000, picker="#sweep-tag input")
     page.locator("#sweep-heatmap img, #sweep-heatmap svg").first.wait_for(timeout=30_000)
     page.screenshot(path=str(SHOTS / "temperatures.png"), full_page=True)
     tag = page.locator("#sweep-tag input").input_value()
@@ -239,10 +253,10 @@ def test_stop_this_sweep_stops_every_run_of_it(page):
     page.locator("#sweep-epochs input").fill("50")  # a long sweep
     page.locator("#sweep-size input").fill("16")
     page.locator("#sweep-start").click()
-    page.locator("#sweep-progress").get_by_text("2 running").wait_for(timeout=120_000)
+    wait_text(page, "#sweep-progress", "2 running", 120_000, picker="#sweep-tag input")
     page.locator("#sweep-stop").click()
     page.get_by_text("Stopping 2 run(s)").first.wait_for(timeout=15_000)
-    page.locator("#sweep-progress").get_by_text("0 of 2 runs done, 2 stopped").wait_for(timeout=120_000)
+    wait_text(page, "#sweep-progress", "0 of 2 runs done, 2 stopped", 120_000, picker="#sweep-tag input")
 
 
 def test_the_paper_recipe_fills_the_train_form_and_the_studio_default_restores_it(page):
