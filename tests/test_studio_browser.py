@@ -62,7 +62,8 @@ def pick(page, picker: str, option: str, timeout: float = 15_000) -> None:
 
 def wait_text(page, where: str, text: str, timeout: float, *, picker: str | None = None) -> None:
     """Wait for `text` in the element `where`. A long wait that times out fails saying what the page showed
-    instead (and what `picker` held), so that a CI log tells a slow run from a page that lost track of it."""
+    instead (what `picker` held, and any message such as a lost connection), so that a CI log tells a slow run
+    from a page that lost track of it."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
@@ -70,7 +71,11 @@ def wait_text(page, where: str, text: str, timeout: float, *, picker: str | None
     except PlaywrightTimeout:
         shown = page.locator(where).first.inner_text(timeout=5_000)
         held = f"; {picker} holds {page.locator(picker).first.input_value(timeout=5_000)!r}" if picker else ""
-        pytest.fail(f"{where} did not show {text!r} within {timeout / 1000:.0f} s; it shows {shown!r}{held}")
+        toasts = page.locator(".toast-body").all_inner_texts()  # e.g. gradio's "Connection to the server was lost"
+        pytest.fail(
+            f"{where} did not show {text!r} within {timeout / 1000:.0f} s; it shows {shown!r}{held}; "
+            f"messages on the page: {toasts}"
+        )
 
 
 def options(page, picker: str) -> list[str]:
