@@ -73,7 +73,8 @@ def probe_speed(cfg: TrainConfig, device: str = "cpu") -> float:
     images to warm up and to size the batch, then the best of three steps of up to 16 images. On a 2-core
     AVX2 CPU it came within 22% of what a real run then measured, either way (`bench/estimate.py`: 0.90x
     for ResNet-18 at 32 px, 1.20x at 64 px, 0.78x for ResNet-50 at 32 px). About three seconds; cached
-    per network, size, method and device. The caller's random state is left as it was."""
+    per network, size, method, RGA, precision, batch (up to 16) and device. The caller's random state is
+    left as it was."""
     c = cfg.resolved()
     return _probe(c.arch, c.data.image_size, c.method, c.rga, c.amp, min(c.batch_size, 16), device)
 
