@@ -1,9 +1,9 @@
 """Read any scan the studio accepts into a plain uint8 array, the same way for training and prediction.
 
 Accepted: PNG, JPEG, TIFF, BMP, GIF (8- or 16-bit; grayscale, RGB, RGBA, palette, CMYK; the first frame
-of a multi-frame file) and DICOM with or without a file extension. Intensities deeper than 8 bits are
-stretched from the image's own minimum to its maximum; DICOM gets its modality and VOI LUT (window)
-first and MONOCHROME1 is inverted. Nothing that identifies a patient is read into the result.
+of a multi-frame file) and DICOM, compressed or not, with or without a file extension. Intensities deeper
+than 8 bits are stretched from the image's own minimum to its maximum; DICOM gets its modality and VOI LUT
+(window) first and MONOCHROME1 is inverted. Nothing that identifies a patient is read into the result.
 """
 
 from __future__ import annotations
@@ -107,17 +107,32 @@ def _code(value, default: str) -> str:
     return text if re.fullmatch(r"[A-Z0-9 _]{1,16}", text) else default
 
 
+# How a compressed DICOM was stored, in a few words; a lossy compression is worth knowing before trusting detail.
+COMPRESSIONS = {
+    "JPEGBaseline8Bit": "JPEG (lossy)",
+    "JPEGExtended12Bit": "JPEG 12-bit (lossy)",
+    "JPEGLossless": "JPEG lossless",
+    "JPEGLosslessSV1": "JPEG lossless",
+    "JPEGLSLossless": "JPEG-LS lossless",
+    "JPEGLSNearLossless": "JPEG-LS near-lossless (lossy)",
+    "JPEG2000Lossless": "JPEG 2000 lossless",
+    "JPEG2000": "JPEG 2000 (lossy or lossless)",
+    "RLELossless": "RLE lossless",
+}
+
+
 def _dicom_pixels(ds, arr: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Apply the modality and VOI LUTs (or take colour as is) and describe what was done."""
+    """Apply the modality and VOI LUTs to `arr`, the first frame (or take colour as is); say what was done."""
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     photometric = _code(ds.get("PhotometricInterpretation"), "MONOCHROME2")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        arr = arr[0]
     info: dict = {"format": "DICOM", "modality": _code(ds.get("Modality"), "unknown"), "photometric": photometric}
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_transfer_syntax and syntax.is_compressed:
+        info["compression"] = COMPRESSIONS.get(syntax.keyword, syntax.name)
     if frames > 1:
         info["frames"] = frames
         info["frame_used"] = 0
@@ -143,6 +158,26 @@ def _dicom_pixels(ds, arr: np.ndarray) -> tuple[np.ndarray, dict]:
     return pixels, info
 
 
+def _pixel_data_failure(name: str, ds, error: Exception) -> str:
+    """Why a DICOM's pixel data did not decode: a compression no installed decoder reads (pydicom's own for
+    RLE, Pillow's for JPEG baseline and JPEG 2000, GDCM's for JPEG lossless, JPEG-LS and the rest), or data
+    that a decoder for it could not read. Names the transfer syntax by its standard name only."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    known = syntax is not None and syntax.name != str(syntax)  # an unknown UID's name is the UID itself
+    label = syntax.name if known else "an unrecognised transfer syntax"
+    try:
+        decodable = known and get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):  # no decoder exists for it, or it is not a transfer syntax
+        decodable = False
+    if known and not syntax.is_compressed:
+        return f"{name}: the DICOM pixel data cannot be read ({type(error).__name__})."
+    if not decodable:
+        return f"{name}: the DICOM image is compressed as {label}, which this install cannot decode."
+    return f"{name}: the DICOM image is compressed as {label}, and that data is damaged; it cannot be decoded."
+
+
 def _read_dicom(path: Path) -> Scan:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -161,16 +196,16 @@ def _read_dicom(path: Path) -> Scan:
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise StudioError(f"{name}: the DICOM file holds no image (no pixel data).")
     try:
+        area = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError):  # nonsense dimensions: the decoder says the file is damaged
+        area = 0
+    if area > MAX_PIXELS:  # before decoding: a small compressed file can claim a huge image
+        raise StudioError(f"{name}: the image is too large to open (over {MAX_PIXELS:,} pixels).")
+    try:
+        ds.pixel_array_options(index=0)  # the first frame is the one used: a 500-frame file decodes one
         arr = ds.pixel_array
-    except (NotImplementedError, RuntimeError):
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        known = syntax is not None and syntax.name != str(syntax)  # an unknown UID's name is the UID itself
-        label = syntax.name if known else "an unrecognised transfer syntax"
-        raise StudioError(
-            f"{name}: the DICOM image is compressed as {label}, which this install cannot decode."
-        ) from None
-    except Exception as e:  # damaged pixel data or attributes that contradict it
-        raise StudioError(f"{name}: the DICOM pixel data cannot be read ({type(e).__name__}).") from None
+    except Exception as e:  # no decoder for its compression, damaged pixel data, or attributes that contradict it
+        raise StudioError(_pixel_data_failure(name, ds, e)) from None
 
     try:
         pixels, info = _dicom_pixels(ds, arr)

@@ -66,6 +66,33 @@ def write_dicom(
     return path
 
 
+def compress_dicom(src: Path, dst: Path, syntax: str) -> Path:
+    """Re-encode the DICOM `src` as `dst` with GDCM under the transfer syntax named `syntax` (a member of
+    gdcm.TransferSyntax, e.g. "JPEGLosslessProcess14_1"): the compressed files a PACS exports."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    assert reader.Read(), src
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change(), syntax
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(dst))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write(), dst
+    if syntax.startswith("JPEGBaseline") and reader.GetImage().GetPixelFormat().GetSamplesPerPixel() == 3:
+        # GDCM codes the colour as YCbCr but keeps "RGB"; a real encoder declares what it wrote.
+        import pydicom
+
+        ds = pydicom.dcmread(dst)
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+        ds.save_as(dst)
+    return dst
+
+
 def write_medmnist(path, *, n=(30, 10, 10), size=28, classes=3, rgb=False, multilabel=False):
     g = np.random.default_rng(0)
     arrays = {}

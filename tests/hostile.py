@@ -7,10 +7,10 @@ import io
 from pathlib import Path
 
 import numpy as np
-from helpers import write_dicom
+from helpers import compress_dicom, write_dicom
 from PIL import Image
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless
+from pydicom.uid import HTJ2K, JPEG2000Lossless
 
 GRAY = (np.add.outer(np.arange(48), np.arange(64)) * 2).astype(np.uint8)
 RGB = np.dstack([GRAY, 255 - GRAY, np.full_like(GRAY, 60)])
@@ -52,13 +52,18 @@ def build(root: Path) -> list[tuple[str, Path, str]]:
     items.append(("rgb.dcm", write_dicom(root / "rgb.dcm", RGB, photometric="RGB"), "ok"))
     items.append(("frames.dcm", write_dicom(root / "frames.dcm", np.stack([deep, deep // 2])), "ok"))
     items.append(("IM0000", write_dicom(root / "IM0000", deep, window=(1500, 2000)), "ok"))
-    j2k = write_dicom(root / "j2k.dcm", deep)
+    lossless = compress_dicom(root / "IM0000", root / "jpeg-lossless.dcm", "JPEGLosslessProcess14_1")
+    items.append(("jpeg-lossless.dcm", lossless, "ok"))
     import pydicom
 
-    ds = pydicom.dcmread(j2k)
-    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
-    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(j2k, enforce_file_format=True)
-    items.append(("j2k.dcm", j2k, "cannot decode"))
+    # A JPEG 2000 stream cut after its first marker (a decoder is installed, the data is damaged), and the
+    # same bytes declared as High-Throughput JPEG 2000, which no decoder here reads.
+    for name, syntax, expected in (("j2k.dcm", JPEG2000Lossless, "damaged"), ("htj2k.dcm", HTJ2K, "cannot decode")):
+        path = write_dicom(root / name, deep)
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(path, enforce_file_format=True)
+        items.append((name, path, expected))
     return items

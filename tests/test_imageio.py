@@ -3,8 +3,9 @@
 import io
 
 import numpy as np
+import pydicom
 import pytest
-from helpers import IDENTIFIERS, write_dicom
+from helpers import IDENTIFIERS, compress_dicom, write_dicom
 from PIL import Image
 
 from core.errors import StudioError
@@ -105,6 +106,96 @@ def test_dicom_info_carries_no_identifiers(tmp_path):
     text = repr(scan.info)
     for value in IDENTIFIERS.values():
         assert value not in text and value.split("^")[0] not in text
+
+
+# The compressions a PACS exports. JPEG lossless (the usual one for CR, DX and MG) and JPEG-LS need GDCM;
+# before it came in they could not be read at all.
+LOSSLESS = ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "JPEGLSLossless", "JPEG2000Lossless", "RLELossless"]
+DEEP = np.random.default_rng(0).integers(0, 60_000, GRAY.shape).astype(np.uint16)  # 16 bits, no structure
+
+
+@pytest.mark.parametrize("pixels,photometric", [(GRAY, "MONOCHROME2"), (DEEP, "MONOCHROME2"), (RGB, "RGB")])
+@pytest.mark.parametrize("syntax", LOSSLESS)
+def test_losslessly_compressed_dicom_reads_exactly_like_its_uncompressed_twin(tmp_path, syntax, pixels, photometric):
+    plain = write_dicom(tmp_path / "plain.dcm", pixels, photometric=photometric, window=None)
+    packed = compress_dicom(plain, tmp_path / "packed.dcm", syntax)
+    assert pydicom.dcmread(packed).file_meta.TransferSyntaxUID.is_compressed
+    scan, twin = read_scan(packed), read_scan(plain)
+    np.testing.assert_array_equal(scan.pixels, twin.pixels)
+    assert scan.info.pop("compression").endswith("lossless") and "compression" not in twin.info
+    assert scan.info == twin.info
+
+
+@pytest.mark.parametrize("pixels,photometric", [(GRAY, "MONOCHROME2"), (RGB, "RGB")])
+def test_jpeg_baseline_dicom_decodes_close_to_its_source(tmp_path, pixels, photometric):
+    plain = write_dicom(tmp_path / "plain.dcm", pixels, photometric=photometric)
+    scan = read_scan(compress_dicom(plain, tmp_path / "lossy.dcm", "JPEGBaselineProcess1"))
+    assert scan.pixels.shape == pixels.shape and scan.info["compression"] == "JPEG (lossy)"
+    assert np.abs(scan.pixels.astype(int) - read_scan(plain).pixels).mean() < 4
+
+
+@pytest.mark.parametrize("syntax", ["ExplicitVRLittleEndian", "JPEGLosslessProcess14_1", "RLELossless"])
+def test_a_multiframe_dicom_gives_its_first_frame_and_decodes_only_that(tmp_path, syntax, monkeypatch):
+    frames = np.stack([DEEP, DEEP // 2, 60_000 - DEEP])
+    path = write_dicom(tmp_path / "series.dcm", frames)
+    if syntax != "ExplicitVRLittleEndian":
+        path = compress_dicom(path, tmp_path / "packed.dcm", syntax)
+    asked = []
+    real = pydicom.dataset.Dataset.pixel_array_options
+    monkeypatch.setattr(
+        pydicom.dataset.Dataset, "pixel_array_options", lambda ds, **kw: (asked.append(kw), real(ds, **kw))[1]
+    )
+    scan = read_scan(path)
+    np.testing.assert_array_equal(scan.pixels, read_scan(write_dicom(tmp_path / "one.dcm", DEEP)).pixels)
+    assert scan.info["frames"] == 3 and scan.info["frame_used"] == 0
+    assert asked[0] == {"index": 0}
+
+
+def test_a_compressed_dicom_that_claims_a_huge_image_is_refused_before_decoding(tmp_path):
+    path = compress_dicom(write_dicom(tmp_path / "plain.dcm", DEEP), tmp_path / "bomb.dcm", "RLELossless")
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = 65_535, 65_535  # 4.3 gigapixels from a file of a few kB
+    ds.save_as(path)
+    assert path.stat().st_size < 10_000
+    with pytest.raises(StudioError, match="bomb.dcm: the image is too large to open"):
+        read_scan(path)
+
+
+def damaged(path, keep):
+    """`path` with its one compressed frame cut to `keep` of its bytes."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(path)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[: int(len(frame) * keep)]])
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("syntax", LOSSLESS)
+def test_damaged_compressed_dicom_says_damaged_not_undecodable(tmp_path, syntax):
+    plain = write_dicom(tmp_path / "plain.dcm", DEEP)
+    path = damaged(compress_dicom(plain, tmp_path / "cut.dcm", syntax), keep=0.3)
+    with pytest.raises(StudioError) as e:
+        read_scan(path)
+    assert str(e.value).startswith("cut.dcm: the DICOM image is compressed as ") and "damaged" in str(e.value)
+
+
+def test_a_compression_no_installed_decoder_reads_is_named(tmp_path):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import HTJ2KLossless
+
+    path = write_dicom(tmp_path / "ht.dcm", DEEP)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(
+        StudioError,
+        match="ht.dcm: the DICOM image is compressed as High-Throughput JPEG 2000 .*which this install cannot decode",
+    ):
+        read_scan(path)
 
 
 def truncated_png(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from helpers import IDENTIFIERS, write_dicom
+from helpers import IDENTIFIERS, compress_dicom, write_dicom
 from PIL import Image
 
 from core.synthetic import render
@@ -36,6 +36,7 @@ def scans(tmp_path_factory):
     images, labels, _ = render(4, size=96, seed=99)
     Image.fromarray(images[0, 0].numpy()).save(d / "scan.png")
     write_dicom(d / "IM0001", images[1, 0].numpy().astype(np.uint16) * 16, window=(2000, 4000))
+    compress_dicom(d / "IM0001", d / "IM0002", "JPEGLosslessProcess14_1")  # as a PACS exports it
     return d
 
 
@@ -65,7 +66,7 @@ def test_augment_preview_and_diagnose_need_only_what_a_user_must_give(studio):
 def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     client, _, _ = studio
     warning, probs, overlay, slider, table, gallery, details = client.predict(
-        [handle_file(str(scans / "scan.png")), handle_file(str(scans / "IM0001"))],
+        [handle_file(str(scans / name)) for name in ("scan.png", "IM0001", "IM0002")],
         "demo",
         method,
         "predicted class",
@@ -78,12 +79,14 @@ def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     img = Image.open(overlay)
     assert img.format == "PNG" and img.size == (96, 96)
     assert not img.info.get("exif") and not any(k for k in img.info if k not in ("dpi", "gamma"))
-    assert len(table["data"]) == 2 and len(gallery) == 2
+    assert len(table["data"]) == 3 and len(gallery) == 3
     assert table["headers"][5] == "calibration" and table["headers"][8] == "read as"
     read_as = [row[8] for row in table["data"]]
     assert all(row[5] == "calibrated" for row in table["data"])  # the demo model carries a calibration
     assert read_as[0].startswith("PNG") and read_as[1].startswith("DICOM, modality CT, window 2000/4000")
-    assert [d["file"] for d in details] == ["scan.png", "IM0001"]
+    assert read_as[2].startswith("DICOM, modality CT, JPEG lossless, window 2000/4000")
+    assert [d["file"] for d in details] == ["scan.png", "IM0001", "IM0002"]
+    assert details[2]["probabilities"] == pytest.approx(details[1]["probabilities"], abs=1e-6)  # lossless
     assert all(isinstance(d["in_distribution"], bool) and d["ood_score"] > 0 for d in details)
     text = json.dumps(details) + json.dumps(table)
     for value in IDENTIFIERS.values():

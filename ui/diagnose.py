@@ -54,6 +54,8 @@ def _read_as(info: dict) -> str:
     parts = [info.get("format", "?")]
     if info.get("format") == "DICOM":
         parts.append(f"modality {info.get('modality')}")
+        if info.get("compression"):
+            parts.append(info["compression"])
         w = info.get("window")
         parts.append(f"window {w['center']:g}/{w['width']:g}" if isinstance(w, dict) else f"window: {w}")
     size = info.get("size")
