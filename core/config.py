@@ -35,13 +35,23 @@ class DataConfig:
     data_path: str | None = setting(None, "MedMNIST .npz, image folder, or CSV manifest (not for synthetic)")
     image_size: int = setting(32, "images are resized to this square size")
     synthetic_train: int = setting(5000, "demo data: training images")
-    synthetic_val: int = setting(1000, "demo data: validation images")
-    synthetic_test: int = setting(1000, "demo data: test images")
+    synthetic_val: int | None = setting(None, "demo data: validation images (default: a fifth of the training images)")
+    synthetic_test: int | None = setting(None, "demo data: test images (default: a fifth of the training images)")
     synthetic_contrast: float = setting(1.0, "demo lesion contrast")
     val_fraction: float = setting(0.15, "folders: validation share drawn from train")
     test_fraction: float = setting(0.15, "folders: test share drawn from train")
     skip_bad_files: bool = setting(False, "leave unreadable files out (named in the log)")
     seed: int = setting(0, "seed of the split and the demo data (the CLI's --seed sets it)", cli=False)
+
+    def resolved(self) -> DataConfig:
+        """The demo data's validation and test sizes filled in: a fifth of the training images each, at
+        least 64 (1,000 for the default 5,000), wherever a run is started from."""
+        share = max(64, self.synthetic_train // 5)
+        return replace(
+            self,
+            synthetic_val=share if self.synthetic_val is None else self.synthetic_val,
+            synthetic_test=share if self.synthetic_test is None else self.synthetic_test,
+        )
 
 
 @dataclass
@@ -112,6 +122,7 @@ class TrainConfig:
             kd_scaling=self.kd_scaling or "nontarget",  # null in the config of a method without it
             kd_warmup=0 if self.kd_warmup is None else self.kd_warmup,
             name=self.name or f"{self.data.dataset}-{self.method}",
+            data=self.data.resolved(),
         )
         checks = [
             (cfg.t_target > 0 and cfg.t_nontarget > 0, "temperatures must be positive."),

@@ -19,6 +19,7 @@ from core.medmnist import load_medmnist
 
 
 def load_synthetic(cfg: DataConfig) -> Dataset:
+    cfg = cfg.resolved()
     sizes = (cfg.synthetic_train, cfg.synthetic_val, cfg.synthetic_test)
     if min(sizes) < 1:
         raise StudioError("the demo data needs at least one image in each split.")

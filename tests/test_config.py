@@ -7,7 +7,7 @@ import pytest
 from core import config
 from core.config import PRESETS, DataConfig, TrainConfig, from_settings
 from core.errors import StudioError
-from core.train import get_args_parser, main, parse_args
+from core.train import get_args_parser, main, parse_args, run_training
 
 
 def test_every_setting_has_one_cli_option_whose_default_is_the_fields():
@@ -170,3 +170,29 @@ def test_a_form_input_for_an_unknown_setting_is_a_programming_error():
 
     with pytest.raises(KeyError, match="no setting"):
         field_spec("learning_rate")
+
+
+def test_the_demo_splits_follow_the_training_size_alike_from_the_cli_the_api_and_the_form(tmp_path):
+    """Validation and test are a fifth of the demo training images each, at least 64, however a run is
+    started; before, the CLI kept 1,000 each while the Train tab took a fifth."""
+    from ui.train import form_settings
+
+    form, _ = form_settings(
+        {"source": "demo data", "demo_images": 1000, "processes": 1, "recipe": None, "method": "tss-kd"}
+    )
+    cli = config.from_args(parse_args(["--synthetic-train", "1000"])).resolved().data
+    assert cli == from_settings({"synthetic_train": 1000}).resolved().data == from_settings(form).resolved().data
+    assert (cli.synthetic_train, cli.synthetic_val, cli.synthetic_test) == (1000, 200, 200)
+    default = TrainConfig().resolved().data
+    assert (default.synthetic_val, default.synthetic_test) == (1000, 1000)
+    small = from_settings({"synthetic_train": 100, "synthetic_test": 30}).resolved().data
+    assert (small.synthetic_val, small.synthetic_test) == (64, 30)  # at least 64; a size given wins
+
+    from conftest import tiny_config
+
+    from core.runs import Run
+
+    run = Run(run_training(tiny_config(tmp_path, data=DataConfig(image_size=16, synthetic_train=80))))
+    recorded = run.config()["data"]
+    assert (recorded["synthetic_val"], recorded["synthetic_test"]) == (64, 64)  # the sizes it trained with
+    assert '"val": {"size": 64' in run.log_path.read_text()

@@ -111,7 +111,7 @@ def make_from_image(ctx: Studio):
 
 def sweep_base(ctx: Studio, epochs, device, image_size, scaling, warmup) -> TrainConfig:
     """The settings every run of a sweep shares: short TSS-KD runs on the demo data."""
-    data = DataConfig(image_size=int(image_size), synthetic_train=2000, synthetic_val=500, synthetic_test=500)
+    data = DataConfig(image_size=int(image_size), synthetic_train=2000)
     return TrainConfig(
         data=data,
         epochs=int(epochs),

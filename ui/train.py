@@ -63,11 +63,7 @@ def form_settings(values: dict) -> tuple[dict, int]:
     settings["dataset"] = dataset
     if dataset == "synthetic":
         settings.pop("data_path", None)
-        settings |= {
-            "synthetic_train": images,
-            "synthetic_val": max(64, images // 5),
-            "synthetic_test": max(64, images // 5),
-        }
+        settings["synthetic_train"] = images  # validation and test: a fifth each (core.config)
     for k in ("image_size", "epochs", "batch_size", "seed", "kd_warmup"):
         if k in settings:
             settings[k] = int(settings[k])
