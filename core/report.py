@@ -22,7 +22,17 @@ from core import figures, runs
 from core.config import METHOD_SETTINGS
 from core.errors import StudioError
 
-PACKAGES = ("torch", "torchvision", "numpy", "pillow", "pydicom", "safetensors", "scikit-learn", "grad-cam")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pillow",
+    "pydicom",
+    "python-gdcm",
+    "safetensors",
+    "scikit-learn",
+    "grad-cam",
+)
 
 
 def versions() -> dict[str, str]:
@@ -38,6 +48,11 @@ def versions() -> dict[str, str]:
 def _table(rows: list[tuple[str, object]]) -> str:
     cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f"<table>{cells}</table>"
+
+
+def _fraction(value: float | None) -> str:
+    """A metric as the other rows show it (four places), or n/a where it is undefined (no such images)."""
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _img(fig, alt: str) -> str:
@@ -107,8 +122,7 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
             + [
                 (
                     f"{c}: sensitivity / specificity",
-                    f"{v['sensitivity'] if v['sensitivity'] is not None else 'n/a'} / "
-                    f"{v['specificity'] if v['specificity'] is not None else 'n/a'}",
+                    f"{_fraction(v['sensitivity'])} / {_fraction(v['specificity'])}",
                 )
                 for c, v in test["per_class"].items()
             ]

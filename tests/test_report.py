@@ -29,7 +29,10 @@ def test_report_of_a_finished_run(tiny_run, tmp_path, capsys):
     assert len(images) >= 4 + 4  # curves, confusion, ROC, reliability and four lesion maps
     config = json.loads((tiny_run / "config.json").read_text())
     assert json.dumps(config["data"]["synthetic_train"]) in page and "tss-kd" in page
-    assert versions()["torch"] in page
+    assert versions()["torch"] in page and versions()["python-gdcm"] in page
+    metrics = page.split("<h2>Test metrics</h2>")[1].split("<img")[0]
+    assert metrics.count("sensitivity / specificity") == 4
+    assert re.findall(r"<td>[^<]*</td>", metrics) and not re.search(r"\d\.\d{5}", metrics)  # rounded, as shown
 
 
 def test_report_refuses_a_folder_without_a_model(tmp_path, capsys):
