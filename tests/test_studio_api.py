@@ -35,8 +35,11 @@ def scans(tmp_path_factory):
     d = tmp_path_factory.mktemp("upload")
     images, labels, _ = render(4, size=96, seed=99)
     Image.fromarray(images[0, 0].numpy()).save(d / "scan.png")
-    write_dicom(d / "IM0001", images[1, 0].numpy().astype(np.uint16) * 16, window=(2000, 4000))
-    compress_dicom(d / "IM0001", d / "IM0002", "JPEGLosslessProcess14_1")  # as a PACS exports it
+    slice_ = images[1, 0].numpy().astype(np.uint16) * 16
+    write_dicom(d / "IM0001", slice_, window=(2000, 4000))
+    # The same slice first in a two-frame series, JPEG lossless as a PACS exports it.
+    write_dicom(d / "series.dcm", np.stack([slice_, 4095 - slice_]), window=(2000, 4000))
+    compress_dicom(d / "series.dcm", d / "IM0002", "JPEGLosslessProcess14_1")
     return d
 
 
@@ -84,7 +87,7 @@ def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     read_as = [row[8] for row in table["data"]]
     assert all(row[5] == "calibrated" for row in table["data"])  # the demo model carries a calibration
     assert read_as[0].startswith("PNG") and read_as[1].startswith("DICOM, modality CT, window 2000/4000")
-    assert read_as[2].startswith("DICOM, modality CT, JPEG lossless, window 2000/4000")
+    assert read_as[2] == "DICOM, modality CT, JPEG lossless, window 2000/4000, 96x96, frame 1 of 2"
     assert [d["file"] for d in details] == ["scan.png", "IM0001", "IM0002"]
     assert details[2]["probabilities"] == pytest.approx(details[1]["probabilities"], abs=1e-6)  # lossless
     assert all(isinstance(d["in_distribution"], bool) and d["ood_score"] > 0 for d in details)

@@ -61,6 +61,8 @@ def _read_as(info: dict) -> str:
     size = info.get("size")
     if size:
         parts.append(f"{size[0]}x{size[1]}")
+    if info.get("frames"):  # a series in one file: say which image was diagnosed
+        parts.append(f"frame {info.get('frame_used', 0) + 1} of {info['frames']}")
     return ", ".join(parts)
 
 
