@@ -165,14 +165,16 @@ def _pixel_data_failure(name: str, ds, error: Exception) -> str:
     from pydicom.pixels import get_decoder
 
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    known = syntax is not None and syntax.name != str(syntax)  # an unknown UID's name is the UID itself
+    # A UID pydicom knows as a transfer syntax; an unknown one's name is the UID itself, and a hostile file
+    # can name any other kind of UID (a storage class, say) where its transfer syntax belongs.
+    known = syntax is not None and syntax.name != str(syntax) and syntax.is_transfer_syntax
     label = syntax.name if known else "an unrecognised transfer syntax"
-    try:
-        decodable = known and get_decoder(syntax).is_available
-    except (NotImplementedError, ValueError):  # no decoder exists for it, or it is not a transfer syntax
-        decodable = False
     if known and not syntax.is_compressed:
         return f"{name}: the DICOM pixel data cannot be read ({type(error).__name__})."
+    try:
+        decodable = known and get_decoder(syntax).is_available
+    except NotImplementedError:  # pydicom has no decoder for it at all
+        decodable = False
     if not decodable:
         return f"{name}: the DICOM image is compressed as {label}, which this install cannot decode."
     return f"{name}: the DICOM image is compressed as {label}, and that data is damaged; it cannot be decoded."

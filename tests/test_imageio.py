@@ -181,6 +181,22 @@ def test_damaged_compressed_dicom_says_damaged_not_undecodable(tmp_path, syntax)
     assert str(e.value).startswith("cut.dcm: the DICOM image is compressed as ") and "damaged" in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "uid,says",
+    [
+        ("1.2.840.10008.1.1", "an unrecognised transfer syntax"),  # a known UID, but a service class
+        ("1.2.3.4.5.6", "an unrecognised transfer syntax"),
+    ],
+)
+def test_a_transfer_syntax_it_cannot_decode_is_one_clear_message(tmp_path, uid, says):
+    path = write_dicom(tmp_path / "odd.dcm", DEEP)
+    plain = b"1.2.840.10008.1.2.1\x00"  # explicit VR little endian, as written; the same length replaces it
+    path.write_bytes(path.read_bytes().replace(plain, uid.encode().ljust(len(plain), b"\x00")))
+    with pytest.raises(StudioError) as e:
+        read_scan(path)
+    assert str(e.value) == f"odd.dcm: the DICOM image is compressed as {says}, which this install cannot decode."
+
+
 def test_a_compression_no_installed_decoder_reads_is_named(tmp_path):
     from pydicom.encaps import encapsulate
     from pydicom.uid import HTJ2KLossless
