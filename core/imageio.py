@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core import isolated
 from core.errors import StudioError
 
 # A scan larger than this many pixels is refused instead of decoded (decompression bombs), and so is a
@@ -180,7 +181,9 @@ def _pixel_data_failure(name: str, ds, error: Exception) -> str:
     return f"{name}: the DICOM image is compressed as {label}, and that data is damaged; it cannot be decoded."
 
 
-def _read_dicom(path: Path) -> Scan:
+def _open_dicom(path: Path):
+    """Parse a DICOM file's elements (pure Python; pixel data not decoded yet) and check it holds an image
+    of a size worth decoding."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -199,16 +202,34 @@ def _read_dicom(path: Path) -> Scan:
         raise StudioError(f"{name}: the DICOM file holds no image (no pixel data).")
     try:
         area = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
-    except (TypeError, ValueError):  # nonsense dimensions: the decoder says the file is damaged
+    except Exception:  # nonsense dimensions, or elements that do not parse: the decoder says which
         area = 0
     if area > MAX_PIXELS:  # before decoding: a small compressed file can claim a huge image
         raise StudioError(f"{name}: the image is too large to open (over {MAX_PIXELS:,} pixels).")
+    return ds
+
+
+def _decoders(ds) -> tuple[str, ...]:
+    """The installed pydicom decoder plugins for `ds`'s compressed pixel data; () when it is not compressed
+    (or no decoder exists: decoding then says so)."""
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
-        ds.pixel_array_options(index=0)  # the first frame is the one used: a 500-frame file decodes one
+        if syntax is None or not syntax.is_transfer_syntax or not syntax.is_compressed:
+            return ()
+        return tuple(get_decoder(syntax).available_plugins)
+    except NotImplementedError:
+        return ()
+
+
+def _decode(ds, name: str, plugin: str) -> Scan:
+    """Decode the first frame of `ds` with pydicom's `plugin` ("" lets pydicom choose) into a Scan."""
+    try:
+        ds.pixel_array_options(index=0, decoding_plugin=plugin)  # the first frame is the one used
         arr = ds.pixel_array
     except Exception as e:  # no decoder for its compression, damaged pixel data, or attributes that contradict it
         raise StudioError(_pixel_data_failure(name, ds, e)) from None
-
     try:
         pixels, info = _dicom_pixels(ds, arr)
     except Exception as e:  # attributes that contradict the pixel data, or values of the wrong kind
@@ -217,6 +238,30 @@ def _read_dicom(path: Path) -> Scan:
         raise StudioError(f"{name}: the DICOM image has no usable pixels.")
     info["size"] = [int(pixels.shape[1]), int(pixels.shape[0])]
     return Scan(pixels, info)
+
+
+def _decode_with_gdcm(path: str) -> Scan:
+    """`_read_dicom` with GDCM, in the worker process of core.isolated."""
+    return _decode(_open_dicom(Path(path)), Path(path).name, "gdcm")
+
+
+def _read_dicom(path: Path) -> Scan:
+    """pydicom's own decoders and Pillow's run here; GDCM, which can abort the process on a damaged file,
+    runs in a worker process (core.isolated): for what only it reads (JPEG lossless, JPEG-LS), and for what
+    the others failed on (12-bit JPEG, which Pillow does not read)."""
+    ds = _open_dicom(path)
+    plugins = _decoders(ds)
+    safe = [p for p in plugins if p != "gdcm"]
+    if safe or "gdcm" not in plugins:
+        try:
+            return _decode(ds, path.name, safe[0] if safe else "")
+        except StudioError:
+            if "gdcm" not in plugins:
+                raise
+    try:
+        return isolated.call(_decode_with_gdcm, str(path))
+    except isolated.Crashed as e:
+        raise StudioError(_pixel_data_failure(path.name, ds, e)) from None
 
 
 def read_scan(path: str | Path) -> Scan:
