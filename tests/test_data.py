@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import write_dicom, write_medmnist
+from helpers import compress_dicom, write_dicom, write_medmnist
 from PIL import Image
 
 from core.data import DataConfig, load_dataset
@@ -63,7 +63,8 @@ def _png(path, value, size=20, rgb=False):
 
 
 def make_mixed_folder(root, per_class=6):
-    """Two classes with PNG, 16-bit TIFF and DICOM (one without extension) mixed."""
+    """Two classes with PNG, 16-bit TIFF and DICOM (without extension: JPEG lossless, decoded by GDCM in
+    core.isolated's worker while the folder's reader threads run) mixed."""
     for c, base in (("benign", 40), ("malignant", 200)):
         d = root / c
         d.mkdir(parents=True)
@@ -74,8 +75,12 @@ def make_mixed_folder(root, per_class=6):
             elif kind == 1:
                 Image.fromarray(np.full((20, 20), (base + i) * 200, np.uint16)).save(d / f"{c}{i}.tif")
             else:
-                name = f"{c}{i}.dcm" if i % 2 else f"{c}{i}"
-                write_dicom(d / name, np.full((20, 20), base + i, np.uint16))
+                plain = write_dicom(root / "plain.dcm", np.full((20, 20), base + i, np.uint16))
+                if i % 2:
+                    plain.rename(d / f"{c}{i}.dcm")
+                else:
+                    compress_dicom(plain, d / f"{c}{i}", "JPEGLosslessProcess14_1")
+                    plain.unlink()
     (root / "benign" / "README.txt").write_text("not a scan, ignored")
     (root / "benign" / ".hidden.png").write_bytes(b"junk")
     return root

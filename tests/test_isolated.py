@@ -55,4 +55,28 @@ def test_a_hung_call_is_killed_after_its_timeout():
 def test_shutdown_ends_the_worker():
     isolated.call(_pid)
     isolated.shutdown()
-    assert isolated._pool is None
+    assert isolated._worker is None
+
+
+def _modules() -> list[str]:
+    import sys
+
+    return sorted(sys.modules)
+
+
+def test_the_worker_imports_only_what_its_calls_need():
+    """A multiprocessing child would re-import the caller's main module (the studio: gradio and torch,
+    0.9 GB and 10 s before its first answer); this worker starts bare."""
+    modules = isolated.call(_modules)
+    assert "core.isolated" in modules and "test_isolated" in modules
+    assert not {"gradio", "torch"} & set(modules)  # pytest: this test module imports it
+
+
+def _shout() -> str:
+    os.write(1, b"native code writing to stdout\n")  # as a C library might
+    return "answer"
+
+
+def test_output_on_the_workers_stdout_does_not_corrupt_the_replies():
+    assert isolated.call(_shout) == "answer"
+    assert isolated.call(_pid) != os.getpid()
