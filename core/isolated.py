@@ -1,7 +1,7 @@
 """Calls into native code that can take the whole process down, run in a worker process of their own.
 
 GDCM, the decoder pydicom uses for JPEG lossless and JPEG-LS DICOM, aborts the process it runs in on some
-damaged files (an uncaught C++ exception; found by fuzzing, about one mutated file in 1,500). In the studio
+damaged files (an uncaught C++ exception; found by fuzzing: a few in every 3,000 mutated files). In the studio
 that would end the server for every user. Here such a file costs only the worker: `call` raises `Crashed`,
 and the next call starts a fresh worker.
 
