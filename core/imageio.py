@@ -122,6 +122,13 @@ COMPRESSIONS = {
 }
 
 
+def _transfer_syntax(ds):
+    """`ds`'s transfer syntax UID when pydicom knows it as one; None when it is missing, unknown, or another
+    kind of UID (a hostile file can put a storage class there)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return syntax if syntax is not None and syntax.is_transfer_syntax else None
+
+
 def _dicom_pixels(ds, arr: np.ndarray) -> tuple[np.ndarray, dict]:
     """Apply the modality and VOI LUTs to `arr`, the first frame (or take colour as is); say what was done."""
     import pydicom
@@ -131,8 +138,8 @@ def _dicom_pixels(ds, arr: np.ndarray) -> tuple[np.ndarray, dict]:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     info: dict = {"format": "DICOM", "modality": _code(ds.get("Modality"), "unknown"), "photometric": photometric}
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and syntax.is_transfer_syntax and syntax.is_compressed:
+    syntax = _transfer_syntax(ds)
+    if syntax is not None and syntax.is_compressed:
         info["compression"] = COMPRESSIONS.get(syntax.keyword, syntax.name)
     if frames > 1:
         info["frames"] = frames
@@ -163,20 +170,11 @@ def _pixel_data_failure(name: str, ds, error: Exception) -> str:
     """Why a DICOM's pixel data did not decode: a compression no installed decoder reads (pydicom's own for
     RLE, Pillow's for JPEG baseline and JPEG 2000, GDCM's for JPEG lossless, JPEG-LS and the rest), or data
     that a decoder for it could not read. Names the transfer syntax by its standard name only."""
-    from pydicom.pixels import get_decoder
-
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    # A UID pydicom knows as a transfer syntax; an unknown one's name is the UID itself, and a hostile file
-    # can name any other kind of UID (a storage class, say) where its transfer syntax belongs.
-    known = syntax is not None and syntax.name != str(syntax) and syntax.is_transfer_syntax
-    label = syntax.name if known else "an unrecognised transfer syntax"
-    if known and not syntax.is_compressed:
+    syntax = _transfer_syntax(ds)
+    if syntax is not None and not syntax.is_compressed:
         return f"{name}: the DICOM pixel data cannot be read ({type(error).__name__})."
-    try:
-        decodable = known and get_decoder(syntax).is_available
-    except NotImplementedError:  # pydicom has no decoder for it at all
-        decodable = False
-    if not decodable:
+    label = "an unrecognised transfer syntax" if syntax is None else syntax.name
+    if not _decoders(ds):
         return f"{name}: the DICOM image is compressed as {label}, which this install cannot decode."
     return f"{name}: the DICOM image is compressed as {label}, and that data is damaged; it cannot be decoded."
 
@@ -214,12 +212,12 @@ def _decoders(ds) -> tuple[str, ...]:
     (or no decoder exists: decoding then says so)."""
     from pydicom.pixels import get_decoder
 
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    syntax = _transfer_syntax(ds)
+    if syntax is None or not syntax.is_compressed:
+        return ()
     try:
-        if syntax is None or not syntax.is_transfer_syntax or not syntax.is_compressed:
-            return ()
         return tuple(get_decoder(syntax).available_plugins)
-    except NotImplementedError:
+    except NotImplementedError:  # pydicom has no decoder for it at all
         return ()
 
 

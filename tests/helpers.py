@@ -93,6 +93,20 @@ def compress_dicom(src: Path, dst: Path, syntax: str) -> Path:
     return dst
 
 
+def declare_compressed(path: Path, syntax: str, stream: bytes = b"\xff\x4f\xff\x51" + b"\x00" * 64) -> Path:
+    """Rewrite the DICOM at `path` to hold `stream` as its one encapsulated frame under transfer syntax
+    `syntax`; the default stream is a JPEG 2000 codestream cut after its first marker."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([stream])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def write_medmnist(path, *, n=(30, 10, 10), size=28, classes=3, rgb=False, multilabel=False):
     g = np.random.default_rng(0)
     arrays = {}

@@ -7,9 +7,8 @@ import io
 from pathlib import Path
 
 import numpy as np
-from helpers import compress_dicom, write_dicom
+from helpers import compress_dicom, declare_compressed, write_dicom
 from PIL import Image
-from pydicom.encaps import encapsulate
 from pydicom.uid import HTJ2K, JPEG2000Lossless
 
 GRAY = (np.add.outer(np.arange(48), np.arange(64)) * 2).astype(np.uint8)
@@ -54,16 +53,8 @@ def build(root: Path) -> list[tuple[str, Path, str]]:
     items.append(("IM0000", write_dicom(root / "IM0000", deep, window=(1500, 2000)), "ok"))
     lossless = compress_dicom(root / "IM0000", root / "jpeg-lossless.dcm", "JPEGLosslessProcess14_1")
     items.append(("jpeg-lossless.dcm", lossless, "ok"))
-    import pydicom
-
     # A JPEG 2000 stream cut after its first marker (a decoder is installed, the data is damaged), and the
     # same bytes declared as High-Throughput JPEG 2000, which no decoder here reads.
     for name, syntax, expected in (("j2k.dcm", JPEG2000Lossless, "damaged"), ("htj2k.dcm", HTJ2K, "cannot decode")):
-        path = write_dicom(root / name, deep)
-        ds = pydicom.dcmread(path)
-        ds.file_meta.TransferSyntaxUID = syntax
-        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
-        ds["PixelData"].VR = "OB"
-        ds.save_as(path, enforce_file_format=True)
-        items.append((name, path, expected))
+        items.append((name, declare_compressed(write_dicom(root / name, deep), syntax), expected))
     return items

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pydicom
 import pytest
-from helpers import IDENTIFIERS, compress_dicom, write_dicom
+from helpers import IDENTIFIERS, compress_dicom, declare_compressed, write_dicom
 from PIL import Image
 
 from core.errors import StudioError
@@ -222,15 +222,9 @@ def test_a_transfer_syntax_it_cannot_decode_is_one_clear_message(tmp_path, uid, 
 
 
 def test_a_compression_no_installed_decoder_reads_is_named(tmp_path):
-    from pydicom.encaps import encapsulate
     from pydicom.uid import HTJ2KLossless
 
-    path = write_dicom(tmp_path / "ht.dcm", DEEP)
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
-    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
+    path = declare_compressed(write_dicom(tmp_path / "ht.dcm", DEEP), HTJ2KLossless)
     with pytest.raises(
         StudioError,
         match="ht.dcm: the DICOM image is compressed as High-Throughput JPEG 2000 .*which this install cannot decode",
