@@ -171,6 +171,10 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         assert not list((tmp_path / "runs").iterdir())  # a bad grid queues nothing
         tag = make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16, "paper", 3)
         queued = sorted((tmp_path / "runs").iterdir())
+        from ui.temperatures import sweep_view
+
+        assert sweep_view(ctx, tag)[4]["interactive"] is True  # queued or running: it can be stopped
+        assert sweep_view(ctx, None)[4]["interactive"] is False  # no sweep picked: nothing to stop
         configs = [runs.read_json(p / "config.json") for p in queued]
         assert [c["name"] for c in configs] == [f"{tag}-T2-t0.4", f"{tag}-T4-t0.4"]
         assert {(c["kd_scaling"], c["kd_warmup"]) for c in configs} == {("paper", 3)}  # the sweep's choice
@@ -181,11 +185,10 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         assert text == "2 of 2 runs done" and fig is not None
         # a sweep is an object of its own: listed by name, reopened from its run folders
         from core.sweep import list_sweeps
-        from ui.temperatures import sweep_view
 
         assert list_sweeps(ctx.runs_dir) == [{"sweep": tag, "runs": 2, "done": 2, "running": 0, "queued": 0}]
-        fig, text, table, seen = sweep_view(ctx, tag)
-        assert text == "2 of 2 runs done"
+        fig, text, table, seen, stop = sweep_view(ctx, tag)
+        assert text == "2 of 2 runs done" and stop["interactive"] is False  # all done: nothing left to stop
         assert sorted(tuple(row[:4]) for row in table) == sorted(
             (p.name, "done", t, 0.4) for p, t in zip(queued, (2, 4), strict=True)
         )

@@ -158,7 +158,9 @@ def build(ctx: Studio) -> None:
                 sweep = gr.Dropdown(
                     [], value=None, label="Sweep", allow_custom_value=True, elem_id="runs-sweep", scale=4
                 )
-                sweep_stop = gr.Button("Stop this sweep", variant="stop", elem_id="runs-sweep-stop", scale=1)
+                sweep_stop = gr.Button(
+                    "Stop this sweep", variant="stop", elem_id="runs-sweep-stop", scale=1, interactive=False
+                )
             with gr.Row():
                 sweep_table = gr.Dataframe(
                     headers=SWEEP_COLUMNS, label="Its runs", interactive=False, elem_id="runs-sweep-table"
@@ -175,7 +177,7 @@ def build(ctx: Studio) -> None:
         poll(3, lambda lr, s, o: follow(ctx, lr, s, o), [last, selected, one], pickers)
         selected.change(lambda s: compare(ctx, s), selected, curves, api_name=False)
         sweep_seen, sweeps_known = gr.State(None), gr.State(None)
-        sweep_out = [sweep_heat, sweep_progress, sweep_table, sweep_seen]
+        sweep_out = [sweep_heat, sweep_progress, sweep_table, sweep_seen, sweep_stop]
         sweep.change(lambda t: sweep_view(ctx, t), sweep, sweep_out, api_name=False, show_progress="hidden")
         poll(3, lambda t, s: sweep_view(ctx, t, s), [sweep, sweep_seen], sweep_out)
         poll(3, lambda t, k: sweep_choices(ctx, t, k), [sweep, sweeps_known], [sweep, sweeps_known])

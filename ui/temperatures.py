@@ -179,14 +179,16 @@ SWEEP_COLUMNS = ["run", "status", "t_target", "t_nontarget", "best_val_auc", "be
 
 
 def sweep_view(ctx: Studio, tag: str | None, seen: list | None = None):
-    """A sweep's heatmap, progress line and runs table, read from its run folders; nothing is sent (and
-    nothing redrawn) when its runs have not changed since `seen`. Returns (heatmap, progress, table, seen)."""
+    """A sweep's heatmap, progress line and runs table, read from its run folders, and its Stop button, live
+    only while some of its runs are queued or running; nothing is sent (and nothing redrawn) when its runs
+    have not changed since `seen`. Returns (heatmap, progress, table, seen, stop button)."""
     rows = grid_results(ctx.runs_dir, tag)[3] if tag else []
     table = [[round(r[c], 3) if isinstance(r[c], float) else r[c] for c in SWEEP_COLUMNS] for r in rows]
     if seen is not None and table == seen:
-        return gr.skip(), gr.skip(), gr.skip(), seen
+        return gr.skip(), gr.skip(), gr.skip(), seen, gr.skip()
     fig, progress = sweep_heatmap(ctx, tag)
-    return fig, progress, table, table
+    live = any(r["status"] in ("queued", "running") for r in rows)
+    return fig, progress, table, table, gr.update(interactive=live)
 
 
 def sweep_choices(ctx: Studio, tag: str | None, known: list | None):
@@ -278,7 +280,7 @@ def build(ctx: Studio, device_choices) -> None:
                 elem_id="sweep-tag",
                 scale=4,
             )
-            stop = gr.Button("Stop this sweep", variant="stop", elem_id="sweep-stop", scale=1)
+            stop = gr.Button("Stop this sweep", variant="stop", elem_id="sweep-stop", scale=1, interactive=False)
         heat = gr.Plot(label="Validation AUC", elem_id="sweep-heatmap")
         progress = gr.Markdown(elem_id="sweep-progress")
         sweep_form = [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size, sweep_scaling, sweep_warmup]
@@ -295,7 +297,7 @@ def build(ctx: Studio, device_choices) -> None:
         )
         seen, known = gr.State(None), gr.State(None)
         sweep_runs = gr.Dataframe(headers=SWEEP_COLUMNS, label="Its runs", interactive=False, elem_id="sweep-runs")
-        shown = [heat, progress, sweep_runs, seen]
+        shown = [heat, progress, sweep_runs, seen, stop]
         poll(3, lambda t, s: sweep_view(ctx, t, s), [tag, seen], shown)
         poll(3, lambda t, k: sweep_choices(ctx, t, k), [tag, known], [tag, known])
         tag.change(lambda t: sweep_view(ctx, t), tag, shown, api_name=False, show_progress="hidden")
