@@ -119,7 +119,15 @@ COMPRESSIONS = {
     "JPEG2000Lossless": "JPEG 2000 lossless",
     "JPEG2000": "JPEG 2000 (lossy or lossless)",
     "RLELossless": "RLE lossless",
+    "HTJ2KLossless": "HTJ2K lossless",
+    "HTJ2KLosslessRPCL": "HTJ2K lossless",
+    "HTJ2K": "HTJ2K (lossy or lossless)",
 }
+
+# pydicom's decoder plugins that run in this process: its own (RLE) and Pillow's (JPEG baseline, JPEG 2000).
+# Every other one (GDCM; pylibjpeg, the one for High-Throughput JPEG 2000) runs in the worker process of
+# core.isolated, so that a decoder crash on a damaged file costs the worker, not the studio.
+IN_PROCESS = ("pydicom", "pillow")
 
 
 def _transfer_syntax(ds):
@@ -168,8 +176,9 @@ def _dicom_pixels(ds, arr: np.ndarray) -> tuple[np.ndarray, dict]:
 
 def _pixel_data_failure(name: str, ds, error: Exception) -> str:
     """Why a DICOM's pixel data did not decode: a compression no installed decoder reads (pydicom's own for
-    RLE, Pillow's for JPEG baseline and JPEG 2000, GDCM's for JPEG lossless, JPEG-LS and the rest), or data
-    that a decoder for it could not read. Names the transfer syntax by its standard name only."""
+    RLE, Pillow's for JPEG baseline and JPEG 2000, GDCM's for JPEG lossless, JPEG-LS and the rest, pylibjpeg's
+    for High-Throughput JPEG 2000), or data that a decoder for it could not read. Names the transfer syntax by
+    its standard name only."""
     syntax = _transfer_syntax(ds)
     if syntax is not None and not syntax.is_compressed:
         return f"{name}: the DICOM pixel data cannot be read ({type(error).__name__})."
@@ -238,26 +247,33 @@ def _decode(ds, name: str, plugin: str) -> Scan:
     return Scan(pixels, info)
 
 
-def _decode_with_gdcm(path: str) -> Scan:
-    """`_read_dicom` with GDCM, in the worker process of core.isolated."""
-    return _decode(_open_dicom(Path(path)), Path(path).name, "gdcm")
+def _decode_isolated(path: str, plugins: tuple[str, ...]) -> Scan:
+    """`_read_dicom` with the first of `plugins` that decodes the file, in the worker process of core.isolated."""
+    ds, name = _open_dicom(Path(path)), Path(path).name
+    for plugin in plugins[:-1]:
+        try:
+            return _decode(ds, name, plugin)
+        except StudioError:
+            pass
+    return _decode(ds, name, plugins[-1])
 
 
 def _read_dicom(path: Path) -> Scan:
-    """pydicom's own decoders and Pillow's run here; GDCM, which can abort the process on a damaged file,
-    runs in a worker process (core.isolated): for what only it reads (JPEG lossless, JPEG-LS), and for what
-    the others failed on (12-bit JPEG, which Pillow does not read)."""
+    """pydicom's own decoders and Pillow's run here (IN_PROCESS); the others, which can abort the process on a
+    damaged file, run in a worker process (core.isolated): for what only they read (JPEG lossless, JPEG-LS,
+    High-Throughput JPEG 2000), and for what the others failed on (12-bit JPEG, which Pillow does not read)."""
     ds = _open_dicom(path)
     plugins = _decoders(ds)
-    safe = [p for p in plugins if p != "gdcm"]
-    if safe or "gdcm" not in plugins:
+    here = [p for p in plugins if p in IN_PROCESS]
+    elsewhere = tuple(p for p in plugins if p not in IN_PROCESS)
+    if here or not elsewhere:
         try:
-            return _decode(ds, path.name, safe[0] if safe else "")
+            return _decode(ds, path.name, here[0] if here else "")
         except StudioError:
-            if "gdcm" not in plugins:
+            if not elsewhere:
                 raise
     try:
-        return isolated.call(_decode_with_gdcm, str(path))
+        return isolated.call(_decode_isolated, str(path), elsewhere)
     except isolated.Crashed as e:
         raise StudioError(_pixel_data_failure(path.name, ds, e)) from None
 

@@ -29,6 +29,7 @@ PACKAGES = (
     "pillow",
     "pydicom",
     "python-gdcm",
+    "pylibjpeg-openjpeg",
     "safetensors",
     "scikit-learn",
     "grad-cam",

@@ -93,6 +93,37 @@ def compress_dicom(src: Path, dst: Path, syntax: str) -> Path:
     return dst
 
 
+def htj2k_dicom(src: Path, dst: Path, syntax: str = "1.2.840.10008.1.2.4.201") -> Path:
+    """Re-encode the uncompressed DICOM `src` as `dst` in High-Throughput JPEG 2000 (lossless by default),
+    with OpenJPH's `ojph_compress` (Debian's openjph-tools; .ci/run installs it), reversible, and without a
+    colour transform, so that RGB stays RGB."""
+    import shutil
+    import subprocess
+
+    import pydicom
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(src)
+    pixels = ds.pixel_array
+    frames = pixels if int(ds.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]
+    rgb = ds.SamplesPerPixel == 3
+    peak = 255 if pixels.dtype == np.uint8 else 65535
+    streams = []
+    for i, frame in enumerate(frames):
+        raw, out = dst.with_suffix(f".{i}.{'ppm' if rgb else 'pgm'}"), dst.with_suffix(f".{i}.j2c")
+        head = f"P{6 if rgb else 5}\n{frame.shape[1]} {frame.shape[0]}\n{peak}\n".encode()
+        raw.write_bytes(head + frame.astype(">u2" if peak > 255 else np.uint8).tobytes())
+        args = ["-reversible", "true"] + (["-colour_trans", "false"] if rgb else [])
+        subprocess.run([shutil.which("ojph_compress"), "-i", raw, "-o", out, *args], check=True, capture_output=True)
+        streams.append(out.read_bytes())
+        raw.unlink(), out.unlink()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate(streams)
+    ds["PixelData"].VR = "OB"
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
 def declare_compressed(path: Path, syntax: str, stream: bytes = b"\xff\x4f\xff\x51" + b"\x00" * 64) -> Path:
     """Rewrite the DICOM at `path` to hold `stream` as its one encapsulated frame under transfer syntax
     `syntax`; the default stream is a JPEG 2000 codestream cut after its first marker."""

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
-from helpers import compress_dicom, declare_compressed, write_dicom
+from helpers import compress_dicom, declare_compressed, htj2k_dicom, write_dicom
 from PIL import Image
-from pydicom.uid import HTJ2K, JPEG2000Lossless
+from pydicom.uid import HTJ2K, MPEG4HP41, JPEG2000Lossless
 
 GRAY = (np.add.outer(np.arange(48), np.arange(64)) * 2).astype(np.uint8)
 RGB = np.dstack([GRAY, 255 - GRAY, np.full_like(GRAY, 60)])
@@ -53,8 +54,14 @@ def build(root: Path) -> list[tuple[str, Path, str]]:
     items.append(("IM0000", write_dicom(root / "IM0000", deep, window=(1500, 2000)), "ok"))
     lossless = compress_dicom(root / "IM0000", root / "jpeg-lossless.dcm", "JPEGLosslessProcess14_1")
     items.append(("jpeg-lossless.dcm", lossless, "ok"))
-    # A JPEG 2000 stream cut after its first marker (a decoder is installed, the data is damaged), and the
-    # same bytes declared as High-Throughput JPEG 2000, which no decoder here reads.
-    for name, syntax, expected in (("j2k.dcm", JPEG2000Lossless, "damaged"), ("htj2k.dcm", HTJ2K, "cannot decode")):
+    if shutil.which("ojph_compress"):  # Debian's openjph-tools (.ci/run installs it)
+        items.append(("htj2k-lossless.dcm", htj2k_dicom(root / "IM0000", root / "htj2k-lossless.dcm"), "ok"))
+    # A JPEG 2000 stream cut after its first marker, declared as JPEG 2000 and as High-Throughput JPEG 2000 (a
+    # decoder is installed for each, the data is damaged), and as H.264 video, which no decoder here reads.
+    for name, syntax, expected in (
+        ("j2k.dcm", JPEG2000Lossless, "damaged"),
+        ("htj2k.dcm", HTJ2K, "damaged"),
+        ("h264.dcm", MPEG4HP41, "cannot decode"),
+    ):
         items.append((name, declare_compressed(write_dicom(root / name, deep), syntax), expected))
     return items

@@ -2,11 +2,12 @@
 StudioError, never another exception. Bounded to well under a minute."""
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import compress_dicom, write_dicom
+from helpers import compress_dicom, htj2k_dicom, write_dicom
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -29,14 +30,18 @@ def _seeds(tmp: Path) -> list[bytes]:
 
 
 SEEDS = _seeds(Path(__import__("tempfile").mkdtemp()))
-# The compressions whose decoders are native code: GDCM (JPEG lossless, JPEG-LS), Pillow's OpenJPEG, RLE.
+# The compressions whose decoders are native code: GDCM (JPEG lossless, JPEG-LS), Pillow's OpenJPEG, RLE, and
+# pylibjpeg's OpenJPEG (High-Throughput JPEG 2000, where OpenJPH's encoder is at hand to make the seed).
 COMPRESSED = ("JPEGLosslessProcess14_1", "JPEGLSLossless", "JPEG2000Lossless", "RLELossless")
 
 
 def _compressed_seeds(tmp: Path) -> list[bytes]:
     gray = (np.add.outer(np.arange(16), np.arange(16)) * 8).astype(np.uint16) * 100
     plain = write_dicom(tmp / "plain.dcm", gray, window=(800, 1600))
-    return [compress_dicom(plain, tmp / f"{syntax}.dcm", syntax).read_bytes() for syntax in COMPRESSED]
+    seeds = [compress_dicom(plain, tmp / f"{syntax}.dcm", syntax).read_bytes() for syntax in COMPRESSED]
+    if shutil.which("ojph_compress"):  # Debian's openjph-tools (.ci/run installs it)
+        seeds.append(htj2k_dicom(plain, tmp / "htj2k.dcm").read_bytes())
+    return seeds
 
 
 COMPRESSED_SEEDS = _compressed_seeds(Path(__import__("tempfile").mkdtemp()))
@@ -83,7 +88,7 @@ def test_mutated_valid_files(tmp_path, seed, flips, cut):
 )
 def test_mutated_compressed_dicom(tmp_path, seed, flips, cut, truncate):
     """Bytes flipped in the last 300 bytes (the compressed stream) or anywhere; GDCM aborts its process on
-    some of these, which must cost only core.isolated's worker, never this process."""
+    some of these, which must cost only core.isolated's worker (where pylibjpeg runs too), never this process."""
     data = bytearray(COMPRESSED_SEEDS[seed])
     tail = max(0, len(data) - 300)
     for pos, value in flips:

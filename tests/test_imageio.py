@@ -1,11 +1,13 @@
 """Every accepted file format decodes to the right pixels; bad files give one clear message naming them."""
 
 import io
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from helpers import IDENTIFIERS, compress_dicom, declare_compressed, write_dicom
+from helpers import IDENTIFIERS, compress_dicom, declare_compressed, htj2k_dicom, write_dicom
 from PIL import Image
 
 from core.errors import StudioError
@@ -109,8 +111,29 @@ def test_dicom_info_carries_no_identifiers(tmp_path):
 
 
 # The compressions a PACS exports. JPEG lossless (the usual one for CR, DX and MG) and JPEG-LS need GDCM;
-# before it came in they could not be read at all.
-LOSSLESS = ["JPEGLosslessProcess14_1", "JPEGLosslessProcess14", "JPEGLSLossless", "JPEG2000Lossless", "RLELossless"]
+# before it came in they could not be read at all. High-Throughput JPEG 2000 (DICOMweb's newer choice) needs
+# pylibjpeg-openjpeg; the tests encode it with OpenJPH's command-line tool.
+OJPH = pytest.mark.skipif(
+    shutil.which("ojph_compress") is None, reason="needs OpenJPH's ojph_compress (.ci/run installs openjph-tools)"
+)
+HTJ2K = [pytest.param(s, marks=OJPH) for s in ("HTJ2KLossless", "HTJ2KLosslessRPCL")]
+LOSSLESS = [
+    "JPEGLosslessProcess14_1",
+    "JPEGLosslessProcess14",
+    "JPEGLSLossless",
+    "JPEG2000Lossless",
+    "RLELossless",
+    *HTJ2K,
+]
+
+
+def pack(plain: Path, dst: Path, syntax: str) -> Path:
+    """`plain` compressed under `syntax`: HTJ2K by OpenJPH, the rest by GDCM."""
+    if syntax.startswith("HTJ2K"):
+        return htj2k_dicom(plain, dst, getattr(pydicom.uid, syntax))
+    return compress_dicom(plain, dst, syntax)
+
+
 DEEP = np.random.default_rng(0).integers(0, 60_000, GRAY.shape).astype(np.uint16)  # 16 bits, no structure
 
 
@@ -118,7 +141,7 @@ DEEP = np.random.default_rng(0).integers(0, 60_000, GRAY.shape).astype(np.uint16
 @pytest.mark.parametrize("syntax", LOSSLESS)
 def test_losslessly_compressed_dicom_reads_exactly_like_its_uncompressed_twin(tmp_path, syntax, pixels, photometric):
     plain = write_dicom(tmp_path / "plain.dcm", pixels, photometric=photometric, window=None)
-    packed = compress_dicom(plain, tmp_path / "packed.dcm", syntax)
+    packed = pack(plain, tmp_path / "packed.dcm", syntax)
     assert pydicom.dcmread(packed).file_meta.TransferSyntaxUID.is_compressed
     scan, twin = read_scan(packed), read_scan(plain)
     np.testing.assert_array_equal(scan.pixels, twin.pixels)
@@ -134,12 +157,12 @@ def test_jpeg_baseline_dicom_decodes_close_to_its_source(tmp_path, pixels, photo
     assert np.abs(scan.pixels.astype(int) - read_scan(plain).pixels).mean() < 4
 
 
-@pytest.mark.parametrize("syntax", ["ExplicitVRLittleEndian", "JPEGLosslessProcess14_1", "RLELossless"])
+@pytest.mark.parametrize("syntax", ["ExplicitVRLittleEndian", "JPEGLosslessProcess14_1", "RLELossless", *HTJ2K[:1]])
 def test_a_multiframe_dicom_gives_its_first_frame_and_decodes_only_that(tmp_path, syntax, monkeypatch):
     frames = np.stack([DEEP, DEEP // 2, 60_000 - DEEP])
     path = write_dicom(tmp_path / "series.dcm", frames)
     if syntax != "ExplicitVRLittleEndian":
-        path = compress_dicom(path, tmp_path / "packed.dcm", syntax)
+        path = pack(path, tmp_path / "packed.dcm", syntax)
     first = read_scan(write_dicom(tmp_path / "one.dcm", DEEP)).pixels
     asked = []
     real = pydicom.dataset.Dataset.pixel_array_options
@@ -149,8 +172,8 @@ def test_a_multiframe_dicom_gives_its_first_frame_and_decodes_only_that(tmp_path
     scan = read_scan(path)
     np.testing.assert_array_equal(scan.pixels, first)
     assert scan.info["frames"] == 3 and scan.info["frame_used"] == 0
-    if syntax == "JPEGLosslessProcess14_1":
-        assert asked == []  # GDCM decodes in the worker process (core.isolated), with the same code
+    if syntax in ("JPEGLosslessProcess14_1", "HTJ2KLossless"):
+        assert asked == []  # GDCM and pylibjpeg decode in the worker process (core.isolated), with the same code
     else:
         assert asked[0]["index"] == 0
 
@@ -199,7 +222,7 @@ def damaged(path, keep):
 @pytest.mark.parametrize("syntax", LOSSLESS)
 def test_damaged_compressed_dicom_says_damaged_not_undecodable(tmp_path, syntax):
     plain = write_dicom(tmp_path / "plain.dcm", DEEP)
-    path = damaged(compress_dicom(plain, tmp_path / "cut.dcm", syntax), keep=0.3)
+    path = damaged(pack(plain, tmp_path / "cut.dcm", syntax), keep=0.3)
     with pytest.raises(StudioError) as e:
         read_scan(path)
     assert str(e.value).startswith("cut.dcm: the DICOM image is compressed as ") and "damaged" in str(e.value)
@@ -222,13 +245,11 @@ def test_a_transfer_syntax_it_cannot_decode_is_one_clear_message(tmp_path, uid, 
 
 
 def test_a_compression_no_installed_decoder_reads_is_named(tmp_path):
-    from pydicom.uid import HTJ2KLossless
+    from pydicom.uid import MPEG4HP41
 
-    path = declare_compressed(write_dicom(tmp_path / "ht.dcm", DEEP), HTJ2KLossless)
-    with pytest.raises(
-        StudioError,
-        match="ht.dcm: the DICOM image is compressed as High-Throughput JPEG 2000 .*which this install cannot decode",
-    ):
+    path = declare_compressed(write_dicom(tmp_path / "video.dcm", DEEP), MPEG4HP41)
+    says = "video.dcm: the DICOM image is compressed as MPEG-4 AVC/H.264 .*which this install cannot decode"
+    with pytest.raises(StudioError, match=says):
         read_scan(path)
 
 

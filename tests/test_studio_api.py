@@ -1,13 +1,14 @@
 """The studio through its API, as gradio_client sees it: every API name, and a training followed to done."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from helpers import IDENTIFIERS, compress_dicom, write_dicom
+from helpers import IDENTIFIERS, compress_dicom, htj2k_dicom, write_dicom
 from PIL import Image
 
 from core.synthetic import render
@@ -94,6 +95,22 @@ def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     text = json.dumps(details) + json.dumps(table)
     for value in IDENTIFIERS.values():
         assert value not in text
+
+
+@pytest.mark.skipif(shutil.which("ojph_compress") is None, reason="needs OpenJPH (.ci/run installs openjph-tools)")
+def test_diagnose_a_high_throughput_jpeg_2000_series_as_dicomweb_serves_it(studio, scans, tmp_path):
+    client, _, _ = studio
+    packed = htj2k_dicom(scans / "series.dcm", tmp_path / "IM0003")
+    _, _, _, _, table, _, details = client.predict(
+        [handle_file(str(scans / "IM0001")), handle_file(str(packed))],
+        "demo",
+        "gradcam",
+        "predicted class",
+        0.5,
+        api_name="/diagnose",
+    )
+    assert table["data"][1][8] == "DICOM, modality CT, HTJ2K lossless, window 2000/4000, 96x96, frame 1 of 2"
+    assert details[1]["probabilities"] == pytest.approx(details[0]["probabilities"], abs=1e-6)  # lossless
 
 
 def test_diagnose_a_bad_file_is_a_clear_error_and_the_server_keeps_serving(studio, scans, tmp_path):
