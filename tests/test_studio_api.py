@@ -420,6 +420,27 @@ def test_a_users_mistake_is_one_log_line_and_a_message_never_a_traceback(caplog)
     assert [r.getMessage() for r in caplog.records] == ["handler: scan.png: no such file."]
 
 
+def test_the_runs_tab_says_how_to_start_while_there_are_no_runs_and_acts_only_on_a_picked_run(tmp_path):
+    from core import runs
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.runs import NO_RUNS, follow, run_actions
+
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        rows, _, _, last, hint = follow(ctx, None, [], None)
+        assert rows == [] and hint == NO_RUNS and "Train" in hint
+        assert all(update["interactive"] is False for update in run_actions(None))
+        run = runs.Run.create(tmp_path / "runs", "first", {"method": "tss-kd"})
+        run.set_status("done")
+        rows, _, one, _, hint = follow(ctx, last, [], None)
+        assert len(rows) == 1 and hint == "" and one["choices"] == [run.name]
+        assert all(update["interactive"] is True for update in run_actions(run.name))
+    finally:
+        jobs.close()
+
+
 def test_a_poll_never_puts_back_the_pick_it_read_when_a_start_has_set_another_since(tmp_path):
     """A picker poll reads the value the page had when its tick began; a Start returning meanwhile sets the
     new run. The poll must send only the choices then (sending back what it read undid the Start: the
@@ -449,14 +470,15 @@ def test_a_poll_never_puts_back_the_pick_it_read_when_a_start_has_set_another_si
             assert new.name in picker["choices"] and "value" not in picker
             picker, _ = sweep_choices(ctx, read and A, known_sweeps)
             assert sorted(picker["choices"]) == [A, B] and "value" not in picker
-            table, chosen, one, _ = follow(ctx, None, [read] if read else [], read)
+            table, chosen, one, _, hint = follow(ctx, None, [read] if read else [], read)
+            assert hint == ""  # runs exist: no hint
             assert "value" not in chosen and "value" not in one and new.name in one["choices"]
         picker, _ = models_update(ctx, known_models, ["demo"])
         assert "value" not in picker and new.name in [v for _, v in picker["choices"]]
         old.delete()  # a picked run that was deleted is let go, everywhere
         assert follow_runs(ctx, old.name, None)[0]["value"] is None
         assert sweep_choices(ctx, A, None)[0]["value"] is None
-        _, chosen, one, _ = follow(ctx, None, [old.name, new.name], old.name)
+        _, chosen, one, _, _ = follow(ctx, None, [old.name, new.name], old.name)
         assert chosen["value"] == [new.name] and one["value"] is None
         assert models_update(ctx, None, [old.name])[0]["value"] == "demo"
     finally:

@@ -339,12 +339,15 @@ def test_a_deleted_run_leaves_every_picker(page, studio):
     page.goto(url)
     page.get_by_role("tab", name="Runs").click()
     page.locator("#runs-table").get_by_text(run.name).filter(visible=True).first.wait_for(timeout=10_000)
+    delete = page.get_by_role("button", name="Delete run")
+    assert delete.is_disabled()  # no run picked: nothing to delete, evaluate or download
     pick(page, "#runs-one", run.name)
     pick(page, "#runs-compare", run.name)
     page.get_by_label("Yes, delete this run and its files").check()
-    page.get_by_role("button", name="Delete run").click()
+    delete.click()
     page.wait_for_function(f"!document.querySelector('#runs-table').innerText.includes('{run.name}')", timeout=15_000)
     page.wait_for_function("document.querySelector('#runs-one input').value === ''", timeout=10_000)
+    page.wait_for_function("[...document.querySelectorAll('button')].find(b => b.innerText === 'Delete run').disabled")
     assert run.name not in options(page, "#runs-one") and run.name not in options(page, "#runs-compare")
     page.get_by_role("tab", name="Train").click()
     page.wait_for_timeout(4_000)  # a timer tick

@@ -39,14 +39,27 @@ def table(ctx: Studio):
     return [[_cell(r[c]) for c in COLUMNS] for r in rows], gr.update(choices=[r["run"] for r in rows])
 
 
+NO_RUNS = (
+    "**No runs yet** in this runs folder. Start one in the **Train** tab (its quick preset trains in a few "
+    "minutes on a CPU), or a sweep in **Temperatures**; from a shell, `make demo`. Runs started anywhere "
+    "show up here by themselves."
+)
+
+
 def follow(ctx: Studio, last: list | None, selected: list | None, one: str | None):
-    """The table and both run pickers, when the runs folder changed since `last` (nothing is sent
-    otherwise): a run started anywhere appears, a deleted one leaves every picker."""
+    """The table, both run pickers and the hint shown while there are no runs, when the runs folder changed
+    since `last` (nothing is sent otherwise): a run started anywhere appears, a deleted one leaves every
+    picker."""
     rows = [[_cell(r[c]) for c in COLUMNS] for r in runs.list_runs(ctx.runs_dir)]
     if rows == last:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     ids = [r[0] for r in rows]
-    return rows, repick(ids, selected or []), repick(ids, one), rows
+    return rows, repick(ids, selected or []), repick(ids, one), rows, "" if rows else NO_RUNS
+
+
+def run_actions(run_id: str | None):
+    """Evaluate, Calibration, Report, Download and Delete: live only while a run is picked."""
+    return [gr.update(interactive=bool(run_id))] * 5
 
 
 def compare(ctx: Studio, selected: list[str]):
@@ -128,6 +141,7 @@ def make_delete(ctx: Studio):
 
 def build(ctx: Studio) -> None:
     with gr.Tab("Runs", id="runs"):
+        hint = gr.Markdown(elem_id="runs-empty")
         rows = gr.Dataframe(
             headers=COLUMNS,
             value=table(ctx)[0],
@@ -145,10 +159,10 @@ def build(ctx: Studio) -> None:
             one = gr.Dropdown([], label="Run", allow_custom_value=True, elem_id="runs-one")
             split = gr.Radio(["val", "test"], value="test", label="Split")
         with gr.Row():
-            evaluate = gr.Button("Evaluate")
-            calibration = gr.Button("Calibration")
-            report = gr.Button("Report (HTML)")
-            download = gr.Button("Download model and config")
+            evaluate = gr.Button("Evaluate", interactive=False)
+            calibration = gr.Button("Calibration", interactive=False)
+            report = gr.Button("Report (HTML)", interactive=False)
+            download = gr.Button("Download model and config", interactive=False)
         with gr.Row():
             metrics = gr.JSON(label="Metrics")
             confusion = gr.Plot(label="Confusion matrix or reliability diagram")
@@ -169,10 +183,12 @@ def build(ctx: Studio) -> None:
             sweep_progress = gr.Markdown()
         with gr.Row():
             confirm = gr.Checkbox(False, label="Yes, delete this run and its files")
-            delete = gr.Button("Delete run", variant="stop")
+            delete = gr.Button("Delete run", variant="stop", interactive=False)
 
         last = gr.State(None)
-        pickers = [rows, selected, one, last]
+        pickers = [rows, selected, one, last, hint]
+        actions = [evaluate, calibration, report, download, delete]
+        one.change(run_actions, one, actions, api_name=False, show_progress="hidden")
         gr.on(None, lambda: follow(ctx, None, [], None), None, pickers, api_name=False, show_progress="hidden")
         poll(3, lambda lr, s, o: follow(ctx, lr, s, o), [last, selected, one], pickers)
         selected.change(lambda s: compare(ctx, s), selected, curves, api_name=False)
