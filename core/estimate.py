@@ -7,6 +7,7 @@ miss CUDA graphs and the large batches, and so be wrong by several times."""
 
 from __future__ import annotations
 
+import atexit
 import statistics
 import threading
 import time
@@ -77,6 +78,17 @@ def probe_speed(cfg: TrainConfig, device: str = "cpu") -> float:
     left as it was."""
     c = cfg.resolved()
     return _probe(c.arch, c.data.image_size, c.method, c.rga, c.amp, min(c.batch_size, 16), device)
+
+
+def _let_a_probe_finish(timeout: float = 120.0) -> None:
+    """At exit, wait for a probe in flight. It runs on a server's worker thread, a daemon: one still inside
+    torch's backward pass when the interpreter ends is stopped there and aborts the whole process ("terminate
+    called without an active exception", exit status 134), after a studio stopped cleanly or a test run passed."""
+    if _probing.acquire(timeout=timeout):
+        _probing.release()
+
+
+atexit.register(_let_a_probe_finish)
 
 
 def _probe(*key) -> float:

@@ -156,6 +156,39 @@ def test_two_pages_asking_at_once_share_one_probe():
     assert len(found) == 2 and found[0] == found[1]  # two timings would differ in their last digits
 
 
+EXIT_DURING_A_PROBE = """
+import sys, threading, time
+from core import engine, estimate
+from core.config import TrainConfig
+
+stepping, make_stepper = threading.Event(), engine.make_stepper
+def watched(*args, **kwargs):  # the probe's training steps, told apart from its imports and set-up
+    step = make_stepper(*args, **kwargs)
+    return lambda *a: (stepping.set(), step(*a))[1]
+engine.make_stepper = watched
+threading.Thread(target=estimate.probe_speed, args=(TrainConfig(),), daemon=True).start()
+stepping.wait()
+time.sleep(float(sys.argv[1]))  # the interpreter ends here, with the probe's steps in flight
+"""
+
+
+@pytest.mark.parametrize("seconds", [0.05, 0.3, 0.6])
+def test_a_process_that_ends_while_a_page_load_probes_exits_cleanly(seconds):
+    """A studio stopped, or a test run ending, while a page load's probe trains on a server thread: on the old
+    code the interpreter stopped that daemon thread inside torch's backward pass, and the process aborted
+    (exit status 134) after everything had passed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_DURING_A_PROBE, str(seconds)], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "terminate called" not in done.stderr
+
+
 def test_gpus_are_not_probed(tmp_path):
     assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cuda:0", probe=True) is None
 
