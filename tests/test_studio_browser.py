@@ -163,11 +163,16 @@ def test_a_run_finished_after_start_up_appears_in_diagnose_and_a_deleted_one_goe
     )
 
 
-def test_augment_preview_renders_samples(page):
+def test_augment_preview_is_drawn_on_opening_and_follows_its_settings(page):
+    page.reload()
     page.get_by_role("tab", name="Augment").click()
-    page.locator("#augment-run").click()
-    page.locator("#augment-samples img").first.wait_for(timeout=60_000)
-    assert page.locator("#augment-samples").get_by_text("gamma").first.is_visible()
+    page.locator("#augment-samples img").first.wait_for(timeout=60_000)  # no click: drawn on page load
+    captions = page.locator("#augment-samples").inner_text()
+    assert "gamma" in captions
+    page.locator("#augment-seed input").fill("7")
+    page.locator("#augment-seed input").press("Enter")  # a new seed: new pictures, still without a click
+    page.wait_for_function(f"document.querySelector('#augment-samples').innerText !== {captions!r}", timeout=30_000)
+    assert "gamma" in page.locator("#augment-samples").inner_text()
     page.screenshot(path=str(SHOTS / "augment.png"), full_page=True)
 
 

@@ -71,7 +71,7 @@ def build(ctx: Studio) -> None:
                     gamma_min = gr.Slider(0.1, 4, value=0.5, step=0.05, label="Gamma, lowest")
                     gamma_max = gr.Slider(0.1, 4, value=2.0, step=0.05, label="Gamma, highest")
                     max_side = gr.Slider(0.05, 1, value=0.71, step=0.01, label="Largest box side (fraction)")
-                    seed = gr.Number(0, precision=0, label="Seed")
+                    seed = gr.Number(0, precision=0, label="Seed", elem_id="augment-seed")
                     count = gr.Slider(1, 24, value=8, step=1, label="Samples")
                 with gr.Accordion("Explicit parameters", open=False):
                     gamma = gr.Slider(0.1, 4, value=2.0, step=0.05, label="Gamma")
@@ -84,25 +84,25 @@ def build(ctx: Studio) -> None:
             with gr.Column(scale=2):
                 samples = gr.Gallery(label="RGA samples", columns=4, format="png", elem_id="augment-samples")
                 views = gr.Gallery(label="The two views a training step sees", columns=2, format="png")
-        run.click(
-            make_preview(ctx),
-            [
-                upload,
-                example,
-                demo_index,
-                mode,
-                gamma_min,
-                gamma_max,
-                max_side,
-                seed,
-                count,
-                gamma,
-                top,
-                left,
-                bottom,
-                right,
-                view_size,
-            ],
-            [samples, views],
-            api_name="augment_preview",
-        )
+        form = [
+            upload,
+            example,
+            demo_index,
+            mode,
+            gamma_min,
+            gamma_max,
+            max_side,
+            seed,
+            count,
+            gamma,
+            top,
+            left,
+            bottom,
+            right,
+            view_size,
+        ]
+        preview = make_preview(ctx)
+        run.click(preview, form, [samples, views], api_name="augment_preview")
+        # Live: drawn on page load and again whenever a setting changes (the newest change wins), so the tab
+        # never opens empty and a slider shows its effect without a click.
+        gr.on(None, preview, form, [samples, views], api_name=False, show_progress="hidden", trigger_mode="always_last")
