@@ -255,6 +255,9 @@ def conclude(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig, o
     )
     if warning and runs.add_warning(run, warning):
         log.warning("%s", warning["message"])
+    warnings = runs.Run(run).status().get("warnings")
+    if warnings:  # in model.json too, so that they travel with the model (export, Diagnose, core.predict)
+        runs.Run(run).write_model_meta({**meta, "warnings": warnings})
     runs.set_status(
         run,
         "done",

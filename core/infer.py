@@ -21,6 +21,22 @@ from core.serving import Batcher
 LOW_CONFIDENCE = 0.6  # a prediction below this probability is flagged for a second look
 OOD_MESSAGE = "Not like the training data: do not trust this prediction"
 LOW_CONFIDENCE_MESSAGE = "Low confidence: a second look is needed"
+UNLEARNED = ("collapse", "chance")  # the training warnings of a model whose answers carry no information
+UNLEARNED_MESSAGE = "This model did not learn its task: do not trust any of its answers"
+
+
+def training_warnings(model_path: str | Path, meta: dict) -> list[dict]:
+    """What its training found wrong with a model: model.json's `warnings` (they travel with an exported
+    model), and for a run folder its status.json's (a run finished before model.json carried them)."""
+    found = [w for w in meta.get("warnings") or [] if isinstance(w, dict)]
+    if Path(model_path).is_dir():
+        from core.runs import Run
+
+        found += [w for w in Run(model_path).status().get("warnings") or [] if isinstance(w, dict)]
+    kinds: dict[str, dict] = {}
+    for w in found:
+        kinds.setdefault(str(w.get("kind")), w)
+    return list(kinds.values())
 
 
 @dataclass
@@ -40,6 +56,8 @@ class Predictor:
     def __init__(self, model_path: str | Path, *, device: str | torch.device = "cpu"):
         self.model, self.spec, self.meta = load_model(model_path, device=device)
         self.detector = ood.load(model_path, self.meta)  # None for a model saved before the check existed
+        self.warnings = training_warnings(model_path, self.meta)
+        self.unlearned = any(w.get("kind") in UNLEARNED for w in self.warnings)
         self.device = torch.device(device)
         self.lock = threading.RLock()  # feature and lesion-map hooks go on the shared model: one at a time
         self.batcher = Batcher(self._diagnose_batch)  # concurrent diagnoses share one batched pass
@@ -94,12 +112,14 @@ class Predictor:
         best = max(probs, key=probs.get)
         outside = None if score is None else bool(score > 1.0)
         low = probs[best] < LOW_CONFIDENCE
-        warnings = ([OOD_MESSAGE] if outside else []) + ([LOW_CONFIDENCE_MESSAGE] if low else [])
+        warnings = [UNLEARNED_MESSAGE] if self.unlearned else []
+        warnings += ([OOD_MESSAGE] if outside else []) + ([LOW_CONFIDENCE_MESSAGE] if low else [])
         return {
             "predicted": best,
             "confidence": probs[best],
             "probabilities": probs,
             "calibrated": self.calibrated,
+            "model_learned": not self.unlearned,
             "low_confidence": low,
             "in_distribution": None if outside is None else not outside,
             "ood_score": score,
@@ -158,6 +178,8 @@ class Predictor:
             else None,
             "ood": {k: check.get(k) for k in ("method", "threshold", "flagged_val", "flagged_test")} if check else None,
             "run": m.get("run"),
+            "warnings": self.warnings,
+            "learned": not self.unlearned,
         }
 
     def target_index(self, target: str | int) -> int:

@@ -145,3 +145,55 @@ def test_lesion_box_surrounds_the_peak_region_only():
     cam[15:18, 2:4] = 0.6  # a separate, weaker hot spot
     assert lesion_box(cam) == (3, 10, 7, 15)
     assert lesion_box(np.zeros((5, 5))) is None
+
+
+COLLAPSE = {"kind": "collapse", "epoch": 3, "message": "the model collapsed to a near-constant output"}
+
+
+def test_a_finished_run_writes_its_training_warnings_into_its_model(tiny_run, tmp_path):
+    """`conclude` copies status.json's warnings into model.json, so that they travel with the model."""
+    import shutil
+
+    import torch
+
+    from core import runs
+    from core.config import TrainConfig
+    from core.data import load_dataset
+    from core.fit import conclude
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
+    runs.add_warning(run, COLLAPSE)
+    cfg = TrainConfig.from_dict(runs.read_json(run / "config.json"))
+    conclude(run, load_dataset(cfg.data), torch.device("cpu"), cfg, "done")
+    kinds = [w["kind"] for w in runs.Run(run).model_meta()["warnings"]]
+    assert "collapse" in kinds and kinds == [w["kind"] for w in runs.Run(run).status()["warnings"]]
+
+
+@pytest.mark.parametrize("where", ["model.json", "status.json only (an older run)", "exported model"])
+def test_a_model_that_did_not_learn_flags_every_answer_and_says_so_on_its_card(tiny_run, scans, tmp_path, where):
+    import shutil
+
+    from core import runs
+    from core.export import export_model
+    from core.infer import UNLEARNED_MESSAGE
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
+    meta = runs.Run(run).model_meta()
+    runs.Run(run).write_model_meta({k: v for k, v in meta.items() if k != "warnings"})
+    runs.write_json(run / "status.json", {**runs.Run(run).status(), "warnings": []})
+    learned = Predictor(run)
+    answer = learned.predict(scans / "scan.png")
+    assert answer["model_learned"] and UNLEARNED_MESSAGE not in answer["warnings"] and learned.card()["learned"]
+
+    if where == "status.json only (an older run)":
+        runs.add_warning(run, COLLAPSE)
+        model = run
+    else:
+        runs.Run(run).write_model_meta({**meta, "warnings": [COLLAPSE]})
+        model = run if where == "model.json" else export_model(run, tmp_path / "exported.safetensors")
+    predictor = Predictor(model)
+    for name in ("scan.png", "IM0001"):
+        answer = predictor.predict(scans / name)
+        assert answer["model_learned"] is False and answer["warnings"][0] == UNLEARNED_MESSAGE
+    card = predictor.card()
+    assert card["learned"] is False and card["warnings"][0]["kind"] == "collapse"

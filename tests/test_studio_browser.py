@@ -299,6 +299,20 @@ def test_a_collapsed_run_is_shown_in_red_in_train_and_marked_in_runs(page, studi
     assert color == "rgb(176, 0, 32)"  # the studio's warning red, not the body text's colour
     page.get_by_role("tab", name="Runs").click()
     page.locator("#runs-table").get_by_text("collapse (epoch 1)").filter(visible=True).first.wait_for(timeout=15_000)
+    # and Diagnose says, on its card and on every answer, that this model's answers carry no information
+    page.get_by_role("tab", name="Diagnose").click()
+    page.locator("#diagnose-model input").first.click()
+    page.get_by_role("option").filter(has_text=run.name).first.click(timeout=15_000)
+    page.keyboard.press("Escape")
+    page.locator("#diagnose-card").get_by_text("This model did not learn its task").wait_for(timeout=15_000)
+    page.locator("#diagnose-examples").get_by_text("ring", exact=True).click()
+    page.locator("#diagnose-files").get_by_text("demo-ring").wait_for(timeout=15_000)
+    page.locator("#diagnose-run").click()
+    page.locator("#diagnose-table").get_by_text("MODEL DID NOT LEARN").filter(visible=True).first.wait_for(
+        timeout=60_000
+    )
+    assert "did not learn its task" in page.locator("#diagnose-warning").inner_text()
+    page.wait_for_function("document.querySelector('#diagnose-probs').classList.contains('studio-greyed')")
 
 
 def test_a_run_started_through_the_api_appears_in_runs_without_a_click_and_reload_returns_to_it(page, studio):

@@ -36,6 +36,8 @@ GREYED = "studio-greyed"
 
 
 def _trust(r: dict) -> str:
+    if not r["model_learned"]:
+        return "MODEL DID NOT LEARN: do not trust"
     if r["in_distribution"] is False:
         return f"OUT OF DISTRIBUTION: {OOD_MESSAGE.split(': ', 1)[1]}"
     if r["low_confidence"]:
@@ -92,7 +94,8 @@ def _row(name: str, r: dict) -> list:
 def _detail(name: str, r: dict) -> dict:
     if "error" in r:
         return {"file": name, "error": r["error"]}
-    keys = ("predicted", "confidence", "probabilities", "calibrated", "low_confidence", "in_distribution")
+    keys = ("predicted", "confidence", "probabilities", "calibrated", "model_learned", "low_confidence")
+    keys += ("in_distribution",)
     return {
         "file": name,
         **{k: r[k] for k in keys},
@@ -140,7 +143,7 @@ def make_diagnose(ctx: Studio):
         if not good:
             raise gr.Error("\n".join(r["error"] for _, r in results))
         first = good[0][1]
-        greyed = not (first["in_distribution"] is not False and not first["low_confidence"])
+        greyed = first["in_distribution"] is False or first["low_confidence"] or not first["model_learned"]
         overlay_label = f"Lesion map for: {first['target']}, {first['target_probability']:.0%} ({good[0][0]})"
         stored = [
             {"image": r["image"], "cam": r["cam"], "box": r["lesion_box"], "caption": _caption(n, r)} for n, r in good
@@ -212,6 +215,9 @@ def card_markdown(card: dict, choice: str) -> str:
             "- out-of-distribution check: **none** (a model saved before the check existed); add one with "
             "`python -m core.ood --model RUN`"
         )
+    if not card["learned"]:  # first, where it cannot be missed
+        reasons = "; ".join(f"{w.get('message')} (epoch {w.get('epoch')})" for w in card["warnings"])
+        lines.insert(0, f"**This model did not learn its task: do not trust any of its answers.** {reasons}.")
     return "\n".join(lines)
 
 
