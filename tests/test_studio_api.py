@@ -437,6 +437,11 @@ def test_the_runs_tab_says_how_to_start_while_there_are_no_runs_and_acts_only_on
         rows, _, one, _, hint = follow(ctx, last, [], None)
         assert len(rows) == 1 and hint == "" and one["choices"] == [run.name]
         assert all(update["interactive"] is True for update in run_actions(run.name))
+        # the model pickers say which models did not learn, before one is picked
+        run.write_model_meta({"metrics": {}})
+        (run.path / runs.MODEL).write_bytes(b"")
+        run.add_warning({"kind": "collapse", "epoch": 2, "message": "collapsed"})
+        assert ctx.model_choices()[-1] == (f"{run.name} (tss-kd, DID NOT LEARN)", run.name)
     finally:
         jobs.close()
 

@@ -12,7 +12,7 @@ import gradio as gr
 
 from core import runs
 from core.errors import StudioError
-from core.infer import Predictor
+from core.infer import UNLEARNED, Predictor
 from core.jobs import JobManager
 from ui.files import ImageFiles
 
@@ -65,8 +65,12 @@ class Studio:
         out = [(DEMO_LABEL, "demo")] if DEMO_MODEL.is_file() else []
         for r in runs.list_runs(self.runs_dir):
             if runs.Run(self.runs_dir / r["run"]).has_model():
-                auc = r["best_val_auc"]
-                out.append((f"{r['run']} ({r['method']}, val AUC {auc:.3f})" if auc else r["run"], r["run"]))
+                about = [str(r["method"] or "method unknown")]
+                if r["best_val_auc"]:
+                    about.append(f"val AUC {r['best_val_auc']:.3f}")
+                if any(kind in r["warnings"] for kind in UNLEARNED):  # said before it is picked
+                    about.append("DID NOT LEARN")
+                out.append((f"{r['run']} ({', '.join(about)})", r["run"]))
         return out
 
     def model_path(self, choice: str) -> Path:
