@@ -161,5 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def leave(status: int) -> None:
+    """Exit with `status` once the exit handlers (the temporary folders' removal) have run, without the
+    interpreter's own ending: that stops the server's worker threads where they stand, and one inside torch (a
+    diagnosis, the time estimate's probe) aborts the whole process ("terminate called without an active
+    exception", exit status 134) after a clean Ctrl-C or SIGTERM."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

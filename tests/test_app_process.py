@@ -68,3 +68,33 @@ def test_a_stopped_studio_leaves_no_scan_or_image_behind(tmp_path, sig):
     assert proc.returncode == 0, err[-2000:]
     left = [str(f.relative_to(temp)) for f in temp.rglob("*") if f.is_file()]
     assert left == [], f"the uploaded scan or images drawn from it stayed behind: {left}"
+
+
+def test_a_studio_stopped_during_a_diagnosis_exits_cleanly(tmp_path):
+    """The diagnosis runs on a server thread, inside torch, when SIGTERM comes. The interpreter's own ending
+    would stop that thread where it stands and abort the process ("terminate called without an active
+    exception", exit status 134); the studio exits 0 instead, its temporary files removed."""
+    from gradio_client import Client, handle_file
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"} | {"TMPDIR": str(temp)}
+    cmd = [sys.executable, "app.py", "--port", str(port), "--data-root", str(tmp_path / "data")]
+    proc = subprocess.Popen(
+        [*cmd, "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until_up(url, proc)
+        client = Client(url, verbose=False, download_files=False)
+        client.submit(files=[handle_file(str(EXAMPLE))] * 4, method="scorecam", api_name="/diagnose")
+        time.sleep(4)  # ScoreCAM: the model once per feature map, seconds per scan on a CPU
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "terminate called" not in err, err[-2000:]
+    assert [f for f in temp.rglob("*") if f.is_file()] == []
