@@ -94,8 +94,15 @@ def _row(name: str, r: dict) -> list:
 def _detail(name: str, r: dict) -> dict:
     if "error" in r:
         return {"file": name, "error": r["error"]}
-    keys = ("predicted", "confidence", "probabilities", "calibrated", "model_learned", "low_confidence")
-    keys += ("in_distribution",)
+    keys = (
+        "predicted",
+        "confidence",
+        "probabilities",
+        "calibrated",
+        "model_learned",
+        "low_confidence",
+        "in_distribution",
+    )
     return {
         "file": name,
         **{k: r[k] for k in keys},
