@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, HTJ2KLossless, SecondaryCaptureImageStorage, generate_uid
+
+# OpenJPH's HTJ2K encoder (Debian's openjph-tools; .ci/run installs it), None where it is missing.
+OJPH = shutil.which("ojph_compress")
+needs_ojph = pytest.mark.skipif(OJPH is None, reason="needs OpenJPH's ojph_compress (.ci/run installs openjph-tools)")
 
 # Made-up identifiers that must never show up in any output.
 IDENTIFIERS = {
@@ -93,11 +99,9 @@ def compress_dicom(src: Path, dst: Path, syntax: str) -> Path:
     return dst
 
 
-def htj2k_dicom(src: Path, dst: Path, syntax: str = "1.2.840.10008.1.2.4.201") -> Path:
+def htj2k_dicom(src: Path, dst: Path, syntax: str = HTJ2KLossless) -> Path:
     """Re-encode the uncompressed DICOM `src` as `dst` in High-Throughput JPEG 2000 (lossless by default),
-    with OpenJPH's `ojph_compress` (Debian's openjph-tools; .ci/run installs it), reversible, and without a
-    colour transform, so that RGB stays RGB."""
-    import shutil
+    with OpenJPH's `ojph_compress` (OJPH), reversible, and without a colour transform, so that RGB stays RGB."""
     import subprocess
 
     import pydicom
@@ -114,9 +118,10 @@ def htj2k_dicom(src: Path, dst: Path, syntax: str = "1.2.840.10008.1.2.4.201") -
         head = f"P{6 if rgb else 5}\n{frame.shape[1]} {frame.shape[0]}\n{peak}\n".encode()
         raw.write_bytes(head + frame.astype(">u2" if peak > 255 else np.uint8).tobytes())
         args = ["-reversible", "true"] + (["-colour_trans", "false"] if rgb else [])
-        subprocess.run([shutil.which("ojph_compress"), "-i", raw, "-o", out, *args], check=True, capture_output=True)
+        subprocess.run([OJPH, "-i", raw, "-o", out, *args], check=True, capture_output=True)
         streams.append(out.read_bytes())
-        raw.unlink(), out.unlink()
+        raw.unlink()
+        out.unlink()
     ds.file_meta.TransferSyntaxUID = syntax
     ds.PixelData = encapsulate(streams)
     ds["PixelData"].VR = "OB"

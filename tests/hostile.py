@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
-from helpers import compress_dicom, declare_compressed, htj2k_dicom, write_dicom
+from helpers import OJPH, compress_dicom, declare_compressed, htj2k_dicom, write_dicom
 from PIL import Image
 from pydicom.uid import HTJ2K, MPEG4HP41, JPEG2000Lossless
 
@@ -54,7 +53,7 @@ def build(root: Path) -> list[tuple[str, Path, str]]:
     items.append(("IM0000", write_dicom(root / "IM0000", deep, window=(1500, 2000)), "ok"))
     lossless = compress_dicom(root / "IM0000", root / "jpeg-lossless.dcm", "JPEGLosslessProcess14_1")
     items.append(("jpeg-lossless.dcm", lossless, "ok"))
-    if shutil.which("ojph_compress"):  # Debian's openjph-tools (.ci/run installs it)
+    if OJPH:
         items.append(("htj2k-lossless.dcm", htj2k_dicom(root / "IM0000", root / "htj2k-lossless.dcm"), "ok"))
     # A JPEG 2000 stream cut after its first marker, declared as JPEG 2000 and as High-Throughput JPEG 2000 (a
     # decoder is installed for each, the data is damaged), and as H.264 video, which no decoder here reads.

@@ -30,10 +30,9 @@ def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> Non
     raise AssertionError(f"the studio did not answer at {url} within {seconds} s")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stopped_studio_leaves_no_scan_or_image_behind(tmp_path, sig):
-    from gradio_client import Client, handle_file
-
+def start_studio(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`python app.py` as `make run` starts it, with its own temp folder (`tmp_path/temp`); returns the process,
+    once it answers, its address and that temp folder."""
     temp = tmp_path / "temp"
     temp.mkdir()
     port = free_port()
@@ -47,9 +46,22 @@ def test_a_stopped_studio_leaves_no_scan_or_image_behind(tmp_path, sig):
         stderr=subprocess.PIPE,
         text=True,
     )
+    url = f"http://127.0.0.1:{port}/"
     try:
-        url = f"http://127.0.0.1:{port}/"
         wait_until_up(url, proc)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc, url, temp
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_studio_leaves_no_scan_or_image_behind(tmp_path, sig):
+    from gradio_client import Client, handle_file
+
+    proc, url, temp = start_studio(tmp_path)
+    try:
         client = Client(url, verbose=False, download_files=False)
         result = client.predict(files=[handle_file(str(EXAMPLE))], api_name="/diagnose")
         assert result[1]["label"] == "mass"  # the demo model on its own example scan
@@ -76,17 +88,8 @@ def test_a_studio_stopped_during_a_diagnosis_exits_cleanly(tmp_path):
     exception", exit status 134); the studio exits 0 instead, its temporary files removed."""
     from gradio_client import Client, handle_file
 
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"} | {"TMPDIR": str(temp)}
-    cmd = [sys.executable, "app.py", "--port", str(port), "--data-root", str(tmp_path / "data")]
-    proc = subprocess.Popen(
-        [*cmd, "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
-    )
+    proc, url, temp = start_studio(tmp_path)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_until_up(url, proc)
         client = Client(url, verbose=False, download_files=False)
         client.submit(files=[handle_file(str(EXAMPLE))] * 4, method="scorecam", api_name="/diagnose")
         time.sleep(4)  # ScoreCAM: the model once per feature map, seconds per scan on a CPU

@@ -1,13 +1,12 @@
 """Every accepted file format decodes to the right pixels; bad files give one clear message naming them."""
 
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from helpers import IDENTIFIERS, compress_dicom, declare_compressed, htj2k_dicom, write_dicom
+from helpers import IDENTIFIERS, compress_dicom, declare_compressed, htj2k_dicom, needs_ojph, write_dicom
 from PIL import Image
 
 from core.errors import StudioError
@@ -113,10 +112,7 @@ def test_dicom_info_carries_no_identifiers(tmp_path):
 # The compressions a PACS exports. JPEG lossless (the usual one for CR, DX and MG) and JPEG-LS need GDCM;
 # before it came in they could not be read at all. High-Throughput JPEG 2000 (DICOMweb's newer choice) needs
 # pylibjpeg-openjpeg; the tests encode it with OpenJPH's command-line tool.
-OJPH = pytest.mark.skipif(
-    shutil.which("ojph_compress") is None, reason="needs OpenJPH's ojph_compress (.ci/run installs openjph-tools)"
-)
-HTJ2K = [pytest.param(s, marks=OJPH) for s in ("HTJ2KLossless", "HTJ2KLosslessRPCL")]
+HTJ2K = [pytest.param(s, marks=needs_ojph) for s in ("HTJ2KLossless", "HTJ2KLosslessRPCL")]
 LOSSLESS = [
     "JPEGLosslessProcess14_1",
     "JPEGLosslessProcess14",

@@ -1,14 +1,13 @@
 """The studio through its API, as gradio_client sees it: every API name, and a training followed to done."""
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from helpers import IDENTIFIERS, compress_dicom, htj2k_dicom, write_dicom
+from helpers import IDENTIFIERS, compress_dicom, htj2k_dicom, needs_ojph, write_dicom
 from PIL import Image
 
 from core.synthetic import render
@@ -97,7 +96,7 @@ def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
         assert value not in text
 
 
-@pytest.mark.skipif(shutil.which("ojph_compress") is None, reason="needs OpenJPH (.ci/run installs openjph-tools)")
+@needs_ojph
 def test_diagnose_a_high_throughput_jpeg_2000_series_as_dicomweb_serves_it(studio, scans, tmp_path):
     client, _, _ = studio
     packed = htj2k_dicom(scans / "series.dcm", tmp_path / "IM0003")
