@@ -272,12 +272,14 @@ def test_stop_this_sweep_stops_every_run_of_it(page):
 def test_the_paper_recipe_fills_the_train_form_and_the_studio_default_restores_it(page):
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-recipe").get_by_text("paper (Liu et al. 2025, exactly)").click()
+    from playwright.sync_api import expect  # assertions that wait: the form's fields are drawn one by one
+
     page.wait_for_function("document.querySelector('#train-epochs input').value === '100'", timeout=10_000)
-    assert page.locator("#train-kd-scaling input").input_value() == "paper"
-    assert page.locator("#train-kd-warmup input").input_value() == "0"
+    expect(page.locator("#train-kd-scaling input")).to_have_value("paper", timeout=10_000)
+    expect(page.locator("#train-kd-warmup input")).to_have_value("0", timeout=10_000)
     page.locator("#train-recipe").get_by_text("studio default (stable)").click()
     page.wait_for_function("document.querySelector('#train-kd-warmup input').value === '10'", timeout=10_000)
-    assert page.locator("#train-kd-scaling input").input_value() == "nontarget"
+    expect(page.locator("#train-kd-scaling input")).to_have_value("nontarget", timeout=10_000)
 
 
 def test_a_collapsed_run_is_shown_in_red_in_train_and_marked_in_runs(page, studio_ctx):
