@@ -23,6 +23,14 @@ OOD_MESSAGE = "Not like the training data: do not trust this prediction"
 LOW_CONFIDENCE_MESSAGE = "Low confidence: a second look is needed"
 UNLEARNED = ("collapse", "chance")  # the training warnings of a model whose answers carry no information
 UNLEARNED_MESSAGE = "This model did not learn its task: do not trust any of its answers"
+# Classes that mean "no lesion": a map for one of them shows what the model took as normal, and no lesion box
+# is drawn on it (a box around "normal" evidence would point a reader at a lesion that is not there).
+NO_FINDING = ("normal", "healthy", "no finding", "no lesion", "no abnormality", "negative")
+
+
+def is_no_finding(name: str) -> bool:
+    """Whether a class name means "no lesion" (NO_FINDING), ignoring case, '_' and '-'."""
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split()) in NO_FINDING
 
 
 def training_warnings(model_path: str | Path, meta: dict) -> list[dict]:
@@ -41,13 +49,15 @@ def training_warnings(model_path: str | Path, meta: dict) -> list[dict]:
 
 @dataclass
 class LesionMap:
-    """A lesion map for one scan: `cam` float (S, S) in [0, 1], `overlay` uint8 (h, w, 3), `box` in scan pixels."""
+    """A lesion map for one scan: `cam` float (S, S) in [0, 1], `overlay` uint8 (h, w, 3), `box` in scan pixels
+    (None for an empty map, or for a map of a no-finding class: `no_finding`)."""
 
     cam: np.ndarray
     overlay: np.ndarray
     box: tuple[int, int, int, int] | None
     target: str
     method: str
+    no_finding: bool = False
 
 
 class Predictor:
@@ -204,13 +214,15 @@ class Predictor:
         return [self._lesion(*args, method, opacity) for args in zip(scans, cams, indices, strict=True)]
 
     def _lesion(self, scan: Scan, cam: np.ndarray, index: int, method: str, opacity: float) -> LesionMap:
-        """A computed map with its overlay on the scan and its lesion box in scan pixels."""
-        box = lesion_box(cam)
+        """A computed map with its overlay on the scan and its lesion box in scan pixels (none for a map of a
+        no-finding class)."""
+        no_finding = is_no_finding(self.classes[index])
+        box = None if no_finding else lesion_box(cam)
         if box is not None:  # from model pixels to scan pixels
             h, w = scan.pixels.shape[:2]
             s = self.spec.image_size
             box = (box[0] * h // s, box[1] * w // s, -(-box[2] * h // s), -(-box[3] * w // s))
-        return LesionMap(cam, overlay(scan.pixels, cam, opacity=opacity), box, self.classes[index], method)
+        return LesionMap(cam, overlay(scan.pixels, cam, opacity=opacity), box, self.classes[index], method, no_finding)
 
     def lesion_map(
         self, scan: Scan, *, target: str | int | None = None, method: str = "gradcam", opacity: float = 0.5
@@ -266,6 +278,7 @@ class Predictor:
             "overlay": draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2]),
             "lesion_box": lesion.box,
             "target": lesion.target,
+            "target_no_finding": lesion.no_finding,
             "target_probability": summary["probabilities"][lesion.target],
             "method": method,
         }

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                     "method": lesion.method,
                     "target": lesion.target,
                     "lesion_box": lesion.box,
+                    "target_no_finding": lesion.no_finding,
                 }
         except StudioError as e:
             row, failed = {"file": image, "error": str(e)}, True

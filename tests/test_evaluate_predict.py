@@ -13,7 +13,7 @@ from PIL import Image
 from core.cam import CAM_METHODS, lesion_box
 from core.evaluate import classification_metrics, expected_calibration_error
 from core.evaluate import main as evaluate_main
-from core.infer import Predictor
+from core.infer import Predictor, is_no_finding
 from core.predict import main as predict_main
 from core.synthetic import render
 
@@ -137,6 +137,25 @@ def test_every_cam_method_gives_a_map_overlay_and_box(tiny_run, scans, method):
     if lesion.box is not None:
         y0, x0, y1, x1 = lesion.box
         assert 0 <= y0 < y1 <= 48 and 0 <= x0 < x1 <= 48
+
+
+@pytest.mark.parametrize(
+    ("name", "no_finding"),
+    [
+        ("normal", True),
+        ("Normal", True),
+        ("no_finding", True),
+        ("No-Finding", True),
+        ("healthy", True),
+        ("negative", True),
+        ("nodule", False),
+        ("normal, benign", False),  # BreastMNIST: a benign lesion is still a lesion
+        ("abnormal", False),
+        ("0", False),
+    ],
+)
+def test_which_classes_mean_no_lesion(name, no_finding):
+    assert is_no_finding(name) is no_finding
 
 
 def test_lesion_box_surrounds_the_peak_region_only():

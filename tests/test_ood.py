@@ -204,6 +204,19 @@ def test_most_of_the_demo_models_own_test_scans_are_in_distribution(demo):
     assert saved["ood"]["flagged_test"] <= 0.05
 
 
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_a_lesion_box_is_drawn_for_lesion_classes_only(demo, example):
+    r = demo.diagnose(example)  # the map of the predicted class, as Diagnose shows it first
+    normal = r["target"] == "normal"
+    assert r["target_no_finding"] is normal
+    assert (r["lesion_box"] is None) is normal
+    plain = redraw(r["image"], r["cam"], None, 0.5)  # the overlay with no box drawn
+    assert np.array_equal(r["overlay"], plain) is normal
+    if normal:  # asked for a lesion class, the same scan gets its box
+        lesion = demo.diagnose(example, target="mass")
+        assert lesion["lesion_box"] is not None and lesion["target_no_finding"] is False
+
+
 def test_a_new_opacity_redraws_the_stored_map_exactly(demo):
     r = demo.diagnose(EXAMPLES[0], opacity=0.5)
     again = demo.diagnose(EXAMPLES[0], opacity=0.8)

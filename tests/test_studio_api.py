@@ -165,11 +165,15 @@ def test_diagnose_a_demo_scan_is_not_flagged_and_maps_any_class_by_name(studio):
     )
     assert warning == "" and details[0]["in_distribution"] is True and probs["label"] == "ring"
     assert details[0]["map_of"] == "mass" and table["data"][0][6].startswith("mass (")
+    assert details[0]["map_of_no_finding"] is False and table["data"][0][7].startswith("(")
     assert gallery[0]["caption"].endswith(f"map for: mass, {table['data'][0][6].split('(')[1].rstrip(')')}")
     with pytest.raises(Exception, match="unknown class 'tumour'"):
         client.predict(
             [handle_file(str(EXAMPLES / "demo-ring.png"))], "demo", "gradcam", "tumour", 0.5, api_name="/diagnose"
         )
+    *_, table, _, details = client.predict([handle_file(str(EXAMPLES / "demo-normal.png"))], api_name="/diagnose")
+    assert details[0]["map_of"] == "normal" and details[0]["map_of_no_finding"] is True
+    assert details[0]["lesion_box"] is None and table["data"][0][7] == "none ('normal' is no finding)"
 
 
 @pytest.mark.parametrize("session", ["pacs-bridge-1", None])

@@ -75,6 +75,12 @@ def _caption(name: str, r: dict) -> str:
     return f"{head}; map for: {r['target']}, {r['target_probability']:.0%}"
 
 
+def _box(r: dict) -> str:
+    if r["lesion_box"]:
+        return str(r["lesion_box"])
+    return f"none ('{r['target']}' is no finding)" if r["target_no_finding"] else "none (empty map)"
+
+
 def _row(name: str, r: dict) -> list:
     if "error" in r:
         return [name, "", "", f"NOT READ: {r['error']}", "", "", "", "", ""]
@@ -86,7 +92,7 @@ def _row(name: str, r: dict) -> list:
         "" if r["ood_score"] is None else f"{r['ood_score']:.2f}",
         "calibrated" if r["calibrated"] else "uncalibrated",
         f"{r['target']} ({r['target_probability']:.0%})",
-        str(r["lesion_box"]) if r["lesion_box"] else "none (empty map)",
+        _box(r),
         _read_as(r["scan"]),
     ]
 
@@ -110,6 +116,7 @@ def _detail(name: str, r: dict) -> dict:
         "warnings": r["warnings"],
         "lesion_box": r["lesion_box"],
         "map_of": r["target"],
+        "map_of_no_finding": r["target_no_finding"],
         "method": r["method"],
         "scan": r["scan"],
     }
