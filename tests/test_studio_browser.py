@@ -119,6 +119,9 @@ def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
     for row in range(4):  # each answered its own class, confidently and like the training data
         file, prediction, _, trust = (table.get_by_test_id(f"cell-{row}-{col}").inner_text() for col in range(4))
         assert file == f"demo-{prediction}.png" and trust == "like the training data"
+    for header in table.locator("th span.header").all():  # each header wraps between words, if at all
+        lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
+        assert lines <= len(header.inner_text().split()), header.inner_text()
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "photo"])
