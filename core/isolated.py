@@ -6,10 +6,12 @@ that would end the server for every user. Here such a file costs only the worker
 and the next call starts a fresh worker. pylibjpeg, the decoder of High-Throughput JPEG 2000, runs here too:
 fuzzing has not crashed it, but it is the same kind of native code, fed the same untrusted bytes.
 
-The worker is `python -m core.isolated`, started on first use and kept: it imports only what its calls
+A worker is `python -m core.isolated`, started on first use and kept: it imports only what its calls
 need (not the studio, as a multiprocessing child would by re-importing the main module: 0.9 GB and 10 s).
-Calls are one at a time, as length-prefixed pickles over its stdin and stdout, between this process and
-its own child only. Native code that prints to stdout in the worker writes to its stderr instead.
+Up to WORKERS of them run calls side by side (a folder of compressed DICOM decodes on every core, and two
+clinicians' JPEG-lossless scans do not queue behind each other); more calls at once wait for a free one.
+Each worker takes one call at a time, as length-prefixed pickles over its stdin and stdout, between this
+process and its own child only. Native code that prints to stdout in a worker writes to its stderr instead.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import sys
 import threading
 
 TIMEOUT_S = 120.0  # one call; a worker stuck longer than this is killed
+WORKERS = max(1, min(8, os.cpu_count() or 1))  # at most this many worker processes, started as calls need them
 
-_lock = threading.Lock()
-_worker: subprocess.Popen | None = None
+_free = threading.Condition()  # guards the three below
+_busy = 0  # calls in flight, one per worker
+_idle: list[subprocess.Popen] = []  # started workers waiting for a call
+_started: set[subprocess.Popen] = set()  # every live worker, idle or busy
 
 
 class Crashed(Exception):
@@ -64,40 +69,87 @@ def _stop(worker: subprocess.Popen) -> None:
         stream.close()
 
 
-def call(fn, *args, timeout: float = TIMEOUT_S):
-    """`fn(*args)` in the worker process; its return value, or its exception raised here. `fn` must be a
-    module-level function. Raises `Crashed` when the worker dies or runs past `timeout` seconds."""
-    global _worker
-    with _lock:
-        if _worker is None or _worker.poll() is not None:
-            _worker = _start()
-        worker = _worker
-        timer = threading.Timer(timeout, worker.kill)  # a hang ends as a crash: the read below sees EOF
-        timer.start()
-        try:
-            _send(worker.stdin, (fn.__module__, fn.__qualname__, args))
-            ok, value = _receive(worker.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
-            hung = not timer.is_alive()
-            _worker = None
+def _take() -> subprocess.Popen:
+    """A worker for one call: an idle one, or a new one while fewer than WORKERS are busy; else wait."""
+    global _busy
+    with _free:
+        while _busy >= WORKERS:
+            _free.wait()
+        _busy += 1
+        while _idle:
+            worker = _idle.pop()
+            if worker.poll() is None:
+                return worker
+            _started.discard(worker)
             _stop(worker)
-            if hung:
-                raise Crashed(f"the worker process took over {timeout:g} s") from None
-            raise Crashed("the worker process ended while decoding") from None
-        finally:
-            timer.cancel()
+    try:
+        worker = _start()
+    except BaseException:
+        _give_back(None)
+        raise
+    with _free:
+        _started.add(worker)
+    return worker
+
+
+def _give_back(worker: subprocess.Popen | None) -> None:
+    """The call is over: `worker` waits for the next one (None: it was lost)."""
+    global _busy
+    with _free:
+        _busy -= 1
+        if worker is not None and worker in _started:  # not ended by shutdown() meanwhile
+            _idle.append(worker)
+        _free.notify()
+
+
+def call(fn, *args, timeout: float = TIMEOUT_S):
+    """`fn(*args)` in a worker process; its return value, or its exception raised here. `fn` must be a
+    module-level function. Raises `Crashed` when the worker dies or runs past `timeout` seconds."""
+    worker = _take()
+    timer = threading.Timer(timeout, worker.kill)  # a hang ends as a crash: the read below sees EOF
+    timer.start()
+    try:
+        _send(worker.stdin, (fn.__module__, fn.__qualname__, args))
+        ok, value = _receive(worker.stdout)
+    except (EOFError, OSError, pickle.UnpicklingError):
+        hung = not timer.is_alive()
+        with _free:
+            _started.discard(worker)
+        _stop(worker)
+        _give_back(None)
+        if hung:
+            raise Crashed(f"the worker process took over {timeout:g} s") from None
+        raise Crashed("the worker process ended while decoding") from None
+    except BaseException:  # interrupted between request and reply: its next reply would answer the wrong call
+        with _free:
+            _started.discard(worker)
+        _stop(worker)
+        _give_back(None)
+        raise
+    finally:
+        timer.cancel()
+    _give_back(worker)
     if not ok:
         raise value
     return value
 
 
+def workers() -> list[int]:
+    """The process ids of the live workers, idle or busy."""
+    with _free:
+        return sorted(w.pid for w in _started)
+
+
 def shutdown() -> None:
-    """End the worker, if one was started (it also ends when this process does)."""
-    global _worker
-    with _lock:
-        worker, _worker = _worker, None
-    if worker is not None:
+    """End every worker (they also end when this process does); a call in flight raises `Crashed`."""
+    with _free:
+        idle, busy = list(_idle), [w for w in _started if w not in _idle]
+        _started.clear()
+        _idle.clear()
+    for worker in idle:
         _stop(worker)
+    for worker in busy:  # its caller sees the end of the stream and tidies up (closing it here would race its read)
+        worker.kill()
 
 
 atexit.register(shutdown)

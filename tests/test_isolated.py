@@ -52,10 +52,70 @@ def test_a_hung_call_is_killed_after_its_timeout():
     assert isolated.call(_pid) != os.getpid()
 
 
-def test_shutdown_ends_the_worker():
-    isolated.call(_pid)
+def test_shutdown_ends_every_worker():
+    pids = [isolated.call(_pid)] + isolated.workers()
     isolated.shutdown()
-    assert isolated._worker is None
+    assert isolated.workers() == []
+    for pid in pids:
+        with pytest.raises(ChildProcessError):  # reaped: no longer a child of this process
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _meet(folder: str, n: int) -> int:
+    """Wait, up to 30 s, until `n` calls have come here at once; this worker's pid, or 0 if they never did."""
+    from pathlib import Path
+
+    Path(folder, str(os.getpid())).touch()
+    for _ in range(3000):
+        if len(list(Path(folder).iterdir())) >= n:
+            return os.getpid()
+        time.sleep(0.01)
+    return 0
+
+
+def _together(fn, args: list[tuple]) -> list:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(args)) as pool:
+        return list(pool.map(lambda a: isolated.call(fn, *a), args))
+
+
+def test_calls_at_the_same_time_run_side_by_side_in_workers_of_their_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(isolated, "WORKERS", 3)
+    pids = _together(_meet, [(str(tmp_path), 3)] * 3)  # one call at a time would never meet
+    assert 0 not in pids and len(set(pids)) == 3 and os.getpid() not in pids
+    assert set(pids) <= set(isolated.workers())
+
+
+def _nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_no_more_than_workers_processes_however_many_calls(monkeypatch):
+    isolated.shutdown()
+    monkeypatch.setattr(isolated, "WORKERS", 2)
+    pids = _together(_nap, [(0.05,)] * 8)
+    assert len(set(pids)) <= 2 and len(isolated.workers()) <= 2
+
+
+def _meet_then_abort(folder: str) -> None:
+    _meet(folder, 2)
+    time.sleep(0.2)  # the other call has seen both, and answers
+    os.abort()
+
+
+def test_a_crash_costs_only_its_own_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(isolated, "WORKERS", 2)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        crashing = pool.submit(isolated.call, _meet_then_abort, str(tmp_path))
+        answering = pool.submit(isolated.call, _meet, str(tmp_path), 2)
+        assert answering.result(timeout=60) != 0  # the two ran at once, and this one's worker answered
+        with pytest.raises(isolated.Crashed, match="ended"):
+            crashing.result(timeout=60)
+    assert answering.result() in isolated.workers()  # kept for the next call
 
 
 def _modules() -> list[str]:
