@@ -4,7 +4,8 @@ and a temperature grid is one `python -m core.grid` subprocess for all its runs.
 A job manager keeps one queue per device and starts a queued run when its device has a free slot.
 All state lives in the run directories (see core.runs), so closing the browser or restarting the app
 neither stops nor loses a run: on start the manager re-queues runs that were queued, adopts trainers
-that are still alive, and marks runs whose trainer died as failed (they can be resumed). Stop sends
+that are still alive (also one launched and still loading its data, whose run still reads `queued`), and
+marks runs whose trainer died as failed (they can be resumed). Stop sends
 SIGTERM (the trainer finishes its step and saves `last.safetensors`), then SIGKILL after a grace
 period; either way the run ends `stopped`.
 """
@@ -59,7 +60,7 @@ class JobManager:
         cfg = cfg.resolved()
         device = _device_for(cfg, processes)
         run = runs.Run.create(self.runs_dir, cfg.name, config.to_record(cfg)).path
-        runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=processes)
+        runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=processes, pid=None)
         self._enqueue((run,), device)
         return run
 
@@ -81,7 +82,7 @@ class JobManager:
             raise
         names = [run.name for run in made]
         for cfg, run in zip(cfgs, made, strict=True):
-            runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=1, grid=names)
+            runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=1, grid=names, pid=None)
         self._enqueue(tuple(made), device)
         return made
 
@@ -96,7 +97,7 @@ class JobManager:
             if proc is not None and any(p == proc for r, p in self._procs.items() if r != run):
                 self._procs.pop(run)  # its grid's process trains the others on, and is done with this one
                 self._stopping.discard(run)
-        runs.set_status(run, "queued")
+        runs.set_status(run, "queued", pid=None, launched=None)  # until a new trainer is launched for it
         self._enqueue((run,), status.get("device", "cpu"))  # a grid's run continues alone
 
     def stop(self, run: str | Path) -> None:
@@ -139,6 +140,7 @@ class JobManager:
             "epochs": status.get("epochs"),
             "device": status.get("device"),
             "latest": rows[-1] if rows else None,
+            "starting": status.get("status") == "queued" and bool(status.get("launched")),
         }
         if status.get("error"):
             out["error"] = status["error"]
@@ -195,18 +197,17 @@ class JobManager:
             status = runs.Run(run).status()
             if not status:
                 continue
-            if status.get("status") == "queued" and status.get("grid") and not runs.Run(run).last_path.exists():
+            if status.get("status") in ("queued", "running") and runs.pid_alive(status.get("pid")):
+                # a trainer at work, or launched and still loading its data (still "queued"): adopt it
+                with self._lock:
+                    self._procs[run] = int(status["pid"])
+                    self._devices[run] = status.get("device", "cpu")
+            elif status.get("status") == "queued" and status.get("grid") and not runs.Run(run).last_path.exists():
                 grids.setdefault(tuple(status["grid"]), []).append(run)  # queued together again
             elif status.get("status") == "queued":
                 self._enqueue((run,), status.get("device", "cpu"))
             elif status.get("status") == "running":
-                pid = status.get("pid")
-                if runs.pid_alive(pid):
-                    with self._lock:
-                        self._procs[run] = int(pid)
-                        self._devices[run] = status.get("device", "cpu")
-                else:
-                    runs.set_status(run, "failed", error=DIED)
+                runs.set_status(run, "failed", error=DIED)
         for members, found in grids.items():
             job = tuple(sorted(found, key=lambda r: members.index(r.name)))  # in the grid's own order
             self._enqueue(job, runs.Run(job[0]).status().get("device", "cpu"))
@@ -253,6 +254,7 @@ class JobManager:
                     proc = self._spawn(job, device)
                     for run in job:
                         self._procs[run] = proc
+                        runs.note_launch(run, proc.pid)
                     busy += 1
 
     def _spawn(self, job: tuple[Path, ...], device: str) -> subprocess.Popen:

@@ -11,7 +11,13 @@ import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: status updates are not serialised between processes
+    fcntl = None
 
 from core.errors import StudioError
 
@@ -63,27 +69,59 @@ def read_json(path: Path, default=None):
         return default
 
 
+@contextmanager
+def status_lock(run: Path):
+    """Hold an exclusive lock on the run folder while status.json is read, changed and written back, so
+    that the studio's job manager and a trainer process never undo each other's update."""
+    try:
+        fd = os.open(run, os.O_RDONLY)
+    except OSError:  # no folder: the write that follows says so
+        yield
+        return
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 def set_status(run: Path, status: str, **fields) -> dict:
     """Update status.json, keeping fields written earlier (e.g. the pid) unless replaced."""
     if status not in STATUSES:
         raise ValueError(status)
-    current = read_json(run / STATUS, {}) or {}
-    current.update(fields, status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    if status != "failed":
-        current.pop("error", None)
-    write_json(run / STATUS, current)
+    with status_lock(run):
+        current = read_json(run / STATUS, {}) or {}
+        current.update(fields, status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if status != "failed":
+            current.pop("error", None)
+        write_json(run / STATUS, current)
     return current
+
+
+def note_launch(run: Path, pid: int) -> bool:
+    """The job manager started process `pid` for this queued run: record it (as `pid`, with `launched`), so
+    that a studio restarted while the trainer is still loading its data adopts it instead of starting a
+    second one. False, changing nothing, when the trainer has already moved the run on."""
+    with status_lock(run):
+        current = read_json(run / STATUS, {}) or {}
+        if current.get("status") != "queued":
+            return False
+        current.update(pid=pid, launched=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_json(run / STATUS, current)
+    return True
 
 
 def add_warning(run: Path, warning: dict) -> bool:
     """Add `{"kind", "epoch", "message"}` to status.json's `warnings` unless one of that kind is there;
     True when it was added."""
-    current = read_json(run / STATUS, {}) or {}
-    warnings = list(current.get("warnings") or [])
-    if any(w.get("kind") == warning["kind"] for w in warnings):
-        return False
-    current["warnings"] = [*warnings, warning]
-    write_json(run / STATUS, current)
+    with status_lock(run):
+        current = read_json(run / STATUS, {}) or {}
+        warnings = list(current.get("warnings") or [])
+        if any(w.get("kind") == warning["kind"] for w in warnings):
+            return False
+        current["warnings"] = [*warnings, warning]
+        write_json(run / STATUS, current)
     return True
 
 

@@ -55,6 +55,7 @@ def test_a_submitted_run_is_queued_then_trained_to_done(manager, tmp_path):
     s = manager.status(run.name)
     assert s["status"] == "done" and s["epoch"] == 1 and s["test_acc"] is not None
     assert (run / "model.safetensors").is_file()
+    assert runs.Run(run).status()["launched"]  # noted when its trainer was started, before it ran
 
 
 def test_bad_settings_are_refused_before_any_run_folder(manager, tmp_path):
@@ -141,6 +142,35 @@ def test_restart_marks_a_dead_trainer_failed_and_requeues_queued_runs(tmp_path):
         wait_for(lambda: status_of(queued) == "done")
     finally:
         jm.close()
+
+
+def test_restart_adopts_a_trainer_still_loading_its_data_instead_of_starting_a_second(tmp_path):
+    """A trainer loads its data before it marks the run running (minutes for a big DICOM folder); a studio
+    restarted meanwhile used to queue the run again, and two trainers wrote one run folder."""
+    from dataclasses import asdict
+
+    run = runs.create_run_dir(tmp_path, "loading")
+    runs.write_json(run / "config.json", asdict(cfg(tmp_path).resolved()))
+    runs.set_status(run, "queued", device="cpu", pid=None)
+    loading = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    reaped = threading.Thread(target=loading.wait, daemon=True)  # as init reaps the old studio's orphan
+    reaped.start()
+    try:
+        assert runs.note_launch(run, loading.pid)  # as the first studio did when it started the trainer
+        jm = JobManager(tmp_path, poll_s=0.2)
+        try:
+            assert jm.active() == [run.name] and jm.status(run.name)["starting"]
+            time.sleep(1.5)  # several scheduling rounds: nothing else is started for it
+            assert not (run / "process.log").exists() and status_of(run) == "queued"
+            jm.stop(run.name)
+            wait_for(lambda: status_of(run) == "stopped", timeout=30)
+        finally:
+            jm.close()
+        reaped.join(timeout=30)
+        assert loading.returncode is not None and loading.returncode != 0  # it was the one stopped
+    finally:
+        loading.kill()
+        loading.wait()
 
 
 def test_a_run_whose_data_vanished_fails_with_the_reason(manager, tmp_path):

@@ -73,3 +73,46 @@ def test_no_module_outside_core_runs_names_a_file_inside_a_run_folder():
         if f'"{name}"' in line or f"'{name}'" in line
     ]
     assert offenders == []
+
+
+_ADD = """
+import sys
+from core import runs
+from pathlib import Path
+run, who = Path(sys.argv[1]), sys.argv[2]
+while not (run / "go").exists():
+    pass
+for i in range(100):
+    runs.add_warning(run, {"kind": f"{who}-{i}", "epoch": i, "message": "m"})
+    runs.set_status(run, "running", epoch=i)
+"""
+
+
+def test_status_updates_from_two_processes_at_once_lose_nothing(tmp_path):
+    """The job manager and a trainer update one status.json; each update reads, changes and writes it whole."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = runs.create_run_dir(tmp_path, "shared")
+    runs.set_status(run, "running")
+    root = Path(__file__).resolve().parents[1]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _ADD, str(run), who], cwd=root, env={"PYTHONPATH": str(root)})
+        for who in ("a", "b")
+    ]
+    (run / "go").touch()
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    kinds = {w["kind"] for w in runs.read_json(run / "status.json")["warnings"]}
+    assert kinds == {f"{who}-{i}" for who in "ab" for i in range(100)}
+
+
+def test_a_launch_is_noted_on_a_queued_run_only(tmp_path):
+    run = runs.create_run_dir(tmp_path, "launch")
+    runs.set_status(run, "queued", pid=None)
+    assert runs.note_launch(run, 4242)
+    status = runs.read_json(run / "status.json")
+    assert status["status"] == "queued" and status["pid"] == 4242 and status["launched"]
+    runs.set_status(run, "running", pid=777)  # the trainer got there first
+    assert not runs.note_launch(run, 4243)
+    assert runs.read_json(run / "status.json")["pid"] == 777

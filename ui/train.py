@@ -199,7 +199,8 @@ def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
         return (*[gr.skip()] * 6, seen)
     same_curves = seen is not None and tuple(seen[:2]) == now[:2]
     latest = s["latest"] or {}
-    text = f"**{s['run']}**: {s['status']}, epoch {s['epoch']}/{s['epochs']}"
+    state = "starting (loading its data)" if s.get("starting") else s["status"]
+    text = f"**{s['run']}**: {state}, epoch {s['epoch']}/{s['epochs']}"
     if latest:
         text += f", {latest.get('images_per_s', 0):.0f} images/s"
         text += f", val acc {latest['val_acc']:.3f}, val AUC " + (
