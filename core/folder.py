@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from core import isolated
 from core.dataset import SPLITS, Dataset, stratified_split, subset
 from core.errors import StudioError
 from core.imageio import read_scan, to_model_array
@@ -59,6 +60,7 @@ def _decode(files: list[Path], *, skip_bad: bool) -> tuple[list, list[str]]:
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         results = list(pool.map(one, files))
+    isolated.retire_idle()  # the decoder workers this took, but one (a run needs none of them from here)
     errors = [err for _, err in results if err]
     if errors and not skip_bad:
         shown = "\n  ".join(errors[:MAX_LISTED])

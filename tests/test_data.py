@@ -6,6 +6,7 @@ import torch
 from helpers import compress_dicom, write_dicom, write_medmnist
 from PIL import Image
 
+from core import isolated
 from core.data import DataConfig, load_dataset
 from core.dataset import stratified_split
 from core.errors import StudioError
@@ -95,6 +96,7 @@ def test_folder_with_mixed_formats(tmp_path):
     assert len(d.train) + len(d.val) + len(d.test) == 20
     assert torch.bincount(d.val.labels).tolist() == [2, 2] and torch.bincount(d.test.labels).tolist() == [2, 2]
     assert d.train.images.dtype == torch.uint8 and d.train.images.shape[1:] == (1, 16, 16)
+    assert len(isolated.workers()) <= 1  # the decoder workers it took, but one, are gone again
 
 
 def test_folder_with_split_subfolders_keeps_given_splits(tmp_path):

@@ -87,6 +87,15 @@ def test_calls_at_the_same_time_run_side_by_side_in_workers_of_their_own(tmp_pat
     assert set(pids) <= set(isolated.workers())
 
 
+def test_idle_workers_beyond_one_are_retired_after_a_burst(tmp_path, monkeypatch):
+    monkeypatch.setattr(isolated, "WORKERS", 3)
+    pids = _together(_meet, [(str(tmp_path), 3)] * 3)
+    assert len(set(isolated.workers()) & set(pids)) == 3
+    isolated.retire_idle()
+    (kept,) = isolated.workers()
+    assert isolated.call(_pid) == kept
+
+
 def _nap(seconds: float) -> int:
     time.sleep(seconds)
     return os.getpid()
