@@ -203,7 +203,8 @@ class CollapseError(StudioError):
 def _check_health(run: Path, cfg: TrainConfig, history: list[dict], majority: float, n_val: int) -> None:
     """Warn (status.json and the log) the first time the run looks collapsed; with `stop_on_collapse`,
     end it as failed with that reason."""
-    warning = health.collapse_warning(history, majority, n_val)
+    advice = health.collapse_advice(config.applies(cfg.method), cfg.kd_scaling)
+    warning = health.collapse_warning(history, majority, n_val, advice=advice)
     if warning is None:
         return
     if runs.add_warning(run, warning):

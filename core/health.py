@@ -41,10 +41,27 @@ def near_chance(accuracy: float | None, majority: float, n: int) -> bool:
     return accuracy <= majority + margin
 
 
-def collapse_warning(rows: list[dict], majority: float, n_val: int) -> dict | None:
+PAPER_ADVICE = "Use the stable KD scaling (--kd-scaling nontarget, the default), a smaller KD weight or a KD warm-up."
+DATA_ADVICE = "check that the classes differ in what the images show"
+
+
+def collapse_advice(uses: tuple[str, ...], kd_scaling: str | None) -> str:
+    """What to change after a collapse, for a method using the settings `uses` (core.config.applies): the
+    stable scaling where the paper's is in use, else the KD term's weight and warm-up, else the data."""
+    if "kd_scaling" in uses and kd_scaling == "paper":
+        return PAPER_ADVICE
+    knobs = [
+        say for k, say in (("kd_weight", "a smaller KD weight"), ("kd_warmup", "a longer KD warm-up")) if k in uses
+    ]
+    if knobs:
+        return f"Try {' or '.join(knobs)}, and {DATA_ADVICE}."
+    return f"{DATA_ADVICE[0].upper()}{DATA_ADVICE[1:]}, and try a lower learning rate or more epochs."
+
+
+def collapse_warning(rows: list[dict], majority: float, n_val: int, *, advice: str = PAPER_ADVICE) -> dict | None:
     """The `collapse` warning once `PATIENCE` epochs in a row look collapsed (see the module text), at the
     last of them; None while the run looks healthy. `rows` are the run's metrics rows, first epoch first;
-    `n_val` the number of validation images."""
+    `n_val` the number of validation images; `advice` what to change (`collapse_advice`)."""
     if not rows or rows[0].get("logit_spread") is None:
         return None  # a run recorded before the spread was measured
     first = rows[0]["logit_spread"]
@@ -65,8 +82,7 @@ def collapse_warning(rows: list[dict], majority: float, n_val: int) -> dict | No
                 "epoch": row["epoch"],
                 "message": (
                     f"the model collapsed to a near-constant output: validation accuracy {row['val_acc']:.1%} is "
-                    f"at the majority-class rate ({majority:.1%}) and {how}. Use the stable KD scaling "
-                    "(--kd-scaling nontarget, the default), a smaller KD weight or a KD warm-up."
+                    f"at the majority-class rate ({majority:.1%}) and {how}. {advice}"
                 ),
             }
     return None

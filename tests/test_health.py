@@ -33,6 +33,23 @@ def test_the_collapse_rule_fires_after_two_collapsed_epochs_in_a_row(spreads, ac
     assert "nontarget" in warning["message"] and "26.0%" in warning["message"] and "spread" in warning["message"]
 
 
+@pytest.mark.parametrize(
+    ("method", "scaling", "says", "never"),
+    [
+        ("tss-kd", "paper", "--kd-scaling nontarget", "classes differ"),
+        ("tss-kd", "nontarget", "a smaller KD weight or a longer KD warm-up", "--kd-scaling"),  # already stable
+        ("kd", None, "a smaller KD weight", "--kd-scaling"),
+        ("ce", None, "classes differ in what the images show", "KD"),  # no KD term to blame
+    ],
+)
+def test_the_collapse_advice_fits_the_runs_settings(method, scaling, says, never):
+    from core import config
+
+    advice = health.collapse_advice(config.applies(method), scaling)
+    warning = health.collapse_warning(rows([0.5, 0.05, 0.04], [0.26, 0.25, 0.26]), 0.26, 1000, advice=advice)
+    assert says in warning["message"] and never not in warning["message"]
+
+
 def test_one_answer_for_everything_is_a_collapse_however_the_logits_vary():
     warning = health.collapse_warning(rows([1.5, 1.0, 0.9], [0.25, 0.26, 0.25], [0.69, 1.0, 0.95]), 0.26, 1000)
     assert warning["epoch"] == 3 and "95% of the validation images the same class" in warning["message"]
@@ -90,7 +107,7 @@ def test_a_flagged_run_keeps_training_and_says_so(tmp_path, monkeypatch):
     from core.train import run_training
 
     fake = {"kind": "collapse", "epoch": 1, "message": "the model collapsed to a near-constant output"}
-    monkeypatch.setattr(health, "collapse_warning", lambda rows, majority, n: {**fake, "epoch": len(rows)})
+    monkeypatch.setattr(health, "collapse_warning", lambda rows, majority, n, advice: {**fake, "epoch": len(rows)})
     run = run_training(tiny_config(tmp_path, epochs=2))
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "done"
@@ -105,7 +122,7 @@ def test_stop_on_collapse_ends_the_run_as_failed_with_the_reason(tmp_path, monke
     from core.train import main
 
     fake = {"kind": "collapse", "epoch": 1, "message": "the model collapsed to a near-constant output"}
-    monkeypatch.setattr(health, "collapse_warning", lambda rows, majority, n: fake)
+    monkeypatch.setattr(health, "collapse_warning", lambda rows, majority, n, advice: fake)
     argv = ["--image-size", "16", "--synthetic-train", "32", "--synthetic-val", "16", "--synthetic-test", "16"]
     argv += ["--epochs", "3", "--batch-size", "16", "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]
     assert main([*argv, "--stop-on-collapse"]) == 2
