@@ -4,7 +4,8 @@ Prints a JSON list with one object per image: the predicted class, its probabili
 probability, whether the scan is like the training data (``in_distribution``, ``ood_score``: above 1 is
 out of distribution; null for a model without the check), ``warnings`` a reader must see, and what was
 read from the file (format, modality, window; never patient identifiers).
-With ``--cam`` a Grad-CAM overlay is written (``OUT.png`` for one image, ``OUT-<n>.png`` for several).
+With ``--cam`` a Grad-CAM overlay with its lesion box, as the studio draws it, is written (``OUT.png`` for
+one image, ``OUT-<n>.png`` for several); a map of a no-finding class ("normal") gets no box.
 Exits 2 if any image could not be read; the others are still reported.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.cam import CAM_METHODS
+from core.cam import CAM_METHODS, draw_box
 from core.device import pick_device
 from core.errors import StudioError
 from core.imageio import read_scan
@@ -46,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             row = {"file": image, **predictor.predict(image)}
             if args.cam is not None:
-                lesion = predictor.lesion_map(read_scan(image), method=args.cam_method)
+                scan = read_scan(image)
+                lesion = predictor.lesion_map(scan, method=args.cam_method)
                 out = cam_path(args.cam, i, len(args.images))
-                Image.fromarray(lesion.overlay).save(out, format="PNG")
+                Image.fromarray(draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2])).save(out, format="PNG")
                 row["cam"] = {
                     "file": str(out),
                     "method": lesion.method,

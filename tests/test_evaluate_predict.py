@@ -107,6 +107,19 @@ def test_predict_cli_on_png_and_extensionless_dicom(tiny_run, scans, tmp_path):
         assert value not in proc.stdout and value not in proc.stderr
 
 
+@pytest.mark.parametrize(("example", "boxed"), [("demo-mass.png", True), ("demo-normal.png", False)])
+def test_predict_cli_draws_the_lesion_box_as_the_studio_does(tmp_path, capsys, example, boxed):
+    scan = ROOT / "assets" / "examples" / example
+    out = tmp_path / "cam.png"
+    assert predict_main(["--model", str(ROOT / "assets" / "demo-model.safetensors"), str(scan), "--cam", str(out)]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["cam"]["lesion_box"] is not None) is boxed and row["cam"]["target_no_finding"] is not boxed
+    studio = Predictor(ROOT / "assets" / "demo-model.safetensors").diagnose(scan)["overlay"]
+    assert np.array_equal(np.asarray(Image.open(out)), studio)  # the same picture, box and all
+    cyan = (np.asarray(Image.open(out)) == (0, 255, 255)).all(-1).any()
+    assert bool(cyan) is boxed
+
+
 def test_predict_cli_names_a_bad_file_and_still_reports_the_good_one(tiny_run, scans, tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
