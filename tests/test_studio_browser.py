@@ -92,6 +92,8 @@ def test_page_shows_all_five_tabs(page):
 
 
 def test_a_scan_uploaded_in_diagnose_shows_an_overlay(page, tmp_path):
+    from playwright.sync_api import expect
+
     scan = tmp_path / "scan.png"
     shutil.copy(Path(__file__).resolve().parents[1] / "assets" / "examples" / "demo-ring.png", scan)
     page.get_by_role("tab", name="Diagnose").click()
@@ -105,10 +107,13 @@ def test_a_scan_uploaded_in_diagnose_shows_an_overlay(page, tmp_path):
     page.get_by_text("Lesion map for: ring").first.wait_for(timeout=10_000)
     assert "studio-greyed" not in (page.locator("#diagnose-probs").get_attribute("class") or "")
     assert "Not like the training data" not in page.locator("#diagnose-warning").inner_text()
+    expect(page.locator("#diagnose-gallery")).to_be_hidden(timeout=10_000)  # one scan: its map is shown above
     page.screenshot(path=str(SHOTS / "diagnose.png"), full_page=True)
 
 
 def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
+    from playwright.sync_api import expect
+
     page.get_by_role("tab", name="Diagnose").click()
     page.locator("#diagnose-examples").get_by_text("all four").click()
     page.locator("#diagnose-files").get_by_text("demo-ring").wait_for(timeout=15_000)
@@ -119,6 +124,7 @@ def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
     for row in range(4):  # each answered its own class, confidently and like the training data
         file, prediction, _, trust = (table.get_by_test_id(f"cell-{row}-{col}").inner_text() for col in range(4))
         assert file == f"demo-{prediction}.png" and trust == "like the training data"
+    expect(page.locator("#diagnose-gallery")).to_be_visible(timeout=10_000)  # several scans: all their maps
     for header in table.locator("th span.header").all():  # each header wraps between words, if at all
         lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
         assert lines <= len(header.inner_text().split()), header.inner_text()

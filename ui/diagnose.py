@@ -172,7 +172,7 @@ def make_diagnose(ctx: Studio):
             list(zip(overlays, [_caption(n, r) for n, r in good], strict=True)),
             [_detail(n, r) for n, r in results],
             stored,
-            {"greyed": greyed, "overlay_label": overlay_label},
+            {"greyed": greyed, "overlay_label": overlay_label, "several": len(good) > 1},
         )
 
     return diagnose
@@ -187,10 +187,15 @@ def restyle(stored: list[dict] | None, opacity: float):
 
 
 def style(view: dict):
-    """Grey the probabilities of an answer not to be trusted, and name the class the map is for."""
+    """Grey the probabilities of an answer not to be trusted, name the class the map is for, and show the
+    maps of all scans only when there are several (one scan's would repeat the lesion map above it)."""
     if not view:
-        return gr.skip(), gr.skip()
-    return gr.update(elem_classes=[GREYED] if view["greyed"] else []), gr.update(label=view["overlay_label"])
+        return gr.skip(), gr.skip(), gr.skip()
+    return (
+        gr.update(elem_classes=[GREYED] if view["greyed"] else []),
+        gr.update(label=view["overlay_label"]),
+        gr.update(visible=view.get("several", True)),
+    )
 
 
 def card_markdown(card: dict, choice: str) -> str:
@@ -290,7 +295,14 @@ def build(ctx: Studio) -> None:
                 table = gr.Dataframe(
                     headers=TABLE_HEADERS, label="All scans", interactive=False, wrap=True, elem_id="diagnose-table"
                 )
-                gallery = gr.Gallery(label="Lesion maps", columns=4, format="png", height=320, object_fit="contain")
+                gallery = gr.Gallery(
+                    label="Lesion maps",
+                    columns=4,
+                    format="png",
+                    height=320,
+                    object_fit="contain",
+                    elem_id="diagnose-gallery",
+                )
                 with gr.Accordion("Details (JSON, as /diagnose returns them)", open=False):
                     details = gr.JSON(label="Details")
         stored = gr.State([])  # the maps drawn, so a new opacity needs no model
@@ -316,4 +328,4 @@ def build(ctx: Studio) -> None:
             api_name="diagnose",
             api_description=DESCRIPTION,
             concurrency_limit=16,  # concurrent requests join one batched pass (core.serving)
-        ).then(style, view, [probs, overlay], api_name=False, show_progress="hidden")
+        ).then(style, view, [probs, overlay, gallery], api_name=False, show_progress="hidden")
