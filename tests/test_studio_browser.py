@@ -98,6 +98,7 @@ def test_a_scan_uploaded_in_diagnose_shows_an_overlay(page, tmp_path):
     shutil.copy(Path(__file__).resolve().parents[1] / "assets" / "examples" / "demo-ring.png", scan)
     page.get_by_role("tab", name="Diagnose").click()
     page.locator("#diagnose-card").get_by_text("trained on synthetic demo data").wait_for(timeout=10_000)
+    expect(page.locator("#diagnose-gallery")).to_be_hidden()  # no empty box before any diagnosis
     page.locator("#diagnose-files input[type=file]").set_input_files(str(scan))
     page.locator("#diagnose-run").click()
     overlay = page.locator("#diagnose-overlay img")

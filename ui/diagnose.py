@@ -302,6 +302,7 @@ def build(ctx: Studio) -> None:
                     height=320,
                     object_fit="contain",
                     elem_id="diagnose-gallery",
+                    visible=False,  # until a diagnosis of several scans (style)
                 )
                 with gr.Accordion("Details (JSON, as /diagnose returns them)", open=False):
                     details = gr.JSON(label="Details")
