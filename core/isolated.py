@@ -92,6 +92,14 @@ def _take() -> subprocess.Popen:
     return worker
 
 
+def _lose(worker: subprocess.Popen) -> None:
+    """A worker that died, hung or was interrupted mid-call: end it for good and free its place."""
+    with _free:
+        _started.discard(worker)
+    _stop(worker)
+    _give_back(None)
+
+
 def _give_back(worker: subprocess.Popen | None) -> None:
     """The call is over: `worker` waits for the next one (None: it was lost)."""
     global _busy
@@ -113,18 +121,12 @@ def call(fn, *args, timeout: float = TIMEOUT_S):
         ok, value = _receive(worker.stdout)
     except (EOFError, OSError, pickle.UnpicklingError):
         hung = not timer.is_alive()
-        with _free:
-            _started.discard(worker)
-        _stop(worker)
-        _give_back(None)
+        _lose(worker)
         if hung:
             raise Crashed(f"the worker process took over {timeout:g} s") from None
         raise Crashed("the worker process ended while decoding") from None
     except BaseException:  # interrupted between request and reply: its next reply would answer the wrong call
-        with _free:
-            _started.discard(worker)
-        _stop(worker)
-        _give_back(None)
+        _lose(worker)
         raise
     finally:
         timer.cancel()

@@ -18,11 +18,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.cam import CAM_METHODS, draw_box
+from core.cam import CAM_METHODS
 from core.device import pick_device
 from core.errors import StudioError
-from core.imageio import read_scan
 from core.infer import Predictor
+
+# What a diagnosis holds beyond `Predictor.predict`'s answer: the map, its pictures and its box.
+MAP_KEYS = ("image", "cam", "overlay", "lesion_box", "target", "target_no_finding", "target_probability", "method")
 
 
 def cam_path(out: Path, index: int, count: int) -> Path:
@@ -45,18 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     results, failed = [], False
     for i, image in enumerate(args.images):
         try:
-            row = {"file": image, **predictor.predict(image)}
-            if args.cam is not None:
-                scan = read_scan(image)
-                lesion = predictor.lesion_map(scan, method=args.cam_method)
+            if args.cam is None:
+                row = {"file": image, **predictor.predict(image)}
+            else:  # one read and one pass give the answer and its map, the box drawn as Diagnose draws it
+                r = predictor.diagnose(image, method=args.cam_method)
                 out = cam_path(args.cam, i, len(args.images))
-                Image.fromarray(draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2])).save(out, format="PNG")
+                Image.fromarray(r["overlay"]).save(out, format="PNG")
+                row = {"file": image, **{k: v for k, v in r.items() if k not in MAP_KEYS}}
                 row["cam"] = {
                     "file": str(out),
-                    "method": lesion.method,
-                    "target": lesion.target,
-                    "lesion_box": lesion.box,
-                    "target_no_finding": lesion.no_finding,
+                    "method": r["method"],
+                    "target": r["target"],
+                    "lesion_box": r["lesion_box"],
+                    "target_no_finding": r["target_no_finding"],
                 }
         except StudioError as e:
             row, failed = {"file": image, "error": str(e)}, True
