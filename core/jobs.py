@@ -140,7 +140,7 @@ class JobManager:
             "epochs": status.get("epochs"),
             "device": status.get("device"),
             "latest": rows[-1] if rows else None,
-            "starting": status.get("status") == "queued" and bool(status.get("launched")),
+            "starting": runs.is_starting(status),
         }
         if status.get("error"):
             out["error"] = status["error"]

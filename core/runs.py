@@ -112,6 +112,11 @@ def note_launch(run: Path, pid: int) -> bool:
     return True
 
 
+def is_starting(status: dict) -> bool:
+    """A queued run whose trainer the job manager has launched (`note_launch`): it is loading its data."""
+    return status.get("status") == "queued" and bool(status.get("launched"))
+
+
 def add_warning(run: Path, warning: dict) -> bool:
     """Add `{"kind", "epoch", "message"}` to status.json's `warnings` unless one of that kind is there;
     True when it was added."""
@@ -199,6 +204,7 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
             {
                 "run": run.name,
                 "status": status.get("status", "unknown"),
+                "starting": is_starting(status),
                 "method": cfg.get("method"),
                 "t_target": cfg.get("t_target"),
                 "t_nontarget": cfg.get("t_nontarget"),

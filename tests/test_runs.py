@@ -116,3 +116,20 @@ def test_a_launch_is_noted_on_a_queued_run_only(tmp_path):
     runs.set_status(run, "running", pid=777)  # the trainer got there first
     assert not runs.note_launch(run, 4243)
     assert runs.read_json(run / "status.json")["pid"] == 777
+
+
+def test_a_launched_queued_run_reads_starting_in_the_runs_table_until_it_runs(tmp_path):
+    """The Train tab said "starting" for a trainer still loading its data while the Runs table said
+    "queued"; both now read it from `runs.is_starting`."""
+    from types import SimpleNamespace
+
+    from ui.runs import COLUMNS, table
+
+    run = runs.Run.create(tmp_path, "loading", {"method": "tss-kd"})
+    runs.set_status(run.path, "queued")
+    shown = lambda: dict(zip(COLUMNS, table(SimpleNamespace(runs_dir=tmp_path))[0][0], strict=True))  # noqa: E731
+    assert shown()["status"] == "queued" and not runs.list_runs(tmp_path)[0]["starting"]
+    assert runs.note_launch(run.path, 12345)
+    assert shown()["status"] == "starting" and runs.list_runs(tmp_path)[0]["status"] == "queued"
+    runs.set_status(run.path, "running")
+    assert shown()["status"] == "running" and not runs.list_runs(tmp_path)[0]["starting"]

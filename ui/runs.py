@@ -34,9 +34,14 @@ def _cell(value):
     return round(value, 3) if isinstance(value, float) else value  # people read three decimals
 
 
+def _row(r: dict) -> list:
+    """A run's row of the table; a queued run whose trainer is loading its data reads "starting"."""
+    return [_cell("starting" if c == "status" and r["starting"] else r[c]) for c in COLUMNS]
+
+
 def table(ctx: Studio):
     rows = runs.list_runs(ctx.runs_dir)
-    return [[_cell(r[c]) for c in COLUMNS] for r in rows], gr.update(choices=[r["run"] for r in rows])
+    return [_row(r) for r in rows], gr.update(choices=[r["run"] for r in rows])
 
 
 NO_RUNS = (
@@ -50,7 +55,7 @@ def follow(ctx: Studio, last: list | None, selected: list | None, one: str | Non
     """The table, both run pickers and the hint shown while there are no runs, when the runs folder changed
     since `last` (nothing is sent otherwise): a run started anywhere appears, a deleted one leaves every
     picker."""
-    rows = [[_cell(r[c]) for c in COLUMNS] for r in runs.list_runs(ctx.runs_dir)]
+    rows = [_row(r) for r in runs.list_runs(ctx.runs_dir)]
     if rows == last:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     ids = [r[0] for r in rows]
