@@ -25,6 +25,7 @@ from core.dataset import Dataset
 from core.evaluate import auc, predict_probs
 from core.methods import Batch, ClassSampler, get_method
 from core.model import ModelSpec, build_model
+from core.ood import features
 
 log = logging.getLogger("core.train")
 
@@ -242,17 +243,24 @@ def place(data: Dataset, device: torch.device) -> Dataset:
     return data
 
 
-def validate(model, data: Dataset, cfg: TrainConfig, amp) -> tuple[float, float | None, float]:
+def validate(model, data: Dataset, cfg: TrainConfig, amp) -> tuple[tuple[float, float | None, float], dict | None]:
     """Validation accuracy, macro AUC, and the share of the validation images given the most often
-    predicted class (1.0: one answer for everything)."""
-    probs = predict_probs(model, data.val.images, batch_size=cfg.eval_batch_size, amp_dtype=amp)
+    predicted class (1.0: one answer for everything); and, for a float32 pass, the pass itself
+    (`core.ood.features`: the logits and the out-of-distribution check's features), which a run's end
+    (`core.fit.finish`) reuses for the best epoch's model instead of a second pass over the split."""
+    if amp is None:
+        kept = features(model, data.val.images, batch_size=cfg.eval_batch_size)
+        probs = torch.softmax(kept["logits"], dim=1) if len(kept["logits"]) else kept["logits"]
+    else:  # the end scores in float32: this pass is not one it could use
+        kept = None
+        probs = predict_probs(model, data.val.images, batch_size=cfg.eval_batch_size, amp_dtype=amp)
     labels = data.val.labels.to(probs.device)
     if not len(labels):
-        return float("nan"), None, float("nan")
+        return (float("nan"), None, float("nan")), kept
     pred = probs.argmax(1)
     acc = float((pred == labels).float().mean())
     top_share = float(torch.bincount(pred, minlength=probs.shape[1]).max()) / len(pred)
-    return acc, auc(probs.cpu().numpy(), labels.cpu().numpy()), top_share
+    return (acc, auc(probs.cpu().numpy(), labels.cpu().numpy()), top_share), kept
 
 
 def train_one_epoch(

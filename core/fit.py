@@ -90,6 +90,7 @@ class Fit:
             log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
         state.net = distributed.wrap(state.model, group, device)
         self.history = []
+        self.best_val = None  # the best epoch's float32 validation pass, for `conclude` (None: it makes one)
         if group.main:
             runs.truncate_metrics(run, state.epoch)
             self.history = runs.read_metrics(run)
@@ -145,12 +146,13 @@ class Fit:
         distributed.sum_(group, state.sums)
         if group.main:  # rank 0 validates and writes; the others go on to the next epoch
             seen = state.sums[engine.SUMS.index("seen")].item() - seen_before
-            val = engine.validate(state.model, self.data, cfg, self.amp)
+            val, val_pass = engine.validate(state.model, self.data, cfg, self.amp)
             row = engine.epoch_row(state, cfg, lr=lr, warm=warm, val=val, images_per_s=seen / max(train_seconds, 1e-9))
             row["seconds"] = time.perf_counter() - t0
             if device.type == "cuda":
                 row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-            _keep_best(folder, state, cfg, self.spec, row)
+            if _keep_best(folder, state, cfg, self.spec, row):
+                self.best_val = val_pass
         state.epoch, state.step = epoch + 1, 0
         if group.main:
             checkpoint.save_last(folder.last_path, state)  # before the metrics: a resume truncates to it
@@ -167,13 +169,15 @@ class Fit:
         return outcome
 
 
-def _keep_best(folder: runs.Run, state, cfg: TrainConfig, spec: ModelSpec, row: dict) -> None:
-    """Save the model when the epoch is the best so far, by val AUC (val accuracy without AUC)."""
+def _keep_best(folder: runs.Run, state, cfg: TrainConfig, spec: ModelSpec, row: dict) -> bool:
+    """Save the model when the epoch is the best so far, by val AUC (val accuracy without AUC); True if saved."""
     score = row["val_auc"] if row["val_auc"] is not None else row["val_acc"]
-    if score > state.best_score:
-        state.best_score, state.best_epoch = score, row["epoch"]
-        metrics = {"val_acc": row["val_acc"], "val_auc": row["val_auc"]}
-        save_model(state.model, spec, folder.model_path, extra=model_extra(cfg, folder.path, row["epoch"], metrics))
+    if score <= state.best_score:
+        return False
+    state.best_score, state.best_epoch = score, row["epoch"]
+    metrics = {"val_acc": row["val_acc"], "val_auc": row["val_auc"]}
+    save_model(state.model, spec, folder.model_path, extra=model_extra(cfg, folder.path, row["epoch"], metrics))
+    return True
 
 
 def _report(folder: runs.Run, cfg: TrainConfig, row: dict, history: list, majority: float, n_val: int) -> None:
@@ -213,15 +217,22 @@ def _check_health(run: Path, cfg: TrainConfig, history: list[dict], majority: fl
         raise CollapseError(f"stopped on collapse at epoch {warning['epoch']}: {warning['message']}")
 
 
-def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> dict:
+def finish(
+    run: Path, data: Dataset, device: torch.device, cfg: TrainConfig, *, best_val: dict | None = None
+) -> tuple[dict, dict]:
     """Score the best checkpoint on the test split, fit its calibration on the validation split and its
-    out-of-distribution check on the training split, and record them in model.json; return the test metrics
-    (uncalibrated). One float32 pass over each of val and test serves all three."""
+    out-of-distribution check on the training split (its detector file is written beside the model); return
+    the test metrics (uncalibrated) and model.json's record with all three, for `conclude` to write. One
+    float32 pass over each of val and test serves all three; `best_val`, the training's own float32 pass of
+    the best model over val (`Fit.best_val`), is that pass already made."""
     from core.model import load_model
 
     model, _, meta = load_model(run, device=device)
     splits = {"val": data.val, "test": data.test}
-    passes = {k: ood.features(model, v.images, batch_size=cfg.eval_batch_size) for k, v in splits.items()}
+    passes = {"val": best_val} if best_val is not None else {}
+    for k, v in splits.items():
+        if k not in passes:
+            passes[k] = ood.features(model, v.images, batch_size=cfg.eval_batch_size)
     logits = {k: p["logits"] for k, p in passes.items()}
     labels = {k: v.labels.cpu() for k, v in splits.items()}
     test = classification_metrics(torch.softmax(logits["test"], 1).numpy(), labels["test"].numpy(), data.classes)
@@ -236,18 +247,18 @@ def finish(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig) -> 
         meta["ood"] = ood.fit_and_save(model, run, data, passes["val"], passes["test"], batch_size=cfg.eval_batch_size)
     except StudioError as e:
         log.warning("no out-of-distribution check for this model: %s", e)
-    runs.Run(run).write_model_meta(meta)
-    return test
+    return test, meta
 
 
-def conclude(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig, outcome: str) -> None:
-    """The end of a run that trained to `outcome`: a finished one is scored (`finish`), checked against
-    chance and marked done with its figures; a stopped one is marked stopped."""
+def conclude(
+    run: Path, data: Dataset, device: torch.device, cfg: TrainConfig, outcome: str, *, best_val: dict | None = None
+) -> None:
+    """The end of a run that trained to `outcome`: a finished one is scored (`finish`, given the training's
+    `best_val` pass), checked against chance and marked done with its figures; a stopped one is marked stopped."""
     if outcome != "done":
         runs.set_status(run, "stopped")
         return
-    test = finish(run, data, device, cfg)
-    meta = runs.Run(run).model_meta()
+    test, meta = finish(run, data, device, cfg, best_val=best_val)
     warning = health.chance_warning(
         test["accuracy"],
         health.majority_rate(data.test.labels),
@@ -258,7 +269,8 @@ def conclude(run: Path, data: Dataset, device: torch.device, cfg: TrainConfig, o
         log.warning("%s", warning["message"])
     warnings = runs.Run(run).status().get("warnings")
     if warnings:  # in model.json too, so that they travel with the model (export, Diagnose, core.predict)
-        runs.Run(run).write_model_meta({**meta, "warnings": warnings})
+        meta["warnings"] = warnings
+    runs.Run(run).write_model_meta(meta)  # once, with the test metrics, calibration, OOD check and warnings
     runs.set_status(
         run,
         "done",

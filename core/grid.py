@@ -148,7 +148,7 @@ def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = 
             continue
         with run_log(run):
             try:
-                conclude(run, data, device, fit.cfg, ended[run])
+                conclude(run, data, device, fit.cfg, ended[run], best_val=fit.best_val)
             except Exception as e:
                 record_failure(run, e)
                 ended[run] = "failed"

@@ -92,9 +92,10 @@ def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, 
     with run_log(run) if main else contextlib.nullcontext():
         try:
             announce(run, cfg, data, device, group)
-            outcome = Fit(cfg, run, data, device, stop=stop, resume=resume, group=group).to_end()
+            fit = Fit(cfg, run, data, device, stop=stop, resume=resume, group=group)
+            outcome = fit.to_end()
             if main:
-                conclude(run, data, device, cfg, outcome)
+                conclude(run, data, device, cfg, outcome, best_val=fit.best_val)
         except BaseException as e:
             if main:
                 record_failure(run, e)

@@ -415,3 +415,38 @@ def test_help_gives_every_option_a_default_and_never_none(capsys):
     ]:
         after = text.split(flag, 2)[-1]  # the option's own entry, past the usage line
         assert f"(default: {default}" in after.split(" --", 1)[0], flag
+
+
+@pytest.mark.parametrize(("amp", "val_passes_at_end"), [("off", 0), ("bf16", 1)])
+def test_the_end_of_a_float32_run_reuses_its_best_epochs_validation_pass(tmp_path, monkeypatch, amp, val_passes_at_end):
+    """A run's end scores the best model on the validation split (calibration, the OOD threshold). A float32
+    run has made that very pass while training and the end reuses it; a bf16 one makes a float32 pass. Either
+    way model.json holds what a fresh float32 pass gives."""
+    from core import fit, ood
+    from core.data import load_dataset
+
+    data_cfg = DataConfig(image_size=16, synthetic_train=48, synthetic_val=40, synthetic_test=24)
+    cfg = tiny_config(tmp_path, epochs=2, data=data_cfg, amp=amp)
+    sizes, features = [], ood.features
+    real_finish = fit.finish
+
+    def counted_finish(*args, **kwargs):  # the passes over the splits made at the end, by their sizes
+        counted = lambda m, images, **k: sizes.append(len(images)) or features(m, images, **k)  # noqa: E731
+        monkeypatch.setattr(ood, "features", counted)
+        try:
+            return real_finish(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(ood, "features", features)
+
+    monkeypatch.setattr(fit, "finish", counted_finish)
+    run = run_training(cfg)
+    _, meta = assert_complete_run(run, 2)
+    assert sizes.count(40) == val_passes_at_end and sizes.count(24) == 1  # val reused (or not); test once
+    monkeypatch.undo()
+    _, fresh = fit.finish(run, load_dataset(cfg.data), torch.device("cpu"), cfg.resolved())
+    assert meta["calibration"]["temperature"] == pytest.approx(fresh["calibration"]["temperature"], rel=1e-6)
+    for split in ("val", "test"):
+        for key in ("ece_before", "ece_after", "nll_before", "nll_after"):
+            assert meta["calibration"][split][key] == pytest.approx(fresh["calibration"][split][key], rel=1e-5)
+    for key in ("threshold", "scales", "flagged_val", "flagged_test"):
+        assert meta["ood"][key] == pytest.approx(fresh["ood"][key], rel=1e-6), key
