@@ -4,9 +4,12 @@ In distribution: the demo model's test split (never seen in training). Outliers:
 pydicom's test files (CT, MR, ultrasound, radiographs...), scikit-image's bundled photographs, uniform
 noise at three sizes, and blank images. Reports the check's AUROC (its score as a ranking), the share of
 each group it flags at the stored threshold, and the same for the energy score (Liu et al., NeurIPS 2020)
-as a baseline in the same run; writes JSON.
+as a baseline in the same run; writes JSON. With `--fit-sizes`, the check is also refitted on that many
+evenly spaced training images (as `core.ood.fit_sample` picks them) and judged the same way, side by side:
+how many a run's end needs to pass through the model.
 
     python bench/ood.py [--model assets/demo-model.safetensors] [--out bench/results/ood-demo-model.json]
+    python bench/ood.py --fit-sizes 500,1000,2000,5000
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "assets" / "demo-model.safetensors"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ood-demo-model.json")
+    ap.add_argument("--fit-sizes", default="", help="also refit on this many training images each, e.g. 1000,5000")
     args = ap.parse_args(argv)
+    fit_sizes = [int(n) for n in args.fit_sizes.split(",") if n.strip()]
     start = time.perf_counter()
     model, spec, meta, data = load_trained(args.model)
     det = ood.load(args.model, meta)
@@ -81,22 +86,30 @@ def main(argv: list[str] | None = None) -> int:
     energy_threshold = float(torch.quantile(energy(ood.features(model, data.val.images)), ood.QUANTILE))
     thresholds = {"mahalanobis": 1.0, "energy": energy_threshold}
     result = {"model": Path(args.model).name, "in_distribution": f"demo test split ({len(data.test.images)} scans)"}
-    all_out = {k: torch.cat([s(f) for f in feats.values()]).numpy() for k, s in scores.items()}
-    for k, s in scores.items():
-        ins = s(inside).numpy()
-        labels = np.r_[np.zeros(len(ins)), np.ones(len(all_out[k]))]
-        result[k] = {
-            "auroc": float(roc_auc_score(labels, np.r_[ins, all_out[k]])),
-            "threshold": thresholds[k],
-            "flagged_in_distribution": float((ins > thresholds[k]).mean()),
-            "flagged": {g: float((s(f).numpy() > thresholds[k]).mean()) for g, f in feats.items()},
+
+    def judge(s, threshold: float) -> dict:
+        ins, out = s(inside).numpy(), torch.cat([s(f) for f in feats.values()]).numpy()
+        labels = np.r_[np.zeros(len(ins)), np.ones(len(out))]
+        return {
+            "auroc": float(roc_auc_score(labels, np.r_[ins, out])),
+            "threshold": threshold,
+            "flagged_in_distribution": float((ins > threshold).mean()),
+            "flagged": {g: float((s(f).numpy() > threshold).mean()) for g, f in feats.items()},
             "missed": [
-                n
-                for g, f in feats.items()
-                for (n, _), v in zip(groups[g], s(f).numpy(), strict=True)
-                if v <= thresholds[k]
+                n for g, f in feats.items() for (n, _), v in zip(groups[g], s(f).numpy(), strict=True) if v <= threshold
             ],
         }
+
+    for k, s in scores.items():
+        result[k] = judge(s, thresholds[k])
+    if fit_sizes:  # one pass over the training split; each size refits on its evenly spaced share of it
+        train = ood.features(model, data.train.images)
+        val = ood.features(model, data.val.images)
+        result["fit_sizes"] = {}
+        for n in fit_sizes:
+            keep = ood.fit_sample(len(data.train.images), most=n)
+            refit = ood.fit({k: v[keep] for k, v in train.items()}, data.train.labels[keep], val)
+            result["fit_sizes"][str(len(keep))] = judge(lambda f, d=refit: d.score(f) / d.threshold, 1.0)
     result["outliers"] = {g: len(v) for g, v in groups.items()}
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
     result["seconds"] = round(time.perf_counter() - start, 1)

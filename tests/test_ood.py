@@ -126,6 +126,25 @@ def test_the_cli_fits_the_check_for_a_saved_model(tiny_run, tmp_path, capsys):
     assert ood.main(["--model", str(tmp_path / "missing.safetensors")]) == 2
 
 
+def test_the_ood_bench_judges_the_stored_check_and_refits_side_by_side(tiny_run, tmp_path):
+    """bench/ood.py: the stored check against real outliers, and the same check refitted on fewer training
+    images; refitted on all of them (64 here) it is the stored check, figure for figure."""
+    from bench import ood as ood_bench
+
+    out = tmp_path / "ood.json"
+    assert ood_bench.main(["--model", str(tiny_run), "--out", str(out), "--fit-sizes", "16,64,1000"]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["fit_sizes"]) == {"16", "64"}  # 1000 is more than the split holds: all 64, once
+    refit, stored = result["fit_sizes"]["64"], result["mahalanobis"]
+    assert refit["missed"] == stored["missed"] and refit["flagged"] == pytest.approx(stored["flagged"])
+    assert refit["auroc"] == pytest.approx(stored["auroc"])
+    assert refit["flagged_in_distribution"] == pytest.approx(stored["flagged_in_distribution"])
+    for judged in (result["mahalanobis"], result["energy"], *result["fit_sizes"].values()):
+        assert 0 <= judged["auroc"] <= 1 and 0 <= judged["flagged_in_distribution"] <= 1
+        assert set(judged["flagged"]) == {"dicom", "photo", "noise", "blank"}
+    assert result["outliers"]["noise"] == 6
+
+
 # The shipped demo model, tried as a clinician would: its own kind of scan passes, anything else is flagged.
 
 
@@ -251,3 +270,11 @@ def test_a_lesion_maps_cost_is_known_before_it_runs(demo, method):
     assert seconds > 0
     if method == "scorecam":
         assert seconds > 50 * demo.cam_seconds("gradcam") / 3  # one pass per channel of layer4 (512)
+
+
+@pytest.mark.parametrize(("n", "fitted"), [(5, 5), (2000, 2000), (5000, 2000), (123_457, 2000)])
+def test_the_check_is_fitted_on_at_most_2000_evenly_spaced_training_images(n, fitted):
+    keep = ood.fit_sample(n)
+    assert len(keep) == fitted == len(set(keep.tolist())) and keep[0] == 0 and keep[-1] == n - 1
+    gaps = keep.diff()
+    assert int(gaps.max()) - int(gaps.min()) <= 1  # evenly spaced: every class of a sorted split is sampled
