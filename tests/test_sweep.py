@@ -150,6 +150,11 @@ def test_the_sweep_bench_times_every_way(tmp_path):
         assert result[way]["training_images"] == 4 * 32
         assert result[way]["aggregate_images_per_s"] == pytest.approx(4 * 32 / result[way]["wall_s"])
         assert len(result[way]["per_run_images_per_s"]) == 4
+        assert 0 < result[way]["training_steps_s"] < result[way]["wall_s"]
+        assert result[way]["rest_s"] == pytest.approx(result[way]["wall_s"] - result[way]["training_steps_s"])
+    assert result["sequential"]["speedup_bound"] == pytest.approx(
+        result["sequential"]["wall_s"] / result["sequential"]["training_steps_s"]
+    )
     assert result["grid"]["speedup"] == pytest.approx(
         result["grid"]["aggregate_images_per_s"] / result["sequential"]["aggregate_images_per_s"]
     )
