@@ -139,6 +139,15 @@ def mid_layer(model: Classifier) -> nn.Module:
     return bb.features[len(bb.features) * 2 // 3]
 
 
+def early_layer(model: Classifier) -> nn.Module:
+    """An early backbone block (ResNets: layer2; others: a third into `features`), where the
+    out-of-distribution check reads fine texture: the noise that resizing to the model's input softens."""
+    bb = model.backbone
+    if hasattr(bb, "layer2"):
+        return bb.layer2
+    return bb.features[len(bb.features) // 3]
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temporary file and rename it: readers see the old file or the new one."""
     tmp = path.with_name(f".{path.name}.tmp")

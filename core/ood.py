@@ -1,12 +1,15 @@
 """Out-of-distribution guard: is a scan like the data the model was trained on?
 
 Method: Mahalanobis distance with class means and one shared covariance (Lee et al., NeurIPS 2018),
-measured on two feature layers and needing no outlier data: the penultimate features (the projector's
-128 values before the last linear layer) and a mid-depth backbone block, mean-pooled over space. The
-penultimate layer catches scans of another kind; the mid-depth layer catches scans whose texture and
-intensity statistics differ (noise, blank or saturated images). Each layer's distance is divided by its
-99th percentile on the validation split, the score is the larger of the two, and the threshold is the
-validation split's 99th percentile of that score: about 1 in 100 scans like the training data is flagged.
+measured on three feature layers and needing no outlier data: the penultimate features (the projector's
+128 values before the last linear layer), a mid-depth backbone block mean-pooled over space, and an
+early block pooled to its mean and standard deviation over space. The penultimate layer catches scans of
+another kind; the deeper blocks catch scans whose texture and intensity statistics differ (noise, blank
+or saturated images), the early one the fine noise that resizing a large scan to the model's input
+softens. Each layer's distance is divided by its 99th percentile on the validation split, the score is
+the largest of them, and the threshold is the validation split's 99th percentile of that score: about 1
+in 100 scans like the training data is flagged. A detector saved with the first two layers only (before
+the early one was added) keeps working with those.
 
 `python -m core.ood --model RUN_OR_FILE` fits the detector for a saved model (runs fit it when they
 finish). Tensors go to ``<model>.ood.safetensors`` beside the weights, the record (threshold, layers,
@@ -27,22 +30,23 @@ from safetensors.torch import load_file, save_file
 from core.cli import model_command
 from core.errors import StudioError
 from core.evaluate import predict_logits
-from core.model import Classifier, atomic_write, mid_layer, resolve_model_path
+from core.model import Classifier, atomic_write, early_layer, mid_layer, resolve_model_path
 
-METHOD = "mahalanobis (Lee et al. 2018), shared covariance, penultimate + mid-depth features"
-LAYERS = ("penultimate", "mid")
+METHOD = "mahalanobis (Lee et al. 2018), shared covariance, penultimate + mid-depth + early features"
+LAYERS = ("penultimate", "mid", "early")
+FIRST_LAYERS = LAYERS[:2]  # what a detector saved before the early layer holds
 QUANTILE = 0.99
 SHRINK = 0.01  # ridge added to the covariance, relative to its mean variance: stable with few images
 # training images used to fit (evenly spaced): on the demo model 2,000 flag the same outliers as all 5,000
-# (AUROC 0.9994 against 0.9993; bench/results/ood-demo-model.json), and a run's end passes 3,000 fewer
-# images through the model (about 40 s on a 2-core CPU at 32 px)
+# (bench/results/ood-demo-model.json), and a run's end passes 3,000 fewer images through the model
 FIT_MAX = 2_000
 
 
 @contextmanager
 def capture_features(model: Classifier, *, first: bool = False):
     """Within the block every forward of `model` also leaves its features in the yielded dict:
-    `penultimate` (B, D) and `mid` (B, K), float32. With `first`, only the block's first forward does (a
+    `penultimate` (B, D), `mid` (B, K) and `early` (B, 2E: the means, then the standard deviations),
+    float32. With `first`, only the block's first forward does (a
     lesion map's later passes run on masked copies of the scan)."""
     out: dict[str, torch.Tensor] = {}
 
@@ -54,12 +58,19 @@ def capture_features(model: Classifier, *, first: bool = False):
     hooks = [
         head.register_forward_pre_hook(lambda _m, args: keep("penultimate", args[0].detach().float())),
         mid_layer(model).register_forward_hook(lambda _m, _i, o: keep("mid", o.detach().float().mean(dim=(2, 3)))),
+        early_layer(model).register_forward_hook(lambda _m, _i, o: keep("early", _mean_and_std(o))),
     ]
     try:
         yield out
     finally:
         for h in hooks:
             h.remove()
+
+
+def _mean_and_std(o: torch.Tensor) -> torch.Tensor:
+    """(B, E, H, W) activations -> (B, 2E): each channel's mean and standard deviation over space."""
+    o = o.detach().float().flatten(2)
+    return torch.cat([o.mean(2), o.std(2, correction=0)], dim=1)
 
 
 @torch.no_grad()
@@ -79,8 +90,9 @@ def features(model: Classifier, images: torch.Tensor, *, batch_size: int = 256) 
 
 @dataclass
 class Detector:
-    """Per layer: class means (C, D), the inverse shared covariance (D, D) and the layer's scale; `threshold`
-    on the combined score. Scores above the threshold are out of distribution."""
+    """Per layer (`LAYERS`, or `FIRST_LAYERS` for an older detector): class means (C, D), the inverse shared
+    covariance (D, D) and the layer's scale; `threshold` on the combined score. Scores above the threshold
+    are out of distribution."""
 
     means: dict[str, torch.Tensor]
     precisions: dict[str, torch.Tensor]
@@ -94,10 +106,16 @@ class Detector:
 
     def score(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """The combined score (N,) float64: the largest of the layers' distances over their scales."""
-        return torch.stack([self.layer_distance(k, feats[k].cpu()) / self.scales[k] for k in LAYERS]).amax(0)
+        return torch.stack([self.layer_distance(k, feats[k].cpu()) / self.scales[k] for k in self.layers]).amax(0)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.means)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {f"{k}.{part}": getattr(self, part)[k].contiguous() for k in LAYERS for part in ("means", "precisions")}
+        return {
+            f"{k}.{part}": getattr(self, part)[k].contiguous() for k in self.layers for part in ("means", "precisions")
+        }
 
 
 def _gaussian(f: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +176,7 @@ def record(det: Detector, *, val_rate: float | None, test_rate: float | None, fi
     """What goes into the model's JSON under "ood"."""
     return {
         "method": METHOD,
-        "layers": list(LAYERS),
+        "layers": list(det.layers),
         "threshold": det.threshold,
         "scales": det.scales,
         "quantile": QUANTILE,
@@ -184,11 +202,14 @@ def load(model_path: str | Path, meta: dict) -> Detector | None:
         return None
     path = resolve_model_path(model_path).with_name(rec.get("file") or "")
     try:
+        layers = tuple(rec.get("layers") or FIRST_LAYERS)
+        if not set(layers) <= set(LAYERS):
+            raise ValueError(f"unknown layers {sorted(set(layers) - set(LAYERS))}")
         tensors = load_file(path)
         return Detector(
-            {k: tensors[f"{k}.means"].double() for k in LAYERS},
-            {k: tensors[f"{k}.precisions"].double() for k in LAYERS},
-            {k: float(rec["scales"][k]) for k in LAYERS},
+            {k: tensors[f"{k}.means"].double() for k in layers},
+            {k: tensors[f"{k}.precisions"].double() for k in layers},
+            {k: float(rec["scales"][k]) for k in layers},
             float(rec["threshold"]),
         )
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:

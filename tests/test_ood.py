@@ -18,10 +18,10 @@ EXAMPLES = sorted((DEMO.parent / "examples").glob("*.png"))
 
 
 def gaussian_features(n: int, shift: float = 0.0, seed: int = 0) -> tuple[dict, torch.Tensor]:
-    """Two layers of features for three well-separated classes; `shift` moves every point off the data."""
+    """Three layers of features for three well-separated classes; `shift` moves every point off the data."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 3
-    centres = {"penultimate": torch.eye(3, 16) * 6, "mid": torch.eye(3, 8) * 4}
+    centres = {"penultimate": torch.eye(3, 16) * 6, "mid": torch.eye(3, 8) * 4, "early": torch.eye(3, 12) * 5}
     feats = {k: (c[labels] + torch.randn(n, c.shape[1], generator=g) + shift).double() for k, c in centres.items()}
     return feats, labels
 
@@ -37,8 +37,8 @@ def test_the_threshold_flags_about_one_in_a_hundred_like_the_data_and_every_far_
     assert ood.flagged(det, far) == 1.0
 
 
-@pytest.mark.parametrize("layer", ["penultimate", "mid"])
-def test_a_scan_odd_in_either_layer_alone_is_flagged(layer):
+@pytest.mark.parametrize("layer", ["penultimate", "mid", "early"])
+def test_a_scan_odd_in_any_one_layer_alone_is_flagged(layer):
     train, labels = gaussian_features(2000)
     val, _ = gaussian_features(1000, seed=1)
     det = ood.fit(train, labels, val)
@@ -100,6 +100,27 @@ def test_a_model_saved_before_the_check_says_it_has_none(tiny_run, tmp_path):
     r = Predictor(out).predict(EXAMPLES[0])
     assert r["in_distribution"] is None and r["ood_score"] is None
     assert Predictor(out).card()["ood"] is None
+
+
+def test_a_check_saved_before_the_early_layer_still_answers_with_its_two_layers(tiny_run, tmp_path):
+    from core.export import export_model
+
+    out = export_model(tiny_run, tmp_path / "m.safetensors")
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["ood"]["layers"] == ["penultimate", "mid", "early"]
+    new = ood.load(out, meta)
+    old = ood.Detector(
+        *({k: part[k] for k in ood.FIRST_LAYERS} for part in (new.means, new.precisions, new.scales)), 1.0
+    )
+    meta["ood"] = ood.save(old, out, {**meta["ood"], "layers": None, "scales": old.scales})  # as older models hold it
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    assert set(ood.load(out, meta).means) == set(ood.FIRST_LAYERS)
+    r = Predictor(out).predict(EXAMPLES[0])
+    assert r["ood_score"] >= 0 and r["in_distribution"] == (r["ood_score"] <= 1)
+    meta["ood"]["layers"] = ["penultimate", "deepest"]  # a record this studio cannot read
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(StudioError, match="cannot be read.*unknown layers"):
+        Predictor(out)
 
 
 def test_a_damaged_check_file_is_a_clear_error(tiny_run, tmp_path):
