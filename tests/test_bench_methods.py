@@ -121,7 +121,8 @@ def test_lesion_map_scores_are_averaged_per_cam_method():
 @pytest.mark.slow
 def test_a_small_comparison_end_to_end(tmp_path):
     stem = tmp_path / "cmp"
-    argv = ["--arms", "ce,tss-kd/paper", "--seeds", "0,1", "--epochs", "1", "--train", "64", "--val", "32"]
+    argv = ["--arms", "ce,tss-kd/paper", "--seeds", "0,1", "--epochs", "1", "--image-size", "16", "--train", "64"]
+    argv += ["--val", "32"]
     argv += ["--test", "48", "--cams", "gradcam,scorecam", "--cam-images", "3", "--scorecam-images", "1"]
     assert methods.main([*argv, "--device", "cpu", "--out", str(stem)]) == 0
     result = json.loads(stem.with_suffix(".json").read_text())

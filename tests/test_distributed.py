@@ -95,7 +95,7 @@ def test_two_processes_write_one_run_matching_a_single_process(tmp_path):
 
 
 def test_sigterm_stops_the_group_and_resume_finishes_the_run(tmp_path):
-    proc = torchrun(*ARGS, "--synthetic-train", "768", "--epochs", "4", "--runs-dir", str(tmp_path), "--name", "group")
+    proc = torchrun(*ARGS, "--synthetic-train", "384", "--epochs", "3", "--runs-dir", str(tmp_path), "--name", "group")
     deadline = time.time() + 240
     run = None
     while time.time() < deadline and run is None:
@@ -107,9 +107,9 @@ def test_sigterm_stops_the_group_and_resume_finishes_the_run(tmp_path):
     proc.communicate(timeout=120)
     assert runs.read_json(run / "status.json")["status"] == "stopped"
     done_before = len(runs.read_metrics(run))
-    assert 1 <= done_before < 4
+    assert 1 <= done_before < 3
     again = torchrun("--resume", str(run), "--device", "cpu")
     out, err = again.communicate(timeout=400)
     assert again.returncode == 0, err[-3000:]
     assert runs.read_json(run / "status.json")["status"] == "done"
-    assert [r["epoch"] for r in runs.read_metrics(run)] == list(range(1, 5))
+    assert [r["epoch"] for r in runs.read_metrics(run)] == list(range(1, 4))

@@ -85,16 +85,16 @@ def test_two_simultaneous_starts_make_two_runs(manager, tmp_path):
 
 
 def test_stop_then_resume_finishes_the_run(manager, tmp_path):
-    run = manager.submit(cfg(tmp_path, train=512, epochs=6))
+    run = manager.submit(cfg(tmp_path, train=256, epochs=3))
     wait_for(lambda: len(runs.read_metrics(run)) >= 1)
     manager.stop(run.name)
     wait_for(lambda: status_of(run) == "stopped")
     assert (run / "last.safetensors").is_file()
     done_before = len(runs.read_metrics(run))
-    assert done_before < 6
+    assert done_before < 3
     manager.resume(run.name)
-    wait_for(lambda: status_of(run) == "done", timeout=400)
-    assert [r["epoch"] for r in runs.read_metrics(run)] == list(range(1, 7))
+    wait_for(lambda: status_of(run) == "done")
+    assert [r["epoch"] for r in runs.read_metrics(run)] == list(range(1, 4))
 
 
 def test_a_trainer_that_will_not_stop_is_killed_and_the_run_ends_stopped(tmp_path):
@@ -201,19 +201,19 @@ def test_run_ids_cannot_escape_the_runs_folder(manager, tmp_path):
 def test_a_trainer_killed_mid_epoch_is_marked_failed_and_resumes_to_the_same_result(manager, tmp_path):
     import signal
 
-    straight = manager.submit(cfg(tmp_path, train=256, epochs=4, name="straight"))
-    killed = manager.submit(cfg(tmp_path, train=256, epochs=4, name="killed"))
+    straight = manager.submit(cfg(tmp_path, train=128, epochs=3, name="straight"))
+    killed = manager.submit(cfg(tmp_path, train=128, epochs=3, name="killed"))
     wait_for(lambda: status_of(straight) == "done")
     wait_for(lambda: status_of(killed) == "running" and len(runs.read_metrics(killed)) >= 1)
     time.sleep(0.3)  # into epoch 2
     os.kill(runs.read_json(killed / "status.json")["pid"], signal.SIGKILL)
     wait_for(lambda: status_of(killed) == "failed")
     assert runs.read_json(killed / "status.json")["error"] == DIED
-    assert len(runs.read_metrics(killed)) < 4
+    assert len(runs.read_metrics(killed)) < 3
     manager.resume(killed.name)
     wait_for(lambda: status_of(killed) == "done")
     a, b = runs.read_metrics(straight), runs.read_metrics(killed)
-    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in b] == [1, 2, 3]
     for ra, rb in zip(a, b, strict=True):
         for key in ("train_loss", "train_ce", "train_kd", "val_acc", "val_auc", "lr"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), key
@@ -232,7 +232,7 @@ def test_a_run_on_two_processes_is_launched_with_torchrun(manager, tmp_path):
 def test_runs_per_device_share_the_cpu_and_wait_returns_when_all_end(tmp_path):
     jm = JobManager(tmp_path, per_device=2, grace_s=10, poll_s=0.2)
     try:
-        first, second, third = (jm.submit(cfg(tmp_path, train=256, epochs=3, name=f"sweep{i}")) for i in range(3))
+        first, second, third = (jm.submit(cfg(tmp_path, train=128, epochs=2, name=f"sweep{i}")) for i in range(3))
         assert wait_for(lambda: len(jm.active()) == 2)  # two at once, the third waits its turn
         assert status_of(third) == "queued"
         expected = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // 2))
@@ -275,7 +275,7 @@ def test_a_grid_is_one_trainer_for_all_its_runs_and_each_ends_an_ordinary_run(ma
 def test_a_grid_waits_for_a_free_slot_like_one_run_and_counts_as_one(tmp_path):
     jm = JobManager(tmp_path, per_device=1, poll_s=0.2)
     try:
-        first = jm.submit(cfg(tmp_path, train=256, epochs=2, name="first"))
+        first = jm.submit(cfg(tmp_path, train=128, epochs=2, name="first"))
         grid = jm.submit_grid(grid_cfgs(tmp_path, "g2"))
         wait_for(lambda: status_of(first) == "running")
         assert [status_of(r) for r in grid] == ["queued", "queued"]
@@ -285,20 +285,20 @@ def test_a_grid_waits_for_a_free_slot_like_one_run_and_counts_as_one(tmp_path):
 
 
 def test_stopping_one_run_of_a_grid_stops_it_alone_and_it_resumes_alone(manager, tmp_path):
-    grid = manager.submit_grid(grid_cfgs(tmp_path, "g3", train=512, epochs=4))
+    grid = manager.submit_grid(grid_cfgs(tmp_path, "g3", train=256, epochs=3))
     wait_for(lambda: len(runs.read_metrics(grid[0])) >= 1)
     manager.stop(grid[1].name)  # the grid's one trainer stops this run and trains the other on
     wait_for(lambda: status_of(grid[1]) == "stopped")
     manager.resume(grid[1].name)  # while the grid's process may still train the other
     assert manager.wait(grid, timeout=600) == {r.name: "done" for r in grid}
-    assert [[row["epoch"] for row in runs.read_metrics(r)] for r in grid] == [[1, 2, 3, 4]] * 2
+    assert [[row["epoch"] for row in runs.read_metrics(r)] for r in grid] == [[1, 2, 3]] * 2
     assert runs.Run(grid[1]).status()["pid"] != runs.Run(grid[0]).status()["pid"]  # it finished in its own
     with pytest.raises(StudioError, match="not running"):
         manager.stop(grid[0].name)
 
 
 def test_stopping_every_run_of_a_grid_stops_its_process_and_each_resumes_alone(manager, tmp_path):
-    grid = manager.submit_grid(grid_cfgs(tmp_path, "g6", train=512, epochs=4))
+    grid = manager.submit_grid(grid_cfgs(tmp_path, "g6", train=256, epochs=3))
     wait_for(lambda: len(runs.read_metrics(grid[0])) >= 1)
     for r in grid:
         manager.stop(r.name)
@@ -307,12 +307,12 @@ def test_stopping_every_run_of_a_grid_stops_its_process_and_each_resumes_alone(m
     for r in grid:
         manager.resume(r.name)
     assert manager.wait(grid, timeout=600) == {r.name: "done" for r in grid}
-    assert [[row["epoch"] for row in runs.read_metrics(r)] for r in grid] == [[1, 2, 3, 4]] * 2
+    assert [[row["epoch"] for row in runs.read_metrics(r)] for r in grid] == [[1, 2, 3]] * 2
 
 
 def test_a_queued_grid_is_queued_together_again_after_a_restart(tmp_path):
     jm = JobManager(tmp_path, per_device=1, poll_s=0.2)
-    first = jm.submit(cfg(tmp_path, train=512, epochs=3, name="first"))
+    first = jm.submit(cfg(tmp_path, train=256, epochs=2, name="first"))
     grid = jm.submit_grid(grid_cfgs(tmp_path, "g4"))
     jm.close()  # the app goes away while the grid is queued
     second = JobManager(tmp_path, per_device=1, poll_s=0.2)
@@ -338,8 +338,8 @@ def test_stopping_a_sweep_stops_its_queued_and_running_runs_and_no_other(tmp_pat
 
     jm = JobManager(tmp_path, per_device=1, grace_s=10, poll_s=0.2)
     try:
-        first = jm.submit_grid(grid_cfgs(tmp_path, "sweepA", train=512, epochs=4))
-        second = jm.submit_grid(grid_cfgs(tmp_path, "sweepB", train=512, epochs=4))  # queued behind it
+        first = jm.submit_grid(grid_cfgs(tmp_path, "sweepA", train=256, epochs=3))
+        second = jm.submit_grid(grid_cfgs(tmp_path, "sweepB", train=256, epochs=3))  # queued behind it
         wait_for(lambda: len(runs.read_metrics(first[0])) >= 1)
         assert stop_sweep(jm, "sweepB") == sorted(r.name for r in second)  # out of the queue
         assert [status_of(r) for r in second] == ["stopped", "stopped"]

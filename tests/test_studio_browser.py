@@ -237,15 +237,16 @@ def test_a_training_started_in_train_draws_its_first_curve_point(page):
     page.locator("#train-estimate").get_by_text("reaches only 50% of its value").wait_for(timeout=15_000)
 
 
-@pytest.mark.timeout(480)  # two short runs: 90 s on a 2-core CPU; the wait for them allows 300
+@pytest.mark.timeout(480)  # two short runs of 128 images; the wait for them allows 300 s
 def test_a_temperature_sweep_fills_its_heatmap(page):
     page.get_by_role("tab", name="Temperatures").click()
     page.locator("#sweep-targets textarea, #sweep-targets input").first.fill("2, 4")
     page.locator("#sweep-nontargets textarea, #sweep-nontargets input").first.fill("0.4")
     page.locator("#sweep-epochs input").fill("1")
     page.locator("#sweep-size input").fill("16")
-    page.locator("#sweep-size input").press("Tab")
-    page.locator("#sweep-estimate").get_by_text("2 runs of 1 epoch x 2,000 images: about").wait_for(timeout=30_000)
+    page.locator("#sweep-images input").fill("128")
+    page.locator("#sweep-images input").press("Tab")
+    page.locator("#sweep-estimate").get_by_text("2 runs of 1 epoch x 128 images: about").wait_for(timeout=30_000)
     page.locator("#sweep-start").click()
     wait_text(page, "#sweep-progress", "2 of 2 runs done", 300_000, picker="#sweep-tag input")
     page.locator("#sweep-heatmap img, #sweep-heatmap svg").first.wait_for(timeout=30_000)
@@ -271,6 +272,7 @@ def test_stop_this_sweep_stops_every_run_of_it(page):
     page.locator("#sweep-nontargets textarea, #sweep-nontargets input").first.fill("0.4")
     page.locator("#sweep-epochs input").fill("50")  # a long sweep
     page.locator("#sweep-size input").fill("16")
+    page.locator("#sweep-images input").fill("128")
     page.locator("#sweep-start").click()
     wait_text(page, "#sweep-progress", "2 running", 120_000, picker="#sweep-tag input")
     page.locator("#sweep-stop").click()

@@ -83,6 +83,10 @@ def test_the_sweep_form_says_how_long_its_runs_take_before_it_is_queued(tmp_path
         one = sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 10)
         assert one.startswith("1 run of 1 epoch x 2,000 images: **about ")
         assert sweep_estimate(ctx, "2, -1", "0.4", 5, "cpu", 16, "nontarget", 10) == ""  # a bad grid: nothing
+        small = sweep_estimate(ctx, "2, 4", "0.4", 3, "cpu", 16, "nontarget", 0, 300)
+        assert small.startswith("2 runs of 3 epochs x 300 images: **about ")
+        for images in (0, -5, None):  # no training image: no estimate
+            assert sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 0, images) == ""
     finally:
         jobs.close()
 
@@ -142,14 +146,14 @@ def test_the_temperature_study_refuses_a_bad_grid_before_training(tmp_path):
 def test_the_sweep_bench_times_every_way(tmp_path):
     out = tmp_path / "sweep.json"
     argv = ["--epochs", "1", "--train", "32", "--image-size", "16", "--runs-per-device", "2", "--device", "cpu"]
-    assert sweep_bench.main([*argv, "--out", str(out)]) == 0
+    assert sweep_bench.main([*argv, "--t-nontargets", "0.4", "--out", str(out)]) == 0  # 2 runs each way
     result = json.loads(out.read_text())
     assert result["sequential"]["runs_per_device"] == 1 and result["concurrent"]["runs_per_device"] == 2
     assert result["grid"]["one_process"] and not result["sequential"]["one_process"]
     for way in ("sequential", "concurrent", "grid"):
-        assert result[way]["training_images"] == 4 * 32
-        assert result[way]["aggregate_images_per_s"] == pytest.approx(4 * 32 / result[way]["wall_s"])
-        assert len(result[way]["per_run_images_per_s"]) == 4
+        assert result[way]["training_images"] == 2 * 32
+        assert result[way]["aggregate_images_per_s"] == pytest.approx(2 * 32 / result[way]["wall_s"])
+        assert len(result[way]["per_run_images_per_s"]) == 2
         assert 0 < result[way]["training_steps_s"] < result[way]["wall_s"]
         assert result[way]["rest_s"] == pytest.approx(result[way]["wall_s"] - result[way]["training_steps_s"])
     assert result["sequential"]["speedup_bound"] == pytest.approx(
@@ -174,7 +178,10 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         with pytest.raises(gr.Error, match="positive"):
             make_sweep(ctx)("4", "0, 0.4", 1, "cpu", 16)
         assert not list((tmp_path / "runs").iterdir())  # a bad grid queues nothing
-        tag = make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16, "paper", 3)
+        with pytest.raises(gr.Error, match="at least one training image"):
+            make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16, "paper", 3, 0)
+        assert not list((tmp_path / "runs").iterdir())  # nor a sweep without images
+        tag = make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16, "paper", 3, 96)
         queued = sorted((tmp_path / "runs").iterdir())
         from ui.temperatures import sweep_view
 
@@ -183,6 +190,7 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         configs = [runs.read_json(p / "config.json") for p in queued]
         assert [c["name"] for c in configs] == [f"{tag}-T2-t0.4", f"{tag}-T4-t0.4"]
         assert {(c["kd_scaling"], c["kd_warmup"]) for c in configs} == {("paper", 3)}  # the sweep's choice
+        assert {c["data"]["synthetic_train"] for c in configs} == {96}
         assert set(jobs.wait(queued, timeout=240).values()) == {"done"}
         statuses = [runs.Run(p).status() for p in queued]  # trained as one grid, in one process
         assert len({s["pid"] for s in statuses}) == 1 and statuses[0]["grid"] == [p.name for p in queued]

@@ -18,6 +18,7 @@ from ui.train import duration, estimate_for, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 SWEEP_WARMUP = estimate.QUICK["kd_warmup"]  # a sweep's runs are short, as the quick preset's
+SWEEP_IMAGES = 2000  # demo training images per run (validation and test: a fifth of it each)
 
 EXPLAIN = """
 **Reading the plot.** Classic knowledge distillation softens every class with one temperature
@@ -109,9 +110,11 @@ def make_from_image(ctx: Studio):
     return from_image
 
 
-def sweep_base(ctx: Studio, epochs, device, image_size, scaling, warmup) -> TrainConfig:
-    """The settings every run of a sweep shares: short TSS-KD runs on the demo data."""
-    data = DataConfig(image_size=int(image_size), synthetic_train=2000)
+def sweep_base(ctx: Studio, epochs, device, image_size, scaling, warmup, images=SWEEP_IMAGES) -> TrainConfig:
+    """The settings every run of a sweep shares: short TSS-KD runs on `images` demo training images."""
+    if images is None or int(images) < 1:
+        raise StudioError("a sweep's runs need at least one training image each.")
+    data = DataConfig(image_size=int(image_size), synthetic_train=int(images))
     return TrainConfig(
         data=data,
         epochs=int(epochs),
@@ -132,24 +135,27 @@ def make_sweep(ctx: Studio):
         image_size,
         scaling=TrainConfig.kd_scaling,
         warmup=SWEEP_WARMUP,
+        images=SWEEP_IMAGES,
         request: gr.Request = None,
     ):
         ctx.require_user(request)
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
+        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images)
         tag = new_tag(ctx.runs_dir)
-        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup)
         ctx.jobs.submit_grid(temperature_grid(base, targets, nontargets, tag=tag))  # one process for the grid
         return tag
 
     return sweep
 
 
-def sweep_estimate(ctx: Studio, targets_text, nontargets_text, epochs, device, image_size, scaling, warmup) -> str:
+def sweep_estimate(
+    ctx: Studio, targets_text, nontargets_text, epochs, device, image_size, scaling, warmup, images=SWEEP_IMAGES
+) -> str:
     """The time the sweep the form describes would take (its runs train one after another in one process),
     from the speed measured or probed for one of its runs (core.estimate); empty while the form is invalid."""
     try:
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
-        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup)
+        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images)
         grid = temperature_grid(base, targets, nontargets, tag="")
     except (StudioError, gr.Error, TypeError, ValueError):
         return ""
@@ -269,6 +275,9 @@ def build(ctx: Studio, device_choices) -> None:
             sweep_warmup = gr.Number(
                 SWEEP_WARMUP, precision=0, minimum=0, label="KD warm-up (epochs)", elem_id="sweep-warmup"
             )
+            sweep_images = gr.Number(
+                SWEEP_IMAGES, precision=0, minimum=1, label="Training images per run", elem_id="sweep-images"
+            )
             start = gr.Button("Queue sweep", elem_id="sweep-start")
         sweep_time = gr.Markdown(elem_id="sweep-estimate")
         with gr.Row(equal_height=True):
@@ -284,6 +293,7 @@ def build(ctx: Studio, device_choices) -> None:
         heat = gr.Plot(label="Validation AUC", elem_id="sweep-heatmap")
         progress = gr.Markdown(elem_id="sweep-progress")
         sweep_form = [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size, sweep_scaling, sweep_warmup]
+        sweep_form.append(sweep_images)
         start.click(make_sweep(ctx), sweep_form, tag, api_name=False)
         stop.click(make_stop_sweep(ctx), tag, None, api_name=False)
         # triggers=None: on page load and whenever a field of the sweep's form changes
