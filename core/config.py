@@ -142,6 +142,11 @@ class TrainConfig:
             ),
             (cfg.lr > 0 and math.isfinite(cfg.lr), "the learning rate must be a positive number."),
             (cfg.weight_decay >= 0 and 0 <= cfg.momentum < 1, "weight decay must be >= 0 and momentum in [0, 1)."),
+            (
+                cfg.data.dataset != "synthetic"
+                or min(cfg.data.synthetic_train, cfg.data.synthetic_val, cfg.data.synthetic_test) >= 1,
+                "the demo data needs at least one training image and one image in each split.",
+            ),
             (cfg.epochs >= 1, "train for at least one epoch."),
             (cfg.batch_size >= 2, "the batch size must be at least 2 (batch norm needs two images)."),
             (cfg.eval_batch_size >= 1, "the evaluation batch size must be at least 1."),

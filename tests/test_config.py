@@ -89,6 +89,28 @@ def test_bad_settings_are_refused_with_a_clear_message(settings, message):
         from_settings(settings)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [{"synthetic_train": 0}, {"synthetic_train": -5}, {"synthetic_val": 0}, {"synthetic_test": 0}],
+    ids=["no-train", "negative-train", "no-val", "no-test"],
+)
+def test_demo_data_without_images_is_refused_before_any_run_folder(tmp_path, data):
+    """Checked in TrainConfig.resolved(), so the CLI, the API, the Train tab and a sweep all refuse it."""
+    from core.config import DataConfig, TrainConfig
+    from core.jobs import JobManager
+
+    cfg = TrainConfig(data=DataConfig(image_size=16, **data), epochs=1, device="cpu", runs_dir=str(tmp_path))
+    with pytest.raises(StudioError, match="at least one training image and one image in each split"):
+        cfg.resolved()
+    jobs = JobManager(tmp_path)
+    try:
+        with pytest.raises(StudioError, match="at least one training image"):
+            jobs.submit(cfg)
+    finally:
+        jobs.close()
+    assert not any(tmp_path.iterdir())
+
+
 def test_resuming_with_changed_settings_is_refused_and_says_which(tiny_run, capsys):
     assert main(["--resume", str(tiny_run), "--epochs", "200", "--lr", "0.5"]) == 2
     err = capsys.readouterr().err

@@ -112,9 +112,7 @@ def make_from_image(ctx: Studio):
 
 def sweep_base(ctx: Studio, epochs, device, image_size, scaling, warmup, images=SWEEP_IMAGES) -> TrainConfig:
     """The settings every run of a sweep shares: short TSS-KD runs on `images` demo training images."""
-    if images is None or int(images) < 1:
-        raise StudioError("a sweep's runs need at least one training image each.")
-    data = DataConfig(image_size=int(image_size), synthetic_train=int(images))
+    data = DataConfig(image_size=int(image_size), synthetic_train=int(images or 0))  # 0: refused by resolved()
     return TrainConfig(
         data=data,
         epochs=int(epochs),
@@ -292,8 +290,8 @@ def build(ctx: Studio, device_choices) -> None:
             stop = gr.Button("Stop this sweep", variant="stop", elem_id="sweep-stop", scale=1, interactive=False)
         heat = gr.Plot(label="Validation AUC", elem_id="sweep-heatmap")
         progress = gr.Markdown(elem_id="sweep-progress")
-        sweep_form = [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size, sweep_scaling, sweep_warmup]
-        sweep_form.append(sweep_images)
+        sweep_form = [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size]
+        sweep_form += [sweep_scaling, sweep_warmup, sweep_images]
         start.click(make_sweep(ctx), sweep_form, tag, api_name=False)
         stop.click(make_stop_sweep(ctx), tag, None, api_name=False)
         # triggers=None: on page load and whenever a field of the sweep's form changes
