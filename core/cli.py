@@ -10,11 +10,13 @@ from collections.abc import Callable
 
 from core.errors import StudioError
 
+MODEL_HELP = "run folder, model .safetensors file, or 'demo' (the shipped demo model)"
+
 
 def model_command(prog: str, doc: str, action: Callable[[str], object], show: Callable[[object], object], argv) -> int:
     """Run `action(model)` for `--model`; print `show(result)` as JSON. Returns the exit status."""
     ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="run folder or model .safetensors file")
+    ap.add_argument("--model", required=True, help=MODEL_HELP)
     args = ap.parse_args(argv)
     try:
         result = action(args.model)

@@ -17,6 +17,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
 from core.augment import eval_transform
+from core.cli import MODEL_HELP
 from core.errors import StudioError
 from core.runs import Run
 
@@ -136,10 +137,10 @@ def load_trained(path: str | Path, *, device: str | torch.device = "cpu", data=N
     from core.data import load_dataset
     from core.model import load_model
 
-    path = Path(path)
+    source, path = path, Path(path)  # the word "demo" names the demo model (core.model.DEMO), not a path
     if path.is_dir() and not Run(path).exists():
         raise StudioError(f"{path.name}: not a run folder (no config.json).")
-    model, spec, meta = load_model(path, device=device)
+    model, spec, meta = load_model(source, device=device)
     if data is None:
         saved = (meta.get("config") or {}).get("data")
         if not saved:
@@ -162,7 +163,7 @@ def evaluate_run(run: str | Path, *, split: str = "test", device: str = "auto") 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.evaluate", description="Score a trained run on one split.")
-    ap.add_argument("--model", required=True, help="run folder")
+    ap.add_argument("--model", required=True, help=MODEL_HELP)
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     args = ap.parse_args(argv)

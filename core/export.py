@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from core.cli import MODEL_HELP
 from core.errors import StudioError
 from core.model import ModelSpec, atomic_write, load_model, resolve_model_path, save_model
 
@@ -37,7 +38,7 @@ def export_model(model_path: str | Path, out: str | Path, *, half: bool = False)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="run folder or model .safetensors file")
+    ap.add_argument("--model", required=True, help=MODEL_HELP)
     ap.add_argument("--out", required=True, help="output .safetensors path (its .json twin is written beside it)")
     ap.add_argument("--half", action="store_true", help="store weights as float16")
     args = ap.parse_args(argv)

@@ -26,6 +26,9 @@ from core.runs import Run
 FORMAT = "tss-kd-studio/model-1"
 ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "densenet121")
 SMALL_INPUT = 64  # at or below this size ResNets get the 3x3 stride-1 stem and no max-pool
+# The shipped demo model, and the name the studio, its API and every `--model` option know it by
+DEMO = "demo"
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo-model.safetensors"
 
 
 @dataclass
@@ -171,7 +174,14 @@ def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, extra: dict | N
 
 
 def resolve_model_path(path: str | Path) -> Path:
-    """A run directory, a `.safetensors` file or its `.json` twin -> the `.safetensors` weights path."""
+    """`DEMO` (the word alone, as the studio names the shipped demo model; ``./demo`` is a path), a run
+    directory, a `.safetensors` file or its `.json` twin -> the `.safetensors` weights path."""
+    if isinstance(path, str) and path == DEMO:
+        if not DEMO_MODEL.is_file():
+            raise StudioError(
+                "the demo model is missing from assets/ (a fresh clone has it; make demo-model trains it)."
+            )
+        return DEMO_MODEL
     p = Path(path)
     if p.is_dir():
         p = Run(p).model_path

@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from core.cam import CAM_METHODS
+from core.cli import MODEL_HELP
 from core.device import pick_device
 from core.errors import StudioError
 from core.infer import Predictor
@@ -33,7 +34,7 @@ def cam_path(out: Path, index: int, count: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="run folder or model .safetensors file")
+    ap.add_argument("--model", required=True, help=MODEL_HELP)
     ap.add_argument("images", nargs="+", help="image or DICOM files")
     ap.add_argument("--cam", type=Path, default=None, metavar="OUT.png", help="write a lesion-map overlay")
     ap.add_argument("--cam-method", default="gradcam", choices=tuple(CAM_METHODS))

@@ -120,6 +120,35 @@ def test_predict_cli_draws_the_lesion_box_as_the_studio_does(tmp_path, capsys, e
     assert bool(cyan) is boxed
 
 
+def test_demo_names_the_shipped_model_on_the_command_line_as_in_the_studio(capsys):
+    scan = str(ROOT / "assets" / "examples" / "demo-ring.png")
+    outputs = []
+    for model in ("demo", str(ROOT / "assets" / "demo-model.safetensors")):
+        assert predict_main(["--model", model, scan]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] and outputs[0][0]["predicted"] == "ring"
+
+
+@pytest.mark.parametrize("given", [Path("demo"), "./demo", "Demo", "demo.safetensors"])
+def test_only_the_word_demo_names_the_demo_model(tmp_path, monkeypatch, given):
+    from core.errors import StudioError
+    from core.model import DEMO_MODEL, resolve_model_path
+
+    assert resolve_model_path("demo") == DEMO_MODEL
+    monkeypatch.chdir(tmp_path)  # nothing called demo here: a path named so is not found
+    with pytest.raises(StudioError, match="not a model|no such model"):
+        resolve_model_path(given)
+
+
+def test_a_missing_demo_model_is_said_plainly(tmp_path, monkeypatch, capsys):
+    import core.model
+
+    monkeypatch.setattr(core.model, "DEMO_MODEL", tmp_path / "demo-model.safetensors")
+    assert predict_main(["--model", "demo", str(ROOT / "assets" / "examples" / "demo-ring.png")]) == 2
+    err = capsys.readouterr().err
+    assert "the demo model is missing from assets/" in err and "Traceback" not in err
+
+
 def test_predict_cli_names_a_bad_file_and_still_reports_the_good_one(tiny_run, scans, tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")

@@ -14,11 +14,11 @@ from core import runs
 from core.errors import StudioError
 from core.infer import UNLEARNED, Predictor
 from core.jobs import JobManager
+from core.model import DEMO, DEMO_MODEL
 from ui.files import ImageFiles
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = sorted((ASSETS / "examples").glob("*.png"))  # demo scans from the demo model's test split
-DEMO_MODEL = ASSETS / "demo-model.safetensors"
 DEMO_LABEL = "Demo model (TSS-KD + RGA, demo data)"
 log = logging.getLogger("ui")
 
@@ -62,7 +62,7 @@ class Studio:
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, value) for the demo model and every finished run with a model."""
-        out = [(DEMO_LABEL, "demo")] if DEMO_MODEL.is_file() else []
+        out = [(DEMO_LABEL, DEMO)] if DEMO_MODEL.is_file() else []
         for r in runs.list_runs(self.runs_dir):
             if runs.Run(self.runs_dir / r["run"]).has_model():
                 about = [str(r["method"] or "method unknown")]
@@ -74,7 +74,7 @@ class Studio:
         return out
 
     def model_path(self, choice: str) -> Path:
-        if choice in (None, "", "demo"):
+        if choice in (None, "", DEMO):
             return DEMO_MODEL
         return self.jobs.find(choice)
 
@@ -108,7 +108,7 @@ def models_update(ctx: Studio, last: list | None, values: list) -> tuple:
     choices = ctx.model_choices()
     if choices == last:
         return (*[gr.skip() for _ in values], gr.skip())
-    return (*[repick(choices, v, gone="demo") for v in values], choices)
+    return (*[repick(choices, v, gone=DEMO) for v in values], choices)
 
 
 def follow_models(ctx: Studio, pickers: list, *, every: float = 5.0) -> None:

@@ -8,7 +8,7 @@ import gradio as gr
 
 from core.cam import CAM_METHODS
 from core.infer import OOD_MESSAGE, redraw
-from ui.context import EXAMPLES, Studio, follow_models, user_error
+from ui.context import DEMO, EXAMPLES, Studio, follow_models, user_error
 
 PREDICTED = "predicted class"
 TABLE_HEADERS = [
@@ -139,7 +139,7 @@ def make_diagnose(ctx: Studio):
     @user_error
     def diagnose(
         files,
-        model: str = "demo",
+        model: str = DEMO,
         method: str = "gradcam",
         target: str = PREDICTED,
         opacity: float = 0.5,
@@ -207,7 +207,7 @@ def card_markdown(card: dict, choice: str) -> str:
 
     lines = [
         "**Demo model**: trained on synthetic demo data, for trying the studio only."
-        if choice in (None, "", "demo")
+        if choice in (None, "", DEMO)
         else f"**Run** {choice}",
         f"- data: {card['data'] or 'unknown'}, {card['image_size']} px, {card['channels']} channel(s); "
         f"classes: {', '.join(card['classes'])}",
@@ -258,7 +258,7 @@ def build(ctx: Studio) -> None:
             with gr.Column(scale=1):
                 files = gr.File(label="Scans", file_count="multiple", type="filepath", elem_id="diagnose-files")
                 model = gr.Dropdown(
-                    ctx.model_choices(), value="demo", label="Model", allow_custom_value=True, elem_id="diagnose-model"
+                    ctx.model_choices(), value=DEMO, label="Model", allow_custom_value=True, elem_id="diagnose-model"
                 )
                 card = gr.Markdown(elem_id="diagnose-card")
                 method = gr.Dropdown(list(CAM_METHODS), value="gradcam", label="Lesion-map method")
@@ -319,7 +319,7 @@ def build(ctx: Studio) -> None:
 
         follow_models(ctx, [model])
         model.change(describe, model, [target, card], api_name=False, show_progress="hidden")
-        gr.on(None, lambda: describe("demo"), None, [target, card], api_name=False, show_progress="hidden")  # load
+        gr.on(None, lambda: describe(DEMO), None, [target, card], api_name=False, show_progress="hidden")  # load
         method.change(lambda c, m: scorecam_note(ctx, c, m), [model, method], cost, api_name=False)
         opacity.release(restyle, [stored, opacity], [overlay, slider, gallery], api_name=False)
         run.click(

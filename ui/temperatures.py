@@ -13,7 +13,7 @@ from core.imageio import read_scan
 from core.losses import KD_SCALINGS
 from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
 from core.temperature import temperature_view
-from ui.context import Studio, follow_models, poll, repick, user_error
+from ui.context import DEMO, Studio, follow_models, poll, repick, user_error
 from ui.train import duration, estimate_for, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
@@ -237,7 +237,7 @@ def build(ctx: Studio, device_choices) -> None:
                 classes = gr.Textbox("normal, nodule, mass, ring", label="Class names")
                 with gr.Accordion("Take the logits from an image", open=False):
                     upload = gr.File(label="Image", type="filepath")
-                    model = gr.Dropdown(ctx.model_choices(), value="demo", label="Model", allow_custom_value=True)
+                    model = gr.Dropdown(ctx.model_choices(), value=DEMO, label="Model", allow_custom_value=True)
                     seed = gr.Number(0, precision=0, label="Seed of the two views")
                     take = gr.Button("Use this image's logits")
             with gr.Column(scale=2):
