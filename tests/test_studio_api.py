@@ -390,6 +390,24 @@ def test_the_train_form_counts_its_data_before_start_and_names_a_wrong_path(tmp_
         jobs.close()
 
 
+def test_the_demo_model_is_the_one_the_command_line_names_and_its_absence_is_said(tmp_path, monkeypatch):
+    import core.model
+    from core.errors import StudioError
+    from core.jobs import JobManager
+    from ui.context import Studio
+
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        for choice in (None, "", "demo"):
+            assert ctx.model_path(choice) == core.model.DEMO_MODEL
+        monkeypatch.setattr(core.model, "DEMO_MODEL", tmp_path / "gone.safetensors")
+        with pytest.raises(StudioError, match="the demo model is missing from assets/"):
+            ctx.predictor("demo")
+    finally:
+        jobs.close()
+
+
 def test_comparing_no_run_or_only_deleted_ones_draws_no_empty_panels(tmp_path):
     from core import runs
     from core.jobs import JobManager

@@ -14,7 +14,7 @@ from core import runs
 from core.errors import StudioError
 from core.infer import UNLEARNED, Predictor
 from core.jobs import JobManager
-from core.model import DEMO, DEMO_MODEL
+from core.model import DEMO, DEMO_MODEL, resolve_model_path
 from ui.files import ImageFiles
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -75,7 +75,7 @@ class Studio:
 
     def model_path(self, choice: str) -> Path:
         if choice in (None, "", DEMO):
-            return DEMO_MODEL
+            return resolve_model_path(DEMO)  # one message for a demo model gone missing, as on the command line
         return self.jobs.find(choice)
 
     def predictor(self, choice: str) -> Predictor:
