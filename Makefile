@@ -36,7 +36,7 @@ demo-model: install
 	$(BIN)/python bench/demo_examples.py
 
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=20
 
 # Everything but the tests marked slow (trainer subprocesses, torchrun, the studio server, the browser).
 test-fast: install
