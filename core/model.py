@@ -176,7 +176,7 @@ def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, extra: dict | N
 def resolve_model_path(path: str | Path) -> Path:
     """`DEMO` (the word alone, as the studio names the shipped demo model; ``./demo`` is a path), a run
     directory, a `.safetensors` file or its `.json` twin -> the `.safetensors` weights path."""
-    if isinstance(path, str) and path == DEMO:
+    if path == DEMO:  # a Path never equals a str
         if not DEMO_MODEL.is_file():
             raise StudioError(
                 "the demo model is missing from assets/ (a fresh clone has it; make demo-model trains it)."
