@@ -58,16 +58,17 @@ def calibration_record(logits: dict[str, torch.Tensor], labels: dict[str, torch.
 def calibrate(model_path: str | Path, *, data=None) -> dict:
     """Fit T on the validation split of the model's own data (loaded from its JSON unless given) and store
     it in the model's JSON. Returns the record."""
-    from core.model import resolve_model_path
+    from core.model import refittable_model_path
     from core.runs import write_json
 
+    target = refittable_model_path(model_path).with_suffix(".json")  # before any work
     model, _, meta, data = load_trained(model_path, data=data)
     splits = {"val": data.val, "test": data.test}
     record = calibration_record(
         {k: predict_logits(model, v.images) for k, v in splits.items()}, {k: v.labels for k, v in splits.items()}
     )
     meta["calibration"] = record
-    write_json(resolve_model_path(model_path).with_suffix(".json"), meta)
+    write_json(target, meta)
     return record
 
 

@@ -198,6 +198,19 @@ def resolve_model_path(path: str | Path) -> Path:
     return p
 
 
+def refittable_model_path(path: str | Path) -> Path:
+    """`resolve_model_path` for a command that refits part of a model and rewrites its JSON (calibration, the
+    out-of-distribution check). The shipped demo model comes fitted, so its name is refused: a refit on this
+    machine changes its figures in the last digits and leaves assets/ modified in git. Its file path is taken,
+    for whoever means to refit it."""
+    if path == DEMO:
+        raise StudioError(
+            "the demo model comes with its calibration and out-of-distribution check fitted; it is not refitted "
+            f"by name. To refit it anyway, give its file: --model assets/{DEMO_MODEL.name}"
+        )
+    return resolve_model_path(path)
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Classifier, ModelSpec, dict]:
     """Rebuild a saved model in eval mode, channels-last. Returns (model, spec, the whole model.json)."""
     weights = resolve_model_path(path)

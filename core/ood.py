@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from core.cli import model_command
 from core.errors import StudioError
 from core.evaluate import predict_logits
-from core.model import Classifier, atomic_write, early_layer, mid_layer, resolve_model_path
+from core.model import Classifier, atomic_write, early_layer, mid_layer, refittable_model_path, resolve_model_path
 
 METHOD = "mahalanobis (Lee et al. 2018), shared covariance, penultimate + mid-depth + early features"
 LAYERS = ("penultimate", "mid", "early")
@@ -222,10 +222,11 @@ def fit_saved(model_path: str | Path, *, data=None, device: str | torch.device =
     from core.evaluate import load_trained
     from core.runs import write_json
 
+    target = refittable_model_path(model_path).with_suffix(".json")  # before any work
     model, _, meta, data = load_trained(model_path, data=data, device=device)
     val, test = features(model, data.val.images), features(model, data.test.images)
     meta["ood"] = fit_and_save(model, model_path, data, val, test)
-    write_json(resolve_model_path(model_path).with_suffix(".json"), meta)
+    write_json(target, meta)
     return meta["ood"]
 
 

@@ -149,6 +149,20 @@ def test_a_missing_demo_model_is_said_plainly(tmp_path, monkeypatch, capsys):
     assert "the demo model is missing from assets/" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", ["core.calibration", "core.ood"])
+def test_the_demo_model_is_not_refitted_by_name(command, capsys):
+    import importlib
+
+    from core.model import DEMO_MODEL
+
+    shipped = sorted(DEMO_MODEL.parent.glob(f"{DEMO_MODEL.stem}.*"))  # weights, JSON, detector
+    before = {p: p.read_bytes() for p in shipped}
+    assert importlib.import_module(command).main(["--model", "demo"]) == 2
+    err = capsys.readouterr().err
+    assert "not refitted by name" in err and "--model assets/demo-model.safetensors" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in shipped} == before and len(before) == 3
+
+
 def test_predict_cli_names_a_bad_file_and_still_reports_the_good_one(tiny_run, scans, tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
