@@ -22,10 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import RESULTS, job_manager, machine_label  # noqa: E402
+from core.config import QUICK  # noqa: E402
 from core.data import DataConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
 from core.errors import StudioError  # noqa: E402
-from core.estimate import QUICK  # noqa: E402
 from core.figures import heatmap  # noqa: E402
 from core.losses import KD_SCALINGS  # noqa: E402
 from core.sweep import grid_results, temperature_grid  # noqa: E402
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         type=int,
         default=QUICK["kd_warmup"],
         metavar="EPOCHS",
-        help="KD warm-up (default: none, as for the studio's short runs; see core.estimate.QUICK)",
+        help="KD warm-up (default: none, as for the studio's short runs; see the quick preset in core.config.PRESETS)",
     )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train", type=int, default=1000, help="demo training images")

@@ -1,7 +1,8 @@
 """Every setting of a run, in one place: `DataConfig` and `TrainConfig` with their defaults, help texts,
-choices and checks, the published recipes (`PRESETS`), and what is derived from them: the command line of
-`python -m core.train` (`add_arguments` / `from_args`) and the settings object the studio's API accepts
-(`from_settings`). A new setting is one field here; the CLI, the API and saved runs follow.
+choices and checks, the recipes (`PRESETS`: the published one and a quick one), and what is derived from
+them: the command line of `python -m core.train` (`add_arguments` / `from_args`) and the settings object the
+studio's API accepts (`from_settings`). A new setting is one field here; the CLI, the API and saved runs
+follow.
 """
 
 from __future__ import annotations
@@ -20,6 +21,44 @@ from core.model import ARCHS
 
 DATASETS = ("synthetic", "medmnist", "folder")
 OPTIMIZERS = ("sgd", "adam")
+
+
+# Recipes, applied by `--preset NAME` and the API's "preset" (explicit flags and settings still win): the
+# published one (also the Train tab's recipe switch) and the quick one the Train tab offers for a long run.
+PRESETS: dict[str, dict] = {
+    # Liu et al. 2025 as published and in the public code: TSS-KD 4 / 0.4 with the KL scaled by
+    # t_target**2, weight 1, no warm-up, 100 epochs of SGD 0.01 at batch 128. From scratch it collapses
+    # to a constant output (measured; README, "Results"); the studio's defaults are the stable variant.
+    "paper": {
+        "method": "tss-kd",
+        "t_target": 4.0,
+        "t_nontarget": 0.4,
+        "kd_weight": 1.0,
+        "kd_scaling": "paper",
+        "kd_warmup": 0,
+        "rga": True,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "epochs": 100,
+        "batch_size": 128,
+        "poly_power": 0.9,
+    },
+    # Short runs to try things on a CPU in minutes (the Train tab offers it when a run would be long): the
+    # studio's recipe, 5 epochs at 32 px (of 1,000 images when the data are the demo's). Its KD warm-up is the
+    # default's share of the run (10 of 100 epochs), under one epoch, so none: a 10-epoch warm-up would hold
+    # KD at 10-50% of its weight for all 5 epochs. With the studio's scaling the term's curvature is that of
+    # classic KD whatever the temperatures, and on an H100 TSS-KD without warm-up matched it with (0.889 vs
+    # 0.893 test accuracy, bench/results/methods-gpu-synthetic.md). The Temperatures tab's sweeps run without
+    # warm-up too.
+    "quick": {"epochs": 5, "synthetic_train": 1000, "image_size": 32, "kd_warmup": 0},
+}
+QUICK = PRESETS["quick"]
+QUICK_TEXT = (
+    f"{QUICK['epochs']} epochs of {QUICK['synthetic_train']:,} demo images at {QUICK['image_size']} px, "
+    "without KD warm-up"
+)
 
 
 def setting(default, help: str, **cli):  # noqa: A002 - the argparse word
@@ -106,8 +145,8 @@ class TrainConfig:
     name: str | None = setting(None, "run name (default: <dataset>-<method>)")
     preset: str | None = setting(
         None,
-        "start from a published recipe (paper: Liu et al. 2025 exactly); flags given as well still apply",
-        choices=("paper",),
+        f"start from a recipe (paper: Liu et al. 2025 exactly; quick: {QUICK_TEXT}); flags given as well still apply",
+        choices=tuple(PRESETS),
     )  # recorded in the run; applied by the CLI and the studio, not here
 
     def resolved(self) -> TrainConfig:
@@ -198,30 +237,6 @@ def to_record(cfg: TrainConfig) -> dict:
         if name not in applies(cfg.method):
             record[name] = None
     return record
-
-
-# Published recipes, applied by `--preset NAME` (explicit flags still win) and the Train tab's recipe switch.
-PRESETS: dict[str, dict] = {
-    # Liu et al. 2025 as published and in the public code: TSS-KD 4 / 0.4 with the KL scaled by
-    # t_target**2, weight 1, no warm-up, 100 epochs of SGD 0.01 at batch 128. From scratch it collapses
-    # to a constant output (measured; README, "Results"); the studio's defaults are the stable variant.
-    "paper": {
-        "method": "tss-kd",
-        "t_target": 4.0,
-        "t_nontarget": 0.4,
-        "kd_weight": 1.0,
-        "kd_scaling": "paper",
-        "kd_warmup": 0,
-        "rga": True,
-        "optimizer": "sgd",
-        "lr": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 1e-4,
-        "epochs": 100,
-        "batch_size": 128,
-        "poly_power": 0.9,
-    },
-}
 
 
 def _base_type(cls, name: str) -> type:
@@ -321,8 +336,11 @@ def from_settings(settings: dict, *, base: TrainConfig | None = None) -> TrainCo
     preset = settings.get("preset")
     if preset is not None and preset not in PRESETS:
         raise StudioError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
-    values = {**(PRESETS[preset] if preset else {}), **{k: v for k, v in settings.items() if k in train_fields}}
-    data_values = {**nested, **{k: v for k, v in settings.items() if k in data_names and k not in train_fields}}
+    recipe = PRESETS[preset] if preset else {}
+    values = {**{k: v for k, v in recipe.items() if k in train_fields}}
+    values |= {k: v for k, v in settings.items() if k in train_fields}
+    data_values = {k: v for k, v in recipe.items() if k in data_names and k not in train_fields}
+    data_values |= nested | {k: v for k, v in settings.items() if k in data_names and k not in train_fields}
     base = base or TrainConfig()
     train = {k: _coerce(k, _base_type(TrainConfig, k), v) for k, v in values.items()}
     data = {k: _coerce(k, _base_type(DataConfig, k), v) for k, v in data_values.items()}

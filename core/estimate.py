@@ -21,12 +21,7 @@ from core.config import DataConfig, TrainConfig
 from core.data import train_count
 from core.methods import get_method
 
-# The quick preset the Train tab offers. Its KD warm-up is the default's share of the run (10 of 100 epochs),
-# under one epoch, so none: a 10-epoch warm-up would hold KD at 10-50% of its weight for all 5 epochs. With
-# the studio's scaling the term's curvature is that of classic KD whatever the temperatures, and on an H100
-# TSS-KD without warm-up matched it with (0.889 vs 0.893 test accuracy, bench/results/methods-gpu-synthetic.md).
-QUICK = {"epochs": 5, "synthetic_train": 1000, "image_size": 32, "kd_warmup": 0}
-LONG_S = 15 * 60  # above this the Train tab offers the quick preset
+LONG_S = 15 * 60  # above this the Train tab offers the quick preset (core.config.PRESETS)
 
 
 def _device(name: str | None) -> str | None:

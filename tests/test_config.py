@@ -57,12 +57,32 @@ def test_data_settings_may_be_flat_or_nested_and_the_seed_follows_the_run():
     assert flat == nested and flat.data.image_size == 16 and flat.data.seed == 5
 
 
+def _value(cfg, name):
+    """A setting of `cfg` by name, whether it is the run's or its data's."""
+    return getattr(cfg.data if name in DataConfig.__dataclass_fields__ else cfg, name)
+
+
 def test_a_preset_applies_first_and_the_settings_given_still_win():
     cfg = from_settings({"preset": "paper", "epochs": 3})
     assert cfg.epochs == 3 and cfg.kd_scaling == "paper" and cfg.kd_warmup == 0 and cfg.preset == "paper"
     assert {k: getattr(cfg, k) for k in PRESETS["paper"] if k != "epochs"} == {
         k: v for k, v in PRESETS["paper"].items() if k != "epochs"
     }
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_setting_of_a_preset_applies_the_run_s_and_the_data_s(preset):
+    cfg = from_settings({"preset": preset})
+    assert cfg.preset == preset
+    assert {k: _value(cfg, k) for k in PRESETS[preset]} == PRESETS[preset]
+
+
+@pytest.mark.parametrize("given", [{"image_size": 16}, {"data": {"image_size": 16}}], ids=["flat", "nested"])
+def test_the_quick_preset_sets_the_demo_data_and_a_data_setting_given_still_wins(given):
+    cfg = from_settings({"preset": "quick", "synthetic_train": 200, **given})
+    assert (cfg.epochs, cfg.kd_warmup, cfg.method, cfg.kd_scaling) == (5, 0, "tss-kd", "nontarget")
+    assert (cfg.data.image_size, cfg.data.synthetic_train) == (16, 200)
+    assert from_settings({"preset": "quick"}).data.synthetic_train == 1000
 
 
 def test_whole_floats_are_accepted_for_integers():

@@ -290,6 +290,28 @@ def test_the_paper_preset_sets_the_published_recipe_and_explicit_flags_still_win
     assert "s = 100" in (run / "train.log").read_text()
 
 
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("given", [[], ["--epochs", "2", "--image-size", "16"]], ids=["alone", "with-flags"])
+def test_a_preset_gives_the_same_run_on_the_command_line_as_through_the_api(preset, given):
+    from core.config import from_settings, to_record
+    from core.train import config_from_args, parse_args
+
+    cli = config_from_args(parse_args(["--preset", preset, *given])).resolved()
+    api = from_settings({"preset": preset, **({"epochs": 2, "image_size": 16} if given else {})}).resolved()
+    assert to_record(cli) == to_record(api)
+    assert cli.epochs == (2 if given else PRESETS[preset]["epochs"])
+
+
+def test_the_quick_preset_trains_a_run_that_records_it(tmp_path, capsys):
+    assert main([*TINY, "--runs-dir", str(tmp_path / "runs"), "--preset", "quick"]) == 0
+    run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run"])
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["preset"], saved["kd_warmup"], saved["kd_scaling"]) == ("quick", 0, "nontarget")
+    assert (saved["epochs"], saved["data"]["image_size"], saved["data"]["synthetic_train"]) == (1, 16, 32)  # flags won
+    assert runs.read_metrics(run)[0]["kd_weight"] == 1.0  # no warm-up: KD at its full weight from the start
+    assert "longer than the run" not in (run / "train.log").read_text()
+
+
 def test_runs_saved_before_the_stable_scaling_read_as_the_papers(tmp_path):
     from core.train import TrainConfig
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from core import estimate
 from core import figures as plots
-from core.config import DataConfig, TrainConfig
+from core.config import QUICK, DataConfig, TrainConfig
 from core.errors import StudioError
 from core.imageio import read_scan
 from core.losses import KD_SCALINGS
@@ -17,7 +16,7 @@ from ui.context import DEMO, Studio, follow_models, poll, repick, user_error
 from ui.train import duration, estimate_for, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
-SWEEP_WARMUP = estimate.QUICK["kd_warmup"]  # a sweep's runs are short, as the quick preset's
+SWEEP_WARMUP = QUICK["kd_warmup"]  # a sweep's runs are short, as the quick preset's
 SWEEP_IMAGES = 2000  # demo training images per run (validation and test: a fifth of it each)
 
 EXPLAIN = """
@@ -269,7 +268,7 @@ def build(ctx: Studio, device_choices) -> None:
             sweep_size = gr.Number(32, precision=0, label="Image size", elem_id="sweep-size")
             sweep_device = gr.Dropdown(device_choices, value=device_choices[0][1], label="Device")
             sweep_scaling = gr.Dropdown(list(KD_SCALINGS), value=TrainConfig.kd_scaling, label="KD scaling")
-            # short runs: no warm-up by default, as the quick preset (core.estimate.QUICK says why)
+            # short runs: no warm-up by default, as the quick preset (core.config.PRESETS says why)
             sweep_warmup = gr.Number(
                 SWEEP_WARMUP, precision=0, minimum=0, label="KD warm-up (epochs)", elem_id="sweep-warmup"
             )

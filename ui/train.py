@@ -126,7 +126,7 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
         f"training images an epoch ({found['images_per_s']:.0f} images/s, {source})."
     )
     if long:
-        text += " That is long: the quick preset trains 5 epochs of 1,000 images at 32 px, without KD warm-up."
+        text += f" That is long: the quick preset trains {config.QUICK_TEXT}."
     return text + warmup_note(cfg), gr.update(visible=long)
 
 
@@ -341,7 +341,7 @@ def build(ctx: Studio, device_choices) -> None:
         # triggers=None: on page load and whenever a field of the form changes (once, not per listener)
         gr.on(None, update_estimate, set(form.values()), [estimate_md, quick], api_name=False, show_progress="hidden")
         quick.click(
-            lambda: [estimate.QUICK[k] for k in ("epochs", "synthetic_train", "image_size", "kd_warmup")],
+            lambda: [config.QUICK[k] for k in ("epochs", "synthetic_train", "image_size", "kd_warmup")],
             None,
             [epochs, demo_images, image_size, kd_warmup],
             api_name=False,
