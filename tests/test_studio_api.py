@@ -241,7 +241,11 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
 
 @pytest.mark.parametrize(
     ("settings", "scaling", "warmup", "preset"),
-    [({"preset": "paper"}, "paper", 0, "paper"), ({"kd_warmup": 3}, "nontarget", 3, None)],
+    [
+        ({"preset": "paper"}, "paper", 0, "paper"),
+        ({"preset": "quick"}, "nontarget", 0, "quick"),
+        ({"kd_warmup": 3}, "nontarget", 3, None),
+    ],
 )
 def test_start_training_records_the_recipe_scaling_and_warm_up(studio, settings, scaling, warmup, preset):
     client, ctx, _ = studio
@@ -255,6 +259,7 @@ def test_start_training_records_the_recipe_scaling_and_warm_up(studio, settings,
     )
     if preset:  # the recipe applied, and the settings given still won
         assert (cfg["epochs"], cfg["lr"], cfg["t_target"], cfg["kd_weight"]) == (1, 0.01, 4.0, 1.0)
+        assert (cfg["data"]["image_size"], cfg["data"]["synthetic_train"]) == (16, 64)
     ctx.jobs.stop(run_id)
 
 
