@@ -333,7 +333,7 @@ def from_settings(settings: dict, *, base: TrainConfig | None = None) -> TrainCo
     for key in nested:
         if key not in data_fields:
             raise StudioError(f"unknown data setting '{key}'; known: {', '.join(data_fields)}.")
-    preset = settings.get("preset")
+    preset = _coerce("preset", str, settings.get("preset"))
     if preset is not None and preset not in PRESETS:
         raise StudioError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
     recipe = PRESETS[preset] if preset else {}

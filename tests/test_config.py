@@ -102,6 +102,8 @@ def test_whole_floats_are_accepted_for_integers():
         ({"data": [1]}, "'data' must be a JSON object"),
         ({"data": {"size": 3}}, "unknown data setting 'size'"),
         ({"preset": "fast"}, "unknown preset 'fast'"),
+        ({"preset": ["quick"]}, "'preset' must be str"),
+        ({"preset": {"epochs": 5}}, "'preset' must be str"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(settings, message):
