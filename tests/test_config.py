@@ -111,6 +111,28 @@ def test_bad_settings_are_refused_with_a_clear_message(settings, message):
         from_settings(settings)
 
 
+HOSTILE = [[], ["quick"], {}, {"epochs": 5}, "", "x", -1, 0, 1.5, True, 10**30, float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("name", sorted({f.name for f in fields(TrainConfig)} - {"data", "runs_dir"}))
+def test_any_value_of_any_run_setting_is_taken_or_refused_with_a_message(name):
+    for value in HOSTILE:  # what an API caller may send; a crash would reach them as a bare error
+        try:
+            from_settings({name: value}).resolved()
+        except StudioError:
+            pass
+
+
+@pytest.mark.parametrize("name", sorted(f.name for f in fields(DataConfig)))
+def test_any_value_of_any_data_setting_is_taken_or_refused_with_a_message(name):
+    for value in HOSTILE:
+        for settings in ({name: value}, {"data": {name: value}}):
+            try:
+                from_settings(settings).resolved()
+            except StudioError:
+                pass
+
+
 @pytest.mark.parametrize(
     "data",
     [{"synthetic_train": 0}, {"synthetic_train": -5}, {"synthetic_val": 0}, {"synthetic_test": 0}],
