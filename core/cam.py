@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import numbers
 
 import numpy as np
 import torch
@@ -21,6 +22,20 @@ CAM_METHODS = {
     "layercam": LayerCAM,
     "scorecam": ScoreCAM,
 }
+
+
+def check_method(method) -> None:
+    """Refuse anything but a lesion-map method's name (from JSON: a list or a number too)."""
+    if not isinstance(method, str) or method not in CAM_METHODS:
+        raise StudioError(f"unknown lesion-map method '{method}'; choose one of {', '.join(CAM_METHODS)}.")
+
+
+def check_opacity(opacity) -> None:
+    """Refuse an opacity that is not a number from 0 to 1 (NaN included)."""
+    if not isinstance(opacity, numbers.Real) or isinstance(opacity, bool) or not 0 <= opacity <= 1:
+        raise StudioError("opacity must be a number between 0 and 1.")
+
+
 MAX_OVERLAY_SIDE = 1024  # overlays of larger scans are drawn at this size
 
 
@@ -62,8 +77,7 @@ def cams_and_logits(
     [0, 1], logits (N, C) float32, the class of each map). In eval mode the images do not interact, so each
     map is the one the image would get alone. Gradient methods need one forward and a short backward;
     ScoreCAM and EigenCAM a forward first when a target is the predicted class."""
-    if method not in CAM_METHODS:
-        raise StudioError(f"unknown lesion-map method '{method}'; choose one of {', '.join(CAM_METHODS)}.")
+    check_method(method)
     if len(targets) != len(x):
         raise StudioError(f"{len(x)} images need {len(x)} target classes, not {len(targets)}.")
     model.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import torch
 
 from core import calibration, ood
 from core.augment import eval_transform
-from core.cam import CAM_METHODS, cams_and_logits, compute_cams, draw_box, lesion_box, overlay
+from core.cam import cams_and_logits, check_method, check_opacity, compute_cams, draw_box, lesion_box, overlay
 from core.errors import StudioError
 from core.imageio import Scan, read_scan, to_model_array
 from core.model import load_model
@@ -148,8 +149,7 @@ class Predictor:
         runs the model once per channel of the mapped layer, the others about three passes."""
         from core.model import cam_layer
 
-        if method not in CAM_METHODS:
-            raise StudioError(f"unknown lesion-map method '{method}'.")
+        check_method(method)
         if not hasattr(self, "_pass_seconds"):
             x = torch.zeros(32, 3, self.spec.image_size, self.spec.image_size, device=self.device)
             with self.lock, torch.no_grad():
@@ -198,6 +198,8 @@ class Predictor:
             if target not in self.classes:
                 raise StudioError(f"unknown class '{target}'; this model knows {', '.join(self.classes)}.")
             return self.classes.index(target)
+        if not isinstance(target, numbers.Integral) or isinstance(target, bool):  # from JSON: a list, 1.5, true
+            raise StudioError(f"a class is its name or its index, not {target!r}.")
         if not 0 <= target < len(self.classes):
             raise StudioError(f"class index {target} is out of range for {len(self.classes)} classes.")
         return int(target)
@@ -206,8 +208,7 @@ class Predictor:
         self, scans: list[Scan], targets: list[str | int], *, method: str = "gradcam", opacity: float = 0.5
     ) -> list[LesionMap]:
         """Grad-CAM (or another method) for each scan's target class, in one batched pass."""
-        if not 0 <= opacity <= 1:
-            raise StudioError("opacity must be between 0 and 1.")
+        check_opacity(opacity)
         indices = [self.target_index(t) for t in targets]
         with self.lock:
             cams = compute_cams(self.model, self.prepare_many(scans), indices, method=method)
@@ -247,12 +248,10 @@ class Predictor:
     ) -> list[dict]:
         """`diagnose` for scans already read. The scans go in one batch with those of other threads calling at
         the same time (core.serving), so concurrent requests share one forward and backward pass."""
-        if method not in CAM_METHODS:
-            raise StudioError(f"unknown lesion-map method '{method}'; choose one of {', '.join(CAM_METHODS)}.")
+        check_method(method)
         if target is not None:
             self.target_index(target)  # a bad class is this caller's error, not its batch's
-        if not 0 <= opacity <= 1:
-            raise StudioError("opacity must be between 0 and 1.")
+        check_opacity(opacity)
         passes = self.batcher.run([(scan, target) for scan in scans], method)
         # drawing happens in the caller's thread, so it overlaps the next batch's pass on the model
         return [self._diagnosis(scan, *found, method, opacity) for scan, found in zip(scans, passes, strict=True)]
@@ -313,6 +312,5 @@ class Predictor:
 
 def redraw(image: np.ndarray, cam: np.ndarray, box: tuple[int, int, int, int] | None, opacity: float) -> np.ndarray:
     """The overlay of a stored map at another opacity, with its lesion box: no model, no recomputation."""
-    if not 0 <= opacity <= 1:
-        raise StudioError("opacity must be between 0 and 1.")
+    check_opacity(opacity)
     return draw_box(overlay(image, cam, opacity=opacity), box, image.shape[:2])

@@ -163,6 +163,27 @@ def test_the_demo_model_is_not_refitted_by_name(command, capsys):
     assert {p: p.read_bytes() for p in shipped} == before and len(before) == 3
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"opacity": float("nan")}, "opacity must be a number between 0 and 1"),
+        ({"opacity": "0.5"}, "opacity must be a number between 0 and 1"),
+        ({"opacity": 1.01}, "opacity must be a number between 0 and 1"),
+        ({"method": None}, "unknown lesion-map method 'None'"),
+        ({"target": True}, "a class is its name or its index, not True"),
+        ({"target": 4}, "class index 4 is out of range for 4 classes"),
+    ],
+    ids=["nan-opacity", "text-opacity", "opacity-above-1", "no-method", "boolean-class", "class-past-the-end"],
+)
+def test_a_lesion_map_asked_for_wrongly_is_refused_with_a_message(options, message):
+    from core.errors import StudioError
+
+    predictor = Predictor("demo")
+    with pytest.raises(StudioError, match=message):
+        predictor.diagnose(ROOT / "assets" / "examples" / "demo-ring.png", **options)
+    assert predictor.diagnose(ROOT / "assets" / "examples" / "demo-ring.png", target=np.int64(2))["target"] == "mass"
+
+
 def test_predict_cli_names_a_bad_file_and_still_reports_the_good_one(tiny_run, scans, tmp_path, capsys):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")

@@ -176,6 +176,25 @@ def test_diagnose_a_demo_scan_is_not_flagged_and_maps_any_class_by_name(studio):
     assert details[0]["lesion_box"] is None and table["data"][0][7] == "none ('normal' is no finding)"
 
 
+@pytest.mark.parametrize(
+    ("method", "target", "message"),
+    [
+        ([], "predicted class", "unknown lesion-map method '\\[\\]'"),
+        ("gradcam", [], "a class is its name or its index, not \\[\\]"),
+        ("gradcam", {"class": "mass"}, "a class is its name or its index"),
+        ("gradcam", ["mass"], "a class is its name or its index"),
+        ("gradcam", 1.5, "a class is its name or its index, not 1.5"),
+    ],
+    ids=["method-list", "class-list", "class-object", "class-in-a-list", "class-fraction"],
+)
+def test_diagnose_with_arguments_of_the_wrong_json_type_says_what_is_wrong(studio, method, target, message):
+    client, _, _ = studio  # what the REST API lets a caller send; a bare TypeError said nothing before
+    with pytest.raises(Exception, match=message):
+        client.predict(
+            [handle_file(str(EXAMPLES / "demo-ring.png"))], "demo", method, target, 0.5, api_name="/diagnose"
+        )
+
+
 @pytest.mark.parametrize("session", ["pacs-bridge-1", None])
 def test_diagnose_over_plain_http_as_docs_studio_shows(studio, session):
     """Upload, call, read the event stream: what a script without gradio_client does (docs/studio.md)."""
