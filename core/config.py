@@ -8,12 +8,11 @@ follow.
 from __future__ import annotations
 
 import argparse
-import math
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
-from core.device import AMP_CHOICES
+from core.device import AMP_CHOICES, host_memory_bytes
 from core.errors import StudioError
 from core.losses import KD_SCALINGS, kd_warmup_factor
 from core.methods import METHODS, get_method
@@ -61,6 +60,12 @@ QUICK_TEXT = (
 )
 
 
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
+MIN_TEMPERATURE = 1e-3  # below it logits / T leave float32's range (1e-320 gave NaN losses)
+MAX_LR = 10.0  # far above any recipe's; larger values only diverge (1e308 does not fit in float32)
+DEMO_MEMORY_SHARE = 0.5  # the demo data may take at most this share of the machine's memory
+
+
 def setting(default, help: str, **cli):  # noqa: A002 - the argparse word
     """A config field with its command-line help; `cli` may add choices, metavar or cli=False."""
     return field(default=default, metadata={"help": help, **cli})
@@ -91,6 +96,28 @@ class DataConfig:
             synthetic_val=share if self.synthetic_val is None else self.synthetic_val,
             synthetic_test=share if self.synthetic_test is None else self.synthetic_test,
         )
+
+
+def image_size_ok(size: int) -> tuple[bool, str]:
+    """(whether `size` is an image size the studio trains at, the message if not)."""
+    return MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE, (
+        f"image size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, not {size}."
+    )
+
+
+def demo_data_fits(data: DataConfig) -> tuple[bool, str]:
+    """(whether the demo data `data` asks for fits in this machine's memory, the message if not): each
+    image and its lesion mask take a byte per pixel. Other data are as large as their files."""
+    if data.dataset != "synthetic" or not image_size_ok(data.image_size)[0]:
+        return True, ""  # other data, or a size refused with its own message
+    images = sum(max(n or 0, 0) for n in (data.synthetic_train, data.synthetic_val, data.synthetic_test))
+    need, have = 2 * images * data.image_size**2, host_memory_bytes()
+    if have is None or need <= DEMO_MEMORY_SHARE * have:
+        return True, ""
+    return False, (
+        f"the demo data would take {need / 2**30:,.1f} GB of memory ({images:,} images at {data.image_size} px); "
+        f"this machine has {have / 2**30:,.0f} GB. Use fewer demo images or a smaller image size."
+    )
 
 
 @dataclass
@@ -164,7 +191,10 @@ class TrainConfig:
             data=self.data.resolved(),
         )
         checks = [
-            (cfg.t_target > 0 and cfg.t_nontarget > 0, "temperatures must be positive."),
+            (
+                cfg.t_target >= MIN_TEMPERATURE and cfg.t_nontarget >= MIN_TEMPERATURE,
+                f"temperatures must be positive numbers of at least {MIN_TEMPERATURE:g}.",
+            ),
             (cfg.kd_weight >= 0, "the KD weight must not be negative."),
             (
                 cfg.kd_scaling in KD_SCALINGS,
@@ -179,13 +209,19 @@ class TrainConfig:
                 cfg.optimizer in OPTIMIZERS,
                 f"unknown optimizer '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}.",
             ),
-            (cfg.lr > 0 and math.isfinite(cfg.lr), "the learning rate must be a positive number."),
+            (0 < cfg.lr <= MAX_LR, f"the learning rate must be a positive number, at most {MAX_LR:g}."),
+            (
+                all(-(2**63) <= s < 2**63 for s in (cfg.seed, cfg.data.seed)),
+                f"the seed must be a whole number from {-(2**63):,} to {2**63 - 1:,}.",
+            ),
             (cfg.weight_decay >= 0 and 0 <= cfg.momentum < 1, "weight decay must be >= 0 and momentum in [0, 1)."),
             (
                 cfg.data.dataset != "synthetic"
                 or min(cfg.data.synthetic_train, cfg.data.synthetic_val, cfg.data.synthetic_test) >= 1,
                 "the demo data needs at least one training image and one image in each split.",
             ),
+            image_size_ok(cfg.data.image_size),
+            demo_data_fits(cfg.data),
             (cfg.epochs >= 1, "train for at least one epoch."),
             (cfg.batch_size >= 2, "the batch size must be at least 2 (batch norm needs two images)."),
             (cfg.eval_batch_size >= 1, "the evaluation batch size must be at least 1."),

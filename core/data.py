@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from core import folder, medmnist, synthetic
-from core.config import DataConfig  # noqa: F401 - re-exported: core.data.DataConfig
+from core.config import DataConfig, image_size_ok  # noqa: F401 - DataConfig re-exported: core.data.DataConfig
 from core.dataset import Dataset, subset
 from core.errors import StudioError
 from core.folder import load_folder
@@ -47,8 +47,9 @@ def _check_source(cfg: DataConfig) -> None:
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load the dataset `cfg` names; raise `StudioError` with a plain message when it cannot."""
     _check_source(cfg)
-    if not 8 <= cfg.image_size <= 1024:
-        raise StudioError(f"image size must be between 8 and 1024 pixels, not {cfg.image_size}.")
+    ok, message = image_size_ok(cfg.image_size)
+    if not ok:
+        raise StudioError(message)
     data = SOURCES[cfg.dataset](cfg)
     if len(data.train) == 0:
         raise StudioError("the training split is empty.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from core.errors import StudioError
@@ -25,6 +27,14 @@ def pick_device(name: str = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise StudioError(f"unsupported device '{name}'; use auto, cpu, cuda or cuda:N.")
     return dev
+
+
+def host_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes; None where the system does not say (Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _probe(name: str) -> bool:

@@ -103,12 +103,18 @@ def test_whole_floats_are_accepted_for_integers():
         ({"data": {"size": 3}}, "unknown data setting 'size'"),
         ({"preset": "fast"}, "unknown preset 'fast'"),
         ({"preset": ["quick"]}, "'preset' must be str"),
+        ({"seed": 10**30}, "the seed must be a whole number"),
+        ({"data": {"seed": -(2**63) - 1}}, "the seed must be a whole number"),
+        ({"lr": 1e308}, "the learning rate must be a positive number, at most 10"),
+        ({"t_target": 1e-320}, "temperatures must be positive numbers of at least 0.001"),
+        ({"image_size": 2048}, "image size must be between 8 and 1024 pixels, not 2048"),
+        ({"synthetic_train": 10**12}, "the demo data would take"),
         ({"preset": {"epochs": 5}}, "'preset' must be str"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(settings, message):
     with pytest.raises(StudioError, match=message):
-        from_settings(settings)
+        from_settings(settings).resolved()  # as the API, the form and the command line check them
 
 
 HOSTILE = [[], ["quick"], {}, {"epochs": 5}, "", "x", -1, 0, 1.5, True, 10**30, float("nan"), float("inf")]

@@ -214,6 +214,12 @@ TINY = [
         (["--cuda-graphs"], "CUDA graphs need a CUDA GPU"),
         (["--kd-warmup", "-1"], "warm-up must be 0 or more"),
         (["--kd-weight", "-0.5"], "KD weight must not be negative"),
+        (["--lr", "1e308"], "the learning rate must be a positive number, at most 10"),
+        (["--t-nontarget", "1e-320"], "temperatures must be positive numbers of at least 0.001"),
+        (["--seed=100000000000000000000"], "the seed must be a whole number"),
+        (["--image-size", "4"], "image size must be between 8 and 1024 pixels, not 4"),
+        (["--synthetic-train", "100000000000"], "the demo data would take"),
+        (["--synthetic-val", "100000000000000000000"], "Use fewer demo images or a smaller image size"),
     ],
 )
 def test_bad_input_exits_nonzero_with_a_message_and_leaves_no_run(tmp_path, capsys, argv, message):
