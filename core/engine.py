@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from core import distributed
+from core import distributed, health
 from core.augment import TrainAugment
 from core.config import TrainConfig
 from core.dataset import Dataset
@@ -254,6 +254,8 @@ def validate(model, data: Dataset, cfg: TrainConfig, amp) -> tuple[tuple[float, 
     else:  # the end scores in float32: this pass is not one it could use
         kept = None
         probs = predict_probs(model, data.val.images, batch_size=cfg.eval_batch_size, amp_dtype=amp)
+    if not bool(torch.isfinite(probs).all()):
+        raise health.Diverged("its outputs on the validation images are no longer finite numbers")
     labels = data.val.labels.to(probs.device)
     if not len(labels):
         return (float("nan"), None, float("nan")), kept

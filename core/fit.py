@@ -144,9 +144,19 @@ class Fit:
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
         distributed.sum_(group, state.sums)
+        context = {  # what a failure for divergence names
+            "epoch": epoch + 1,
+            "lr": cfg.lr,
+            "kd_weight": cfg.kd_weight if "kd_weight" in get_method(cfg.method).uses else None,
+        }
+        # every rank sees the same sums, so all of them stop here together
+        health.check_finite(dict(zip(engine.SUMS, state.sums.tolist(), strict=True)), state.model, **context)
         if group.main:  # rank 0 validates and writes; the others go on to the next epoch
             seen = state.sums[engine.SUMS.index("seen")].item() - seen_before
-            val, val_pass = engine.validate(state.model, self.data, cfg, self.amp)
+            try:
+                val, val_pass = engine.validate(state.model, self.data, cfg, self.amp)
+            except health.Diverged as e:  # finite weights whose outputs overflow
+                raise health.diverged(str(e), **context) from None
             row = engine.epoch_row(state, cfg, lr=lr, warm=warm, val=val, images_per_s=seen / max(train_seconds, 1e-9))
             row["seconds"] = time.perf_counter() - t0
             if device.type == "cuda":

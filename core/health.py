@@ -11,6 +11,10 @@ majority-class rate and the output no longer tells images apart, in either of tw
   least 0.9: one answer for (nearly) everything, however the logits vary.
 A run is flagged after two such epochs in a row. A healthy run that is still near chance early on keeps
 its spread and spreads its answers, so it is not flagged.
+
+A run whose loss is no longer a number has diverged (a learning rate or KD weight far too high): its
+weights are lost, so it fails at the end of that epoch with `Diverged`, saying so, instead of failing
+further on in whatever first chokes on the NaN.
 """
 
 from __future__ import annotations
@@ -102,3 +106,34 @@ def chance_warning(accuracy: float | None, majority: float, n: int, *, epoch: in
             "and the settings."
         ),
     }
+
+
+class Diverged(RuntimeError):
+    """A run whose loss became NaN or infinite: a training failure (the run is marked failed), not a
+    mistake in its settings found before it started (`StudioError`)."""
+
+
+def finite_model(model: torch.nn.Module) -> bool:
+    """Whether every weight and batch-norm statistic of `model` is a finite number (one host sync)."""
+    checks = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
+def diverged(what: str, *, epoch: int, lr: float, kd_weight: float | None) -> Diverged:
+    """The failure of a run that diverged in `epoch`, saying `what` showed it and what to lower."""
+    weight = f" or KD weight ({kd_weight:g})" if kd_weight else ""
+    return Diverged(
+        f"the training diverged in epoch {epoch}: {what}. Start again with a lower learning rate ({lr:g}){weight}."
+    )
+
+
+def check_finite(
+    sums: dict[str, float], model: torch.nn.Module, *, epoch: int, lr: float, kd_weight: float | None
+) -> None:
+    """Raise `Diverged` when an epoch's step sums (`core.engine.SUMS`) or the model it left hold a NaN or an
+    infinity (a last step can turn finite weights into NaN after its loss was computed)."""
+    bad = [k for k in ("loss", "ce", "kd") if not math.isfinite(sums[k])]
+    if bad:
+        raise diverged(f"its loss became {sums[bad[0]]}", epoch=epoch, lr=lr, kd_weight=kd_weight)
+    if not finite_model(model):
+        raise diverged("its weights are no longer finite numbers", epoch=epoch, lr=lr, kd_weight=kd_weight)

@@ -1,5 +1,7 @@
 """The collapse rule and the chance check (core.health), on metrics rows and on runs that really train."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -131,3 +133,49 @@ def test_stop_on_collapse_ends_the_run_as_failed_with_the_reason(tmp_path, monke
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "failed" and "stopped on collapse at epoch 1" in status["error"]
     assert status["warnings"] == [fake] and len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+SUMS = {"loss": 1.2, "ce": 1.0, "kd": 0.2}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("key", ["loss", "ce", "kd"])
+def test_a_loss_that_is_not_a_number_is_a_divergence_naming_what_to_lower(key, bad):
+    model = torch.nn.Linear(3, 2)
+    health.check_finite(SUMS, model, epoch=4, lr=0.1, kd_weight=2.0)  # finite: nothing to say
+    with pytest.raises(health.Diverged) as e:
+        health.check_finite({**SUMS, key: bad}, model, epoch=4, lr=0.1, kd_weight=2.0)
+    assert str(e.value) == (
+        f"the training diverged in epoch 4: its loss became {bad}. Start again with a lower learning rate (0.1) "
+        "or KD weight (2)."
+    )
+
+
+@pytest.mark.parametrize("where", ["weight", "running_var"])
+def test_weights_or_batch_statistics_that_are_not_finite_are_a_divergence(where):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    health.check_finite(SUMS, model, epoch=1, lr=0.1, kd_weight=None)
+    with torch.no_grad():
+        (model[0].weight if where == "weight" else model[1].running_var)[0] = float("inf")
+    with pytest.raises(
+        health.Diverged, match=r"epoch 1: its weights are no longer finite numbers\. .*rate \(0\.1\)\.$"
+    ):
+        health.check_finite(SUMS, model, epoch=1, lr=0.1, kd_weight=None)
+
+
+def test_finite_weights_whose_outputs_overflow_fail_validation_as_a_divergence():
+    from conftest import tiny_config
+
+    from core import engine
+    from core.data import load_dataset
+    from core.model import ModelSpec, build_model
+
+    cfg = tiny_config(Path("unused")).resolved()
+    data = load_dataset(cfg.data)
+    model = build_model(ModelSpec(classes=data.classes, image_size=cfg.data.image_size))
+    engine.validate(model, data, cfg, None)  # a fresh model's outputs are finite
+    with torch.no_grad():
+        model.projector[-1].weight.fill_(3e38)  # finite, but its logits overflow
+    assert health.finite_model(model)
+    with pytest.raises(health.Diverged, match="its outputs on the validation images are no longer finite numbers"):
+        engine.validate(model, data, cfg, None)

@@ -230,6 +230,27 @@ def test_bad_input_exits_nonzero_with_a_message_and_leaves_no_run(tmp_path, caps
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("argv", "cause"),
+    [
+        (
+            ["--kd-weight", "1e30"],
+            "its loss became nan. Start again with a lower learning rate (0.01) or KD weight (1e+30)",
+        ),
+        (["--kd-weight", "1e30", "--method", "cs-kd"], "Start again with a lower learning rate (0.01) or KD weight"),
+    ],
+    ids=["tss-kd", "cs-kd"],
+)
+def test_a_run_that_diverges_fails_saying_so(tmp_path, capsys, argv, cause):
+    code = main([*TINY, "--kd-warmup", "0", "--runs-dir", str(tmp_path / "runs"), *argv])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: training failed: the training diverged in epoch 1: " in err and cause in err
+    (run,) = (tmp_path / "runs").iterdir()
+    status = runs.Run(run).status()
+    assert status["status"] == "failed" and status["error"].startswith("the training diverged in epoch 1")
+    assert not (run / "model.safetensors").exists()  # nothing that looks like a finished model
+
+
 @pytest.mark.parametrize("flag", ["--method", "--kd-scaling", "--preset"])
 def test_unknown_choices_are_refused_listing_them(tmp_path, capsys, flag):
     with pytest.raises(SystemExit) as e:
