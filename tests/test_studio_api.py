@@ -65,6 +65,23 @@ def test_augment_preview_and_diagnose_need_only_what_a_user_must_give(studio):
     assert len(samples) == 3
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"seed": None}, "the seed must be a whole number from 0 to"),  # the browser's emptied field
+        ({"seed": 10**30}, "the seed must be a whole number from 0 to"),
+        ({"seed": -1}, "the seed must be a whole number from 0 to"),
+        ({"demo_index": None}, "the demo scan number must be a whole number from 0 to"),
+        ({"demo_index": -(10**30)}, "the demo scan number must be a whole number from 0 to"),
+    ],
+    ids=["no-seed", "huge-seed", "negative-seed", "no-scan-number", "huge-scan-number"],
+)
+def test_augment_preview_refuses_a_seed_or_scan_number_it_cannot_use(studio, given, message):
+    client, _, _ = studio  # an overflow or a TypeError said nothing before
+    with pytest.raises(Exception, match=message):
+        client.predict(**given, api_name="/augment_preview")
+
+
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "eigencam", "layercam"])  # scorecam: test_evaluate
 def test_diagnose_png_and_extensionless_dicom(studio, scans, method):
     client, _, _ = studio

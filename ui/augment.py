@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.imageio import Scan, read_scan
-from core.preview import rga_explicit, rga_samples, training_views
+from core.preview import rga_explicit, rga_samples, training_views, whole_number
 from core.synthetic import render
 from ui.context import ASSETS, EXAMPLES, Studio, user_error
 
@@ -17,7 +17,7 @@ def _scan(upload, example: str | None, demo_index: int) -> Scan:
         return read_scan(upload if isinstance(upload, str) else upload.name)
     if example:
         return read_scan(ASSETS / "examples" / Path(example).name)
-    images, _, _ = render(1, size=128, seed=int(demo_index))
+    images, _, _ = render(1, size=128, seed=whole_number(demo_index, "demo scan number"))
     return Scan(images[0, 0].numpy(), {"format": "demo"})
 
 
@@ -46,9 +46,9 @@ def make_preview(ctx: Studio):
             samples = [rga_explicit(scan, gamma=gamma, box=(top, left, bottom, right))]
         else:
             samples = rga_samples(
-                scan, count=int(count), seed=int(seed), gamma_range=(gamma_min, gamma_max), max_side=max_side
+                scan, count=int(count), seed=seed, gamma_range=(gamma_min, gamma_max), max_side=max_side
             )
-        views = training_views(scan, size=int(view_size), seed=int(seed), gamma_range=(gamma_min, gamma_max))
+        views = training_views(scan, size=int(view_size), seed=seed, gamma_range=(gamma_min, gamma_max))
         return samples, views
 
     return augment_preview
