@@ -304,7 +304,9 @@ def _device_for(cfg: TrainConfig, processes: int) -> str:
         raise StudioError(f"{Path(cfg.data.data_path or '').name or 'data path'}: no such file or folder.")
     device = cfg.device if cfg.device != "auto" else "cuda" if _has_cuda() else "cpu"
     gpus = _gpu_count()
-    if processes < 1 or (device.startswith("cuda") and processes > max(gpus, 1)):
+    if processes < 1:
+        raise StudioError(f"a run trains in at least one process, not {processes}.")
+    if device.startswith("cuda") and processes > max(gpus, 1):
         raise StudioError(f"choose between 1 and {max(gpus, 1)} GPUs for this run.")
     if processes > 1 and cfg.batch_size < 2 * processes:
         raise StudioError(f"the batch size must be at least {2 * processes} for {processes} processes.")

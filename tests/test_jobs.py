@@ -229,6 +229,14 @@ def test_a_run_on_two_processes_is_launched_with_torchrun(manager, tmp_path):
         manager.submit(cfg(tmp_path, name="too-many"), processes=9)
 
 
+@pytest.mark.parametrize("processes", [0, -1])
+def test_fewer_than_one_process_is_refused_before_any_run_folder(manager, tmp_path, processes):
+    before = sorted(manager.runs_dir.iterdir()) if manager.runs_dir.exists() else []
+    with pytest.raises(StudioError, match=f"a run trains in at least one process, not {processes}"):
+        manager.submit(cfg(tmp_path, name="none"), processes=processes)
+    assert (sorted(manager.runs_dir.iterdir()) if manager.runs_dir.exists() else []) == before
+
+
 def test_runs_per_device_share_the_cpu_and_wait_returns_when_all_end(tmp_path):
     jm = JobManager(tmp_path, per_device=2, grace_s=10, poll_s=0.2)
     try:
