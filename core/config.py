@@ -8,6 +8,7 @@ follow.
 from __future__ import annotations
 
 import argparse
+import math
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -192,10 +193,10 @@ class TrainConfig:
         )
         checks = [
             (
-                cfg.t_target >= MIN_TEMPERATURE and cfg.t_nontarget >= MIN_TEMPERATURE,
+                all(MIN_TEMPERATURE <= t < math.inf for t in (cfg.t_target, cfg.t_nontarget)),
                 f"temperatures must be positive numbers of at least {MIN_TEMPERATURE:g}.",
             ),
-            (cfg.kd_weight >= 0, "the KD weight must not be negative."),
+            (0 <= cfg.kd_weight < math.inf, "the KD weight must be a number, not negative."),
             (
                 cfg.kd_scaling in KD_SCALINGS,
                 f"unknown KD scaling '{cfg.kd_scaling}'; choose one of {', '.join(KD_SCALINGS)}.",
@@ -373,7 +374,7 @@ def from_settings(settings: dict, *, base: TrainConfig | None = None) -> TrainCo
     if preset is not None and preset not in PRESETS:
         raise StudioError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}.")
     recipe = PRESETS[preset] if preset else {}
-    values = {**{k: v for k, v in recipe.items() if k in train_fields}}
+    values = {k: v for k, v in recipe.items() if k in train_fields}
     values |= {k: v for k, v in settings.items() if k in train_fields}
     data_values = {k: v for k, v in recipe.items() if k in data_names and k not in train_fields}
     data_values |= nested | {k: v for k, v in settings.items() if k in data_names and k not in train_fields}
