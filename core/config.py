@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -99,6 +100,20 @@ class DataConfig:
         )
 
 
+def whole_number(value, what: str, *, low: int = -(2**63)) -> int:
+    """A seed (or the like) from the command line, the API or a form, as torch's generators take it: a
+    whole number from `low` to 2**63 - 1. An emptied form field arrives as None and is refused too."""
+    high = 2**63 - 1
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not low <= value <= high
+        or value != int(value)
+    ):
+        raise StudioError(f"the {what} must be a whole number from {low:,} to {high:,}.")
+    return int(value)
+
+
 def image_size_ok(size: int) -> tuple[bool, str]:
     """(whether `size` is an image size the studio trains at, the message if not)."""
     return MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE, (
@@ -111,7 +126,7 @@ def demo_data_fits(data: DataConfig) -> tuple[bool, str]:
     image and its lesion mask take a byte per pixel. Other data are as large as their files."""
     if data.dataset != "synthetic" or not image_size_ok(data.image_size)[0]:
         return True, ""  # other data, or a size refused with its own message
-    images = sum(max(n or 0, 0) for n in (data.synthetic_train, data.synthetic_val, data.synthetic_test))
+    images = sum(max(n, 0) for n in (data.synthetic_train, data.synthetic_val, data.synthetic_test))
     need, have = 2 * images * data.image_size**2, host_memory_bytes()
     if have is None or need <= DEMO_MEMORY_SHARE * have:
         return True, ""
@@ -191,6 +206,8 @@ class TrainConfig:
             name=self.name or f"{self.data.dataset}-{self.method}",
             data=self.data.resolved(),
         )
+        for seed in (cfg.seed, cfg.data.seed):
+            whole_number(seed, "seed")
         checks = [
             (
                 all(MIN_TEMPERATURE <= t < math.inf for t in (cfg.t_target, cfg.t_nontarget)),
@@ -211,10 +228,6 @@ class TrainConfig:
                 f"unknown optimizer '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}.",
             ),
             (0 < cfg.lr <= MAX_LR, f"the learning rate must be a positive number, at most {MAX_LR:g}."),
-            (
-                all(-(2**63) <= s < 2**63 for s in (cfg.seed, cfg.data.seed)),
-                f"the seed must be a whole number from {-(2**63):,} to {2**63 - 1:,}.",
-            ),
             (cfg.weight_decay >= 0 and 0 <= cfg.momentum < 1, "weight decay must be >= 0 and momentum in [0, 1)."),
             (
                 cfg.data.dataset != "synthetic"

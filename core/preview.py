@@ -6,24 +6,15 @@ the same seed gives the same pictures and every caption states the parameters th
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 
 from core.augment import RegionalGamma, TrainAugment, regional_gamma, to_float
+from core.config import whole_number
 from core.errors import StudioError
 from core.imageio import Scan
 
 MAX_SIDE = 512  # previews of larger scans are computed at this size
-
-
-def whole_number(value, what: str) -> int:
-    """A seed or a demo scan's number from a form or the API: a whole number from 0 to 2**63 - 1 (an
-    emptied field arrives as None)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 2**63 or value != int(value):
-        raise StudioError(f"the {what} must be a whole number from 0 to {2**63 - 1:,}.")
-    return int(value)
 
 
 def _tensor(scan: Scan) -> torch.Tensor:
@@ -56,7 +47,7 @@ def rga_samples(scan: Scan, *, count: int = 8, seed: int = 0, gamma_range=(0.5, 
     x = _tensor(scan)
     _, _, h, w = x.shape
     rga = RegionalGamma(gamma_range=tuple(gamma_range), max_side=max_side)
-    params = rga.sample(count, h, w, generator=torch.Generator().manual_seed(whole_number(seed, "seed")))
+    params = rga.sample(count, h, w, generator=torch.Generator().manual_seed(whole_number(seed, "seed", low=0)))
     out = regional_gamma(to_float(x).expand(count, -1, -1, -1), gamma=params.gamma, boxes=params.boxes)
     return [
         (_image(out[i]), f"gamma {float(params.gamma[i]):.3f}, box {tuple(int(v) for v in params.boxes[i])}")
@@ -84,7 +75,7 @@ def training_views(scan: Scan, *, size: int = 64, seed: int = 0, rga: bool = Tru
         raise StudioError("the view size must be between 8 and 512 pixels.")
     x = _tensor(scan)
     aug = TrainAugment(size=size, rga=RegionalGamma(gamma_range=tuple(gamma_range)) if rga else None)
-    g = torch.Generator().manual_seed(whole_number(seed, "seed"))
+    g = torch.Generator().manual_seed(whole_number(seed, "seed", low=0))
     views = []
     for name in ("view 1 (teacher)", "view 2 (student)"):
         p = aug.sample(1, x.shape[-2], x.shape[-1], generator=g)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import gradio as gr
 
+from core.config import whole_number
 from core.imageio import Scan, read_scan
-from core.preview import rga_explicit, rga_samples, training_views, whole_number
+from core.preview import rga_explicit, rga_samples, training_views
 from core.synthetic import render
 from ui.context import ASSETS, EXAMPLES, Studio, user_error
 
@@ -17,7 +18,7 @@ def _scan(upload, example: str | None, demo_index: int) -> Scan:
         return read_scan(upload if isinstance(upload, str) else upload.name)
     if example:
         return read_scan(ASSETS / "examples" / Path(example).name)
-    images, _, _ = render(1, size=128, seed=whole_number(demo_index, "demo scan number"))
+    images, _, _ = render(1, size=128, seed=whole_number(demo_index, "demo scan number", low=0))
     return Scan(images[0, 0].numpy(), {"format": "demo"})
 
 
