@@ -181,7 +181,7 @@ class Fit:
 
 def _keep_best(folder: runs.Run, state, cfg: TrainConfig, spec: ModelSpec, row: dict) -> bool:
     """Save the model when the epoch is the best so far, by val AUC (val accuracy without AUC); True if saved."""
-    score = row["val_auc"] if row["val_auc"] is not None else row["val_acc"]
+    score = runs.selection_score(row)
     if score <= state.best_score:
         return False
     state.best_score, state.best_epoch = score, row["epoch"]

@@ -161,6 +161,20 @@ def truncate_metrics(run: Path, last_epoch: int) -> None:
     os.replace(tmp, run / METRICS)
 
 
+def selection_score(row: dict) -> float:
+    """What a run keeps its best model by: an epoch's validation AUC, its validation accuracy without AUC."""
+    return row["val_auc"] if row.get("val_auc") is not None else row["val_acc"]
+
+
+def best_row(rows: list[dict]) -> dict | None:
+    """The epoch whose model the run keeps (the first of equals, as the trainer saves it); None before any."""
+    best = None
+    for row in rows:
+        if row.get("val_acc") is not None and (best is None or selection_score(row) > selection_score(best)):
+            best = row
+    return best
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -199,7 +213,7 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
             continue
         status = read_json(run / STATUS, {}) or {}
         rows = read_metrics(run)
-        best = max(rows, key=lambda r: (r.get("val_auc") or 0, r.get("val_acc") or 0)) if rows else {}
+        best = best_row(rows) or {}
         out.append(
             {
                 "run": run.name,

@@ -1,5 +1,7 @@
 """Run folders: the list the Runs tab and every picker show."""
 
+import pytest
+
 from core import runs
 
 
@@ -77,6 +79,8 @@ def test_no_module_outside_core_runs_names_a_file_inside_a_run_folder():
 
 _ADD = """
 import sys
+import pytest
+
 from core import runs
 from pathlib import Path
 run, who = Path(sys.argv[1]), sys.argv[2]
@@ -133,3 +137,53 @@ def test_a_launched_queued_run_reads_starting_in_the_runs_table_until_it_runs(tm
     assert shown()["status"] == "starting" and runs.list_runs(tmp_path)[0]["status"] == "queued"
     runs.set_status(run.path, "running")
     assert shown()["status"] == "running" and not runs.list_runs(tmp_path)[0]["starting"]
+
+
+def row(epoch, acc, auc=None):
+    return {"epoch": epoch, "val_acc": acc, "val_auc": auc, "seconds": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("rows", "kept"),
+    [
+        ([], None),
+        ([row(1, 0.5, 0.7), row(2, 0.9, 0.6), row(3, 0.4, 0.8)], 3),  # by AUC, not accuracy
+        ([row(1, 0.5, 0.8), row(2, 0.9, 0.8)], 1),  # the first of equals: a later tie saves nothing
+        ([row(1, 0.5), row(2, 0.7), row(3, 0.6)], 2),  # accuracy where there is no AUC
+    ],
+)
+def test_the_kept_epoch_is_the_trainers_choice(rows, kept):
+    best = runs.best_row(rows)
+    assert (best and best["epoch"]) == kept
+
+
+def test_a_finished_runs_kept_model_is_the_epoch_best_row_names(tiny_run):
+    kept = runs.Run(tiny_run).model_meta()["epoch"]
+    assert runs.best_row(runs.read_metrics(tiny_run))["epoch"] == kept
+
+
+def test_a_live_run_reports_its_best_epoch_so_far_and_the_train_tab_says_so(tmp_path):
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.train import monitor
+
+    run = runs.Run.create(tmp_path, "live", {"method": "tss-kd", "epochs": 5})
+    import os
+
+    run.set_status("running", epoch=3, epochs=5, chance_acc=0.25, pid=os.getpid())  # a live trainer's pid
+    for r in (row(1, 0.40, 0.70), row(2, 0.60, 0.85), row(3, 0.55, 0.80)):
+        runs.append_metrics(run.path, r)
+    jobs = JobManager(tmp_path)
+    try:
+        s = jobs.status(run.name)
+        assert (s["best_epoch"], s["val_acc"], s["val_auc"], s["epoch"]) == (2, 0.60, 0.85, 3)
+        text = monitor(Studio(data_root=tmp_path, runs_dir=tmp_path, jobs=jobs), run.name)[0]
+        assert "Kept model: epoch 2 (val acc 0.600, val AUC 0.850) so far; chance 0.250." in text
+        # once done, the trainer's own figures stand, with the test split's
+        run.set_status("done", best_epoch=2, val_acc=0.6, val_auc=0.85, test_acc=0.58, test_auc=0.83)
+        s = jobs.status(run.name)
+        assert (s["best_epoch"], s["test_acc"]) == (2, 0.58)
+        text = monitor(Studio(data_root=tmp_path, runs_dir=tmp_path, jobs=jobs), run.name)[0]
+        assert "Kept model: epoch 2 (val acc 0.600, val AUC 0.850); test acc 0.580, test AUC 0.830" in text
+    finally:
+        jobs.close()

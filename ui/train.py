@@ -208,12 +208,30 @@ def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
         )
     if s.get("seconds_left"):
         text += f", about {duration(s['seconds_left'])} left"
+    text += best_text(s)
     if s.get("error"):
         text += f"\n\n**Error:** {s['error']}"
     chance = s.get("chance_acc")  # jobs.status read status.json once already
     curves = gr.skip() if same_curves else plots.live_curves({s["run"]: runs.read_metrics(run)}, chance_acc=chance)
     settings = gr.skip() if same_curves else runs.Run(run).config()  # the run's own, not the form's
     return text, warnings_text(s), curves, tail, s, settings, now
+
+
+def best_text(s: dict) -> str:
+    """The model the run keeps, as the progress line names it: its epoch and validation figures, and the test
+    figures once the run is done; '' before the first epoch."""
+    if not s.get("best_epoch") or s.get("val_acc") is None:
+        return ""
+    auc = "n/a" if s.get("val_auc") is None else f"{s['val_auc']:.3f}"
+    text = f"\n\nKept model: epoch {s['best_epoch']} (val acc {s['val_acc']:.3f}, val AUC {auc})"
+    if s.get("test_acc") is not None:
+        test_auc = "n/a" if s.get("test_auc") is None else f"{s['test_auc']:.3f}"
+        text += f"; test acc {s['test_acc']:.3f}, test AUC {test_auc}"
+    elif s["status"] == "running":
+        text += " so far"
+    if s.get("chance_acc") is not None:
+        text += f"; chance {s['chance_acc']:.3f}"
+    return text + "."
 
 
 def run_choices(ctx: Studio) -> list[str]:
