@@ -231,6 +231,7 @@ def test_a_training_started_in_train_draws_its_first_curve_point(page):
     page.locator("#train-quick").click()
     page.wait_for_function("document.querySelector('#train-epochs input').value === '5'", timeout=10_000)
     assert page.locator("#train-demo-images input").input_value() == "1000"
+    assert page.locator("#train-size input").input_value() == "32"
     assert page.locator("#train-kd-warmup input").input_value() == "0"  # 5 epochs: KD at full weight throughout
     page.locator("#train-kd-warmup input").fill("10")  # a warm-up longer than the run is pointed out
     page.locator("#train-kd-warmup input").press("Tab")

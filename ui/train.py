@@ -50,12 +50,15 @@ def make_api(ctx: Studio):
     return start_training
 
 
+FORM_FIELD = {"synthetic_train": "demo_images"}  # a setting the form holds under another name
+
+
 def form_settings(values: dict) -> tuple[dict, int]:
     """The Train form's values by field name -> (settings for `start_run`, processes). Fields left empty
     (temperatures, weight, name) are left out, so the method's own defaults apply."""
     v = dict(values)
     dataset = SOURCES.get(v.pop("source"), "synthetic")
-    images = int(v.pop("demo_images"))
+    images = int(v.pop(FORM_FIELD["synthetic_train"]))
     processes = int(v.pop("processes"))
     v["preset"] = RECIPES.get(v.pop("recipe"))
     unused = set(config.METHOD_SETTINGS) - set(config.applies(v["method"]))
@@ -358,10 +361,11 @@ def build(ctx: Studio, device_choices) -> None:
 
         # triggers=None: on page load and whenever a field of the form changes (once, not per listener)
         gr.on(None, update_estimate, set(form.values()), [estimate_md, quick], api_name=False, show_progress="hidden")
+        # every field of the quick preset (core.config), in the form's field that holds it
         quick.click(
-            lambda: [config.QUICK[k] for k in ("epochs", "synthetic_train", "image_size", "kd_warmup")],
+            lambda: list(config.QUICK.values()),
             None,
-            [epochs, demo_images, image_size, kd_warmup],
+            [form[FORM_FIELD.get(k, k)] for k in config.QUICK],
             api_name=False,
         )
         method_fields = [form[f] for f in config.METHOD_SETTINGS]
