@@ -20,7 +20,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from core.device import list_devices  # noqa: E402
+from core import estimate  # noqa: E402
+from core.config import TrainConfig  # noqa: E402
+from core.device import list_devices, pick_device  # noqa: E402
 from core.jobs import JobManager  # noqa: E402
 from ui import augment, diagnose, runs, temperatures, train  # noqa: E402
 from ui.context import ASSETS, Studio  # noqa: E402
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         auth=bool(args.auth),
     )
     app = build_app(ctx)
+    if not ctx.jobs.active():  # a run adopted on restart would slow the probe and be slowed by it
+        defaults = TrainConfig(runs_dir=str(ctx.runs_dir)).resolved()  # the Train form's and the sweep's
+        estimate.probe_at_start(ctx.runs_dir, defaults, str(pick_device("auto")))
     app.queue(default_concurrency_limit=4)
     calm_queue(app)
     stop_on_sigterm()

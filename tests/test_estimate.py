@@ -193,6 +193,20 @@ def test_a_process_that_ends_while_a_page_load_probes_exits_cleanly(seconds):
 
 def test_gpus_are_not_probed(tmp_path):
     assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cuda:0", probe=True) is None
+    assert estimate.probe_at_start(tmp_path, TrainConfig(), "cuda:0") is None
+
+
+def test_the_studio_probes_its_defaults_as_it_starts_so_that_the_page_finds_the_figure(tmp_path):
+    cfg = TrainConfig(data=DataConfig(image_size=10), batch_size=6, method="ce")
+    thread = estimate.probe_at_start(tmp_path, cfg, "cpu")
+    assert thread is not None
+    thread.join(timeout=120)
+    key = ("resnet18", 10, "ce", True, "auto", 6, "cpu")
+    assert not thread.is_alive() and estimate._probed[key] > 0  # the page's first estimate takes it from here
+    found = estimate.estimate_seconds(tmp_path, cfg, "cpu", probe=True)
+    assert found["images_per_s"] == estimate._probed[key] and found["epochs_measured"] == 0
+    fake_run(tmp_path, method="ce", image_size=10, batch=6)  # measured: nothing left to probe
+    assert estimate.probe_at_start(tmp_path, cfg, "cpu") is None
 
 
 def test_the_estimate_bench_sets_the_probe_beside_a_real_run(tmp_path, capsys):
