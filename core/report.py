@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import figures, runs
+from core import figures, health, runs
 from core.config import METHOD_SETTINGS
 from core.errors import StudioError
 
@@ -60,6 +60,28 @@ def _img(fig, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="{figures.png_data_uri(fig)}">'
 
 
+def _state(status: dict) -> str:
+    """The run's status, and for a run marked running or queued whose trainer is gone (killed, or the machine
+    restarted) what the studio would mark it: the report may be written without the studio."""
+    state = str(status.get("status"))
+    if state in ("running", "queued") and status.get("pid") and not runs.pid_alive(status["pid"]):
+        return f"{state}, but its trainer is no longer running (resume the run to continue)"
+    return state
+
+
+def _alerts(status: dict, meta: dict) -> list[str]:
+    """The run's failure and warnings (collapse, chance), in red at the top, as the Train tab shows them: a
+    report handed on must not make a flagged run look fine."""
+    out = []
+    if status.get("error"):
+        out.append(f"<p class='alert'><b>The run {status.get('status')}:</b> {html.escape(str(status['error']))}</p>")
+    warnings = status["warnings"] if "warnings" in status else meta.get("warnings")  # copied at the end
+    for w in warnings or []:
+        what = f"Warning ({w.get('kind')}, epoch {w.get('epoch')})"
+        out.append(f"<p class='alert'><b>{html.escape(what)}:</b> {html.escape(str(w.get('message')))}</p>")
+    return out
+
+
 def build_report(run: str | Path, *, samples: int = 4) -> str:
     """The report of a finished run folder, as an HTML string."""
     import matplotlib.pyplot as plt
@@ -78,11 +100,14 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
     probs = predict_probs(model, data.test.images).numpy()
     labels = data.test.labels.numpy()
     test = classification_metrics(probs, labels, data.classes)
+    chance = health.majority_rate(data.test.labels)
     summary = data.summary()
+    trained = len(runs.read_metrics(run))
     parts = [
         f"<h1>Run report: {html.escape(run.name)}</h1>",
-        f"<p>Status <b>{html.escape(str(status.get('status')))}</b>; best epoch {meta.get('epoch')} of "
-        f"{cfg.get('epochs')}, chosen on validation AUC.</p>",
+        f"<p>Status <b>{html.escape(_state(status))}</b>; {trained} of {cfg.get('epochs')} epochs "
+        f"trained; the model of epoch {meta.get('epoch')}, chosen on validation AUC.</p>",
+        *_alerts(status, meta),
         "<h2>Data</h2>",
         _table(
             [
@@ -119,6 +144,7 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
                 ("AUC", "n/a" if test["auc"] is None else f"{test['auc']:.4f}"),
                 ("macro F1", f"{test['f1_macro']:.4f}"),
                 ("ECE (uncalibrated)", f"{test['ece']:.4f}"),
+                ("majority-class rate (accuracy of always answering the most common class)", f"{chance:.4f}"),
             ]
             + [
                 (
@@ -158,7 +184,7 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
     style = (
         "body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}table{border-collapse:collapse}"
         "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}img{margin:6px}pre{background:#f4f4f4;"
-        "padding:8px;overflow:auto}"
+        "padding:8px;overflow:auto}.alert{background:#fde8e8;border-left:4px solid #b91c1c;padding:6px 10px}"
     )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>TSS-KD Studio report: {html.escape(run.name)}"

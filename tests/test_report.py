@@ -57,3 +57,39 @@ def test_report_opens_in_a_real_browser(tiny_run, tmp_path):
         widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
         assert len(widths) >= 8 and all(w > 0 for w in widths)  # every inline image decodes
         browser.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [
+        (
+            {"status": "done", "warnings": [{"kind": "chance", "epoch": 2, "message": "no better than chance"}]},
+            ["<b>Warning (chance, epoch 2):</b> no better than chance"],
+        ),
+        (
+            {"status": "failed", "error": "the run collapsed <to one answer>", "warnings": []},
+            ["<b>The run failed:</b> the run collapsed &lt;to one answer&gt;"],
+        ),
+        (
+            {"status": "running", "pid": 2**22 + 12345, "warnings": []},  # above any pid Linux hands out
+            ["running, but its trainer is no longer running"],
+        ),
+        ({"status": "done", "warnings": []}, []),
+    ],
+    ids=["warning", "failed", "trainer-gone", "clean"],
+)
+def test_the_report_carries_the_runs_failure_and_warnings_at_the_top(tiny_run, tmp_path, status, shown):
+    """A report is handed on: a flagged or failed run must not read as a fine one."""
+    from core import runs
+    from core.report import build_report
+
+    run = tmp_path / tiny_run.name
+    shutil.copytree(tiny_run, run)
+    runs.write_json(run / "status.json", status)
+    page = build_report(run, samples=1)
+    top = page.split("<h2>Data</h2>")[0]
+    for text in shown:
+        assert text in top
+    alerts = len(status.get("warnings", [])) + ("error" in status)
+    assert top.count("class='alert'") == alerts
+    assert "2 of 2 epochs trained" in top and "majority-class rate" in page
