@@ -152,13 +152,16 @@ def load_trained(path: str | Path, *, device: str | torch.device = "cpu", data=N
 
 
 def evaluate_run(run: str | Path, *, split: str = "test", device: str = "auto") -> dict:
-    """Load a run's best model and its dataset (as configured at training time) and score one split."""
+    """Load a run's best model and its dataset (as configured at training time) and score one split, beside
+    `chance_acc`: the accuracy of always answering the split's most common class."""
     from core.device import pick_device
+    from core.health import majority_rate
 
     model, _, _, data = load_trained(run, device=pick_device(device))
     s = data.split(split)
     probs = predict_probs(model, s.images).cpu().numpy()
-    return {"run": Path(run).name, "split": split, **classification_metrics(probs, s.labels.numpy(), data.classes)}
+    metrics = classification_metrics(probs, s.labels.numpy(), data.classes)
+    return {"run": Path(run).name, "split": split, **metrics, "chance_acc": majority_rate(s.labels)}
 
 
 def main(argv: list[str] | None = None) -> int:

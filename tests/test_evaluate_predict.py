@@ -59,6 +59,24 @@ def test_evaluate_cli_prints_json_for_the_test_split(tiny_run, capsys):
     assert sum(map(sum, out["confusion_matrix"])) == 32
     meta = json.loads((tiny_run / "model.json").read_text())
     assert out["accuracy"] == pytest.approx(meta["metrics"]["test_acc"])
+    counts = [sum(row) for row in out["confusion_matrix"]]  # the true classes' sizes
+    assert out["chance_acc"] == max(counts) / 32  # always answering the most common class
+
+
+def test_the_runs_tab_shows_metrics_to_four_decimals_and_its_tables_in_words(tiny_run):
+    from types import SimpleNamespace
+
+    from ui.runs import COLUMNS, make_evaluate
+    from ui.tables import headers, widths
+
+    jobs = SimpleNamespace(find=lambda name: tiny_run)
+    shown, _ = make_evaluate(SimpleNamespace(jobs=jobs))(tiny_run.name, "test")
+    assert shown["accuracy"] == round(shown["accuracy"], 4) and shown["chance_acc"] is not None
+    floats = [v for c in shown["per_class"].values() for v in c.values() if isinstance(v, float)]
+    assert floats and all(v == round(v, 4) for v in floats) and shown["n"] == 32
+    assert headers(COLUMNS)[:6] == ["run", "status", "warnings", "method", "T target", "T non-target"]
+    shares = [float(w.rstrip("%")) for w in widths(COLUMNS)]
+    assert len(shares) == len(COLUMNS) and abs(sum(shares) - 100) < 0.5 and shares[0] == max(shares)
 
 
 def test_evaluate_cli_reports_a_bad_run_without_traceback(tmp_path, capsys):

@@ -285,6 +285,43 @@ def test_a_temperature_sweep_fills_its_heatmap(page):
     page.locator("#runs-sweep-heatmap img, #runs-sweep-heatmap svg").first.wait_for(timeout=15_000)
 
 
+def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
+    """The Runs tab after the runs above (the quick preset's and the sweep's; two tiny ones of its own when run
+    alone): two runs' curves overlaid, then the better one evaluated on its test split."""
+    from core import runs
+
+    done = [r for r in runs.list_runs(studio_ctx.runs_dir) if r["status"] == "done"]
+    if len(done) < 2:
+        from conftest import tiny_config
+
+        from core.train import run_training
+
+        for method in ("ce", "tss-kd"):
+            run_training(tiny_config(studio_ctx.runs_dir.parent, method=method, runs_dir=str(studio_ctx.runs_dir)))
+        done = [r for r in runs.list_runs(studio_ctx.runs_dir) if r["status"] == "done"]
+    shown = sorted(done, key=lambda r: -(r["test_auc"] or 0))[:2]  # the two best on their test split
+    page.get_by_role("tab", name="Runs").click()
+    for r in shown:
+        page.locator("#runs-table").get_by_text(r["run"]).filter(visible=True).first.wait_for(timeout=15_000)
+        box = page.locator("#runs-compare input").first
+        box.click()
+        box.fill(r["run"])  # filtered to that run, as a user types a name, and taken with Enter
+        page.get_by_role("option", name=r["run"], exact=True).first.wait_for(timeout=15_000)
+        box.press("Enter")
+        page.keyboard.press("Escape")
+        box.blur()  # closed for good: a click on a focused multiselect would not open it again
+    legend = page.locator("#runs-curves .legend")
+    for r in shown:
+        legend.get_by_text(r["run"]).first.wait_for(timeout=15_000)  # both runs' curves, named
+    pick(page, "#runs-one", shown[0]["run"])
+    page.locator("#runs-evaluate").click()
+    page.locator("#runs-metrics").get_by_text("balanced_accuracy").first.wait_for(timeout=60_000)
+    page.locator("#runs-confusion .js-plotly-plot, #runs-confusion img, #runs-confusion svg").first.wait_for(
+        timeout=30_000
+    )
+    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+
+
 def test_stop_this_sweep_stops_every_run_of_it(page):
     page.reload()  # no sweep chosen
     page.get_by_role("tab", name="Temperatures").click()

@@ -10,6 +10,7 @@ from core import figures as plots
 from core import runs
 from core.evaluate import evaluate_run
 from core.paths import confine
+from ui import tables
 from ui.context import Studio, poll, repick, user_error
 from ui.temperatures import SWEEP_COLUMNS, make_stop_sweep, sweep_choices, sweep_view
 
@@ -30,13 +31,9 @@ COLUMNS = [
 ]
 
 
-def _cell(value):
-    return round(value, 3) if isinstance(value, float) else value  # people read three decimals
-
-
 def _row(r: dict) -> list:
     """A run's row of the table; a queued run whose trainer is loading its data reads "starting"."""
-    return [_cell("starting" if c == "status" and r["starting"] else r[c]) for c in COLUMNS]
+    return [tables.cell("starting" if c == "status" and r["starting"] else r[c]) for c in COLUMNS]
 
 
 def table(ctx: Studio):
@@ -83,7 +80,7 @@ def make_evaluate(ctx: Studio):
     @user_error
     def evaluate(run_id: str, split: str):
         result = evaluate_run(ctx.jobs.find(run_id), split=split, device="cpu")
-        return result, plots.confusion(result["confusion_matrix"], result["classes"])
+        return tables.rounded(result), plots.confusion(result["confusion_matrix"], result["classes"])
 
     return evaluate
 
@@ -97,7 +94,7 @@ def make_calibration(ctx: Studio):
             raise gr.Error("This run has no calibration yet (it is fitted when a run finishes).")
         summary = {k: record[k] for k in ("method", "fitted_on", "temperature")}
         summary[split] = {k: v for k, v in record[split].items() if not k.startswith("reliability")}
-        return summary, plots.reliability(record, split)
+        return tables.rounded(summary), plots.reliability(record, split)
 
     return calibration_view
 
@@ -148,7 +145,8 @@ def build(ctx: Studio) -> None:
     with gr.Tab("Runs", id="runs"):
         hint = gr.Markdown(elem_id="runs-empty")
         rows = gr.Dataframe(
-            headers=COLUMNS,
+            headers=tables.headers(COLUMNS),
+            column_widths=tables.widths(COLUMNS),
             value=table(ctx)[0],
             label="Runs (follows the runs folder)",
             interactive=False,
@@ -159,18 +157,18 @@ def build(ctx: Studio) -> None:
         selected = gr.Dropdown(
             [], multiselect=True, label="Compare runs", allow_custom_value=True, elem_id="runs-compare"
         )
-        curves = gr.Plot(label="Curves of the selected runs")
+        curves = gr.Plot(label="Curves of the selected runs", elem_id="runs-curves")
         with gr.Row():
             one = gr.Dropdown([], label="Run", allow_custom_value=True, elem_id="runs-one")
             split = gr.Radio(["val", "test"], value="test", label="Split")
         with gr.Row():
-            evaluate = gr.Button("Evaluate", interactive=False)
+            evaluate = gr.Button("Evaluate", interactive=False, elem_id="runs-evaluate")
             calibration = gr.Button("Calibration", interactive=False)
             report = gr.Button("Report (HTML)", interactive=False)
             download = gr.Button("Download model and config", interactive=False)
         with gr.Row():
-            metrics = gr.JSON(label="Metrics")
-            confusion = gr.Plot(label="Confusion matrix or reliability diagram")
+            metrics = gr.JSON(label="Metrics", elem_id="runs-metrics")
+            confusion = gr.Plot(label="Confusion matrix or reliability diagram", elem_id="runs-confusion")
         files = gr.File(label="Files", file_count="multiple", interactive=False)
         with gr.Accordion("Temperature sweeps", open=False):
             with gr.Row(equal_height=True):
@@ -182,7 +180,10 @@ def build(ctx: Studio) -> None:
                 )
             with gr.Row():
                 sweep_table = gr.Dataframe(
-                    headers=SWEEP_COLUMNS, label="Its runs", interactive=False, elem_id="runs-sweep-table"
+                    headers=tables.headers(SWEEP_COLUMNS),
+                    label="Its runs",
+                    interactive=False,
+                    elem_id="runs-sweep-table",
                 )
                 sweep_heat = gr.Plot(label="Best validation AUC", elem_id="runs-sweep-heatmap")
             sweep_progress = gr.Markdown()

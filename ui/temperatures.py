@@ -12,6 +12,7 @@ from core.imageio import read_scan
 from core.losses import KD_SCALINGS
 from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
 from core.temperature import temperature_view
+from ui import tables
 from ui.context import DEMO, Studio, follow_models, poll, repick, user_error
 from ui.train import duration, estimate_for, warmup_note
 
@@ -186,7 +187,7 @@ def sweep_view(ctx: Studio, tag: str | None, seen: list | None = None):
     only while some of its runs are queued or running; nothing is sent (and nothing redrawn) when its runs
     have not changed since `seen`. Returns (heatmap, progress, table, seen, stop button)."""
     rows = grid_results(ctx.runs_dir, tag)[3] if tag else []
-    table = [[round(r[c], 3) if isinstance(r[c], float) else r[c] for c in SWEEP_COLUMNS] for r in rows]
+    table = [[tables.cell(r[c]) for c in SWEEP_COLUMNS] for r in rows]
     if seen is not None and table == seen:
         return gr.skip(), gr.skip(), gr.skip(), seen, gr.skip()
     fig, progress = sweep_heatmap(ctx, tag)
@@ -303,7 +304,9 @@ def build(ctx: Studio, device_choices) -> None:
             show_progress="hidden",
         )
         seen, known = gr.State(None), gr.State(None)
-        sweep_runs = gr.Dataframe(headers=SWEEP_COLUMNS, label="Its runs", interactive=False, elem_id="sweep-runs")
+        sweep_runs = gr.Dataframe(
+            headers=tables.headers(SWEEP_COLUMNS), label="Its runs", interactive=False, elem_id="sweep-runs"
+        )
         shown = [heat, progress, sweep_runs, seen, stop]
         poll(3, lambda t, s: sweep_view(ctx, t, s), [tag, seen], shown)
         poll(3, lambda t, k: sweep_choices(ctx, t, k), [tag, known], [tag, known])
