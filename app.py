@@ -25,14 +25,14 @@ from core.config import TrainConfig  # noqa: E402
 from core.device import list_devices, pick_device  # noqa: E402
 from core.jobs import JobManager  # noqa: E402
 from ui import augment, diagnose, runs, temperatures, train  # noqa: E402
-from ui.context import ASSETS, Studio  # noqa: E402
+from ui.context import ASSETS, CACHE_SWEEP_S, UPLOAD_KEEP_S, Studio  # noqa: E402
 
 MAX_FILE_SIZE = "200mb"  # uploads above this are refused by the server before any handler runs
 
 
 def build_app(ctx: Studio) -> gr.Blocks:
     devices = [(label, value) for value, label in list_devices()]
-    with gr.Blocks(title="TSS-KD Studio", analytics_enabled=False, delete_cache=(60, 300)) as app:
+    with gr.Blocks(title="TSS-KD Studio", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, UPLOAD_KEEP_S)) as app:
         gr.Markdown(
             "# TSS-KD Studio\nTemperature-scaling self-knowledge distillation with regional gamma "
             "augmentation (Liu et al., Neurocomputing 2025). Runs locally; nothing leaves this machine."

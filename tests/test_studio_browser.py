@@ -16,6 +16,7 @@ from bench import CHROMIUM, CHROMIUM_ARGS
 
 SHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS") or Path(tempfile.gettempdir()) / "studio-screenshots")
 TABS = ["Diagnose", "Augment", "Temperatures", "Train", "Runs"]
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
 pytestmark = [
     pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (.ci/run installs it)"),
@@ -67,7 +68,7 @@ def wait_text(page, where: str, text: str, timeout: float, *, picker: str | None
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
-        page.locator(where).get_by_text(text).first.wait_for(timeout=timeout)
+        page.locator(where).get_by_text(text).filter(visible=True).first.wait_for(timeout=timeout)
     except PlaywrightTimeout:
         shown = page.locator(where).first.inner_text(timeout=5_000)
         held = f"; {picker} holds {page.locator(picker).first.input_value(timeout=5_000)!r}" if picker else ""
@@ -129,6 +130,50 @@ def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
     for header in table.locator("th span.header").all():  # each header wraps between words, if at all
         lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
         assert lines <= len(header.inner_text().split()), header.inner_text()
+
+
+@pytest.fixture
+def short_cache_page(page, tmp_path, monkeypatch):
+    """A studio of its own whose cache keeps uploads 3 s instead of 5 minutes (cleaned every second), and a
+    page on it in the same browser: what a user meets after a coffee break, in seconds."""
+    from studio_server import start
+
+    import app
+
+    monkeypatch.setattr(app, "CACHE_SWEEP_S", 1)
+    monkeypatch.setattr(app, "UPLOAD_KEEP_S", 3)
+    url, server, ctx = start(tmp_path)
+    pg = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.goto(url)
+    pg.get_by_role("tab", name="Diagnose").wait_for(timeout=60_000)
+    yield pg
+    pg.close()
+    server.close()
+    ctx.jobs.close()
+
+
+def test_demo_scans_still_answer_after_the_cache_clean_up_and_a_removed_upload_says_so(short_cache_page, tmp_path):
+    """Demo scans served from copies made at start-up failed ("no such file") once the clean-up had removed
+    them, five minutes after the studio started; an upload older than that is refused with what to do."""
+    page = short_cache_page
+    page.wait_for_timeout(5_000)  # past the cache's age limit since start-up
+    for _ in range(2):  # and again, past it since the first click
+        page.locator("#diagnose-examples").get_by_text("ring", exact=True).click()
+        page.locator("#diagnose-files").get_by_text("demo-ring").wait_for(timeout=15_000)
+        page.locator("#diagnose-run").click()
+        wait_text(page, "#diagnose-table", "like the training data", 60_000)
+        page.wait_for_timeout(5_000)
+    scan = tmp_path / "scan.png"
+    shutil.copy(EXAMPLES_DIR / "demo-mass.png", scan)
+    page.locator("#diagnose-files input[type=file]").set_input_files(str(scan))
+    page.locator("#diagnose-files").get_by_text("scan.png").wait_for(timeout=15_000)
+    page.wait_for_timeout(5_000)  # the upload is removed
+    page.locator("#diagnose-run").click()
+    message = "the studio keeps uploads for 5 minutes only"  # its real limit, not this test's
+    page.get_by_text(message).first.wait_for(timeout=30_000)  # the toast says what to do
+    said = page.get_by_text(message).first.inner_text()
+    assert "scan.png" in said and "demo-ring.png" in said and "removed them" in said  # the upload joined the list
+    assert "upload again" in said
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "photo"])
@@ -380,9 +425,7 @@ def test_a_collapsed_run_is_shown_in_red_in_train_and_marked_in_runs(page, studi
     page.locator("#diagnose-examples").get_by_text("ring", exact=True).click()
     page.locator("#diagnose-files").get_by_text("demo-ring").wait_for(timeout=15_000)
     page.locator("#diagnose-run").click()
-    page.locator("#diagnose-table").get_by_text("MODEL DID NOT LEARN").filter(visible=True).first.wait_for(
-        timeout=60_000
-    )
+    wait_text(page, "#diagnose-table", "MODEL DID NOT LEARN", 60_000, picker="#diagnose-model input")
     assert "did not learn its task" in page.locator("#diagnose-warning").inner_text()
     page.wait_for_function("document.querySelector('#diagnose-probs').classList.contains('studio-greyed')")
 

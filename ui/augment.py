@@ -10,12 +10,12 @@ from core.config import whole_number
 from core.imageio import Scan, read_scan
 from core.preview import rga_explicit, rga_samples, training_views
 from core.synthetic import render
-from ui.context import ASSETS, EXAMPLES, Studio, user_error
+from ui.context import ASSETS, EXAMPLES, Studio, uploaded, user_error
 
 
 def _scan(upload, example: str | None, demo_index: int) -> Scan:
     if upload:
-        return read_scan(upload if isinstance(upload, str) else upload.name)
+        return read_scan(uploaded(upload)[0])
     if example:
         return read_scan(ASSETS / "examples" / Path(example).name)
     images, _, _ = render(1, size=128, seed=whole_number(demo_index, "demo scan number", low=0))

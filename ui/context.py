@@ -21,6 +21,23 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = sorted((ASSETS / "examples").glob("*.png"))  # demo scans from the demo model's test split
 DEMO_LABEL = "Demo model (TSS-KD + RGA, demo data)"
 log = logging.getLogger("ui")
+# Gradio's cache of uploads and served images: every CACHE_SWEEP_S seconds the files older than UPLOAD_KEEP_S
+# are removed, so that no patient's scan stays on disk (docs/safety.md)
+CACHE_SWEEP_S, UPLOAD_KEEP_S = 60, 300
+
+
+def uploaded(files) -> list[str]:
+    """The paths of the files a component holds (one or a list; [] for none). A file the cache's clean-up has
+    removed since it was uploaded is refused with what to do, instead of failing as a file not found."""
+    items = files if isinstance(files, list) else [files] if files else []
+    paths = [f if isinstance(f, str) else f.name for f in items]
+    gone = [Path(p).name for p in paths if not Path(p).exists()]
+    if gone:
+        raise StudioError(
+            f"{', '.join(gone)}: the studio keeps uploads for {UPLOAD_KEEP_S // 60} minutes only and has removed "
+            f"{'it' if len(gone) == 1 else 'them'} (nothing of a patient stays on disk); upload again."
+        )
+    return paths
 
 
 class ModelCache:

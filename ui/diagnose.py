@@ -8,7 +8,7 @@ import gradio as gr
 
 from core.cam import CAM_METHODS
 from core.infer import OOD_MESSAGE, redraw
-from ui.context import DEMO, EXAMPLES, Studio, follow_models, user_error
+from ui.context import DEMO, EXAMPLES, Studio, follow_models, uploaded, user_error
 
 PREDICTED = "predicted class"
 TABLE_HEADERS = [
@@ -45,11 +45,17 @@ def _trust(r: dict) -> str:
     return "no check for this model" if r["in_distribution"] is None else "like the training data"
 
 
+def demo_scans() -> list[tuple[str, list[str]]]:
+    """The demo scan buttons: each scan by its class, then all of them."""
+    each = [(p.stem.removeprefix("demo-"), [str(p)]) for p in EXAMPLES]
+    return each + [(f"all {len(EXAMPLES)}" if len(EXAMPLES) != 4 else "all four", [str(p) for p in EXAMPLES])]
+
+
 def _files(files) -> list[str]:
-    if not files:
+    paths = uploaded(files)
+    if not paths:
         raise gr.Error("Upload one or more scans first.")
-    items = files if isinstance(files, list) else [files]
-    return [f if isinstance(f, str) else f.name for f in items]
+    return paths
 
 
 def _read_as(info: dict) -> str:
@@ -268,13 +274,15 @@ def build(ctx: Studio) -> None:
                 )
                 opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Map opacity")
                 run = gr.Button("Diagnose", variant="primary", elem_id="diagnose-run")
-                gr.Examples(
-                    [[[str(p)]] for p in EXAMPLES] + [[[str(p) for p in EXAMPLES]]],
-                    inputs=files,
-                    example_labels=[p.stem.removeprefix("demo-") for p in EXAMPLES] + ["all four"],
-                    label="Demo scans (from the demo model's own test split; not real patients)",
-                    elem_id="diagnose-examples",
-                )
+                # Buttons, not gr.Examples: those hand the browser copies made in the cache at start-up, which
+                # the cache's five-minute clean-up removes (a demo scan clicked later could not be read); a
+                # click here has the server copy the scan afresh.
+                gr.Markdown("Demo scans (from the demo model's own test split; not real patients)")
+                with gr.Row(elem_id="diagnose-examples"):
+                    for label, paths in demo_scans():
+                        gr.Button(label, size="sm", min_width=60).click(
+                            lambda paths=paths: paths, None, files, api_name=False, show_progress="hidden"
+                        )
             with gr.Column(scale=2):
                 warning = gr.Markdown(elem_id="diagnose-warning", elem_classes=["studio-alert"])
                 probs = gr.Label(

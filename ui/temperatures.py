@@ -13,7 +13,7 @@ from core.losses import KD_SCALINGS
 from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
 from core.temperature import temperature_view
 from ui import tables
-from ui.context import DEMO, Studio, follow_models, poll, repick, user_error
+from ui.context import DEMO, Studio, follow_models, poll, repick, uploaded, user_error
 from ui.train import duration, estimate_for, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
@@ -97,7 +97,7 @@ def make_from_image(ctx: Studio):
         if not upload:
             raise StudioError("upload an image first.")
         predictor = ctx.predictor(model)
-        teacher, student = predictor.view_logits(read_scan(upload), seed=int(seed))
+        teacher, student = predictor.view_logits(read_scan(uploaded(upload)[0]), seed=int(seed))
         target = int(np.argmax(teacher))
         fmt = ", ".join
         return (
