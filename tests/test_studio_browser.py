@@ -364,6 +364,9 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
     page.locator("#runs-confusion .js-plotly-plot, #runs-confusion img, #runs-confusion svg").first.wait_for(
         timeout=30_000
     )
+    for header in page.locator("#runs-table th span.header").all():  # each header wraps between words, if at all
+        lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
+        assert lines <= len(header.inner_text().split()), header.inner_text()
     page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
 
 
