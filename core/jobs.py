@@ -148,8 +148,8 @@ class JobManager:
         for key in ("best_epoch", "val_acc", "val_auc", "test_acc", "test_auc", "chance_acc"):
             if status.get(key) is not None:
                 out[key] = status[key]
-        best = runs.best_row(rows)
-        if "best_epoch" not in out and best:  # a live run: the best epoch so far, the model it has saved
+        best = None if "best_epoch" in out else runs.best_row(rows)
+        if best:  # a live run: the best epoch so far, the model it has saved
             out |= {"best_epoch": best["epoch"], "val_acc": best["val_acc"], "val_auc": best.get("val_auc")}
         if rows and out["epochs"]:
             per_epoch = sum(r["seconds"] for r in rows) / len(rows)

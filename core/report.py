@@ -102,10 +102,10 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
     test = classification_metrics(probs, labels, data.classes)
     chance = health.majority_rate(data.test.labels)
     summary = data.summary()
-    trained = len(runs.read_metrics(run))
+    rows = runs.read_metrics(run)
     parts = [
         f"<h1>Run report: {html.escape(run.name)}</h1>",
-        f"<p>Status <b>{html.escape(_state(status))}</b>; {trained} of {cfg.get('epochs')} epochs "
+        f"<p>Status <b>{html.escape(_state(status))}</b>; {len(rows)} of {cfg.get('epochs')} epochs "
         f"trained; the model of epoch {meta.get('epoch')}, chosen on validation AUC.</p>",
         *_alerts(status, meta),
         "<h2>Data</h2>",
@@ -133,7 +133,7 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
         ),
         "<h2>Training curves</h2>",
         _img(
-            figures.curves({run.name: runs.read_metrics(run)}, chance_acc=status.get("chance_acc")),
+            figures.curves({run.name: rows}, chance_acc=status.get("chance_acc")),
             "training curves",
         ),
         "<h2>Test metrics</h2>",

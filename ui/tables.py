@@ -33,7 +33,7 @@ def headers(columns: list[str]) -> list[str]:
 
 def cell(value):
     """A table cell: a figure to three decimals (people read three), anything else as it is."""
-    return round(value, 3) if isinstance(value, float) else value
+    return rounded(value, 3)
 
 
 def rounded(value, digits: int = 4):
