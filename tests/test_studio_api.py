@@ -363,6 +363,60 @@ def test_the_recipes_fill_the_form_from_the_config_and_the_preset():
     assert {f for f in RECIPE_FIELDS if stable[f] != paper[f]} == {"kd_scaling", "kd_warmup"}
 
 
+PAPER = "paper (Liu et al. 2025, exactly)"
+
+
+@pytest.mark.parametrize(
+    ("recipe", "started_from", "preset"),
+    [(None, None, None), (None, "quick", "quick"), (PAPER, None, "paper"), (PAPER, "quick", "paper")],
+)
+def test_the_form_records_the_preset_its_values_came_from_as_the_cli_does(recipe, started_from, preset):
+    """The quick button's run is the CLI's `--preset quick` run, preset name and every setting alike; before,
+    the studio recorded no preset for it. The recipe switch names its own preset, and wins."""
+    from dataclasses import asdict
+
+    from core import config
+    from core.train import parse_args
+    from ui.train import FORM_FIELD, form_settings
+
+    quick = {FORM_FIELD.get(k, k): v for k, v in config.QUICK.items()} if started_from else {}
+    form = form_values(started_from=started_from, **quick) | ({"recipe": recipe} if recipe else {})
+    settings, _ = form_settings(form)
+    assert settings.get("preset") == preset
+    if preset == "quick":
+        cli = config.from_args(parse_args(["--preset", "quick", "--device", "cpu"])).resolved()
+        assert asdict(config.from_settings(settings).resolved()) == asdict(cli)
+
+
+@pytest.mark.parametrize(
+    ("status", "shown", "refreshed"),
+    [
+        (None, None, False),  # nothing watched
+        ({"run": "a", "status": "running"}, None, False),  # its speed is counted once it ends
+        ({"run": "a", "status": "done"}, ["a", "running"], True),  # it has just ended
+        ({"run": "a", "status": "stopped"}, None, True),  # a page opened on an ended run
+        ({"run": "a", "status": "failed"}, ["a", "running"], True),
+        ({"run": "a", "status": "done"}, ["a", "done"], False),  # counted already
+        ({"run": "b", "status": "done"}, ["a", "done"], True),  # another run picked
+    ],
+)
+def test_the_estimate_is_made_again_when_the_watched_run_ends(tmp_path, status, shown, refreshed):
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.train import estimate_after_run
+
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        text, quick, now = estimate_after_run(ctx, form_values(), status, shown)
+        assert now == ([status["run"], status["status"]] if status else None)
+        assert isinstance(text, str) == refreshed and ("visible" in quick) == refreshed  # else gr.skip()s
+        if refreshed:
+            assert text.startswith("Estimated time:"), text
+    finally:
+        jobs.close()
+
+
 @pytest.mark.parametrize(("seconds", "text"), [(40.4, "40 s"), (59.6, "1 min"), (725, "12 min"), (7260, "2 h 1 min")])
 def test_time_left_reads_as_people_say_it(seconds, text):
     from ui.train import duration

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import CHROMIUM, CHROMIUM_ARGS
+from core import runs
 
 SHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS") or Path(tempfile.gettempdir()) / "studio-screenshots")
 TABS = ["Diagnose", "Augment", "Temperatures", "Train", "Runs"]
@@ -284,10 +285,16 @@ def test_the_quick_preset_offered_for_a_long_run_trains_above_chance(page, studi
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=3)
     page.locator("#train-curves .hoverlayer").get_by_text("epoch 5").wait_for(timeout=10_000)
     page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
-    # the speed that run measured now estimates the next one before it starts
-    page.locator("#train-epochs input").fill("3")
+    # the speed that run measured now estimates the next one, as soon as the run has ended
+    measured = re.compile(r"measured over \d+ earlier epochs")
+    page.locator("#train-estimate").get_by_text(measured).wait_for(timeout=15_000)
+    assert "trial steps" not in page.locator("#train-estimate").inner_text()
+    assert runs.Run(studio_ctx.jobs.find(run_id)).config()["preset"] == "quick"  # as `--preset quick` records it
+    five = page.locator("#train-estimate").inner_text()
+    page.locator("#train-epochs input").fill("3")  # and the next run's, as its settings change
     page.locator("#train-epochs input").press("Tab")
-    page.locator("#train-estimate").get_by_text("earlier epochs").wait_for(timeout=15_000)
+    page.wait_for_function(f"!document.querySelector('#train-estimate').innerText.includes({five[:60]!r})")
+    assert measured.search(page.locator("#train-estimate").inner_text())
 
 
 # The sweep the test queues: two runs of one short epoch; for the README's screenshot (`make screenshots`) a
@@ -333,7 +340,6 @@ def test_a_temperature_sweep_fills_its_heatmap(page):
 def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
     """The Runs tab after the runs above (the quick preset's and the sweep's; two tiny ones of its own when run
     alone): two runs' curves overlaid, then the better one evaluated on its test split."""
-    from core import runs
 
     done = [r for r in runs.list_runs(studio_ctx.runs_dir) if r["status"] == "done"]
     if len(done) < 2:
@@ -404,7 +410,6 @@ def test_a_collapsed_run_is_shown_in_red_in_train_and_marked_in_runs(page, studi
     """A finished run whose status carries the collapse warning the trainer writes."""
     from conftest import tiny_config
 
-    from core import runs
     from core.train import run_training
 
     run = run_training(tiny_config(studio_ctx.runs_dir.parent, name="collapsed", runs_dir=str(studio_ctx.runs_dir)))

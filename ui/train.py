@@ -60,7 +60,8 @@ def form_settings(values: dict) -> tuple[dict, int]:
     dataset = SOURCES.get(v.pop("source"), "synthetic")
     images = int(v.pop(FORM_FIELD["synthetic_train"]))
     processes = int(v.pop("processes"))
-    v["preset"] = RECIPES.get(v.pop("recipe"))
+    started = v.pop("started_from", None)  # "quick" once the quick button has set the form's values
+    v["preset"] = RECIPES.get(v.pop("recipe")) or started
     unused = set(config.METHOD_SETTINGS) - set(config.applies(v["method"]))
     settings = {k: val for k, val in v.items() if val not in (None, "") and k not in unused}
     settings["dataset"] = dataset
@@ -131,6 +132,16 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
     if long:
         text += f" That is long: the quick preset trains {config.QUICK_TEXT}."
     return text + warmup_note(cfg), gr.update(visible=long)
+
+
+def estimate_after_run(ctx: Studio, values: dict, status: dict | None, shown: list | None):
+    """The form's estimate made again when the watched run has ended, since the speed it measured counts
+    from then on; skipped while it trains and for an end already counted. Returns (estimate, the quick
+    button, [run, state] now counted)."""
+    now = [status.get("run"), status.get("status")] if status else None
+    if now is None or now == shown or now[1] not in runs.FINAL:
+        return gr.skip(), gr.skip(), now
+    return (*estimate_text(ctx, values), now)
 
 
 def warmup_note(cfg: TrainConfig) -> str:
@@ -351,21 +362,29 @@ def build(ctx: Studio, device_choices) -> None:
         form |= dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, device=device, seed=seed)
         form |= dict(name=name, demo_images=demo_images, processes=processes, kd_scaling=kd_scaling)
         form |= dict(kd_warmup=kd_warmup, stop_on_collapse=stop_on_collapse, recipe=recipe, ps_alpha=ps_alpha)
+        # the preset the form's values came from when the quick button set them, recorded in the run as the
+        # CLI's --preset quick is; the recipe switch sets its own
+        form |= dict(started_from=gr.State(None))
         start.click(make_start(ctx, form), set(form.values()), run_id, api_name=False)
         gr.api(make_api(ctx), api_name="start_training")
-        recipe.input(recipe_values, recipe, [form[f] for f in RECIPE_FIELDS], api_name=False)
+        recipe.input(
+            lambda r: [*recipe_values(r), None],
+            recipe,
+            [*[form[f] for f in RECIPE_FIELDS], form["started_from"]],
+            api_name=False,
+        )
+        names = {component: name for name, component in form.items()}
 
         def update_estimate(values: dict):
-            names = {component: name for name, component in form.items()}
             return estimate_text(ctx, {names[c]: v for c, v in values.items()})
 
         # triggers=None: on page load and whenever a field of the form changes (once, not per listener)
         gr.on(None, update_estimate, set(form.values()), [estimate_md, quick], api_name=False, show_progress="hidden")
         # every field of the quick preset (core.config), in the form's field that holds it
         quick.click(
-            lambda: list(config.QUICK.values()),
+            lambda: [*config.QUICK.values(), "quick"],
             None,
-            [form[FORM_FIELD.get(k, k)] for k in config.QUICK],
+            [*[form[FORM_FIELD.get(k, k)] for k in config.QUICK], form["started_from"]],
             api_name=False,
         )
         method_fields = [form[f] for f in config.METHOD_SETTINGS]
@@ -376,6 +395,14 @@ def build(ctx: Studio, device_choices) -> None:
         seen, known = gr.State(None), gr.State(None)
         watch = [progress, warnings, curves, log, status, settings, seen]
         poll(2, lambda r, s: monitor(ctx, r, s), [run_id, seen], watch)
+        counted = gr.State(None)  # the watched run's end the estimate was last refreshed for
+
+        def after_run(values: dict):
+            form_values = {names[c]: v for c, v in values.items() if c in names}
+            return estimate_after_run(ctx, form_values, values[status], values[counted])
+
+        inputs = {*form.values(), status, counted}
+        status.change(after_run, inputs, [estimate_md, quick, counted], api_name=False, show_progress="hidden")
         poll(3, lambda r, k: follow_runs(ctx, r, k), [run_id, known], [run_id, known])
 
         def on_load(request: gr.Request):
