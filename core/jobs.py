@@ -200,7 +200,7 @@ class JobManager:
             status = runs.Run(run).status()
             if not status:
                 continue
-            if status.get("status") in ("queued", "running") and runs.pid_alive(status.get("pid")):
+            if runs.trainer_alive(status):
                 # a trainer at work, or launched and still loading its data (still "queued"): adopt it
                 with self._lock:
                     self._procs[run] = int(status["pid"])

@@ -64,7 +64,7 @@ def _state(status: dict) -> str:
     """The run's status, and for a run marked running or queued whose trainer is gone (killed, or the machine
     restarted) what the studio would mark it: the report may be written without the studio."""
     state = str(status.get("status"))
-    if state in ("running", "queued") and status.get("pid") and not runs.pid_alive(status["pid"]):
+    if state in ("running", "queued") and status.get("pid") and not runs.trainer_alive(status):
         return f"{state}, but its trainer is no longer running (resume the run to continue)"
     return state
 

@@ -175,6 +175,12 @@ def best_row(rows: list[dict]) -> dict | None:
     return best
 
 
+def trainer_alive(status: dict) -> bool:
+    """Whether a trainer process works on the run: marked running, or queued (launched and still loading its
+    data), and its process is alive. One marked so whose process is gone was killed, or the machine restarted."""
+    return status.get("status") in ("queued", "running") and pid_alive(status.get("pid"))
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False

@@ -43,6 +43,7 @@ def _check_resumable(run: Path) -> None:
     status = runs.Run(run).status()
     if status.get("status") == "done":
         raise StudioError(f"{run.name} has already finished; start a new run instead.")
+    # "running" only: a run the studio queued and launched this trainer for is marked queued with its pid
     if status.get("status") == "running" and runs.pid_alive(status.get("pid")):
         raise StudioError(f"{run.name} is still running (process {status.get('pid')}).")
 

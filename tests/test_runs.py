@@ -139,6 +139,29 @@ def test_a_launched_queued_run_reads_starting_in_the_runs_table_until_it_runs(tm
     assert shown()["status"] == "running" and not runs.list_runs(tmp_path)[0]["starting"]
 
 
+GONE = 2**22 + 12345  # above any pid Linux hands out
+
+
+@pytest.mark.parametrize(
+    ("state", "pid", "alive"),
+    [
+        ("running", "self", True),
+        ("queued", "self", True),  # launched and still loading its data
+        ("running", GONE, False),  # killed, or the machine restarted
+        ("queued", GONE, False),
+        ("queued", None, False),  # waiting in the studio's queue: no trainer yet
+        ("running", None, False),
+        ("done", "self", False),
+        ("stopped", "self", False),
+        ("failed", "self", False),
+    ],
+)
+def test_a_trainer_is_alive_only_for_a_live_run_whose_process_lives(state, pid, alive):
+    import os
+
+    assert runs.trainer_alive({"status": state, "pid": os.getpid() if pid == "self" else pid}) is alive
+
+
 def row(epoch, acc, auc=None):
     return {"epoch": epoch, "val_acc": acc, "val_auc": auc, "seconds": 1.0}
 
