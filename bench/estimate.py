@@ -7,13 +7,23 @@ records (what later estimates go by). Reports both, their ratio (below 1: the fi
 the probe's own seconds, and the run's training time against the time the probe foretold; writes JSON
 (default bench/results/estimate-<device>.json).
 
+With --whole: how close the estimates are once a run was measured, whole runs against their wall time. A
+first run (the quick preset's settings) measures; then the same run again, a 2 x 2 temperature sweep (one
+grid process, as the Temperatures tab trains it) and a run of twice the epochs are each foretold as the
+Train and Temperatures tabs foretell them (core.estimate.estimate_seconds; training, validation, saving and
+the time outside the epochs) and as they did before (the training images alone at the measured speed),
+then queued on the studio's job manager and timed from queueing to their end (default
+bench/results/estimate-whole-<device>.json).
+
     python bench/estimate.py
     python bench/estimate.py --settings resnet18:32,resnet18:64,resnet50:32 --train 512
+    python bench/estimate.py --whole
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -21,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import RESULTS, machine_label, trained, write_result  # noqa: E402
+from bench import RESULTS, job_manager, machine_label, trained, write_result  # noqa: E402
 from core import estimate, runs  # noqa: E402
 from core.config import DataConfig, TrainConfig  # noqa: E402
 from core.device import pick_device  # noqa: E402
@@ -60,6 +70,53 @@ def compare(arch: str, size: int, *, train: int, batch: int, device, runs_dir: s
     }
 
 
+def timed(manager, cfgs: list[TrainConfig]) -> float:
+    """Seconds from queueing `cfgs` (as one grid when there are several) to the end of the last of them."""
+    t0 = time.perf_counter()
+    queued = manager.submit_grid(cfgs) if len(cfgs) > 1 else [manager.submit(cfgs[0])]
+    ended = manager.wait(queued)
+    if set(ended.values()) != {"done"}:
+        raise SystemExit(f"a run did not finish: {ended}")
+    return time.perf_counter() - t0
+
+
+def whole(device, *, runs_dir: str, settings: dict | None = None) -> dict:
+    """A measured first run, then three foretold and timed (see the module's doc); `settings` (the studio's
+    API's, by name) apply over the quick preset."""
+    from dataclasses import replace
+
+    from core import config
+    from core.sweep import temperature_grid
+
+    settings = {"preset": "quick", **(settings or {}), "device": str(device), "name": "first"}
+    base = config.from_settings(settings, base=TrainConfig(runs_dir=runs_dir))
+    result = {"settings": config.to_record(base.resolved()), "cases": []}
+    with job_manager(runs_dir, per_device=1) as manager:
+        result["first_run_s"] = timed(manager, [base])
+        for label, cfgs in [
+            ("the same run again", [replace(base, name="again")]),
+            ("a 2 x 2 temperature sweep", temperature_grid(base, [2.0, 4.0], [0.4, 4.0], tag="sweep")),
+            ("twice the epochs", [replace(base, name="longer", epochs=2 * base.epochs)]),
+        ]:
+            found = estimate.estimate_seconds(runs_dir, cfgs[0].resolved(), str(device))
+            foretold = len(cfgs) * found["seconds"]
+            before = len(cfgs) * cfgs[0].epochs * found["train_images"] / found["images_per_s"]
+            wall = timed(manager, cfgs)
+            result["cases"].append(
+                {
+                    "case": label,
+                    "runs": len(cfgs),
+                    "wall_s": wall,
+                    "estimate_s": foretold,
+                    "estimate_over_wall": foretold / wall,
+                    "before_s": before,
+                    "before_over_wall": before / wall,
+                }
+            )
+            print(f"{label}: foretold {foretold:.0f} s (before: {before:.0f} s), took {wall:.0f} s")
+    return result
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--settings", default="resnet18:32,resnet18:64", help="NETWORK:SIZE pairs, comma-separated")
@@ -67,12 +124,22 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--whole", action="store_true", help="whole runs' estimates against their wall time")
+    ap.add_argument(
+        "--run-settings", type=json.loads, default={}, help="with --whole: JSON settings over the quick preset"
+    )
     args = ap.parse_args(argv)
     try:
         settings = parse_settings(args.settings)
     except StudioError as e:
         ap.error(str(e))
     device = pick_device(args.device)
+    if args.whole:
+        out = args.out or RESULTS / f"estimate-whole-{device.type}.json"
+        with tempfile.TemporaryDirectory() as tmp:
+            result = {"machine": machine_label(device), "what": "whole runs' time estimates against their wall time"}
+            write_result(out, result | whole(device, runs_dir=tmp, settings=args.run_settings))
+        return 0
     result = {
         "machine": machine_label(device),
         "what": "the probe's training images/s against a real 1-epoch TSS-KD + RGA run's, demo data",

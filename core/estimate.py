@@ -1,8 +1,9 @@
 """How long a run will take, before it starts: from the training speed measured by earlier runs on the
 same device with the same network, image size, batch size and kind of method (every epoch records its
-images per second). Where nothing was measured yet on the CPU, a probe of a few real training steps of a
-throwaway network on a few demo scans gives a first figure (`probe_speed`), so that a first run that would
-take hours says so before it starts. On a GPU the first run measures it: a short eager probe there would
+training images per second and its whole time; a finished run, the time it spent outside its epochs).
+Where nothing was measured yet on the CPU, a probe of a few real training steps of a throwaway network on a
+few demo scans gives a first figure (`probe_speed`), so that a first run that would take hours says so
+before it starts. On a GPU the first run measures it: a short eager probe there would
 miss CUDA graphs and the large batches, and so be wrong by several times."""
 
 from __future__ import annotations
@@ -43,19 +44,47 @@ def _same_kind(a: dict, cfg: TrainConfig, device: str) -> bool:
     )
 
 
-def measured_speed(runs_dir: str | Path, cfg: TrainConfig, device: str) -> tuple[float, int] | None:
-    """Median training images/s over the epochs of comparable earlier runs, and how many epochs that is."""
-    speeds = []
+def measured(runs_dir: str | Path, cfg: TrainConfig, device: str) -> dict | None:
+    """What comparable earlier runs measured, as medians: "images_per_s" (training images a second, over
+    "epochs" epochs), "epoch_extra_s" (the seconds an epoch took beyond its training images: validating and
+    saving) and "outside_s" (the seconds a finished run took outside its epochs: loading the data, building
+    the model, testing, calibrating; a grid's runs share one load). The last two are 0 where no run said."""
+    speeds, extras, outside = [], [], []
     root = Path(runs_dir)
     for path in root.iterdir() if root.is_dir() else []:
         run = runs.Run(path)
         saved = run.config()
         if not saved:
             continue
-        saved["_device"] = run.status().get("device")
-        if _same_kind(saved, cfg, device):
-            speeds += [r["images_per_s"] for r in run.metrics() if r.get("images_per_s")]
-    return (statistics.median(speeds), len(speeds)) if speeds else None
+        status = run.status()
+        saved["_device"] = status.get("device")
+        if not _same_kind(saved, cfg, device):
+            continue
+        for r in run.metrics():
+            if r.get("images_per_s"):
+                speeds.append(r["images_per_s"])
+                if r.get("train_images") and r.get("seconds"):
+                    extras.append(max(0.0, r["seconds"] - r["train_images"] / r["images_per_s"]))
+        if status.get("outside_epochs_s") is not None:
+            outside.append(status["outside_epochs_s"])
+    if not speeds:
+        return None
+
+    def median(xs: list[float]) -> float:
+        return statistics.median(xs) if xs else 0.0
+
+    return {
+        "images_per_s": median(speeds),
+        "epochs": len(speeds),
+        "epoch_extra_s": median(extras),
+        "outside_s": median(outside),
+    }
+
+
+def measured_speed(runs_dir: str | Path, cfg: TrainConfig, device: str) -> tuple[float, int] | None:
+    """Median training images/s over the epochs of comparable earlier runs, and how many epochs that is."""
+    found = measured(runs_dir, cfg, device)
+    return (found["images_per_s"], found["epochs"]) if found else None
 
 
 PROBE_STEP_S = 1.2  # the probe sizes its batch (up to 16) to take at most about this long per step
@@ -141,18 +170,20 @@ def _listed(path: str, stamp: int, val_fraction: float, test_fraction: float) ->
 
 
 def estimate_seconds(runs_dir: str | Path, cfg: TrainConfig, device: str, *, probe: bool = False) -> dict | None:
-    """{"seconds", "images_per_s", "epochs_measured", "train_images"} for training `cfg` on `device`. With
-    `probe`, a CPU on which no comparable run was measured yet is probed (`probe_speed`; then
-    "epochs_measured" is 0). None when there is no speed to go by; `StudioError` when the data cannot be
-    counted (a wrong path), as Start would say."""
+    """{"seconds", "images_per_s", "epochs_measured", "train_images"} for training `cfg` on `device`: its
+    epochs' training images at the measured speed, plus what earlier runs spent validating and saving each
+    epoch and outside their epochs (`measured`). With `probe`, a CPU on which no comparable run was measured
+    yet is probed (`probe_speed`; then "epochs_measured" is 0, and the training alone is counted). None when
+    there is no speed to go by; `StudioError` when the data cannot be counted (a wrong path), as Start would."""
     n_train = train_images(cfg.data)
-    speed = measured_speed(runs_dir, cfg, device)
-    if speed is None and probe and device == "cpu":
-        speed = probe_speed(cfg, device), 0
-    if speed is None:
+    found = measured(runs_dir, cfg, device)
+    if found is None and probe and device == "cpu":
+        found = {"images_per_s": probe_speed(cfg, device), "epochs": 0, "epoch_extra_s": 0.0, "outside_s": 0.0}
+    if found is None:
         return None
-    ips, n = speed
-    return {"seconds": cfg.epochs * n_train / ips, "images_per_s": ips, "epochs_measured": n, "train_images": n_train}
+    ips = found["images_per_s"]
+    seconds = found["outside_s"] + cfg.epochs * (n_train / ips + found["epoch_extra_s"])
+    return {"seconds": seconds, "images_per_s": ips, "epochs_measured": found["epochs"], "train_images": n_train}
 
 
 def probe_at_start(runs_dir: str | Path, cfg: TrainConfig, device: str) -> threading.Thread | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -88,6 +89,7 @@ class Fit:
             if not group.main:
                 state.sums.zero_()  # rank 0 carries the whole group's partial sums of an interrupted epoch
             log.info("resumed at epoch %d, step %d", state.epoch + 1, state.step)
+        self.fresh = state.epoch == 0 and state.step == 0  # trains from its first step in this process
         state.net = distributed.wrap(state.model, group, device)
         self.history = []
         self.best_val = None  # the best epoch's float32 validation pass, for `conclude` (None: it makes one)
@@ -158,7 +160,7 @@ class Fit:
             except health.Diverged as e:  # finite weights whose outputs overflow
                 raise health.diverged(str(e), **context) from None
             row = engine.epoch_row(state, cfg, lr=lr, warm=warm, val=val, images_per_s=seen / max(train_seconds, 1e-9))
-            row["seconds"] = time.perf_counter() - t0
+            row["train_images"] = int(seen)
             if device.type == "cuda":
                 row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             if _keep_best(folder, state, cfg, self.spec, row):
@@ -166,6 +168,7 @@ class Fit:
         state.epoch, state.step = epoch + 1, 0
         if group.main:
             checkpoint.save_last(folder.last_path, state)  # before the metrics: a resume truncates to it
+            row["seconds"] = time.perf_counter() - t0  # the whole epoch: training, validation, the models saved
             _report(folder, cfg, row, self.history, self.majority, len(self.data.val.labels))
         if stopping:
             return "stopped" if not self.finished else "done"
@@ -288,6 +291,30 @@ def conclude(
         **{k: meta.get("metrics", {}).get(k) for k in ("val_acc", "val_auc", "test_acc", "test_auc")},
     )
     log.info("done: test accuracy %.4f, AUC %s", test["accuracy"], test["auc"])
+
+
+def process_started() -> float:
+    """What `time.perf_counter()` read as this process started (Linux: from /proc; elsewhere, now), so that a
+    trainer launched as a process counts its Python and torch start-up (about 4 s on a 2-core CPU)."""
+    now = time.perf_counter()
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return now - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+
+
+def note_time_outside_epochs(members: list[Path], started: float) -> None:
+    """Once runs trained from start to end in one process since `perf_counter()` read `started`: record on
+    each one that is done the seconds the process spent outside their epochs (starting, loading the data,
+    building the models, testing, calibrating, saving), each run's share where several trained together (a
+    grid). Time estimates add it to the epochs' (core.estimate)."""
+    epochs = sum(r.get("seconds") or 0.0 for run in members for r in runs.read_metrics(run))
+    share = max(0.0, time.perf_counter() - started - epochs) / max(len(members), 1)
+    for run in members:
+        if runs.Run(run).status().get("status") == "done":
+            runs.set_status(run, "done", outside_epochs_s=round(share, 2))
 
 
 def console_log() -> None:

@@ -34,7 +34,16 @@ from core.data import load_dataset
 from core.device import pick_device
 from core.engine import StopFlag, place
 from core.errors import StudioError
-from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
+from core.fit import (
+    Fit,
+    announce,
+    conclude,
+    console_log,
+    note_time_outside_epochs,
+    process_started,
+    record_failure,
+    run_log,
+)
 from core.train_args import check_prepared
 
 log = logging.getLogger("core.train")
@@ -94,8 +103,11 @@ class RunStop:
         return self._alone
 
 
-def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = None) -> dict[str, str]:
+def train_grid(
+    grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = None, started: float | None = None
+) -> dict[str, str]:
     """Train the prepared runs of `grid` in this process; returns run name -> how it ended."""
+    started = time.perf_counter() if started is None else started  # the process's start, from main()
     stop = stop or StopFlag()
     cfg = grid[0][1].resolved()
     device = pick_device(cfg.device)
@@ -152,6 +164,8 @@ def train_grid(grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = 
             except Exception as e:
                 record_failure(run, e)
                 ended[run] = "failed"
+    if all(fit.fresh for fit in fits.values()):  # prepared runs; a studio restart may relaunch a part-trained one
+        note_time_outside_epochs(list(fits), started)  # the data loaded once, each run's model, test and saving
     return {run.name: ended[run] for run, _ in grid}
 
 
@@ -164,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     stop.install()
     try:
-        ended = train_grid(load_grid(args.prepared, args.device), stop=stop)
+        ended = train_grid(load_grid(args.prepared, args.device), stop=stop, started=process_started())
     except StudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

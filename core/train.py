@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +25,16 @@ from core.data import load_dataset
 from core.device import pick_device
 from core.engine import StopFlag  # noqa: F401 - re-exported
 from core.errors import StudioError
-from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
+from core.fit import (
+    Fit,
+    announce,
+    conclude,
+    console_log,
+    note_time_outside_epochs,
+    process_started,
+    record_failure,
+    run_log,
+)
 from core.train_args import check_prepared, get_args_parser, given_settings, parse_args, resume_conflicts  # noqa: F401
 
 log = logging.getLogger("core.train")
@@ -48,13 +58,16 @@ def _check_resumable(run: Path) -> None:
         raise StudioError(f"{run.name} is still running (process {status.get('pid')}).")
 
 
-def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag | None = None) -> Path:
+def run_training(
+    cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag | None = None, started: float | None = None
+) -> Path:
     """Validate, load the data, create (or reopen) the run directory and train. Returns the run path.
 
     User errors found before training (bad value, missing data) raise `StudioError` and leave no run
     directory behind. Errors during training mark the run `failed` with the reason and re-raise.
     Under torchrun every rank calls this; rank 0 alone checks and writes the run directory.
     """
+    started = time.perf_counter() if started is None else started  # the trainer's process's start, from main()
     stop = stop or StopFlag()
     run = None
     if resume:
@@ -79,12 +92,12 @@ def run_training(cfg: TrainConfig, *, resume: str | None = None, stop: StopFlag 
             return runs.Run.create(cfg.runs_dir, cfg.name, config.to_record(cfg)).path
 
         run = distributed.share_outcome(group, prepare)
-        return _train_in(run, cfg, data, device, stop=stop, resume=bool(resume), group=group)
+        return _train_in(run, cfg, data, device, stop=stop, resume=bool(resume), group=group, started=started)
     finally:
         distributed.finish(group)
 
 
-def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, group) -> Path:
+def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, group, started: float) -> Path:
     main = group.main
     if main:
         runs.set_status(
@@ -97,6 +110,8 @@ def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, 
             outcome = fit.to_end()
             if main:
                 conclude(run, data, device, cfg, outcome, best_val=fit.best_val)
+                if fit.fresh:  # a resumed run's time outside its epochs is spread over its sessions
+                    note_time_outside_epochs([run], started)
         except BaseException as e:
             if main:
                 record_failure(run, e)
@@ -133,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     stop.install()
     try:
-        run = run_training(config_from_args(args), resume=args.resume, stop=stop)
+        run = run_training(config_from_args(args), resume=args.resume, stop=stop, started=process_started())
     except StudioError as e:
         if main_rank:
             print(f"error: {e}", file=sys.stderr)

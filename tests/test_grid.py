@@ -62,6 +62,9 @@ def test_each_grid_point_is_bit_identical_to_the_same_run_trained_alone(tmp_path
         assert status["status"] == "done" and status["grid"] == [q.name for q in paths]
         assert status["test_acc"] is not None and (p / "train.log").read_text().count("epoch 2/2") == 1
         assert "with 3 other run(s) of its grid" in (p / "train.log").read_text()
+    # the data loaded once, then each run's model, test and saving: one share of that time on each
+    shares = {runs.Run(p).status()["outside_epochs_s"] for p in paths}
+    assert len(shares) == 1 and shares.pop() > 0
 
 
 class StopAfter(StopFlag):
