@@ -152,8 +152,7 @@ class JobManager:
         if best:  # a live run: the best epoch so far, the model it has saved
             out |= {"best_epoch": best["epoch"], "val_acc": best["val_acc"], "val_auc": best.get("val_auc")}
         if rows and out["epochs"]:
-            per_epoch = sum(r["seconds"] for r in rows) / len(rows)
-            out["seconds_left"] = per_epoch * (out["epochs"] - len(rows)) if out["status"] == "running" else 0
+            out["seconds_left"] = _seconds_left(run, status, rows) if out["status"] == "running" else 0
         return out
 
     def find(self, run: str | Path) -> Path:
@@ -316,6 +315,23 @@ def _device_for(cfg: TrainConfig, processes: int) -> str:
     if processes > 1 and device.startswith("cuda"):
         device = "cuda"  # torchrun puts rank r on GPU r
     return device
+
+
+def _seconds_left(run: Path, status: dict, rows: list[dict]) -> float:
+    """Until a running run's last epoch ends, from its epochs' own times. A grid's runs take their epochs in
+    turn, so each other run of its grid still training adds its epochs up to this one's last."""
+    left = status["epochs"] - len(rows)
+
+    def per_epoch(rs: list[dict]) -> float:
+        return sum(r.get("seconds") or 0.0 for r in rs) / len(rs)
+
+    seconds = per_epoch(rows) * left
+    for other in [run.parent / name for name in status.get("grid") or []]:
+        theirs = runs.Run(other).status() if other != run else {}
+        if theirs.get("status") == "running" and theirs.get("epochs"):
+            done = runs.read_metrics(other)  # none yet: the grid's runs train epochs of one size
+            seconds += per_epoch(done or rows) * min(left, theirs["epochs"] - len(done))
+    return seconds
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -210,3 +210,35 @@ def test_a_live_run_reports_its_best_epoch_so_far_and_the_train_tab_says_so(tmp_
         assert "Kept model: epoch 2 (val acc 0.600, val AUC 0.850); test acc 0.580, test AUC 0.830" in text
     finally:
         jobs.close()
+
+
+@pytest.mark.parametrize(
+    ("others", "left"),
+    [
+        ([], 2 * 10.0),  # alone: its 2 epochs left at 10 s
+        ([("running", 1, 3, 20.0)], 2 * 10.0 + 2 * 20.0),  # a grid's other run takes its epochs in turn
+        ([("running", 4, 5, 20.0)], 2 * 10.0 + 1 * 20.0),  # ... up to this one's last epoch only
+        ([("running", 0, 5, None)], 2 * 10.0 + 2 * 10.0),  # none of its epochs yet: one of this run's each
+        ([("done", 5, 5, 20.0), ("stopped", 1, 5, 20.0)], 2 * 10.0),  # ended: nothing more
+        ([("running", 1, 3, 20.0), ("running", 2, 5, 5.0)], 2 * 10.0 + 2 * 20.0 + 2 * 5.0),
+    ],
+)
+def test_the_time_left_of_a_run_in_a_grid_counts_the_epochs_of_its_grid_between(tmp_path, others, left):
+    """A sweep's runs train their epochs in turn in one process: one watched in the Train tab said '20 s
+    left' where its grid had minutes to go."""
+    import os
+
+    from core.jobs import JobManager
+
+    jobs = JobManager(tmp_path)  # before the runs: a restarted studio would check their trainers
+    try:
+        members = [("running", 3, 5, 10.0), *others]  # the watched run first
+        made = [runs.Run.create(tmp_path, f"g{i}", {"method": "tss-kd"}) for i in range(len(members))]
+        grid = [run.name for run in made] if others else None
+        for run, (state, done, epochs, seconds) in zip(made, members, strict=True):
+            run.set_status(state, epochs=epochs, pid=os.getpid(), grid=grid)
+            for epoch in range(1, done + 1):
+                runs.append_metrics(run.path, row(epoch, 0.5) | {"seconds": seconds})
+        assert jobs.status(made[0].name)["seconds_left"] == pytest.approx(left)
+    finally:
+        jobs.close()
