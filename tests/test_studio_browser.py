@@ -308,7 +308,7 @@ SWEEP_RUNS = len(SWEEP["targets"].split(",")) * len(SWEEP["nontargets"].split(",
 
 
 @pytest.mark.timeout(900)  # the wait for the runs allows 600 s
-def test_a_temperature_sweep_fills_its_heatmap(page):
+def test_a_temperature_sweep_fills_its_heatmap(page, studio_ctx):
     page.get_by_role("tab", name="Temperatures").click()
     page.locator("#sweep-targets textarea, #sweep-targets input").first.fill(SWEEP["targets"])
     page.locator("#sweep-nontargets textarea, #sweep-nontargets input").first.fill(SWEEP["nontargets"])
@@ -319,10 +319,18 @@ def test_a_temperature_sweep_fills_its_heatmap(page):
     epochs = f"{SWEEP['epochs']} epoch{'s' if SWEEP['epochs'] != 1 else ''}"
     what = f"{SWEEP_RUNS} runs of {epochs} x {SWEEP['images']:,} images: about"
     page.locator("#sweep-estimate").get_by_text(what).wait_for(timeout=30_000)
+    probed = page.locator("#sweep-estimate").inner_text()  # from trial steps: nothing at this size measured yet
     page.locator("#sweep-start").click()
     done = f"{SWEEP_RUNS} of {SWEEP_RUNS} runs done"
     wait_text(page, "#sweep-progress", done, 600_000, picker="#sweep-tag input")
     page.locator("#sweep-heatmap img, #sweep-heatmap svg").first.wait_for(timeout=30_000)
+    # the form's estimate now goes by what the sweep's own runs measured, not by the trial steps
+    from ui.temperatures import sweep_estimate
+
+    form = (SWEEP["targets"], SWEEP["nontargets"], SWEEP["epochs"], "cpu", SWEEP["size"], "nontarget", 0)
+    measured = sweep_estimate(studio_ctx, *form, SWEEP["images"]).replace("**", "")
+    page.locator("#sweep-estimate").get_by_text(measured).wait_for(timeout=15_000)
+    assert measured != probed.strip()
     page.screenshot(path=str(SHOTS / "temperatures.png"), full_page=True)
     tag = page.locator("#sweep-tag input").input_value()
     assert tag.startswith("sweep")

@@ -311,3 +311,7 @@ def build(ctx: Studio, device_choices) -> None:
         poll(3, lambda t, s: sweep_view(ctx, t, s), [tag, seen], shown)
         poll(3, lambda t, k: sweep_choices(ctx, t, k), [tag, known], [tag, known])
         tag.change(lambda t: sweep_view(ctx, t), tag, shown, api_name=False, show_progress="hidden")
+        # its runs' table changes as they end: the estimate goes by the speed and times they measured from then on
+        sweep_runs.change(
+            lambda *v: sweep_estimate(ctx, *v), sweep_form, sweep_time, api_name=False, show_progress="hidden"
+        )
