@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 import traceback
@@ -291,30 +290,6 @@ def conclude(
         **{k: meta.get("metrics", {}).get(k) for k in ("val_acc", "val_auc", "test_acc", "test_auc")},
     )
     log.info("done: test accuracy %.4f, AUC %s", test["accuracy"], test["auc"])
-
-
-def process_started() -> float:
-    """What `time.perf_counter()` read as this process started (Linux: from /proc; elsewhere, now), so that a
-    trainer launched as a process counts its Python and torch start-up (about 4 s on a 2-core CPU)."""
-    now = time.perf_counter()
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return now - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, AttributeError):
-        return now
-
-
-def note_time_outside_epochs(members: list[Path], started: float) -> None:
-    """Once runs trained from start to end in one process since `perf_counter()` read `started`: record on
-    each one that is done the seconds the process spent outside their epochs (starting, loading the data,
-    building the models, testing, calibrating, saving), each run's share where several trained together (a
-    grid). Time estimates add it to the epochs' (core.estimate)."""
-    epochs = sum(r.get("seconds") or 0.0 for run in members for r in runs.read_metrics(run))
-    share = max(0.0, time.perf_counter() - started - epochs) / max(len(members), 1)
-    for run in members:
-        if runs.Run(run).status().get("status") == "done":
-            runs.set_status(run, "done", outside_epochs_s=round(share, 2))
 
 
 def console_log() -> None:

@@ -34,16 +34,8 @@ from core.data import load_dataset
 from core.device import pick_device
 from core.engine import StopFlag, place
 from core.errors import StudioError
-from core.fit import (
-    Fit,
-    announce,
-    conclude,
-    console_log,
-    note_time_outside_epochs,
-    process_started,
-    record_failure,
-    run_log,
-)
+from core.estimate import note_time_outside_epochs, process_started
+from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
 from core.train_args import check_prepared
 
 log = logging.getLogger("core.train")

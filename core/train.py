@@ -25,16 +25,8 @@ from core.data import load_dataset
 from core.device import pick_device
 from core.engine import StopFlag  # noqa: F401 - re-exported
 from core.errors import StudioError
-from core.fit import (
-    Fit,
-    announce,
-    conclude,
-    console_log,
-    note_time_outside_epochs,
-    process_started,
-    record_failure,
-    run_log,
-)
+from core.estimate import note_time_outside_epochs, process_started
+from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
 from core.train_args import check_prepared, get_args_parser, given_settings, parse_args, resume_conflicts  # noqa: F401
 
 log = logging.getLogger("core.train")
