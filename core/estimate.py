@@ -119,8 +119,8 @@ _probed: dict[tuple, float] = {}  # what each probe found, by network, size, met
 
 def probe_speed(cfg: TrainConfig, device: str = "cpu") -> float:
     """Training images/s of `cfg`'s network, method and augmentation on `device` at `cfg`'s image size, from
-    real training steps (`core.engine`) of a throwaway network on a few demo scans: one step of 2
-    images to warm up and to size the batch, then the best of three steps of up to 16 images. On a 2-core
+    real training steps (`core.engine`) of a throwaway network on a few demo scans: a step of 2 images
+    to warm up, a second to size the batch, then the best of three steps of up to 16 images. On a 2-core
     AVX2 CPU it came within 22% of what a real run then measured, either way (`bench/estimate.py`: 0.90x
     for ResNet-18 at 32 px, 1.20x at 64 px, 0.78x for ResNet-50 at 32 px). About three seconds; cached
     per network, size, method, RGA, precision, batch (up to 16) and device. The caller's random state is
@@ -171,8 +171,10 @@ def _measure(arch: str, size: int, method: str, rga: bool, amp: str, most: int, 
             step(torch.arange(n))
             return time.perf_counter() - t0
 
-        first = timed(2)
-        n = max(2, min(most, round(2 * PROBE_STEP_S / max(first, 1e-6))))
+        # a first step pays one-time costs (kernels picked, libraries paged in): 1.16 s against 0.15 on a
+        # studio's first start after install, which sized the batch to 2 and foretold 14 images/s where 90 is right
+        timed(2)
+        n = max(2, min(most, round(2 * PROBE_STEP_S / max(timed(2), 1e-6))))
         return n / min(timed(n) for _ in range(3))  # the best of three: a new shape's first step is slow
 
 
