@@ -179,6 +179,8 @@ class Predictor:
             "epochs": cfg.get("epochs"),
             "best_epoch": m.get("epoch"),
             "metrics": m.get("metrics") or {},
+            # what answering at random scores, to read the metrics against: balanced accuracy 1/C, AUC 0.5
+            "chance": {"balanced_accuracy": 1 / len(self.classes), "auc": 0.5},
             "calibration": {
                 "temperature": cal.get("temperature"),
                 "test_ece_before": (cal.get("test") or {}).get("ece_before"),

@@ -283,6 +283,11 @@ def test_the_model_card_says_what_the_model_is(demo):
     assert card["image_size"] == 64 and card["method"] == "tss-kd"
     assert card["calibration"]["temperature"] > 0 and card["ood"]["threshold"] > 0
     assert card["metrics"]["test_acc"] > 0.8
+    assert card["chance"] == {"balanced_accuracy": 0.25, "auc": 0.5}  # four classes answered at random
+    from ui.diagnose import card_markdown
+
+    shown = card_markdown(card, "demo")  # Diagnose's card reads each figure against it
+    assert "AUC 0.988 (answering at random: balanced 25.0%, AUC 0.500)" in shown, shown
 
 
 @pytest.mark.parametrize("method", ["gradcam", "scorecam"])

@@ -219,7 +219,8 @@ def card_markdown(card: dict, choice: str) -> str:
         f"classes: {', '.join(card['classes'])}",
         f"- method: {card['method']} ({card['arch']}), best epoch {card['best_epoch']} of {card['epochs']}",
         f"- test accuracy {pct(m.get('test_acc'))}, balanced {pct(m.get('test_balanced_accuracy'))}, "
-        f"AUC {m.get('test_auc') or 0:.3f}",
+        f"AUC {m.get('test_auc') or 0:.3f} (answering at random: balanced "
+        f"{pct(card['chance']['balanced_accuracy'])}, AUC {card['chance']['auc']:.3f})",
     ]
     cal = card["calibration"]
     if cal:
