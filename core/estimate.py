@@ -106,12 +106,6 @@ def measured(runs_dir: str | Path, cfg: TrainConfig, device: str) -> dict | None
     }
 
 
-def measured_speed(runs_dir: str | Path, cfg: TrainConfig, device: str) -> tuple[float, int] | None:
-    """Median training images/s over the epochs of comparable earlier runs, and how many epochs that is."""
-    found = measured(runs_dir, cfg, device)
-    return (found["images_per_s"], found["epochs"]) if found else None
-
-
 PROBE_STEP_S = 1.2  # the probe sizes its batch (up to 16) to take at most about this long per step
 _probing = threading.Lock()  # one probe at a time: two at once would share the cores and halve both
 _probed: dict[tuple, float] = {}  # what each probe found, by network, size, method, RGA, precision, batch, device
@@ -218,7 +212,7 @@ def probe_at_start(runs_dir: str | Path, cfg: TrainConfig, device: str) -> threa
     when it is a CPU with no comparable run measured yet; the thread, or None when there is nothing to probe.
     Probed when the page first asks instead, the figure shares the cores with the browser drawing the page:
     on two cores it read 39-42 images/s where 85-90 were right, and so foretold twice the time."""
-    if device != "cpu" or measured_speed(runs_dir, cfg, device) is not None:
+    if device != "cpu" or measured(runs_dir, cfg, device) is not None:
         return None
     thread = threading.Thread(target=probe_speed, args=(cfg, device), name="estimate-probe", daemon=True)
     thread.start()

@@ -156,8 +156,7 @@ def train_grid(
             except Exception as e:
                 record_failure(run, e)
                 ended[run] = "failed"
-    if all(fit.fresh for fit in fits.values()):  # prepared runs; a studio restart may relaunch a part-trained one
-        note_time_outside_epochs(list(fits), started)  # the data loaded once, each run's model, test and saving
+    note_time_outside_epochs(list(fits), started)  # the data loaded once, each run's model, test and saving
     return {run.name: ended[run] for run, _ in grid}
 
 
