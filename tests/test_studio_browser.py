@@ -291,7 +291,9 @@ def test_the_quick_preset_offered_for_a_long_run_trains_above_chance(page, studi
     assert "trial steps" not in page.locator("#train-estimate").inner_text()
     assert runs.Run(studio_ctx.jobs.find(run_id)).config()["preset"] == "quick"  # as `--preset quick` records it
     five = page.locator("#train-estimate").inner_text()
-    page.locator("#train-epochs input").fill("3")  # and the next run's, as its settings change
+    # and the next run's, as its settings change: ten times the epochs, so that the rounded figure must differ
+    # (3 epochs against 5 both round to "about 1 min" where the run's start costs half a minute)
+    page.locator("#train-epochs input").fill("50")
     page.locator("#train-epochs input").press("Tab")
     page.wait_for_function(f"!document.querySelector('#train-estimate').innerText.includes({five[:60]!r})")
     assert measured.search(page.locator("#train-estimate").inner_text())
