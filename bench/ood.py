@@ -6,17 +6,19 @@ noise at three sizes, and blank images. Reports the check's AUROC (its score as 
 each group it flags at the stored threshold, and the same for the energy score (Liu et al., NeurIPS 2020)
 as a baseline in the same run; writes JSON. With `--fit-sizes`, the check is also refitted on that many
 evenly spaced training images (as `core.ood.fit_sample` picks them) and judged the same way, side by side:
-how many a run's end needs to pass through the model.
+how many a run's end needs to pass through the model. `layer_sets` refits the check as a run's end does
+(on at most 2,000 training images) with the model's three layers alone, as before the input statistics,
+and with all four, and judges both the same way in the same run.
 
     python bench/ood.py [--model assets/demo-model.safetensors] [--out bench/results/ood-demo-model.json]
     python bench/ood.py --fit-sizes 500,1000,2000,5000
+    python bench/ood.py --model runs/<quick-preset run> --out bench/results/ood-quick-model.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from bench import machine_label
 from core import ood
 from core.errors import StudioError
 from core.evaluate import load_trained
@@ -88,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     scores = {"mahalanobis": lambda f: det.score(f) / det.threshold, "energy": energy}
     energy_threshold = float(torch.quantile(energy(ood.features(model, data.val.images)), ood.QUANTILE))
     thresholds = {"mahalanobis": 1.0, "energy": energy_threshold}
-    result = {"model": Path(args.model).name, "in_distribution": f"demo test split ({len(data.test.images)} scans)"}
+    result = {
+        "model": Path(args.model).name,
+        "config": {k: meta["config"][k] for k in ("method", "epochs") if k in meta["config"]},
+        "test_accuracy": meta.get("metrics", {}).get("test_acc"),
+        "in_distribution": f"its test split ({len(data.test.images)} scans)",
+    }
 
     def judge(s, threshold: float) -> dict:
         ins, out = s(inside).numpy(), torch.cat([s(f) for f in feats.values()]).numpy()
@@ -105,16 +113,23 @@ def main(argv: list[str] | None = None) -> int:
 
     for k, s in scores.items():
         result[k] = judge(s, thresholds[k])
-    if fit_sizes:  # one pass over the training split; each size refits on its evenly spaced share of it
-        train = ood.features(model, data.train.images)
-        val = ood.features(model, data.val.images)
+    # one pass over the training split; each refit takes its evenly spaced share of it
+    train = ood.features(model, data.train.images)
+    val = ood.features(model, data.val.images)
+    keep = ood.fit_sample(len(data.train.images))
+    sets = {"model layers (before)": ood.MODEL_LAYERS, "model layers + input statistics": ood.LAYERS}
+    result["layer_sets"] = {}
+    for name, layers in sets.items():
+        refit = ood.fit({k: v[keep] for k, v in train.items()}, data.train.labels[keep], val, layers=layers)
+        result["layer_sets"][name] = judge(lambda f, d=refit: d.score(f) / d.threshold, 1.0)
+    if fit_sizes:
         result["fit_sizes"] = {}
         for n in fit_sizes:
             keep = ood.fit_sample(len(data.train.images), most=n)
             refit = ood.fit({k: v[keep] for k, v in train.items()}, data.train.labels[keep], val)
             result["fit_sizes"][str(len(keep))] = judge(lambda f, d=refit: d.score(f) / d.threshold, 1.0)
     result["outliers"] = {g: len(v) for g, v in groups.items()}
-    result["machine"] = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+    result["machine"] = machine_label(torch.device("cpu"))
     result["seconds"] = round(time.perf_counter() - start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -18,10 +18,16 @@ EXAMPLES = sorted((DEMO.parent / "examples").glob("*.png"))
 
 
 def gaussian_features(n: int, shift: float = 0.0, seed: int = 0) -> tuple[dict, torch.Tensor]:
-    """Three layers of features for three well-separated classes; `shift` moves every point off the data."""
+    """Every layer's features for three well-separated classes; `shift` moves every point off the data."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 3
-    centres = {"penultimate": torch.eye(3, 16) * 6, "mid": torch.eye(3, 8) * 4, "early": torch.eye(3, 12) * 5}
+    centres = {
+        "penultimate": torch.eye(3, 16) * 6,
+        "mid": torch.eye(3, 8) * 4,
+        "early": torch.eye(3, 12) * 5,
+        "input": torch.eye(3, 17) * 5,
+    }
+    assert set(centres) == set(ood.LAYERS)
     feats = {k: (c[labels] + torch.randn(n, c.shape[1], generator=g) + shift).double() for k, c in centres.items()}
     return feats, labels
 
@@ -37,7 +43,7 @@ def test_the_threshold_flags_about_one_in_a_hundred_like_the_data_and_every_far_
     assert ood.flagged(det, far) == 1.0
 
 
-@pytest.mark.parametrize("layer", ["penultimate", "mid", "early"])
+@pytest.mark.parametrize("layer", ood.LAYERS)
 def test_a_scan_odd_in_any_one_layer_alone_is_flagged(layer):
     train, labels = gaussian_features(2000)
     val, _ = gaussian_features(1000, seed=1)
@@ -45,6 +51,80 @@ def test_a_scan_odd_in_any_one_layer_alone_is_flagged(layer):
     odd, _ = gaussian_features(20, seed=4)
     odd[layer] = odd[layer] * 5  # unlike the data in this layer only
     assert ood.flagged(det, odd) == 1.0
+
+
+def _demo_images(n: int, size: int, seed: int) -> torch.Tensor:
+    from core.synthetic import render
+
+    return render(n, size=size, seed=seed)[0]
+
+
+def _scans_at(size: int) -> dict[str, torch.Tensor]:
+    """Scans of other kinds as a model of `size` px sees them (resized as Diagnose resizes), uint8 (1, 1, S, S)."""
+    from skimage import data as photos
+
+    from core.imageio import Scan, to_model_array
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "uniform noise, 64 px": rng.integers(0, 256, (64, 64), dtype=np.uint8),
+        "uniform noise, 256 px": rng.integers(0, 256, (256, 256), dtype=np.uint8),
+        "gaussian noise": np.clip(rng.normal(128, 40, (128, 128)), 0, 255).astype(np.uint8),
+        "black": np.zeros((64, 64), np.uint8),
+        "grey": np.full((64, 64), 128, np.uint8),
+        "white": np.full((64, 64), 255, np.uint8),
+        "photo": photos.camera(),
+    }
+    return {k: torch.from_numpy(to_model_array(Scan(a, {}), size=size, channels=1)[None]) for k, a in arrays.items()}
+
+
+def test_the_input_statistics_tell_noise_and_blank_scans_from_scans_of_any_kind():
+    from core.augment import eval_transform
+
+    x = eval_transform(torch.cat([_demo_images(4, 32, 0), *_scans_at(32).values()]))
+    stats = ood.input_statistics(x)
+    assert stats.shape == (len(x), 2 * 3 + len(ood.INPUT_QUANTILES) + 4) and torch.isfinite(stats).all()
+    neighbours = stats[:, -4:]
+    assert (neighbours[:4] > 0.6).all()  # demo scans: neighbouring pixels alike
+    assert (neighbours[4:7].abs() < 0.45).all()  # noise: they are not, even resized (which smooths it)
+    assert (neighbours[7:10] == 0).all() and (stats[7:10, 3:6] < 1e-5).all()  # blank: no spread, no NaN
+    assert (neighbours[10] > 0.8).all()  # a photograph: alike again
+    alone = ood.input_statistics(x[:1])  # each scan's statistics are its own, whatever else is in the batch
+    assert torch.allclose(alone, stats[:1], atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_the_input_statistics_alone_flag_noise_and_blank_scans_and_pass_the_data(size):
+    """The layer that needs no trained model: fitted on demo scans, it passes fresh demo scans at about the
+    rate the threshold allows and flags noise and blank scans, whatever model it sits beside."""
+    from core.augment import eval_transform
+    from core.synthetic import render
+
+    def feats(images: torch.Tensor) -> dict:
+        x = eval_transform(images)
+        return {"penultimate": torch.zeros(len(x), 1).double(), "input": ood.input_statistics(x).double()}
+
+    train, train_labels, _ = render(1000, size=size, seed=0)
+    val, fresh = _demo_images(500, size, 1), _demo_images(500, size, 2)
+    det = ood.fit(feats(train), torch.as_tensor(train_labels), feats(val), layers=("input",))
+    assert ood.flagged(det, feats(fresh)) <= 0.04
+    for name, scan in _scans_at(size).items():
+        if name != "photo":  # a photograph's statistics can pass; the model's layers flag it
+            assert ood.flagged(det, feats(scan)) == 1.0, name
+
+
+def test_a_weak_models_check_still_flags_noise_and_blank_scans(tiny_run, tmp_path):
+    """A model trained for two epochs on 64 images has features too spread to set noise apart; the input
+    statistics do not depend on them (the model's three layers alone scored such scans below 1)."""
+    predictor = Predictor(tiny_run)
+    assert predictor.detector.layers == ood.LAYERS
+    for name, scan in _scans_at(64).items():
+        if name == "photo":
+            continue
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(scan[0, 0].numpy()).save(path)
+        r = predictor.predict(path)
+        assert r["in_distribution"] is False and r["ood_score"] > 1, (name, r["ood_score"])
 
 
 def test_a_class_missing_from_the_training_split_does_not_break_the_fit():
@@ -102,19 +182,23 @@ def test_a_model_saved_before_the_check_says_it_has_none(tiny_run, tmp_path):
     assert Predictor(out).card()["ood"] is None
 
 
-def test_a_check_saved_before_the_early_layer_still_answers_with_its_two_layers(tiny_run, tmp_path):
+@pytest.mark.parametrize(
+    ("layers", "recorded"),
+    [(ood.FIRST_LAYERS, None), (ood.MODEL_LAYERS, list(ood.MODEL_LAYERS))],
+    ids=["before the early layer", "before the input statistics"],
+)
+def test_a_check_saved_with_fewer_layers_still_answers_with_those(tiny_run, tmp_path, layers, recorded):
     from core.export import export_model
 
     out = export_model(tiny_run, tmp_path / "m.safetensors")
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["ood"]["layers"] == ["penultimate", "mid", "early"]
+    assert meta["ood"]["layers"] == ["penultimate", "mid", "early", "input"]
     new = ood.load(out, meta)
-    old = ood.Detector(
-        *({k: part[k] for k in ood.FIRST_LAYERS} for part in (new.means, new.precisions, new.scales)), 1.0
-    )
-    meta["ood"] = ood.save(old, out, {**meta["ood"], "layers": None, "scales": old.scales})  # as older models hold it
+    old = ood.Detector(*({k: part[k] for k in layers} for part in (new.means, new.precisions, new.scales)), 1.0)
+    # as older models hold it: the first check recorded no layers
+    meta["ood"] = ood.save(old, out, {**meta["ood"], "layers": recorded, "scales": old.scales})
     out.with_suffix(".json").write_text(json.dumps(meta))
-    assert set(ood.load(out, meta).means) == set(ood.FIRST_LAYERS)
+    assert ood.load(out, meta).layers == layers
     r = Predictor(out).predict(EXAMPLES[0])
     assert r["ood_score"] >= 0 and r["in_distribution"] == (r["ood_score"] <= 1)
     meta["ood"]["layers"] = ["penultimate", "deepest"]  # a record this studio cannot read
@@ -149,7 +233,8 @@ def test_the_cli_fits_the_check_for_a_saved_model(tiny_run, tmp_path, capsys):
 
 def test_the_ood_bench_judges_the_stored_check_and_refits_side_by_side(tiny_run, tmp_path):
     """bench/ood.py: the stored check against real outliers, and the same check refitted on fewer training
-    images; refitted on all of them (64 here) it is the stored check, figure for figure."""
+    images; refitted on all of them (64 here) it is the stored check, figure for figure, and so is the
+    refit with all four layers beside the one with the model's three layers alone (the check as it was)."""
     from bench import ood as ood_bench
 
     out = tmp_path / "ood.json"
@@ -160,7 +245,11 @@ def test_the_ood_bench_judges_the_stored_check_and_refits_side_by_side(tiny_run,
     assert refit["missed"] == stored["missed"] and refit["flagged"] == pytest.approx(stored["flagged"])
     assert refit["auroc"] == pytest.approx(stored["auroc"])
     assert refit["flagged_in_distribution"] == pytest.approx(stored["flagged_in_distribution"])
-    for judged in (result["mahalanobis"], result["energy"], *result["fit_sizes"].values()):
+    both = result["layer_sets"]
+    assert both["model layers + input statistics"] == result["fit_sizes"]["64"]
+    assert set(both) == {"model layers (before)", "model layers + input statistics"}
+    assert result["test_accuracy"] == json.loads((tiny_run / "model.json").read_text())["metrics"]["test_acc"]
+    for judged in (result["mahalanobis"], result["energy"], *result["fit_sizes"].values(), *both.values()):
         assert 0 <= judged["auroc"] <= 1 and 0 <= judged["flagged_in_distribution"] <= 1
         assert set(judged["flagged"]) == {"dicom", "photo", "noise", "blank"}
     assert result["outliers"]["noise"] == 6
