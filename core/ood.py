@@ -56,22 +56,27 @@ def capture_features(model: Classifier, *, first: bool = False):
     forward does (a lesion map's later passes run on masked copies of the scan)."""
     out: dict[str, torch.Tensor] = {}
 
-    def keep(name: str, value: torch.Tensor) -> None:  # a hook that returned a value would replace the output
-        if not (first and name in out):
-            out[name] = value
+    def keep(name: str, summarise, x: torch.Tensor) -> None:  # a hook that returned a value would replace the output
+        if not (first and name in out):  # a lesion map's masked passes are not summarised at all
+            out[name] = summarise(x.detach())
 
     head = model.projector[-1]
     hooks = [
-        model.register_forward_pre_hook(lambda _m, args: keep("input", input_statistics(args[0]))),
-        head.register_forward_pre_hook(lambda _m, args: keep("penultimate", args[0].detach().float())),
-        mid_layer(model).register_forward_hook(lambda _m, _i, o: keep("mid", o.detach().float().mean(dim=(2, 3)))),
-        early_layer(model).register_forward_hook(lambda _m, _i, o: keep("early", _mean_and_std(o))),
+        model.register_forward_pre_hook(lambda _m, args: keep("input", input_statistics, args[0])),
+        head.register_forward_pre_hook(lambda _m, args: keep("penultimate", torch.Tensor.float, args[0])),
+        mid_layer(model).register_forward_hook(lambda _m, _i, o: keep("mid", _spatial_mean, o)),
+        early_layer(model).register_forward_hook(lambda _m, _i, o: keep("early", _mean_and_std, o)),
     ]
     try:
         yield out
     finally:
         for h in hooks:
             h.remove()
+
+
+def _spatial_mean(o: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) activations -> (B, K) float32: each channel's mean over space."""
+    return o.float().mean(dim=(2, 3))
 
 
 def _mean_and_std(o: torch.Tensor) -> torch.Tensor:
