@@ -11,8 +11,8 @@ trained for a few epochs has features too spread out to set noise apart (a quick
 uniform noise 0.56 of its threshold), but noise has no neighbour correlation and a blank scan no spread,
 whatever the model. Each layer's distance is divided by its 99th percentile on the validation split, the
 score is the largest of them, and the threshold is the validation split's 99th percentile of that score:
-about 1 in 100 scans like the training data is flagged. A detector saved with fewer layers (before the
-early layer or the input statistics were added) keeps working with those.
+about 1 in 100 validation scans is flagged, 1 to 2 in 100 fresh scans like them (bench/ood.py). A
+detector saved with fewer layers (before the early layer or the input statistics) keeps working with those.
 
 `python -m core.ood --model RUN_OR_FILE` fits the detector for a saved model (runs fit it when they
 finish). Tensors go to ``<model>.ood.safetensors`` beside the weights, the record (threshold, layers,
@@ -81,7 +81,7 @@ def _spatial_mean(o: torch.Tensor) -> torch.Tensor:
 
 def _mean_and_std(o: torch.Tensor) -> torch.Tensor:
     """(B, E, H, W) activations -> (B, 2E): each channel's mean and standard deviation over space."""
-    o = o.detach().float().flatten(2)
+    o = o.float().flatten(2)
     return torch.cat([o.mean(2), o.std(2, correction=0)], dim=1)
 
 
