@@ -188,7 +188,12 @@ class Predictor:
             }
             if cal
             else None,
-            "ood": {k: check.get(k) for k in ("method", "threshold", "flagged_val", "flagged_test")} if check else None,
+            "ood": {
+                **{k: check.get(k) for k in ("method", "threshold", "flagged_val", "flagged_test")},
+                "layers": list(self.detector.layers) if self.detector else None,  # as loaded: older checks have fewer
+            }
+            if check
+            else None,
             "run": m.get("run"),
             "warnings": self.warnings,
             "learned": not self.unlearned,

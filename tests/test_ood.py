@@ -377,6 +377,17 @@ def test_the_model_card_says_what_the_model_is(demo):
 
     shown = card_markdown(card, "demo")  # Diagnose's card reads each figure against it
     assert "AUC 0.988 (answering at random: balanced 25.0%, AUC 0.500)" in shown, shown
+    assert card["ood"]["layers"] == list(ood.MODEL_LAYERS)  # the shipped check predates the input statistics
+    assert "out-of-distribution check: Mahalanobis on the model's features, threshold" in shown, shown
+
+
+def test_a_new_models_card_says_its_check_also_reads_the_scans_own_statistics(tiny_run):
+    from ui.diagnose import card_markdown
+
+    card = Predictor(tiny_run).card()
+    assert card["ood"]["layers"] == list(ood.LAYERS)
+    shown = card_markdown(card, tiny_run.name)
+    assert "Mahalanobis on the model's features and the scan's own statistics" in shown, shown
 
 
 @pytest.mark.parametrize("method", ["gradcam", "scorecam"])

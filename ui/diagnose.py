@@ -204,6 +204,12 @@ def style(view: dict):
     )
 
 
+def _checked(layers: list[str] | None) -> str:
+    """What the check looks at, in words: the model's features, and (checks fitted since 2026-12-05) the scan's
+    own statistics, which flag noise and blank scans even when the model learned little."""
+    return "the model's features and the scan's own statistics" if "input" in (layers or []) else "the model's features"
+
+
 def card_markdown(card: dict, choice: str) -> str:
     """The model card a clinician reads before trusting an answer."""
     m = card["metrics"]
@@ -233,8 +239,9 @@ def card_markdown(card: dict, choice: str) -> str:
     check = card["ood"]
     if check:
         lines.append(
-            f"- out-of-distribution check: Mahalanobis, threshold {check['threshold']:.3g} from the validation "
-            f"split; flags {pct(check['flagged_test'])} of its own test scans"
+            f"- out-of-distribution check: Mahalanobis on {_checked(check['layers'])}, threshold "
+            f"{check['threshold']:.3g} from the validation split; flags {pct(check['flagged_test'])} of its own "
+            "test scans"
         )
     else:
         lines.append(
