@@ -16,7 +16,7 @@ from core.augment import eval_transform
 from core.cam import cams_and_logits, check_method, check_opacity, compute_cams, draw_box, lesion_box, overlay
 from core.errors import StudioError
 from core.imageio import Scan, read_scan, to_model_array
-from core.model import load_model
+from core.model import load_model, resolve_model_path
 from core.serving import Batcher
 
 LOW_CONFIDENCE = 0.6  # a prediction below this probability is flagged for a second look
@@ -24,6 +24,7 @@ OOD_MESSAGE = "Not like the training data: do not trust this prediction"
 LOW_CONFIDENCE_MESSAGE = "Low confidence: a second look is needed"
 UNLEARNED = ("collapse", "chance")  # the training warnings of a model whose answers carry no information
 UNLEARNED_MESSAGE = "This model did not learn its task: do not trust any of its answers"
+UNFINISHED_MESSAGE = "Training has not finished: answers are uncalibrated and unchecked; do not trust them"
 # Classes that mean "no lesion": a map for one of them shows what the model took as normal, and no lesion box
 # is drawn on it (a box around "normal" evidence would point a reader at a lesion that is not there).
 NO_FINDING = ("normal", "healthy", "no finding", "no lesion", "no abnormality", "negative")
@@ -32,6 +33,16 @@ NO_FINDING = ("normal", "healthy", "no finding", "no lesion", "no abnormality", 
 def is_no_finding(name: str) -> bool:
     """Whether a class name means "no lesion" (NO_FINDING), ignoring case, '_' and '-'."""
     return " ".join(name.lower().replace("_", " ").replace("-", " ").split()) in NO_FINDING
+
+
+def unfinished_run(model_path: str | Path) -> str | None:
+    """For the model of a run folder whose run has not ended done (still training, stopped, failed): why it
+    is not ready for scans (`Run.unfinished`). None for a finished run's model, an exported one, the demo."""
+    from core.runs import MODEL, Run
+
+    weights = resolve_model_path(model_path)
+    run = Run(weights.parent)
+    return run.unfinished() if weights.name == MODEL and run.exists() else None
 
 
 def training_warnings(model_path: str | Path, meta: dict) -> list[dict]:
@@ -69,6 +80,7 @@ class Predictor:
         self.detector = ood.load(model_path, self.meta)  # None for a model saved before the check existed
         self.warnings = training_warnings(model_path, self.meta)
         self.unlearned = any(w.get("kind") in UNLEARNED for w in self.warnings)
+        self.unfinished = unfinished_run(model_path)  # the studio refuses such a model; core.predict warns
         self.device = torch.device(device)
         self.lock = threading.RLock()  # feature and lesion-map hooks go on the shared model: one at a time
         self.batcher = Batcher(self._diagnose_batch)  # concurrent diagnoses share one batched pass
@@ -123,7 +135,7 @@ class Predictor:
         best = max(probs, key=probs.get)
         outside = None if score is None else bool(score > 1.0)
         low = probs[best] < LOW_CONFIDENCE
-        warnings = [UNLEARNED_MESSAGE] if self.unlearned else []
+        warnings = ([UNFINISHED_MESSAGE] if self.unfinished else []) + ([UNLEARNED_MESSAGE] if self.unlearned else [])
         warnings += ([OOD_MESSAGE] if outside else []) + ([LOW_CONFIDENCE_MESSAGE] if low else [])
         return {
             "predicted": best,
@@ -197,6 +209,7 @@ class Predictor:
             "run": m.get("run"),
             "warnings": self.warnings,
             "learned": not self.unlearned,
+            "unfinished": self.unfinished,
         }
 
     def target_index(self, target: str | int) -> int:

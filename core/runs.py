@@ -336,6 +336,19 @@ class Run:
     def has_model(self) -> bool:
         return self.model_path.is_file()
 
+    def unfinished(self) -> str | None:
+        """Why this run's model is not ready for scans yet, in words; None once the run is done. A run saves
+        its model at each better epoch while it trains, but calibrates it and fits its out-of-distribution
+        check only when it ends, so until then its answers are neither calibrated nor checked."""
+        s = self.status()
+        if s.get("status") == "done":
+            return None
+        trained = f", {s['epoch']} of {s['epochs']} epochs trained" if s.get("epochs") else ""
+        return (
+            f"run {self.name} has not finished ({s.get('status') or 'no status'}{trained}): its model is "
+            "calibrated and checked against its training data only when the run ends"
+        )
+
     def model_meta(self) -> dict:
         """model.json (what the best model is and how it scored); {} before there is a model."""
         meta = read_json(self.path / MODEL_META, {})

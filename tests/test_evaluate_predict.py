@@ -311,3 +311,41 @@ def test_a_model_that_did_not_learn_flags_every_answer_and_says_so_on_its_card(t
         assert answer["model_learned"] is False and answer["warnings"][0] == UNLEARNED_MESSAGE
     card = predictor.card()
     assert card["learned"] is False and card["warnings"][0]["kind"] == "collapse"
+
+
+@pytest.mark.parametrize("status", ["running", "stopped", "failed", "queued"])
+@pytest.mark.parametrize("given", ["run folder", "its model file"])
+def test_an_unfinished_runs_model_warns_on_every_answer_that_it_is_uncalibrated_and_unchecked(
+    tiny_run, scans, tmp_path, status, given
+):
+    """A run saves its model at each better epoch but calibrates it and fits its out-of-distribution check
+    only when it ends: before that, `core.predict` on it says so first on every answer and on its card."""
+    import shutil
+
+    from core import runs
+    from core.infer import UNFINISHED_MESSAGE
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
+    runs.write_json(run / "status.json", {**runs.Run(run).status(), "status": status, "epoch": 1, "epochs": 2})
+    meta = runs.Run(run).model_meta()  # as it stands mid-run: no calibration, no check yet
+    runs.Run(run).write_model_meta({k: v for k, v in meta.items() if k not in ("calibration", "ood")})
+    predictor = Predictor(run if given == "run folder" else run / "model.safetensors")
+    for name in ("scan.png", "IM0001"):
+        answer = predictor.predict(scans / name)
+        assert answer["warnings"][0] == UNFINISHED_MESSAGE
+        assert answer["calibrated"] is False and answer["in_distribution"] is None
+    assert predictor.card()["unfinished"] == (
+        f"run {run.name} has not finished ({status}, 1 of 2 epochs trained): its model is calibrated and "
+        "checked against its training data only when the run ends"
+    )
+    runs.write_json(run / "status.json", {**runs.Run(run).status(), "status": "done"})  # ended: no warning
+    assert UNFINISHED_MESSAGE not in Predictor(run).predict(scans / "scan.png")["warnings"]
+    assert Predictor(run).card()["unfinished"] is None
+
+
+def test_a_finished_or_exported_model_and_the_demo_carry_no_unfinished_warning(tiny_run, tmp_path):
+    from core.export import export_model
+    from core.infer import unfinished_run
+
+    assert unfinished_run(tiny_run) is None and unfinished_run("demo") is None
+    assert unfinished_run(export_model(tiny_run, tmp_path / "m.safetensors")) is None

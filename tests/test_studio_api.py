@@ -503,6 +503,33 @@ def test_the_demo_model_is_the_one_the_command_line_names_and_its_absence_is_sai
         jobs.close()
 
 
+@pytest.mark.parametrize("status", ["running", "stopped", "failed"])
+def test_diagnose_offers_and_takes_only_finished_runs(tiny_run, tmp_path, status):
+    """A run still training (or stopped, or failed) has a model, but uncalibrated and without its
+    out-of-distribution check: Diagnose does not offer it, refuses it by id with the reason, and takes it
+    once the run is done."""
+    import shutil
+
+    from core import runs
+    from core.errors import StudioError
+    from core.jobs import JobManager
+    from ui.context import Studio
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "runs" / tiny_run.name))
+    runs.write_json(run / "status.json", {**runs.Run(run).status(), "status": status, "epoch": 1, "epochs": 2})
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        assert [value for _, value in ctx.model_choices()] == ["demo"]
+        with pytest.raises(StudioError, match=rf"has not finished \({status}, 1 of 2 epochs trained\).*resume this"):
+            ctx.predictor(run.name)
+        runs.write_json(run / "status.json", {**runs.Run(run).status(), "status": "done"})
+        assert [value for _, value in ctx.model_choices()] == ["demo", run.name]
+        assert ctx.predictor(run.name).card()["unfinished"] is None
+    finally:
+        jobs.close()
+
+
 def test_comparing_no_run_or_only_deleted_ones_draws_no_empty_panels(tmp_path):
     from core import runs
     from core.jobs import JobManager

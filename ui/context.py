@@ -78,10 +78,11 @@ class Studio:
             raise StudioError("log in to start, stop or delete runs.")
 
     def model_choices(self) -> list[tuple[str, str]]:
-        """(label, value) for the demo model and every finished run with a model."""
+        """(label, value) for the demo model and every finished run with a model (a run still training, or
+        stopped, has a model too, but not yet calibrated or checked: `model_path` refuses it)."""
         out = [(DEMO_LABEL, DEMO)] if DEMO_MODEL.is_file() else []
         for r in runs.list_runs(self.runs_dir):
-            if runs.Run(self.runs_dir / r["run"]).has_model():
+            if r["status"] == "done" and runs.Run(self.runs_dir / r["run"]).has_model():
                 about = [str(r["method"] or "method unknown")]
                 if r["best_val_auc"]:
                     about.append(f"val AUC {r['best_val_auc']:.3f}")
@@ -93,7 +94,11 @@ class Studio:
     def model_path(self, choice: str) -> Path:
         if choice in (None, "", DEMO):
             return resolve_model_path(DEMO)  # one message for a demo model gone missing, as on the command line
-        return self.jobs.find(choice)
+        path = self.jobs.find(choice)
+        reason = runs.Run(path).unfinished()
+        if reason:
+            raise StudioError(f"{reason}. Diagnose takes finished runs: resume this one, or pick another model.")
+        return path
 
     def predictor(self, choice: str) -> Predictor:
         return self.models.get(self.model_path(choice))
