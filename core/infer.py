@@ -17,6 +17,7 @@ from core.cam import cams_and_logits, check_method, check_opacity, compute_cams,
 from core.errors import StudioError
 from core.imageio import Scan, read_scan, to_model_array
 from core.model import load_model, resolve_model_path
+from core.runs import MODEL, Run
 from core.serving import Batcher
 
 LOW_CONFIDENCE = 0.6  # a prediction below this probability is flagged for a second look
@@ -38,8 +39,6 @@ def is_no_finding(name: str) -> bool:
 def unfinished_run(model_path: str | Path) -> str | None:
     """For the model of a run folder whose run has not ended done (still training, stopped, failed): why it
     is not ready for scans (`Run.unfinished`). None for a finished run's model, an exported one, the demo."""
-    from core.runs import MODEL, Run
-
     weights = resolve_model_path(model_path)
     run = Run(weights.parent)
     return run.unfinished() if weights.name == MODEL and run.exists() else None
@@ -50,8 +49,6 @@ def training_warnings(model_path: str | Path, meta: dict) -> list[dict]:
     model), and for a run folder its status.json's (a run finished before model.json carried them)."""
     found = [w for w in meta.get("warnings") or [] if isinstance(w, dict)]
     if Path(model_path).is_dir():
-        from core.runs import Run
-
         found += [w for w in Run(model_path).status().get("warnings") or [] if isinstance(w, dict)]
     kinds: dict[str, dict] = {}
     for w in found:
