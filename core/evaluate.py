@@ -153,15 +153,29 @@ def load_trained(path: str | Path, *, device: str | torch.device = "cpu", data=N
 
 def evaluate_run(run: str | Path, *, split: str = "test", device: str = "auto") -> dict:
     """Load a run's best model and its dataset (as configured at training time) and score one split, beside
-    `chance_acc`: the accuracy of always answering the split's most common class."""
+    `chance_acc`: the accuracy of always answering the split's most common class. The metrics are those of
+    the network's own softmax, as the run's end measured them; `calibrated` gives, for a calibrated model,
+    the temperature and the ECE of the probabilities that Diagnose and core.predict answer (None without)."""
+    from core.calibration import apply
     from core.device import pick_device
     from core.health import majority_rate
 
-    model, _, _, data = load_trained(run, device=pick_device(device))
+    model, _, meta, data = load_trained(run, device=pick_device(device))
     s = data.split(split)
-    probs = predict_probs(model, s.images).cpu().numpy()
-    metrics = classification_metrics(probs, s.labels.numpy(), data.classes)
-    return {"run": Path(run).name, "split": split, **metrics, "chance_acc": majority_rate(s.labels)}
+    logits = predict_logits(model, s.images).cpu()
+    labels = s.labels.numpy()
+    metrics = classification_metrics(torch.softmax(logits, 1).numpy(), labels, data.classes)
+    answered, has_temperature = apply(logits, meta)
+    calibrated = None
+    if has_temperature:
+        calibrated = {
+            "temperature": float(meta["calibration"]["temperature"]),
+            "ece": expected_calibration_error(answered.numpy(), labels),
+        }
+    result = {"run": Path(run).name, "split": split}
+    for k, v in metrics.items():  # the calibrated ECE right after the raw one, where a reader compares them
+        result.update({k: v, "calibrated": calibrated} if k == "ece" else {k: v})
+    return {**result, "chance_acc": majority_rate(s.labels)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,30 @@ def test_evaluate_cli_prints_json_for_the_test_split(tiny_run, capsys):
     assert out["chance_acc"] == max(counts) / 32  # always answering the most common class
 
 
+def test_evaluate_gives_the_ece_of_the_answers_diagnose_gives_beside_the_raw_one(tiny_run, tmp_path, capsys):
+    """Diagnose answers calibrated probabilities, so their ECE is the one a clinician's answers have; the raw
+    softmax's stays (the run's end measured it) and is named apart."""
+    import shutil
+
+    assert evaluate_main(["--model", str(tiny_run), "--split", "test", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    record = json.loads((tiny_run / "model.json").read_text())["calibration"]
+    keys = list(out)
+    assert keys.index("calibrated") == keys.index("ece") + 1  # read side by side
+    assert out["calibrated"]["temperature"] == record["temperature"] != 1.0
+    assert out["calibrated"]["ece"] == pytest.approx(record["test"]["ece_after"], abs=0.02)
+    assert out["ece"] == pytest.approx(record["test"]["ece_before"], abs=0.02)
+    assert out["calibrated"]["ece"] != out["ece"]
+
+    uncalibrated = shutil.copytree(tiny_run, tmp_path / tiny_run.name)
+    meta = json.loads((uncalibrated / "model.json").read_text())
+    del meta["calibration"]  # a model saved before calibration existed answers the raw softmax
+    (uncalibrated / "model.json").write_text(json.dumps(meta))
+    assert evaluate_main(["--model", str(uncalibrated), "--split", "test", "--device", "cpu"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["calibrated"] is None and again["ece"] == out["ece"]
+
+
 def test_the_runs_tab_shows_metrics_to_four_decimals_and_its_tables_in_words(tiny_run):
     from types import SimpleNamespace
 
