@@ -72,12 +72,6 @@ def calibrate(model_path: str | Path, *, data=None) -> dict:
     return record
 
 
-def apply(logits: torch.Tensor, meta: dict) -> tuple[torch.Tensor, bool]:
-    """Probabilities from logits, with the model's stored temperature when it has one."""
-    t = float((meta.get("calibration") or {}).get("temperature") or 1.0)
-    return torch.softmax(logits.float() / t, dim=-1), "calibration" in meta
-
-
 def main(argv: list[str] | None = None) -> int:
     def show(record: dict) -> dict:
         summary = {k: record[k] for k in ("method", "fitted_on", "temperature")}

@@ -151,31 +151,44 @@ def load_trained(path: str | Path, *, device: str | torch.device = "cpu", data=N
     return model, spec, meta, data
 
 
-def evaluate_run(run: str | Path, *, split: str = "test", device: str = "auto") -> dict:
-    """Load a run's best model and its dataset (as configured at training time) and score one split, beside
-    `chance_acc`: the accuracy of always answering the split's most common class. The metrics are those of
-    the network's own softmax, as the run's end measured them; `calibrated` gives, for a calibrated model,
-    the temperature and the ECE of the probabilities that Diagnose and core.predict answer (None without)."""
-    from core.calibration import apply
-    from core.device import pick_device
+def answered_probs(logits: torch.Tensor, meta: dict) -> tuple[torch.Tensor, bool]:
+    """The probabilities a model answers for `logits`: divided by the temperature stored in its JSON `meta`
+    (core.calibration) when it has one; and whether it had."""
+    t = float((meta.get("calibration") or {}).get("temperature") or 1.0)
+    return torch.softmax(logits.float() / t, dim=-1), "calibration" in meta
+
+
+def score_split(model: torch.nn.Module, meta: dict, split, classes: list[str]) -> tuple[dict, np.ndarray]:
+    """Score `model` (its JSON `meta`) on a `core.dataset.Split`: the metrics of the network's own softmax,
+    as the run's end measured them; `calibrated`, for a calibrated model, the temperature and the ECE of the
+    probabilities Diagnose and core.predict answer (None without); `chance_acc`, the accuracy of always
+    answering the split's most common class. Returns them with the softmax probabilities (N, C)."""
     from core.health import majority_rate
 
-    model, _, meta, data = load_trained(run, device=pick_device(device))
-    s = data.split(split)
-    logits = predict_logits(model, s.images).cpu()
-    labels = s.labels.numpy()
-    metrics = classification_metrics(torch.softmax(logits, 1).numpy(), labels, data.classes)
-    answered, has_temperature = apply(logits, meta)
+    logits = predict_logits(model, split.images).cpu()
+    labels = split.labels.numpy()
+    probs = torch.softmax(logits, 1).numpy()
+    answered, has_temperature = answered_probs(logits, meta)
     calibrated = None
     if has_temperature:
         calibrated = {
             "temperature": float(meta["calibration"]["temperature"]),
             "ece": expected_calibration_error(answered.numpy(), labels),
         }
-    result = {"run": Path(run).name, "split": split}
-    for k, v in metrics.items():  # the calibrated ECE right after the raw one, where a reader compares them
+    result = {}
+    for k, v in classification_metrics(probs, labels, classes).items():  # the calibrated ECE after the raw one
         result.update({k: v, "calibrated": calibrated} if k == "ece" else {k: v})
-    return {**result, "chance_acc": majority_rate(s.labels)}
+    return {**result, "chance_acc": majority_rate(split.labels)}, probs
+
+
+def evaluate_run(run: str | Path, *, split: str = "test", device: str = "auto") -> dict:
+    """Load a run's best model and its dataset (as configured at training time) and score one split
+    (`score_split`)."""
+    from core.device import pick_device
+
+    model, _, meta, data = load_trained(run, device=pick_device(device))
+    scored, _ = score_split(model, meta, data.split(split), data.classes)
+    return {"run": Path(run).name, "split": split, **scored}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import calibration, ood
+from core import ood
 from core.augment import eval_transform
 from core.cam import cams_and_logits, check_method, check_opacity, compute_cams, draw_box, lesion_box, overlay
 from core.errors import StudioError
+from core.evaluate import answered_probs
 from core.imageio import Scan, read_scan, to_model_array
 from core.model import load_model, resolve_model_path
 from core.runs import MODEL, Run
@@ -116,7 +117,7 @@ class Predictor:
         scores = [None] * len(logits)
         if self.detector is not None:
             scores = (self.detector.score(feats) / self.detector.threshold).tolist()
-        probs, _ = calibration.apply(logits, self.meta)
+        probs, _ = answered_probs(logits, self.meta)
         rows = zip(probs.cpu().tolist(), scores, strict=True)
         return [(dict(zip(self.classes, p, strict=True)), score) for p, score in rows]
 

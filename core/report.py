@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import figures, health, runs
+from core import figures, runs
 from core.config import METHOD_SETTINGS
 from core.errors import StudioError
 
@@ -89,7 +89,7 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
 
     from core.augment import eval_transform
     from core.cam import compute_cam, overlay
-    from core.evaluate import classification_metrics, load_trained, predict_probs
+    from core.evaluate import load_trained, score_split
 
     folder = runs.Run(run)
     run = folder.path
@@ -97,10 +97,9 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
     if cfg is None or not folder.has_model():
         raise StudioError(f"{run.name}: not a run folder with a trained model.")
     model, _, meta, data = load_trained(run)
-    probs = predict_probs(model, data.test.images).numpy()
-    labels = data.test.labels.numpy()
-    test = classification_metrics(probs, labels, data.classes)
-    chance = health.majority_rate(data.test.labels)
+    test, probs = score_split(model, meta, data.test, data.classes)
+    labels, chance, c = data.test.labels.numpy(), test["chance_acc"], test["calibrated"]
+    calibrated = [(f"ECE of the answers (calibrated, T = {c['temperature']:.2f})", f"{c['ece']:.4f}")] if c else []
     summary = data.summary()
     rows = runs.read_metrics(run)
     parts = [
@@ -144,6 +143,7 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
                 ("AUC", "n/a" if test["auc"] is None else f"{test['auc']:.4f}"),
                 ("macro F1", f"{test['f1_macro']:.4f}"),
                 ("ECE (uncalibrated)", f"{test['ece']:.4f}"),
+                *calibrated,
                 ("majority-class rate (accuracy of always answering the most common class)", f"{chance:.4f}"),
             ]
             + [

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from core.calibration import apply, calibrate, fit_temperature
-from core.evaluate import expected_calibration_error
+from core.calibration import calibrate, fit_temperature
+from core.evaluate import answered_probs, expected_calibration_error
 from core.infer import Predictor
 from core.train import run_training
 
@@ -34,7 +34,7 @@ def test_a_finished_run_carries_its_calibration_and_predictions_use_it(tmp_path)
     assert meta["metrics"]["test_ece"] == pytest.approx(record["test"]["ece_before"])  # one pass serves both
     predictor = Predictor(run)
     logits = torch.tensor([[2.0, 0.5, -1.0, 0.3]])
-    probs, calibrated = apply(logits[0], predictor.meta)
+    probs, calibrated = answered_probs(logits[0], predictor.meta)
     assert calibrated and torch.allclose(probs, torch.softmax(logits[0] / record["temperature"], 0))
     again = calibrate(run)  # refitting on the same data gives the same temperature
     assert again["temperature"] == pytest.approx(record["temperature"], rel=1e-6)
@@ -42,7 +42,7 @@ def test_a_finished_run_carries_its_calibration_and_predictions_use_it(tmp_path)
 
 
 def test_models_without_calibration_report_plain_softmax():
-    probs, calibrated = apply(torch.tensor([1.0, 2.0]), {})
+    probs, calibrated = answered_probs(torch.tensor([1.0, 2.0]), {})
     assert not calibrated and torch.allclose(probs, torch.softmax(torch.tensor([1.0, 2.0]), 0))
 
 

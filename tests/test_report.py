@@ -33,6 +33,10 @@ def test_report_of_a_finished_run(tiny_run, tmp_path, capsys):
     metrics = page.split("<h2>Test metrics</h2>")[1].split("<img")[0]
     assert metrics.count("sensitivity / specificity") == 4
     assert re.findall(r"<td>[^<]*</td>", metrics) and not re.search(r"\d\.\d{5}", metrics)  # rounded, as shown
+    calibration = json.loads((tiny_run / "model.json").read_text())["calibration"]  # the answers' ECE, as Evaluate's
+    shown = re.search(r"ECE of the answers \(calibrated, T = ([\d.]+)\)</t[dh]><td>([\d.]+)<", metrics)
+    assert shown and float(shown[1]) == pytest.approx(calibration["temperature"], abs=0.005)
+    assert float(shown[2]) == pytest.approx(calibration["test"]["ece_after"], abs=0.02)
 
 
 def test_report_refuses_a_folder_without_a_model(tmp_path, capsys):
