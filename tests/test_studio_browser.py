@@ -377,6 +377,8 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
     pick(page, "#runs-one", shown[0]["run"])
     page.locator("#runs-evaluate").click()
     page.locator("#runs-metrics").get_by_text("balanced_accuracy").first.wait_for(timeout=60_000)
+    # beside the softmax's ECE, the ECE of the calibrated answers Diagnose gives, with their temperature
+    page.locator("#runs-metrics").get_by_text("temperature").first.wait_for(timeout=15_000)
     page.locator("#runs-confusion .js-plotly-plot, #runs-confusion img, #runs-confusion svg").first.wait_for(
         timeout=30_000
     )
