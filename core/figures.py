@@ -169,7 +169,7 @@ def curves(
                 va="bottom",
             )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(key, fontsize=10)
+        ax.set_title(METRIC_NAMES.get(key, key), fontsize=10)  # as the studio's live curves name them
         ax.set_xlabel("epoch")
     first = np.atleast_1d(axes)[0]
     if first.get_legend_handles_labels()[0]:
@@ -196,23 +196,26 @@ def confusion(matrix: list[list[int]], classes: list[str]):
 
 
 def reliability(record: dict, split: str = "test"):
-    """Reliability diagram before and after temperature scaling: accuracy against confidence per bin."""
+    """Reliability diagram before and after temperature scaling: accuracy against confidence per bin, each
+    point's area in proportion to the images in its bin, so that a bin of one or two images (all right or all
+    wrong) is seen as the small sample it is rather than as a swing of the curve; the ECE weighs bins so."""
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    most = max(
+        (b["count"] for key in ("reliability_before", "reliability_after") for b in record[split][key]), default=0
+    )
     for key, label in (("reliability_before", "before"), ("reliability_after", "after")):
         bins = [b for b in record[split][key] if b["count"]]
         ece = record[split][key.replace("reliability", "ece")]
-        ax.plot(
-            [b["confidence"] for b in bins],
-            [b["accuracy"] for b in bins],
-            marker="o",
-            markersize=3,
-            label=f"{label} (ECE {ece:.3f})",
-        )
+        x, y = [b["confidence"] for b in bins], [b["accuracy"] for b in bins]
+        (line,) = ax.plot(x, y, linewidth=0.8, alpha=0.6, label=f"{label} (ECE {ece:.3f})")
+        ax.scatter(x, y, s=[4 + 120 * b["count"] / max(most, 1) for b in bins], color=line.get_color(), alpha=0.8)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.05, 1.05)
     ax.set_title(f"{split} split, T = {record['temperature']:.3f}", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title="point area: images in the bin", title_fontsize=7)
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -21,8 +21,8 @@ def test_curves_mark_chance_share_the_range_and_count_whole_epochs(chance):
     dashed = {
         ax.get_title(): [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "--"] for ax in fig.axes
     }
-    assert dashed["val_auc"] == [0.5] and dashed["train_loss"] == []
-    assert dashed["val_acc"] == ([chance] if chance else [])
+    assert dashed["validation AUC"] == [0.5] and dashed["training loss"] == []  # named as the studio names them
+    assert dashed["validation accuracy"] == ([chance] if chance else [])
     assert [line.get_label() for line in acc.lines if line.get_linestyle() != "--"] == ["a", "b"]
 
 
@@ -43,3 +43,28 @@ def test_live_curves_show_values_on_hover_with_the_same_ranges_and_chance(chance
     dashed = sorted(round(shape.y0, 3) for shape in layout.shapes if shape.line.dash == "dash")
     assert dashed == sorted([0.5] + ([chance] if chance else []))
     assert all(t.showlegend == (t.xaxis == "x") for t in fig.data)  # one legend entry per run
+
+
+def test_a_reliability_bin_of_one_image_is_drawn_as_small_as_it_is():
+    """On a test split of 200, a bin with one wrong answer reads as accuracy 0; its point's area says how
+    little it holds, beside the bins that hold most images. Empty bins are not drawn."""
+    import numpy as np
+
+    from core.evaluate import reliability_bins
+
+    conf = np.r_[np.full(120, 0.35), np.full(79, 0.45), 0.62]  # 120 and 79 images, and one alone
+    probs = np.stack([conf, *[(1 - conf) / 3] * 3], 1)  # class 0 of four predicted at `conf`
+    labels = np.r_[np.zeros(40), np.ones(80), np.zeros(36), np.ones(43), 1].astype(int)  # the lone one wrong
+    bins = reliability_bins(probs, labels)
+    record = {"temperature": 1.0, "test": {}}
+    for when in ("before", "after"):
+        record["test"] |= {f"reliability_{when}": bins, f"ece_{when}": 0.1}
+    fig = figures.reliability(record)
+    (ax,) = fig.axes
+    points = ax.collections[0]  # the "before" points
+    xy, sizes = points.get_offsets(), points.get_sizes()
+    assert len(xy) == 3 == sum(b["count"] > 0 for b in bins)
+    alone = int(np.argmin(np.abs(xy[:, 0] - 0.62)))
+    assert xy[alone, 1] == 0.0 and sizes[alone] < sizes.max() / 20  # the lone wrong answer: a dot
+    assert sizes.max() == sizes[int(np.argmin(np.abs(xy[:, 0] - 0.35)))]  # the fullest bin: the largest point
+    assert "images in the bin" in ax.get_legend().get_title().get_text()
