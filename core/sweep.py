@@ -7,7 +7,6 @@ manager, which trains several small runs per device at once when asked (`--runs-
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,18 +17,16 @@ from core.config import TrainConfig
 from core.errors import StudioError
 
 MAX_RUNS = 25
+_NUMBERED = re.compile(r"^sweep(\d{1,6})-")  # a run of a sweep named by number (`new_tag`)
 
 
-def new_tag(runs_dir, *, prefix: str = "sweep") -> str:
-    """A sweep name that no run under `runs_dir` starts with: the date and time, and _2, _3 ... if taken."""
-    stamp = prefix + time.strftime("%Y%m%d-%H%M%S")
+def new_tag(runs_dir) -> str:
+    """A new sweep's name: `sweep<N>`, one more than the highest N a run under `runs_dir` starts with, so no run
+    there shares it. Its runs' folders carry the date and time once (`sweep3-T4-t0.4-20261205-115022`); sweeps
+    named before, after their date and time (`sweep20261205-115022`), keep their names and are still read."""
     root = Path(runs_dir)
     names = [p.name for p in root.iterdir()] if root.is_dir() else []
-    tag, n = stamp, 1
-    while any(name.startswith(tag + "-") for name in names):
-        n += 1
-        tag = f"{stamp}_{n}"
-    return tag
+    return f"sweep{max((int(m[1]) for n in names if (m := _NUMBERED.match(n))), default=0) + 1}"
 
 
 def temperature_grid(
@@ -63,7 +60,8 @@ def grid_results(runs_dir, tag: str, *, metric: str = "best_val_auc") -> tuple[l
     return tts, tns, grid, rows
 
 
-SWEEP_RUN = re.compile(r"^(?P<tag>[A-Za-z]+\d{8}-\d{6}(?:_\d+)?)-T[0-9.e+-]+-t[0-9.e+-]+-")
+# a sweep's run: `sweep<N>-T<t_target>-t<t_nontarget>-<time>`, or the older `sweep<date>-<time>[_n]-T...`
+SWEEP_RUN = re.compile(r"^(?P<tag>[A-Za-z]+\d{8}-\d{6}(?:_\d+)?|sweep\d{1,6})-T[0-9.e+-]+-t[0-9.e+-]+-")
 
 
 def stop_sweep(jobs, tag: str) -> list[str]:

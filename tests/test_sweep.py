@@ -2,6 +2,7 @@
 sweep benches end to end."""
 
 import json
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -114,12 +115,29 @@ def test_stopping_no_sweep_or_a_finished_one_says_so_and_changes_nothing(tmp_pat
         jobs.close()
 
 
-def test_a_new_sweep_never_shares_its_name_with_earlier_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr("core.sweep.time.strftime", lambda fmt: "20261126-101530")  # two sweeps in one second
-    assert new_tag(tmp_path / "absent") == new_tag(tmp_path) == "sweep20261126-101530"
-    for tag, expected_next in (("sweep20261126-101530", "_2"), ("sweep20261126-101530_2", "_3")):
-        runs.create_run_dir(tmp_path, temperature_grid(BASE, [4.0], [0.4], tag=tag)[0].name)
-        assert new_tag(tmp_path) == "sweep20261126-101530" + expected_next
+def test_a_new_sweep_is_numbered_past_every_earlier_one_and_its_runs_carry_their_time_once(tmp_path):
+    """`sweep<N>`: the runs table showed sweep20261205-094952-T2-t4-20261205-094952, the time twice."""
+    from core import config
+    from core.sweep import list_sweeps
+
+    def make(tag, t_targets=(4.0,)):
+        cfgs = temperature_grid(BASE, list(t_targets), [0.4], tag=tag)
+        return [runs.Run.create(tmp_path, cfg.name, config.to_record(cfg)).path for cfg in cfgs]
+
+    assert new_tag(tmp_path / "absent") == new_tag(tmp_path) == "sweep1"
+    made = make("sweep1", (2.0, 4.0))
+    assert all(re.fullmatch(r"sweep1-T[24]-t0\.4-\d{8}-\d{6}(_\d+)?", p.name) for p in made), made
+    assert new_tag(tmp_path) == "sweep2"
+    make("sweep9")
+    make("sweep20261126-101530")  # a sweep named by its date and time, as before
+    runs.Run.create(tmp_path, "synthetic-tss-kd", config.to_record(BASE))  # a run of its own
+    assert new_tag(tmp_path) == "sweep10"  # past the highest, not the date read as a number (20261127)
+    for p in made:
+        runs.Run(p).delete()
+    assert new_tag(tmp_path) == "sweep10"  # sweep1's runs gone: 9 is still the highest
+    assert sorted(s["sweep"] for s in list_sweeps(tmp_path)) == ["sweep20261126-101530", "sweep9"]  # both read
+    t_targets, t_nontargets, _, rows = grid_results(tmp_path, "sweep9")
+    assert (t_targets, t_nontargets, len(rows)) == ([4.0], [0.4], 1)
 
 
 @pytest.mark.slow

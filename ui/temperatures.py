@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import gradio as gr
 import numpy as np
 
@@ -19,6 +21,7 @@ from ui.train import duration, estimate_for, warmup_note
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 SWEEP_WARMUP = QUICK["kd_warmup"]  # a sweep's runs are short, as the quick preset's
 SWEEP_IMAGES = 2000  # demo training images per run (validation and test: a fifth of it each)
+_NAMING = threading.Lock()  # a new sweep's name is taken and its runs made under it
 
 EXPLAIN = """
 **Reading the plot.** Classic knowledge distillation softens every class with one temperature
@@ -139,8 +142,9 @@ def make_sweep(ctx: Studio):
         ctx.require_user(request)
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
         base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images)
-        tag = new_tag(ctx.runs_dir)
-        ctx.jobs.submit_grid(temperature_grid(base, targets, nontargets, tag=tag))  # one process for the grid
+        with _NAMING:  # two tabs queueing at once must not both take the next number
+            tag = new_tag(ctx.runs_dir)
+            ctx.jobs.submit_grid(temperature_grid(base, targets, nontargets, tag=tag))  # one process for the grid
         return tag
 
     return sweep
