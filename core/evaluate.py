@@ -151,11 +151,15 @@ def load_trained(path: str | Path, *, device: str | torch.device = "cpu", data=N
     return model, spec, meta, data
 
 
+def _temperature(meta: dict) -> float:
+    """The temperature stored in a model's JSON `meta` by core.calibration; 1 without one."""
+    return float((meta.get("calibration") or {}).get("temperature") or 1.0)
+
+
 def answered_probs(logits: torch.Tensor, meta: dict) -> tuple[torch.Tensor, bool]:
     """The probabilities a model answers for `logits`: divided by the temperature stored in its JSON `meta`
     (core.calibration) when it has one; and whether it had."""
-    t = float((meta.get("calibration") or {}).get("temperature") or 1.0)
-    return torch.softmax(logits.float() / t, dim=-1), "calibration" in meta
+    return torch.softmax(logits.float() / _temperature(meta), dim=-1), "calibration" in meta
 
 
 def score_split(model: torch.nn.Module, meta: dict, split, classes: list[str]) -> tuple[dict, np.ndarray]:
@@ -172,7 +176,7 @@ def score_split(model: torch.nn.Module, meta: dict, split, classes: list[str]) -
     calibrated = None
     if has_temperature:
         calibrated = {
-            "temperature": float(meta["calibration"]["temperature"]),
+            "temperature": _temperature(meta),  # the one the answers were divided by
             "ece": expected_calibration_error(answered.numpy(), labels),
         }
     result = {}

@@ -86,6 +86,12 @@ def test_evaluate_gives_the_ece_of_the_answers_diagnose_gives_beside_the_raw_one
     again = json.loads(capsys.readouterr().out)
     assert again["calibrated"] is None and again["ece"] == out["ece"]
 
+    meta["calibration"] = {}  # a record without its temperature: scored as the answers are given, at T = 1
+    (uncalibrated / "model.json").write_text(json.dumps(meta))
+    assert evaluate_main(["--model", str(uncalibrated), "--split", "test", "--device", "cpu"]) == 0
+    bare = json.loads(capsys.readouterr().out)
+    assert bare["calibrated"] == {"temperature": 1.0, "ece": pytest.approx(out["ece"])}
+
 
 def test_the_runs_tab_shows_metrics_to_four_decimals_and_its_tables_in_words(tiny_run):
     from types import SimpleNamespace
