@@ -23,6 +23,7 @@ from core.serving import Batcher
 
 LOW_CONFIDENCE = 0.6  # a prediction below this probability is flagged for a second look
 OOD_MESSAGE = "Not like the training data: do not trust this prediction"
+COLOUR_MESSAGE = "A colour image, and this model was trained on greyscale scans: it sees the grey level only"
 LOW_CONFIDENCE_MESSAGE = "Low confidence: a second look is needed"
 UNLEARNED = ("collapse", "chance")  # the training warnings of a model whose answers carry no information
 UNLEARNED_MESSAGE = "This model did not learn its task: do not trust any of its answers"
@@ -131,10 +132,12 @@ class Predictor:
 
     def _summary(self, scan: Scan, probs: dict[str, float], score: float | None) -> dict:
         best = max(probs, key=probs.get)
-        outside = None if score is None else bool(score > 1.0)
+        colour = self.spec.channels == 1 and ood.in_colour(scan.pixels)  # flagged whatever the score
+        outside = True if colour else None if score is None else bool(score > 1.0)
         low = probs[best] < LOW_CONFIDENCE
         warnings = ([UNFINISHED_MESSAGE] if self.unfinished else []) + ([UNLEARNED_MESSAGE] if self.unlearned else [])
-        warnings += ([OOD_MESSAGE] if outside else []) + ([LOW_CONFIDENCE_MESSAGE] if low else [])
+        warnings += ([OOD_MESSAGE] if outside else []) + ([COLOUR_MESSAGE] if colour else [])
+        warnings += [LOW_CONFIDENCE_MESSAGE] if low else []
         return {
             "predicted": best,
             "confidence": probs[best],

@@ -14,6 +14,11 @@ score is the largest of them, and the threshold is the validation split's 99th p
 about 1 in 100 validation scans is flagged, 0.9 to 2.3 in 100 fresh scans like them (bench/ood.py). A
 detector saved with fewer layers (before the early layer or the input statistics) keeps working with those.
 
+A model trained on greyscale scans (one channel) sees a scan as its grey level alone, so a colour image given
+to it (a photograph, a dermoscopy or fundus image) is not its kind of scan, however ordinary its grey level
+looks: `in_colour` says so from the scan as read, before it is turned grey, and Diagnose flags it whatever the
+score (a quick-preset model's check scored a colour photograph of a coffee cup 0.54 of its threshold).
+
 `python -m core.ood --model RUN_OR_FILE` fits the detector for a saved model (runs fit it when they
 finish). Tensors go to ``<model>.ood.safetensors`` beside the weights, the record (threshold, layers,
 flag rates) into the model's JSON under ``"ood"``; never a pickle.
@@ -26,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -46,6 +52,25 @@ SHRINK = 0.01  # ridge added to the covariance, relative to its mean variance: s
 # training images used to fit (evenly spaced): on the demo model 2,000 flag the same outliers as all 5,000
 # (bench/results/ood-demo-model.json), and a run's end passes 3,000 fewer images through the model
 FIT_MAX = 2_000
+# a pixel is coloured when its channels differ by more than COLOUR_CHROMA of 255 (JPEG's chroma noise in a grey
+# scan stays under it), a scan is in colour when over COLOUR_SHARE of its pixels are: scikit-image's colour
+# photographs have 42-95%, pydicom's colour test images 60-92%, its greyscale ultrasound with a Doppler box
+# or coloured marks 0.6-6% (bench/ood.py, docs/benchmarks.md)
+COLOUR_CHROMA = 25
+COLOUR_SHARE = 0.25
+
+
+def colour_share(pixels: np.ndarray) -> float:
+    """The share of a scan's pixels (uint8, (H, W) or (H, W, 3)) that are coloured (`COLOUR_CHROMA`); 0 for grey."""
+    if pixels.ndim == 2 or pixels.size == 0:
+        return 0.0
+    chroma = pixels.max(axis=2).astype(np.int16) - pixels.min(axis=2)
+    return float((chroma > COLOUR_CHROMA).mean())
+
+
+def in_colour(pixels: np.ndarray) -> bool:
+    """Whether a scan is a colour image (`COLOUR_SHARE`), which a model of greyscale scans cannot judge."""
+    return colour_share(pixels) > COLOUR_SHARE
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 Prints a JSON list with one object per image: the predicted class, its probability, every class's
 probability, whether the scan is like the training data (``in_distribution``, ``ood_score``: above 1 is
-out of distribution; null for a model without the check), ``warnings`` a reader must see, and what was
+out of distribution, as is a colour image given to a model of greyscale scans; null for a model without the
+check), ``warnings`` a reader must see, and what was
 read from the file (format, modality, window; never patient identifiers).
 With ``--cam`` a Grad-CAM overlay with its lesion box, as the studio draws it, is written (``OUT.png`` for
 one image, ``OUT-<n>.png`` for several); a map of a no-finding class ("normal") gets no box.

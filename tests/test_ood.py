@@ -11,7 +11,7 @@ from PIL import Image
 
 from core import ood
 from core.errors import StudioError
-from core.infer import OOD_MESSAGE, Predictor, redraw
+from core.infer import COLOUR_MESSAGE, OOD_MESSAGE, Predictor, redraw
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-model.safetensors"
 EXAMPLES = sorted((DEMO.parent / "examples").glob("*.png"))
@@ -246,6 +246,11 @@ def test_the_ood_bench_judges_the_stored_check_and_refits_side_by_side(tiny_run,
         assert 0 <= judged["auroc"] <= 1 and 0 <= judged["flagged_in_distribution"] <= 1
         assert set(judged["flagged"]) == {"dicom", "photo", "noise", "blank"}
     assert result["outliers"]["noise"] == 6
+    diagnose = result["diagnose"]  # the check's verdict and the colour rule: it misses what both miss
+    assert set(diagnose["in_colour"]) >= {"coffee", "astronaut", "chelsea", "retina", "rocket"}
+    assert not {"camera", "moon", "page", "text"} & set(diagnose["in_colour"])  # greyscale photographs
+    assert set(diagnose["missed"]) == set(stored["missed"]) - set(diagnose["in_colour"])
+    assert all(diagnose["flagged"][g] >= stored["flagged"][g] for g in stored["flagged"])
 
 
 # The shipped demo model, tried as a clinician would: its own kind of scan passes, anything else is flagged.
@@ -319,6 +324,67 @@ def test_the_shipped_demo_scans_are_not_flagged(demo, example):
     assert r["in_distribution"] is True and r["ood_score"] < 1
     assert not r["low_confidence"] and not r["warnings"]
     assert r["predicted"] == example.stem.removeprefix("demo-")
+
+
+def _coloured(kind: str) -> np.ndarray:
+    """The demo mass scan (H, W) grey as RGB (H, W, 3): tinted, kept grey, or grey with coloured marks."""
+    g = np.asarray(Image.open(DEMO.parent / "examples" / "demo-mass.png")).astype(int)
+    tints = {"warm": (40, 0, -40), "cool": (-40, 0, 40), "grey as RGB": (0, 0, 0)}
+    if kind == "sepia":
+        return np.clip(g[..., None] * np.array([1.0, 0.8, 0.55]), 0, 255).astype(np.uint8)
+    if kind == "red marks":  # a reader's annotation: two lines, 6% of the pixels
+        a = np.repeat(g[..., None], 3, 2)
+        a[4:6, 4:-4] = a[-6:-4, 4:-4] = (255, 0, 0)
+        return a.astype(np.uint8)
+    return np.clip(g[..., None] + np.array(tints[kind]), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["warm", "cool", "sepia"])
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_a_colour_image_is_not_like_the_scans_of_a_greyscale_model(demo, tmp_path, kind, fmt):
+    """The demo model is trained on greyscale scans and sees a scan's grey level only, which a tinted copy of
+    its own kind of scan keeps: its features pass it (score under 1), the colour rule flags it."""
+    path = tmp_path / f"{kind}.{fmt}"
+    Image.fromarray(_coloured(kind)).save(path)
+    r = demo.predict(path)
+    assert r["ood_score"] < 1  # the grey level is the model's own kind of scan
+    assert r["in_distribution"] is False and r["warnings"][:2] == [OOD_MESSAGE, COLOUR_MESSAGE]
+
+
+@pytest.mark.parametrize("kind", ["grey as RGB", "red marks"])
+def test_a_grey_scan_stored_in_rgb_or_with_coloured_marks_is_not_called_colour(demo, tmp_path, kind):
+    path = tmp_path / "scan.png"
+    Image.fromarray(_coloured(kind)).save(path)
+    r = demo.predict(path)
+    assert COLOUR_MESSAGE not in r["warnings"]
+    if kind == "grey as RGB":  # exactly the grey scan
+        assert r == {**demo.predict(DEMO.parent / "examples" / "demo-mass.png"), "scan": r["scan"]}
+
+
+def test_a_model_of_colour_images_takes_colour_images(tiny_run, tmp_path):
+    from dataclasses import replace
+
+    predictor = Predictor(tiny_run)
+    path = tmp_path / "warm.png"
+    Image.fromarray(_coloured("warm")).save(path)
+    assert COLOUR_MESSAGE in predictor.predict(path)["warnings"]
+    predictor.spec = replace(predictor.spec, channels=3)  # as a model trained on RGB data is loaded
+    assert COLOUR_MESSAGE not in predictor.predict(path)["warnings"]
+
+
+@pytest.mark.parametrize(
+    "pixels, share",
+    [
+        (np.zeros((4, 4), np.uint8), 0.0),
+        (np.zeros((0, 4, 3), np.uint8), 0.0),
+        (np.full((4, 4, 3), 200, np.uint8), 0.0),
+        (np.stack([np.full((2, 2), 255), np.zeros((2, 2)), np.zeros((2, 2))], -1).astype(np.uint8), 1.0),
+        (np.array([[[100, 100 + ood.COLOUR_CHROMA, 100], [0, 0, 0]]], np.uint8), 0.0),  # at the limit: grey
+        (np.array([[[100, 101 + ood.COLOUR_CHROMA, 100], [0, 0, 0]]], np.uint8), 0.5),
+    ],
+)
+def test_the_colour_share_counts_pixels_whose_channels_differ(pixels, share):
+    assert ood.colour_share(pixels) == share
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from gradio_client import Client, handle_file
 from helpers import IDENTIFIERS, compress_dicom, htj2k_dicom, needs_ojph, write_dicom
 from PIL import Image
 
+from core.infer import COLOUR_MESSAGE
 from core.synthetic import render
 
 pytestmark = pytest.mark.slow  # the studio server and its training runs: `make test-fast` leaves them out
@@ -158,7 +159,7 @@ def test_diagnose_a_truncated_dicom_between_two_good_scans_sinks_only_itself(stu
     assert "1 of 3 files could not be read: truncated.dcm" in warning
 
 
-@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "photo"])
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "photo", "tinted demo scan"])
 def test_diagnose_flags_scans_unlike_the_training_data(studio, tmp_path, name):
     from pydicom.data import get_testdata_file
     from skimage import data as photos
@@ -167,12 +168,23 @@ def test_diagnose_flags_scans_unlike_the_training_data(studio, tmp_path, name):
     if name == "photo":
         path = tmp_path / "retina.jpg"
         Image.fromarray(photos.retina()[::4, ::4]).save(path)
+    elif name == "tinted demo scan":  # the demo model's own kind of scan in colour: flagged by the colour rule
+        path = tmp_path / "warm.png"
+        grey = np.asarray(Image.open(EXAMPLES / "demo-mass.png")).astype(int)[..., None]
+        Image.fromarray(np.clip(grey + np.array([40, 0, -40]), 0, 255).astype(np.uint8)).save(path)
     else:
         path = get_testdata_file(name)
     warning, probs, _, _, table, _, details = client.predict([handle_file(str(path))], api_name="/diagnose")
     assert "Not like the training data: do not trust this prediction" in warning
-    assert details[0]["in_distribution"] is False and details[0]["ood_score"] > 1
-    assert table["data"][0][3].startswith("OUT OF DISTRIBUTION")
+    assert details[0]["in_distribution"] is False
+    if name == "tinted demo scan":
+        assert details[0]["ood_score"] < 1 and COLOUR_MESSAGE in warning and COLOUR_MESSAGE in details[0]["warnings"]
+        assert table["data"][0][3].startswith("OUT OF DISTRIBUTION (a colour image)")
+    else:
+        assert details[0]["ood_score"] > 1  # flagged by the check itself; the retina photograph is in colour too
+        assert (COLOUR_MESSAGE in warning) == (name == "photo")
+        why = " (a colour image):" if name == "photo" else ":"
+        assert table["data"][0][3].startswith("OUT OF DISTRIBUTION" + why)
 
 
 def test_diagnose_a_demo_scan_is_not_flagged_and_maps_any_class_by_name(studio):

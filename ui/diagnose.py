@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.cam import CAM_METHODS
-from core.infer import OOD_MESSAGE, redraw
+from core.infer import COLOUR_MESSAGE, OOD_MESSAGE, redraw
 from ui.context import DEMO, EXAMPLES, Studio, follow_models, uploaded, user_error
 
 PREDICTED = "predicted class"
@@ -39,7 +39,8 @@ def _trust(r: dict) -> str:
     if not r["model_learned"]:
         return "MODEL DID NOT LEARN: do not trust"
     if r["in_distribution"] is False:
-        return f"OUT OF DISTRIBUTION: {OOD_MESSAGE.split(': ', 1)[1]}"
+        why = " (a colour image)" if COLOUR_MESSAGE in r["warnings"] else ""
+        return f"OUT OF DISTRIBUTION{why}: {OOD_MESSAGE.split(': ', 1)[1]}"
     if r["low_confidence"]:
         return "LOW CONFIDENCE: review"
     return "no check for this model" if r["in_distribution"] is None else "like the training data"
