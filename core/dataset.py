@@ -37,6 +37,8 @@ class Dataset:
     val: Split
     test: Split
     skipped: list[str] = field(default_factory=list)  # files left out as unreadable, with the reason
+    # the DICOM modalities (CR, CT, MR...) of a dataset of DICOM files only, each with its Modality; else None
+    modalities: list[str] | None = None
 
     @property
     def channels(self) -> int:
@@ -52,9 +54,8 @@ class Dataset:
         return getattr(self, name)
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(
-            self.name, self.classes, self.train.to(device), self.val.to(device), self.test.to(device), self.skipped
-        )
+        splits = (self.train.to(device), self.val.to(device), self.test.to(device))
+        return Dataset(self.name, self.classes, *splits, self.skipped, self.modalities)
 
     def nbytes(self) -> int:
         return sum(s.images.numel() + s.labels.numel() * 8 for s in (self.train, self.val, self.test))
@@ -66,6 +67,7 @@ class Dataset:
             "classes": list(self.classes),
             "image_size": self.image_size,
             "channels": self.channels,
+            **({"modalities": self.modalities} if self.modalities else {}),
         }
         for name in SPLITS:
             s = self.split(name)

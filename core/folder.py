@@ -98,7 +98,16 @@ def _build(entries: list[tuple[Path, str, str]], cfg: DataConfig, name: str) -> 
     train = subset(pool.images, pool.labels, tr)
     val = given.get("val") or subset(pool.images, pool.labels, va)
     test = given.get("test") or subset(pool.images, pool.labels, te)
-    return Dataset(name, classes, train, val, test, skipped)
+    return Dataset(name, classes, train, val, test, skipped, dicom_modalities([scan for scan, _, _ in kept]))
+
+
+def dicom_modalities(scans: list) -> list[str] | None:
+    """The modalities of scans that are all DICOM files naming theirs (`Dataset.modalities`); else None: a
+    model trained on them can say that a CT slice is not its kind of scan, one trained on PNGs cannot."""
+    found = {scan.info.get("modality") for scan in scans if scan.info.get("format") == "DICOM"}
+    if len(found) == 0 or any(scan.info.get("format") != "DICOM" for scan in scans) or found & {None, "unknown"}:
+        return None
+    return sorted(found)
 
 
 def _from_manifest(path: Path) -> list[tuple[Path, str, str]]:

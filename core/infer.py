@@ -24,6 +24,7 @@ from core.serving import Batcher
 LOW_CONFIDENCE = 0.6  # a prediction below this probability is flagged for a second look
 OOD_MESSAGE = "Not like the training data: do not trust this prediction"
 COLOUR_MESSAGE = "A colour image, and this model was trained on greyscale scans: it sees the grey level only"
+MODALITY_MESSAGE = "A DICOM {modality} scan, and this model was trained on {trained} scans only"
 LOW_CONFIDENCE_MESSAGE = "Low confidence: a second look is needed"
 UNLEARNED = ("collapse", "chance")  # the training warnings of a model whose answers carry no information
 UNLEARNED_MESSAGE = "This model did not learn its task: do not trust any of its answers"
@@ -77,6 +78,7 @@ class Predictor:
     def __init__(self, model_path: str | Path, *, device: str | torch.device = "cpu"):
         self.model, self.spec, self.meta = load_model(model_path, device=device)
         self.detector = ood.load(model_path, self.meta)  # None for a model saved before the check existed
+        self.modalities = (self.meta.get("ood") or {}).get("modalities")  # None unless trained on DICOM files only
         self.warnings = training_warnings(model_path, self.meta)
         self.unlearned = any(w.get("kind") in UNLEARNED for w in self.warnings)
         self.unfinished = unfinished_run(model_path)  # the studio refuses such a model; core.predict warns
@@ -132,11 +134,11 @@ class Predictor:
 
     def _summary(self, scan: Scan, probs: dict[str, float], score: float | None) -> dict:
         best = max(probs, key=probs.get)
-        colour = self.spec.channels == 1 and ood.in_colour(scan.pixels)  # flagged whatever the score
-        outside = True if colour else None if score is None else bool(score > 1.0)
+        mismatch, why = self._mismatch(scan)  # not the model's kind of scan, whatever the score
+        outside = True if mismatch else None if score is None else bool(score > 1.0)
         low = probs[best] < LOW_CONFIDENCE
         warnings = ([UNFINISHED_MESSAGE] if self.unfinished else []) + ([UNLEARNED_MESSAGE] if self.unlearned else [])
-        warnings += ([OOD_MESSAGE] if outside else []) + ([COLOUR_MESSAGE] if colour else [])
+        warnings += ([OOD_MESSAGE] if outside else []) + ([why] if why else [])
         warnings += [LOW_CONFIDENCE_MESSAGE] if low else []
         return {
             "predicted": best,
@@ -147,9 +149,22 @@ class Predictor:
             "low_confidence": low,
             "in_distribution": None if outside is None else not outside,
             "ood_score": score,
+            "mismatch": mismatch,
             "warnings": warnings,
             "scan": scan.info,
         }
+
+    def _mismatch(self, scan: Scan) -> tuple[str | None, str | None]:
+        """What makes a scan unlike the training data however its features score, in a few words and as the
+        warning: a colour image for a model of greyscale scans (it sees the grey level only), or a DICOM
+        file of a modality that none of the model's training files had; (None, None) for neither."""
+        if self.spec.channels == 1 and ood.in_colour(scan.pixels):
+            return "a colour image", COLOUR_MESSAGE
+        modality = scan.info.get("modality") if scan.info.get("format") == "DICOM" else None
+        if self.modalities and modality not in (None, "unknown", *self.modalities):
+            trained = ", ".join(self.modalities)
+            return f"modality {modality}", MODALITY_MESSAGE.format(modality=modality, trained=trained)
+        return None, None
 
     def predict(self, path: str | Path) -> dict:
         """Probabilities by class name for one file, whether it is like the training data, and what was read
@@ -202,7 +217,7 @@ class Predictor:
             if cal
             else None,
             "ood": {
-                **{k: check.get(k) for k in ("method", "threshold", "flagged_val", "flagged_test")},
+                **{k: check.get(k) for k in ("method", "threshold", "flagged_val", "flagged_test", "modalities")},
                 "layers": list(self.detector.layers) if self.detector else None,  # as loaded: older checks have fewer
             }
             if check

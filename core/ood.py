@@ -235,6 +235,7 @@ def fit_and_save(
     keep = fit_sample(len(data.train.images))
     det = fit(features(model, data.train.images[keep], batch_size=batch_size), data.train.labels[keep], val)
     rec = record(det, val_rate=flagged(det, val), test_rate=flagged(det, test), fitted_on=len(keep))
+    rec["modalities"] = getattr(data, "modalities", None)
     return save(det, model_path, rec)
 
 
@@ -256,6 +257,7 @@ def record(det: Detector, *, val_rate: float | None, test_rate: float | None, fi
         "threshold_from": "val",
         "flagged_val": val_rate,
         "flagged_test": test_rate,
+        "modalities": None,  # the DICOM modalities of data of DICOM files only (Dataset.modalities)
         "file": None,  # set by save()
     }
 

@@ -2,9 +2,10 @@
 
 Prints a JSON list with one object per image: the predicted class, its probability, every class's
 probability, whether the scan is like the training data (``in_distribution``, ``ood_score``: above 1 is
-out of distribution, as is a colour image given to a model of greyscale scans; null for a model without the
-check), ``warnings`` a reader must see, and what was
-read from the file (format, modality, window; never patient identifiers).
+out of distribution, as is a colour image given to a model of greyscale scans or a DICOM file of a
+modality its DICOM training files lacked, which ``mismatch`` names; null for a model without the check),
+``warnings`` a reader must see, and what was read from the file (format, modality, window; never patient
+identifiers).
 With ``--cam`` a Grad-CAM overlay with its lesion box, as the studio draws it, is written (``OUT.png`` for
 one image, ``OUT-<n>.png`` for several); a map of a no-finding class ("normal") gets no box.
 Exits 2 if any image could not be read; the others are still reported.

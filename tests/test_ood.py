@@ -470,3 +470,82 @@ def test_the_check_is_fitted_on_at_most_2000_evenly_spaced_training_images(n, fi
     assert len(keep) == fitted == len(set(keep.tolist())) and keep[0] == 0 and keep[-1] == n - 1
     gaps = keep.diff()
     assert int(gaps.max()) - int(gaps.min()) <= 1  # evenly spaced: every class of a sorted split is sampled
+
+
+# A model trained on DICOM files knows their modality: a DICOM file of another one is not its kind of scan.
+
+
+@pytest.mark.parametrize(
+    "infos, modalities",
+    [
+        ([{"format": "DICOM", "modality": "CR"}] * 3, ["CR"]),
+        ([{"format": "DICOM", "modality": "DX"}, {"format": "DICOM", "modality": "CR"}], ["CR", "DX"]),
+        ([{"format": "DICOM", "modality": "CR"}, {"format": "PNG"}], None),  # a PNG's modality is not known
+        ([{"format": "DICOM", "modality": "CR"}, {"format": "DICOM", "modality": "unknown"}], None),
+        ([{"format": "PNG"}], None),
+        ([], None),
+    ],
+)
+def test_a_datasets_modalities_are_known_only_when_every_file_names_its_own(infos, modalities):
+    from core.folder import dicom_modalities
+    from core.imageio import Scan
+
+    assert dicom_modalities([Scan(np.zeros((2, 2), np.uint8), info) for info in infos]) == modalities
+
+
+@pytest.fixture(scope="module")
+def radiograph_run(tmp_path_factory) -> Path:
+    """A short run on a folder of CR radiographs stored as DICOM (demo scans in two classes)."""
+    from conftest import tiny_config
+    from helpers import write_dicom
+
+    from core.data import DataConfig
+    from core.synthetic import render
+    from core.train import run_training
+
+    tmp = tmp_path_factory.mktemp("radiographs")
+    images, labels, _ = render(64, size=16, seed=3)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        (tmp / "data" / f"class{int(label) % 2}").mkdir(parents=True, exist_ok=True)
+        write_dicom(tmp / "data" / f"class{int(label) % 2}" / f"IM{i:04d}", image[0].numpy(), modality="CR")
+    data = DataConfig(dataset="folder", data_path=str(tmp / "data"), image_size=16)
+    return run_training(tiny_config(tmp, data=data))
+
+
+def test_a_model_of_dicom_radiographs_flags_a_dicom_file_of_another_modality(radiograph_run, tmp_path):
+    from helpers import write_dicom
+
+    from core.export import export_model
+    from core.infer import MODALITY_MESSAGE
+    from core.synthetic import render
+    from ui.diagnose import card_markdown
+
+    assert json.loads((radiograph_run / "model.json").read_text())["ood"]["modalities"] == ["CR"]
+    exported = export_model(radiograph_run, tmp_path / "exported.safetensors")  # the record travels with it
+    pixels = render(1, size=16, seed=99)[0][0, 0].numpy()
+    for model in (radiograph_run, exported):
+        predictor = Predictor(model)
+        assert predictor.card()["ood"]["modalities"] == ["CR"]
+        assert "DICOM CR only (another modality is flagged)" in card_markdown(predictor.card(), "run")
+        answers = {}
+        for name, modality in (("cr", "CR"), ("ct", "CT"), ("mr", "MR")):
+            answers[name] = predictor.predict(write_dicom(tmp_path / name, pixels, modality=modality))
+        Image.fromarray(pixels).save(tmp_path / "scan.png")
+        answers["png"] = predictor.predict(tmp_path / "scan.png")  # a PNG says no modality: the features judge
+        for name in ("cr", "png"):
+            assert answers[name]["mismatch"] is None and not any("DICOM" in w for w in answers[name]["warnings"])
+        for name, modality in (("ct", "CT"), ("mr", "MR")):
+            r = answers[name]
+            assert r["probabilities"] == answers["cr"]["probabilities"]  # the same pixels, the same answer
+            assert r["in_distribution"] is False and r["mismatch"] == f"modality {modality}"
+            expected = [OOD_MESSAGE, MODALITY_MESSAGE.format(modality=modality, trained="CR")]
+            assert [w for w in r["warnings"] if w in expected] == expected
+
+
+def test_a_model_of_other_data_says_nothing_of_modalities(tiny_run, tmp_path):
+    from helpers import write_dicom
+
+    predictor = Predictor(tiny_run)
+    assert predictor.card()["ood"]["modalities"] is None
+    r = predictor.predict(write_dicom(tmp_path / "ct", np.full((16, 16), 100, np.uint8), modality="CT"))
+    assert r["mismatch"] is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.cam import CAM_METHODS
-from core.infer import COLOUR_MESSAGE, OOD_MESSAGE, redraw
+from core.infer import OOD_MESSAGE, redraw
 from ui.context import DEMO, EXAMPLES, Studio, follow_models, uploaded, user_error
 
 PREDICTED = "predicted class"
@@ -27,8 +27,8 @@ RESEARCH_USE = (
     "synthetic demo data (shapes in generated texture), for trying the studio only."
 )
 DESCRIPTION = (
-    "Class probabilities, whether the scan is like the model's training data (in_distribution, ood_score), "
-    "and a lesion map for each uploaded scan. Only the files are required; model is 'demo' or any finished "
+    "Class probabilities, whether the scan is like the model's training data (in_distribution, ood_score, "
+    "mismatch), and a lesion map for each uploaded scan. Only the files are required; model is 'demo' or any finished "
     "run's id, target any class of that model. A research tool, not a medical device; the demo model is "
     "trained on synthetic demo data, for trying the studio only."
 )
@@ -39,7 +39,7 @@ def _trust(r: dict) -> str:
     if not r["model_learned"]:
         return "MODEL DID NOT LEARN: do not trust"
     if r["in_distribution"] is False:
-        why = " (a colour image)" if COLOUR_MESSAGE in r["warnings"] else ""
+        why = f" ({r['mismatch']})" if r["mismatch"] else ""
         return f"OUT OF DISTRIBUTION{why}: {OOD_MESSAGE.split(': ', 1)[1]}"
     if r["low_confidence"]:
         return "LOW CONFIDENCE: review"
@@ -120,6 +120,7 @@ def _detail(name: str, r: dict) -> dict:
         "file": name,
         **{k: r[k] for k in keys},
         "ood_score": r["ood_score"],
+        "mismatch": r["mismatch"],
         "warnings": r["warnings"],
         "lesion_box": r["lesion_box"],
         "map_of": r["target"],
@@ -211,6 +212,15 @@ def _checked(layers: list[str] | None) -> str:
     return "the model's features and the scan's own statistics" if "input" in (layers or []) else "the model's features"
 
 
+def _kind(card: dict) -> str:
+    """The kind of scan a model was trained on, and what is flagged for not being it."""
+    kind = "greyscale (a colour image is flagged)" if card["channels"] == 1 else "colour"
+    modalities = (card["ood"] or {}).get("modalities")
+    if modalities:
+        kind += f", DICOM {', '.join(modalities)} only (another modality is flagged)"
+    return kind
+
+
 def card_markdown(card: dict, choice: str) -> str:
     """The model card a clinician reads before trusting an answer."""
     m = card["metrics"]
@@ -222,7 +232,7 @@ def card_markdown(card: dict, choice: str) -> str:
         "**Demo model**: trained on synthetic demo data, for trying the studio only."
         if choice in (None, "", DEMO)
         else f"**Run** {choice}",
-        f"- data: {card['data'] or 'unknown'}, {card['image_size']} px, {card['channels']} channel(s); "
+        f"- data: {card['data'] or 'unknown'}, {card['image_size']} px, {_kind(card)}; "
         f"classes: {', '.join(card['classes'])}",
         f"- method: {card['method']} ({card['arch']}), best epoch {card['best_epoch']} of {card['epochs']}",
         f"- test accuracy {pct(m.get('test_acc'))}, balanced {pct(m.get('test_balanced_accuracy'))}, "
