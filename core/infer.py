@@ -250,11 +250,13 @@ class Predictor:
             cams = compute_cams(self.model, self.prepare_many(scans), indices, method=method)
         return [self._lesion(*args, method, opacity) for args in zip(scans, cams, indices, strict=True)]
 
-    def _lesion(self, scan: Scan, cam: np.ndarray, index: int, method: str, opacity: float) -> LesionMap:
+    def _lesion(
+        self, scan: Scan, cam: np.ndarray, index: int, method: str, opacity: float, *, boxed: bool = True
+    ) -> LesionMap:
         """A computed map with its overlay on the scan and its lesion box in scan pixels (none for a map of a
-        no-finding class)."""
+        no-finding class, nor without `boxed`)."""
         no_finding = is_no_finding(self.classes[index])
-        box = None if no_finding else lesion_box(cam)
+        box = None if no_finding or not boxed else lesion_box(cam)
         if box is not None:  # from model pixels to scan pixels
             h, w = scan.pixels.shape[:2]
             s = self.spec.image_size
@@ -305,7 +307,10 @@ class Predictor:
         self, scan: Scan, probs: dict, score: float | None, cam: np.ndarray, index: int, method: str, opacity: float
     ) -> dict:
         summary = self._summary(scan, probs, score)
-        lesion = self._lesion(scan, cam, index, method, opacity)
+        # a box says "the lesion is here": not over a scan unlike the training data, nor from a model that did not
+        # learn (the map still shows where the model looked)
+        boxed = summary["in_distribution"] is not False and summary["model_learned"]
+        lesion = self._lesion(scan, cam, index, method, opacity, boxed=boxed)
         return {
             **summary,
             "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,

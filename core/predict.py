@@ -7,7 +7,8 @@ modality its DICOM training files lacked, which ``mismatch`` names; null for a m
 ``warnings`` a reader must see, and what was read from the file (format, modality, window; never patient
 identifiers).
 With ``--cam`` a Grad-CAM overlay with its lesion box, as the studio draws it, is written (``OUT.png`` for
-one image, ``OUT-<n>.png`` for several); a map of a no-finding class ("normal") gets no box.
+one image, ``OUT-<n>.png`` for several); a map of a no-finding class ("normal") gets no box, nor does a scan
+out of distribution or a model that did not learn its task.
 Exits 2 if any image could not be read; the others are still reported.
 """
 

@@ -318,6 +318,30 @@ def test_the_demo_model_flags_scans_unlike_its_training_data(demo, outliers, nam
     assert r["warnings"][0] == OOD_MESSAGE
 
 
+@pytest.mark.parametrize("name", ["CT_small.dcm", "photo-astronaut.png", "noise-64.png", "blank-grey.png"])
+def test_a_scan_unlike_the_training_data_gets_its_map_but_no_lesion_box(demo, outliers, name):
+    """A box says "the lesion is here": Diagnose draws none over a scan the check flags, while the map still
+    shows where the model looked; the same pass over the demo's own scans draws it (next tests)."""
+    r = demo.diagnose(outliers[name], target="mass")
+    assert r["in_distribution"] is False and r["lesion_box"] is None and r["cam"].max() > 0
+    assert np.array_equal(r["overlay"], redraw(r["image"], r["cam"], None, 0.5))
+
+
+def test_a_model_that_did_not_learn_draws_no_lesion_box(demo, tmp_path):
+    import shutil
+
+    for path in DEMO.parent.glob("demo-model.*"):
+        shutil.copy(path, tmp_path / path.name)
+    meta = json.loads((tmp_path / "demo-model.json").read_text())
+    chance = {"kind": "chance", "epoch": 20, "message": "no better than always answering the most common class"}
+    (tmp_path / "demo-model.json").write_text(json.dumps({**meta, "warnings": [chance]}))
+    scan = DEMO.parent / "examples" / "demo-mass.png"
+    boxed, unlearned = demo.diagnose(scan), Predictor(tmp_path / "demo-model.safetensors").diagnose(scan)
+    assert boxed["lesion_box"] is not None and boxed["in_distribution"] is True
+    assert unlearned["model_learned"] is False and unlearned["lesion_box"] is None
+    assert np.array_equal(unlearned["cam"], boxed["cam"])  # the same map, without the claim
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_the_shipped_demo_scans_are_not_flagged(demo, example):
     r = demo.predict(example)  # a first look at Diagnose shows the model as it usually answers: right, unflagged

@@ -177,6 +177,7 @@ def test_diagnose_flags_scans_unlike_the_training_data(studio, tmp_path, name):
     warning, probs, _, _, table, _, details = client.predict([handle_file(str(path))], api_name="/diagnose")
     assert "Not like the training data: do not trust this prediction" in warning
     assert details[0]["in_distribution"] is False
+    assert details[0]["lesion_box"] is None and table["data"][0][7] == "none (answer not to be trusted)"
     if name == "tinted demo scan":
         assert details[0]["ood_score"] < 1 and COLOUR_MESSAGE in warning and COLOUR_MESSAGE in details[0]["warnings"]
         assert table["data"][0][3].startswith("OUT OF DISTRIBUTION (a colour image)")

@@ -85,7 +85,11 @@ def _caption(name: str, r: dict) -> str:
 def _box(r: dict) -> str:
     if r["lesion_box"]:
         return str(r["lesion_box"])
-    return f"none ('{r['target']}' is no finding)" if r["target_no_finding"] else "none (empty map)"
+    if r["target_no_finding"]:
+        return f"none ('{r['target']}' is no finding)"
+    if r["in_distribution"] is False or not r["model_learned"]:
+        return "none (answer not to be trusted)"
+    return "none (empty map)"
 
 
 def _row(name: str, r: dict) -> list:
