@@ -234,9 +234,8 @@ def fit_and_save(
     beside the model and return the record for its JSON."""
     keep = fit_sample(len(data.train.images))
     det = fit(features(model, data.train.images[keep], batch_size=batch_size), data.train.labels[keep], val)
-    rec = record(det, val_rate=flagged(det, val), test_rate=flagged(det, test), fitted_on=len(keep))
-    rec["modalities"] = getattr(data, "modalities", None)
-    return save(det, model_path, rec)
+    rates = {"val_rate": flagged(det, val), "test_rate": flagged(det, test)}
+    return save(det, model_path, record(det, **rates, fitted_on=len(keep), modalities=data.modalities))
 
 
 def detector_path(model_path: str | Path) -> Path:
@@ -245,8 +244,11 @@ def detector_path(model_path: str | Path) -> Path:
     return weights.with_name(f"{weights.stem}.ood.safetensors")
 
 
-def record(det: Detector, *, val_rate: float | None, test_rate: float | None, fitted_on: int) -> dict:
-    """What goes into the model's JSON under "ood"."""
+def record(
+    det: Detector, *, val_rate: float | None, test_rate: float | None, fitted_on: int, modalities: list[str] | None
+) -> dict:
+    """What goes into the model's JSON under "ood"; `modalities`: the training data's (`Dataset.modalities`),
+    by which Diagnose flags a DICOM file of another modality."""
     return {
         "method": METHOD,
         "layers": list(det.layers),
@@ -257,7 +259,7 @@ def record(det: Detector, *, val_rate: float | None, test_rate: float | None, fi
         "threshold_from": "val",
         "flagged_val": val_rate,
         "flagged_test": test_rate,
-        "modalities": None,  # the DICOM modalities of data of DICOM files only (Dataset.modalities)
+        "modalities": modalities,
         "file": None,  # set by save()
     }
 
