@@ -19,7 +19,8 @@ run: install
 	$(BIN)/python app.py --host 127.0.0.1 --port 7860 --data-root data --runs-dir runs
 
 # A short TSS-KD + RGA run on the demo data from the command line: the quick preset (core.config.PRESETS, as
-# the Train tab's), 5 epochs of 1,000 images at 32 px without KD warm-up; a minute or a few on a laptop CPU.
+# the Train tab's), 5 epochs of 1,000 images at 32 px in batches of 32 without KD warm-up; a minute or a few on
+# a laptop CPU.
 demo: install
 	$(BIN)/python -m core.train --preset quick --name demo --runs-dir runs
 

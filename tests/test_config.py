@@ -80,9 +80,10 @@ def test_every_setting_of_a_preset_applies_the_run_s_and_the_data_s(preset):
 @pytest.mark.parametrize("given", [{"image_size": 16}, {"data": {"image_size": 16}}], ids=["flat", "nested"])
 def test_the_quick_preset_sets_the_demo_data_and_a_data_setting_given_still_wins(given):
     cfg = from_settings({"preset": "quick", "synthetic_train": 200, **given})
-    assert (cfg.epochs, cfg.kd_warmup, cfg.method, cfg.kd_scaling) == (5, 0, "tss-kd", "nontarget")
+    assert (cfg.epochs, cfg.kd_warmup, cfg.method, cfg.kd_scaling, cfg.batch_size) == (5, 0, "tss-kd", "nontarget", 32)
     assert (cfg.data.image_size, cfg.data.synthetic_train) == (16, 200)
     assert from_settings({"preset": "quick"}).data.synthetic_train == 1000
+    assert from_settings({"preset": "quick", "batch_size": 128}).batch_size == 128
 
 
 def test_whole_floats_are_accepted_for_integers():

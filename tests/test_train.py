@@ -336,6 +336,7 @@ def test_the_quick_preset_trains_a_run_that_records_it(tmp_path, capsys):
     run = Path(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run"])
     saved = json.loads((run / "config.json").read_text())
     assert (saved["preset"], saved["kd_warmup"], saved["kd_scaling"]) == ("quick", 0, "nontarget")
+    assert saved["batch_size"] == 16  # the flag won over the preset's 32
     assert (saved["epochs"], saved["data"]["image_size"], saved["data"]["synthetic_train"]) == (1, 16, 32)  # flags won
     assert runs.read_metrics(run)[0]["kd_weight"] == 1.0  # no warm-up: KD at its full weight from the start
     assert "longer than the run" not in (run / "train.log").read_text()
