@@ -5,7 +5,7 @@ pydicom's test files (CT, MR, ultrasound, radiographs...), scikit-image's bundle
 noise at three sizes, and blank images. Reports the check's AUROC (its score as a ranking), the share of
 each group it flags at the stored threshold, and the same for the energy score (Liu et al., NeurIPS 2020)
 as a baseline in the same run; `diagnose` gives what Diagnose flags, the check and the colour rule
-together (a colour image given to a model of greyscale scans, `core.ood.in_colour`); writes JSON. With
+together (a colour image given to a model of greyscale scans, `core.ood.colour_for_greyscale`); writes JSON. With
 `--fit-sizes`, the check is also refitted on that many evenly spaced training images (as
 `core.ood.fit_sample` picks them) and judged the same way, side by side: how many a run's end needs to
 pass through the model. `layer_sets` refits the check as a run's end does (on at most 2,000 training
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, s in scores.items():
         result[k] = judge(s, thresholds[k])
     # as Diagnose answers: the stored check's score, and any colour image given to a model of greyscale scans
-    colour = {g: np.array([spec.channels == 1 and ood.in_colour(s.pixels) for _, s in v]) for g, v in groups.items()}
+    colour = {g: np.array([ood.colour_for_greyscale(spec.channels, s.pixels) for _, s in v]) for g, v in groups.items()}
     outside = {g: (scores["mahalanobis"](f).numpy() > 1.0) | colour[g] for g, f in feats.items()}
     result["diagnose"] = {
         "flagged": {g: float(v.mean()) for g, v in outside.items()},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -54,8 +54,7 @@ class Dataset:
         return getattr(self, name)
 
     def to(self, device: torch.device | str) -> Dataset:
-        splits = (self.train.to(device), self.val.to(device), self.test.to(device))
-        return Dataset(self.name, self.classes, *splits, self.skipped, self.modalities)
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
 
     def nbytes(self) -> int:
         return sum(s.images.numel() + s.labels.numel() * 8 for s in (self.train, self.val, self.test))

@@ -104,10 +104,10 @@ def _build(entries: list[tuple[Path, str, str]], cfg: DataConfig, name: str) -> 
 def dicom_modalities(scans: list) -> list[str] | None:
     """The modalities of scans that are all DICOM files naming theirs (`Dataset.modalities`); else None: a
     model trained on them can say that a CT slice is not its kind of scan, one trained on PNGs cannot."""
-    found = {scan.info.get("modality") for scan in scans if scan.info.get("format") == "DICOM"}
-    if len(found) == 0 or any(scan.info.get("format") != "DICOM" for scan in scans) or found & {None, "unknown"}:
+    if not scans or any(scan.info.get("format") != "DICOM" for scan in scans):
         return None
-    return sorted(found)
+    found = {scan.info.get("modality") for scan in scans}
+    return None if found & {None, "unknown"} else sorted(found)
 
 
 def _from_manifest(path: Path) -> list[tuple[Path, str, str]]:

@@ -34,6 +34,12 @@ UNFINISHED_MESSAGE = "Training has not finished: answers are uncalibrated and un
 NO_FINDING = ("normal", "healthy", "no finding", "no lesion", "no abnormality", "negative")
 
 
+def untrusted(answer: dict) -> bool:
+    """Whether an answer (`Predictor._summary`'s) is not to be trusted at all: its scan is unlike the training
+    data, or its model did not learn. Its map gets no lesion box (a box would point a reader at a lesion)."""
+    return answer["in_distribution"] is False or not answer["model_learned"]
+
+
 def is_no_finding(name: str) -> bool:
     """Whether a class name means "no lesion" (NO_FINDING), ignoring case, '_' and '-'."""
     return " ".join(name.lower().replace("_", " ").replace("-", " ").split()) in NO_FINDING
@@ -158,7 +164,7 @@ class Predictor:
         """What makes a scan unlike the training data however its features score, in a few words and as the
         warning: a colour image for a model of greyscale scans (it sees the grey level only), or a DICOM
         file of a modality that none of the model's training files had; (None, None) for neither."""
-        if self.spec.channels == 1 and ood.in_colour(scan.pixels):
+        if ood.colour_for_greyscale(self.spec.channels, scan.pixels):
             return "a colour image", COLOUR_MESSAGE
         modality = scan.info.get("modality") if scan.info.get("format") == "DICOM" else None
         if self.modalities and modality not in (None, "unknown", *self.modalities):
@@ -307,10 +313,8 @@ class Predictor:
         self, scan: Scan, probs: dict, score: float | None, cam: np.ndarray, index: int, method: str, opacity: float
     ) -> dict:
         summary = self._summary(scan, probs, score)
-        # a box says "the lesion is here": not over a scan unlike the training data, nor from a model that did not
-        # learn (the map still shows where the model looked)
-        boxed = summary["in_distribution"] is not False and summary["model_learned"]
-        lesion = self._lesion(scan, cam, index, method, opacity, boxed=boxed)
+        # the map still shows where the model looked, but a box says "the lesion is here"
+        lesion = self._lesion(scan, cam, index, method, opacity, boxed=not untrusted(summary))
         return {
             **summary,
             "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,

@@ -16,8 +16,9 @@ detector saved with fewer layers (before the early layer or the input statistics
 
 A model trained on greyscale scans (one channel) sees a scan as its grey level alone, so a colour image given
 to it (a photograph, a dermoscopy or fundus image) is not its kind of scan, however ordinary its grey level
-looks: `in_colour` says so from the scan as read, before it is turned grey, and Diagnose flags it whatever the
-score (a quick-preset model's check scored a colour photograph of a coffee cup 0.54 of its threshold).
+looks: `colour_for_greyscale` says so from the scan as read, before it is turned grey, and Diagnose flags it
+whatever the score (a quick-preset model's check scored a colour photograph of a coffee cup 0.54 of its
+threshold).
 
 `python -m core.ood --model RUN_OR_FILE` fits the detector for a saved model (runs fit it when they
 finish). Tensors go to ``<model>.ood.safetensors`` beside the weights, the record (threshold, layers,
@@ -73,9 +74,10 @@ def colour_share(pixels: np.ndarray) -> float:
     return float((chroma > COLOUR_CHROMA).mean())
 
 
-def in_colour(pixels: np.ndarray) -> bool:
-    """Whether a scan is a colour image (`COLOUR_SHARE`), which a model of greyscale scans cannot judge."""
-    return colour_share(pixels) > COLOUR_SHARE
+def colour_for_greyscale(channels: int, pixels: np.ndarray) -> bool:
+    """Whether a scan is a colour image (`COLOUR_SHARE`) given to a model of greyscale scans (`channels` 1 in
+    its spec), which sees the grey level only and cannot judge it: the rule Diagnose applies whatever the score."""
+    return channels == 1 and colour_share(pixels) > COLOUR_SHARE
 
 
 @contextmanager

@@ -17,7 +17,8 @@ from core.config import TrainConfig
 from core.errors import StudioError
 
 MAX_RUNS = 25
-_NUMBERED = re.compile(r"^sweep(\d{1,6})-")  # a run of a sweep named by number (`new_tag`)
+_NUMBERED_TAG = r"sweep(\d{1,6})"  # a sweep named by number (`new_tag`)
+_NUMBERED = re.compile(f"^{_NUMBERED_TAG}-")
 
 
 def new_tag(runs_dir) -> str:
@@ -61,7 +62,7 @@ def grid_results(runs_dir, tag: str, *, metric: str = "best_val_auc") -> tuple[l
 
 
 # a sweep's run: `sweep<N>-T<t_target>-t<t_nontarget>-<time>`, or the older `sweep<date>-<time>[_n]-T...`
-SWEEP_RUN = re.compile(r"^(?P<tag>[A-Za-z]+\d{8}-\d{6}(?:_\d+)?|sweep\d{1,6})-T[0-9.e+-]+-t[0-9.e+-]+-")
+SWEEP_RUN = re.compile(rf"^(?P<tag>[A-Za-z]+\d{{8}}-\d{{6}}(?:_\d+)?|{_NUMBERED_TAG})-T[0-9.e+-]+-t[0-9.e+-]+-")
 
 
 def stop_sweep(jobs, tag: str) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.cam import CAM_METHODS
-from core.infer import OOD_MESSAGE, redraw
+from core.infer import OOD_MESSAGE, redraw, untrusted
 from ui.context import DEMO, EXAMPLES, Studio, follow_models, uploaded, user_error
 
 PREDICTED = "predicted class"
@@ -87,7 +87,7 @@ def _box(r: dict) -> str:
         return str(r["lesion_box"])
     if r["target_no_finding"]:
         return f"none ('{r['target']}' is no finding)"
-    if r["in_distribution"] is False or not r["model_learned"]:
+    if untrusted(r):
         return "none (answer not to be trusted)"
     return "none (empty map)"
 
