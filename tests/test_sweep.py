@@ -11,6 +11,7 @@ import pytest
 from bench import sweep as sweep_bench
 from bench import temperatures as temperature_bench
 from core import runs
+from core.config import QUICK
 from core.data import DataConfig
 from core.errors import StudioError
 from core.sweep import MAX_RUNS, grid_results, new_tag, progress_text, temperature_grid
@@ -88,6 +89,8 @@ def test_the_sweep_form_says_how_long_its_runs_take_before_it_is_queued(tmp_path
         assert small.startswith("2 runs of 3 epochs x 300 images: **about ")
         for images in (0, -5, None):  # no training image: no estimate
             assert sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 0, images) == ""
+        for batch in (0, 1, None):  # a batch too small for batch norm: no estimate either
+            assert sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 0, 300, batch) == ""
     finally:
         jobs.close()
 
@@ -199,6 +202,9 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         with pytest.raises(gr.Error, match="at least one training image"):
             make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16, "paper", 3, 0)
         assert not list((tmp_path / "runs").iterdir())  # nor a sweep without images
+        with pytest.raises(gr.Error, match="batch size must be at least 2"):
+            make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16, "paper", 3, 96, 1)
+        assert not list((tmp_path / "runs").iterdir())  # nor one whose batch cannot be normalised
         tag = make_sweep(ctx)("2, 4", "0.4", 1, "cpu", 16, "paper", 3, 96)
         queued = sorted((tmp_path / "runs").iterdir())
         from ui.temperatures import sweep_view
@@ -209,6 +215,7 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         assert [c["name"] for c in configs] == [f"{tag}-T2-t0.4", f"{tag}-T4-t0.4"]
         assert {(c["kd_scaling"], c["kd_warmup"]) for c in configs} == {("paper", 3)}  # the sweep's choice
         assert {c["data"]["synthetic_train"] for c in configs} == {96}
+        assert {c["batch_size"] for c in configs} == {QUICK["batch_size"]}  # short runs learn at the quick batch
         assert set(jobs.wait(queued, timeout=240).values()) == {"done"}
         statuses = [runs.Run(p).status() for p in queued]  # trained as one grid, in one process
         assert len({s["pid"] for s in statuses}) == 1 and statuses[0]["grid"] == [p.name for p in queued]

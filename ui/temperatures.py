@@ -20,6 +20,7 @@ from ui.train import duration, estimate_for, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 SWEEP_WARMUP = QUICK["kd_warmup"]  # a sweep's runs are short, as the quick preset's
+SWEEP_BATCH = QUICK["batch_size"]  # and learn at its small batch (core.config.PRESETS says why)
 SWEEP_IMAGES = 2000  # demo training images per run (validation and test: a fifth of it each)
 _NAMING = threading.Lock()  # a new sweep's name is taken and its runs made under it
 
@@ -113,7 +114,9 @@ def make_from_image(ctx: Studio):
     return from_image
 
 
-def sweep_base(ctx: Studio, epochs, device, image_size, scaling, warmup, images=SWEEP_IMAGES) -> TrainConfig:
+def sweep_base(
+    ctx: Studio, epochs, device, image_size, scaling, warmup, images=SWEEP_IMAGES, batch=SWEEP_BATCH
+) -> TrainConfig:
     """The settings every run of a sweep shares: short TSS-KD runs on `images` demo training images."""
     data = DataConfig(image_size=int(image_size), synthetic_train=int(images or 0))  # 0: refused by resolved()
     return TrainConfig(
@@ -123,6 +126,7 @@ def sweep_base(ctx: Studio, epochs, device, image_size, scaling, warmup, images=
         runs_dir=str(ctx.runs_dir),
         kd_scaling=scaling,
         kd_warmup=int(warmup),
+        batch_size=int(batch or 0),  # 0: refused by resolved()
     )
 
 
@@ -137,11 +141,12 @@ def make_sweep(ctx: Studio):
         scaling=TrainConfig.kd_scaling,
         warmup=SWEEP_WARMUP,
         images=SWEEP_IMAGES,
+        batch=SWEEP_BATCH,
         request: gr.Request = None,
     ):
         ctx.require_user(request)
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
-        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images)
+        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images, batch)
         with _NAMING:  # two tabs queueing at once must not both take the next number
             tag = new_tag(ctx.runs_dir)
             ctx.jobs.submit_grid(temperature_grid(base, targets, nontargets, tag=tag))  # one process for the grid
@@ -151,13 +156,22 @@ def make_sweep(ctx: Studio):
 
 
 def sweep_estimate(
-    ctx: Studio, targets_text, nontargets_text, epochs, device, image_size, scaling, warmup, images=SWEEP_IMAGES
+    ctx: Studio,
+    targets_text,
+    nontargets_text,
+    epochs,
+    device,
+    image_size,
+    scaling,
+    warmup,
+    images=SWEEP_IMAGES,
+    batch=SWEEP_BATCH,
 ) -> str:
     """The time the sweep the form describes would take (its runs train one after another in one process),
     from the speed measured or probed for one of its runs (core.estimate); empty while the form is invalid."""
     try:
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
-        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images)
+        base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images, batch)
         grid = temperature_grid(base, targets, nontargets, tag="")
     except (StudioError, gr.Error, TypeError, ValueError):
         return ""
@@ -280,6 +294,7 @@ def build(ctx: Studio, device_choices) -> None:
             sweep_images = gr.Number(
                 SWEEP_IMAGES, precision=0, minimum=1, label="Training images per run", elem_id="sweep-images"
             )
+            sweep_batch = gr.Number(SWEEP_BATCH, precision=0, minimum=1, label="Batch size", elem_id="sweep-batch")
             start = gr.Button("Queue sweep", elem_id="sweep-start")
         sweep_time = gr.Markdown(elem_id="sweep-estimate")
         with gr.Row(equal_height=True):
@@ -295,7 +310,7 @@ def build(ctx: Studio, device_choices) -> None:
         heat = gr.Plot(label="Validation AUC", elem_id="sweep-heatmap")
         progress = gr.Markdown(elem_id="sweep-progress")
         sweep_form = [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size]
-        sweep_form += [sweep_scaling, sweep_warmup, sweep_images]
+        sweep_form += [sweep_scaling, sweep_warmup, sweep_images, sweep_batch]
         start.click(make_sweep(ctx), sweep_form, tag, api_name=False)
         stop.click(make_stop_sweep(ctx), tag, None, api_name=False)
         # triggers=None: on page load and whenever a field of the sweep's form changes
