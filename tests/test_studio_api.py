@@ -188,6 +188,15 @@ def test_diagnose_flags_scans_unlike_the_training_data(studio, tmp_path, name):
         assert table["data"][0][3].startswith("OUT OF DISTRIBUTION" + why)
 
 
+@pytest.mark.parametrize(("greyed", "heading"), [(True, False), (False, True)])
+def test_an_answer_not_to_be_read_as_it_is_loses_the_headline_naming_its_top_class(greyed, heading):
+    from ui.diagnose import GREYED, style
+
+    probs, overlay, gallery = style({"greyed": greyed, "overlay_label": "Lesion map for: mass", "several": False})
+    assert probs["show_heading"] is heading and (GREYED in probs["elem_classes"]) is greyed
+    assert overlay["label"] == "Lesion map for: mass" and gallery["visible"] is False
+
+
 def test_diagnose_a_demo_scan_is_not_flagged_and_maps_any_class_by_name(studio):
     client, _, _ = studio
     warning, probs, overlay, _, table, gallery, details = client.predict(

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from bench import CHROMIUM, CHROMIUM_ARGS
 from core import runs
@@ -94,8 +95,6 @@ def test_page_shows_all_five_tabs(page):
 
 
 def test_a_scan_uploaded_in_diagnose_shows_an_overlay(page, tmp_path):
-    from playwright.sync_api import expect
-
     scan = tmp_path / "scan.png"
     shutil.copy(Path(__file__).resolve().parents[1] / "assets" / "examples" / "demo-ring.png", scan)
     page.get_by_role("tab", name="Diagnose").click()
@@ -109,14 +108,13 @@ def test_a_scan_uploaded_in_diagnose_shows_an_overlay(page, tmp_path):
     page.locator("#diagnose-probs").get_by_text("ring").first.wait_for(timeout=10_000)
     page.get_by_text("Lesion map for: ring").first.wait_for(timeout=10_000)
     assert "studio-greyed" not in (page.locator("#diagnose-probs").get_attribute("class") or "")
+    expect(page.locator("#diagnose-probs .output-class")).to_have_text("ring")  # the top class, headed
     assert "Not like the training data" not in page.locator("#diagnose-warning").inner_text()
     expect(page.locator("#diagnose-gallery")).to_be_hidden(timeout=10_000)  # one scan: its map is shown above
     page.screenshot(path=str(SHOTS / "diagnose.png"), full_page=True)
 
 
 def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
-    from playwright.sync_api import expect
-
     page.get_by_role("tab", name="Diagnose").click()
     page.locator("#diagnose-examples").get_by_text("all four").click()
     page.locator("#diagnose-files").get_by_text("demo-ring").wait_for(timeout=15_000)
@@ -198,6 +196,7 @@ def test_diagnose_flags_a_scan_unlike_the_training_data_and_greys_its_probabilit
     colour = banner.evaluate("e => getComputedStyle(e).backgroundColor")
     assert colour == "rgb(176, 0, 32)"  # white on red, above the probabilities
     page.wait_for_function("document.querySelector('#diagnose-probs').classList.contains('studio-greyed')")
+    expect(page.locator("#diagnose-probs .output-class")).to_have_count(0)  # no "mass" in large type over it
     if name == "CT_small.dcm":
         page.screenshot(path=str(SHOTS / "diagnose-ood.png"), full_page=True)
 
@@ -408,8 +407,6 @@ def test_stop_this_sweep_stops_every_run_of_it(page):
 def test_the_paper_recipe_fills_the_train_form_and_the_studio_default_restores_it(page):
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-recipe").get_by_text("paper (Liu et al. 2025, exactly)").click()
-    from playwright.sync_api import expect  # assertions that wait: the form's fields are drawn one by one
-
     page.wait_for_function("document.querySelector('#train-epochs input').value === '100'", timeout=10_000)
     expect(page.locator("#train-kd-scaling input")).to_have_value("paper", timeout=10_000)
     expect(page.locator("#train-kd-warmup input")).to_have_value("0", timeout=10_000)
@@ -448,6 +445,7 @@ def test_a_collapsed_run_is_shown_in_red_in_train_and_marked_in_runs(page, studi
     wait_text(page, "#diagnose-table", "MODEL DID NOT LEARN", 60_000, picker="#diagnose-model input")
     assert "did not learn its task" in page.locator("#diagnose-warning").inner_text()
     page.wait_for_function("document.querySelector('#diagnose-probs').classList.contains('studio-greyed')")
+    expect(page.locator("#diagnose-probs .output-class")).to_have_count(0)  # no "mass" in large type over it
 
 
 def test_a_run_started_through_the_api_appears_in_runs_without_a_click_and_reload_returns_to_it(page, studio):

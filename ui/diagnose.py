@@ -204,7 +204,8 @@ def style(view: dict):
     if not view:
         return gr.skip(), gr.skip(), gr.skip()
     return (
-        gr.update(elem_classes=[GREYED] if view["greyed"] else []),
+        # an answer not to be read as it is loses the headline in large type that names its top class
+        gr.update(elem_classes=[GREYED] if view["greyed"] else [], show_heading=not view["greyed"]),
         gr.update(label=view["overlay_label"]),
         gr.update(visible=view.get("several", True)),
     )
