@@ -39,6 +39,8 @@ class Dataset:
     skipped: list[str] = field(default_factory=list)  # files left out as unreadable, with the reason
     # the DICOM modalities (CR, CT, MR...) of a dataset of DICOM files only, each with its Modality; else None
     modalities: list[str] | None = None
+    # how many of its scans are DICOM files that say text is burned into their pixels (may identify a patient)
+    burned_in: int = 0
 
     @property
     def channels(self) -> int:
@@ -67,6 +69,7 @@ class Dataset:
             "image_size": self.image_size,
             "channels": self.channels,
             **({"modalities": self.modalities} if self.modalities else {}),
+            **({"burned_in_annotation": self.burned_in} if self.burned_in else {}),
         }
         for name in SPLITS:
             s = self.split(name)

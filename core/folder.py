@@ -98,7 +98,9 @@ def _build(entries: list[tuple[Path, str, str]], cfg: DataConfig, name: str) -> 
     train = subset(pool.images, pool.labels, tr)
     val = given.get("val") or subset(pool.images, pool.labels, va)
     test = given.get("test") or subset(pool.images, pool.labels, te)
-    return Dataset(name, classes, train, val, test, skipped, dicom_modalities([scan for scan, _, _ in kept]))
+    scans = [scan for scan, _, _ in kept]
+    burned = sum(bool(scan.info.get("burned_in_annotation")) for scan in scans)
+    return Dataset(name, classes, train, val, test, skipped, dicom_modalities(scans), burned)
 
 
 def dicom_modalities(scans: list) -> list[str] | None:

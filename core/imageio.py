@@ -3,7 +3,9 @@
 Accepted: PNG, JPEG, TIFF, BMP, GIF (8- or 16-bit; grayscale, RGB, RGBA, palette, CMYK; the first frame
 of a multi-frame file) and DICOM, compressed or not, with or without a file extension. Intensities deeper
 than 8 bits are stretched from the image's own minimum to its maximum; DICOM gets its modality and VOI LUT
-(window) first and MONOCHROME1 is inverted. Nothing that identifies a patient is read into the result.
+(window) first and MONOCHROME1 is inverted. Nothing that identifies a patient is read into the result; a
+DICOM file that says text is burned into its pixels (BurnedInAnnotation YES) is marked so
+(`info["burned_in_annotation"]`), since its pixels themselves may then identify the patient.
 """
 
 from __future__ import annotations
@@ -146,6 +148,9 @@ def _dicom_pixels(ds, arr: np.ndarray) -> tuple[np.ndarray, dict]:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     info: dict = {"format": "DICOM", "modality": _code(ds.get("Modality"), "unknown"), "photometric": photometric}
+    burned = _code(ds.get("BurnedInAnnotation"), "")  # (0028,0301): text such as a name drawn into the pixels
+    if burned in ("YES", "NO"):
+        info["burned_in_annotation"] = burned == "YES"
     syntax = _transfer_syntax(ds)
     if syntax is not None and syntax.is_compressed:
         info["compression"] = COMPRESSIONS.get(syntax.keyword, syntax.name)

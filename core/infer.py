@@ -26,6 +26,10 @@ OOD_MESSAGE = "Not like the training data: do not trust this prediction"
 COLOUR_MESSAGE = "A colour image, and this model was trained on greyscale scans: it sees the grey level only"
 MODALITY_MESSAGE = "A DICOM {modality} scan, and this model was trained on {trained} scans only"
 LOW_CONFIDENCE_MESSAGE = "Low confidence: a second look is needed"
+BURNED_IN_MESSAGE = (
+    "This DICOM file says text is burned into its pixels, which may identify the patient: the scan and its "
+    "lesion map show it, so share them only as you would the scan"
+)
 UNLEARNED = ("collapse", "chance")  # the training warnings of a model whose answers carry no information
 UNLEARNED_MESSAGE = "This model did not learn its task: do not trust any of its answers"
 UNFINISHED_MESSAGE = "Training has not finished: answers are uncalibrated and unchecked; do not trust them"
@@ -146,6 +150,7 @@ class Predictor:
         warnings = ([UNFINISHED_MESSAGE] if self.unfinished else []) + ([UNLEARNED_MESSAGE] if self.unlearned else [])
         warnings += ([OOD_MESSAGE] if outside else []) + ([why] if why else [])
         warnings += [LOW_CONFIDENCE_MESSAGE] if low else []
+        warnings += [BURNED_IN_MESSAGE] if scan.info.get("burned_in_annotation") else []
         return {
             "predicted": best,
             "confidence": probs[best],

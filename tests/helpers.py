@@ -34,6 +34,7 @@ def write_dicom(
     preamble: bool = True,
     pixel_data: bool = True,
     modality: str = "CT",
+    burned_in: str | None = None,
 ) -> Path:
     """Write an uncompressed DICOM holding `pixels` (uint8/uint16 (H, W), uint8 (H, W, 3) or (F, H, W))."""
     meta = FileMetaDataset()
@@ -47,6 +48,8 @@ def write_dicom(
     for key, value in IDENTIFIERS.items():
         setattr(ds, key, value)
     ds.Modality = modality
+    if burned_in is not None:
+        ds.BurnedInAnnotation = burned_in
     rgb = photometric == "RGB"
     frames = pixels.shape[0] if (pixels.ndim == 3 and not rgb) else 1
     rows, cols = pixels.shape[1:3] if frames > 1 else pixels.shape[:2]

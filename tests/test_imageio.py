@@ -109,6 +109,16 @@ def test_dicom_info_carries_no_identifiers(tmp_path):
         assert value not in text and value.split("^")[0] not in text
 
 
+@pytest.mark.parametrize(
+    ("tag", "marked"), [("YES", True), ("yes ", True), ("NO", False), (None, None), ("MAYBE", None), ("", None)]
+)
+def test_a_dicom_that_says_text_is_burned_into_its_pixels_is_marked_and_read_the_same(tmp_path, tag, marked):
+    plain = read_scan(write_dicom(tmp_path / "plain.dcm", GRAY))
+    scan = read_scan(write_dicom(tmp_path / "tagged.dcm", GRAY, burned_in=tag))
+    assert scan.info.get("burned_in_annotation") is marked  # only the file's own YES or NO; nothing guessed
+    assert np.array_equal(scan.pixels, plain.pixels)
+
+
 # The compressions a PACS exports. JPEG lossless (the usual one for CR, DX and MG) and JPEG-LS need GDCM;
 # before it came in they could not be read at all. High-Throughput JPEG 2000 (DICOMweb's newer choice) needs
 # pylibjpeg-openjpeg; the tests encode it with OpenJPH's command-line tool.

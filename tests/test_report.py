@@ -1,5 +1,6 @@
 """The one-file HTML run report: every section, inline images, the exact config; it opens in a browser."""
 
+import html
 import json
 import re
 import shutil
@@ -97,3 +98,31 @@ def test_the_report_carries_the_runs_failure_and_warnings_at_the_top(tiny_run, t
     alerts = len(status.get("warnings", [])) + ("error" in status)
     assert top.count("class='alert'") == alerts
     assert "2 of 2 epochs trained" in top and "majority-class rate" in page
+
+
+@pytest.mark.parametrize(("burned", "maps"), [(0, 4), (1, 0), (3, 0)], ids=["none-says-so", "one-file", "three"])
+def test_a_report_shows_no_scan_when_its_data_says_text_is_burned_into_pixels(tmp_path, burned, maps):
+    """A report is shared; a scan whose DICOM file says text (a name, a date of birth) is drawn into its pixels
+    must not travel in it. Files that say NO, or say nothing, leave the sample lesion maps in."""
+    from conftest import tiny_config
+    from helpers import write_dicom
+
+    from core.data import DataConfig, load_dataset
+    from core.report import build_report, burned_in_note
+    from core.synthetic import render
+    from core.train import run_training
+
+    images, labels, _ = render(48, size=16, seed=5)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = tmp_path / "data" / f"class{int(label) % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tag = "YES" if i < burned else ("NO" if i % 2 else None)
+        write_dicom(folder / f"IM{i:04d}", image[0].numpy(), modality="CR", burned_in=tag)
+    data = DataConfig(dataset="folder", data_path=str(tmp_path / "data"), image_size=16)
+    assert load_dataset(data).summary().get("burned_in_annotation", 0) == burned  # counted over every split
+    page = build_report(run_training(tiny_config(tmp_path, data=data)))
+    section = page.split("<h2>Sample lesion maps (test split)</h2>")[1].split("<h2>")[0]
+    assert section.count("<img") == maps
+    assert (html.escape(burned_in_note(burned)) in section) == bool(burned)
+    says = {1: "One of the data's DICOM files says that text is burned into its pixels", 3: "3 of the data's DICOM"}
+    assert burned == 0 or html.escape(says[burned]) in section

@@ -188,6 +188,25 @@ def test_diagnose_flags_scans_unlike_the_training_data(studio, tmp_path, name):
         assert table["data"][0][3].startswith("OUT OF DISTRIBUTION" + why)
 
 
+def test_diagnose_says_when_a_dicom_file_has_text_burned_into_its_pixels(studio, tmp_path):
+    """The answer is the same; the reader is told that the scan and its map may show who the patient is."""
+    from core.infer import BURNED_IN_MESSAGE
+
+    client, _, _ = studio
+    pixels = np.asarray(Image.open(EXAMPLES / "demo-mass.png"))
+    files = [write_dicom(tmp_path / n, pixels, modality="OT", burned_in=tag) for n, tag in (("a", "NO"), ("b", "YES"))]
+    for order, shown in ((files, "a"), (files[::-1], "b")):
+        uploads = [handle_file(str(f)) for f in order]
+        warning, probs, *_, table, _, details = client.predict(uploads, api_name="/diagnose")
+        said = {d["file"]: BURNED_IN_MESSAGE in d["warnings"] for d in details}
+        assert said == {"a": False, "b": True}
+        assert {row[0]: row[8].endswith("text burned into the pixels") for row in table["data"]} == said
+        assert details[0]["probabilities"] == pytest.approx(details[1]["probabilities"])  # the same pixels
+        assert all(d["in_distribution"] is True for d in details) and probs["label"] == "mass"  # trusted as before
+        assert (BURNED_IN_MESSAGE in warning) == (shown == "b")  # the banner: the scan shown, and the batch
+        assert "1 of 2 scans say text is burned into their pixels, which may identify the patient: b." in warning
+
+
 @pytest.mark.parametrize(("greyed", "heading"), [(True, False), (False, True)])
 def test_an_answer_not_to_be_read_as_it_is_loses_the_headline_naming_its_top_class(greyed, heading):
     from ui.diagnose import GREYED, style

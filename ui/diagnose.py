@@ -72,6 +72,8 @@ def _read_as(info: dict) -> str:
         parts.append(f"{size[0]}x{size[1]}")
     if info.get("frames"):  # a series in one file: say which image was diagnosed
         parts.append(f"frame {info.get('frame_used', 0) + 1} of {info['frames']}")
+    if info.get("burned_in_annotation"):
+        parts.append("text burned into the pixels")
     return ", ".join(parts)
 
 
@@ -140,8 +142,14 @@ def _banner(results: list[tuple[str, dict]]) -> str:
     lines = [f"### {w}" for w in shown["warnings"]]
     outside = [n for n, r in results if r.get("in_distribution") is False]
     unread = [n for n, r in results if "error" in r]
+    burned = [n for n, r in results if r.get("scan", {}).get("burned_in_annotation")]
     if len(results) > 1 and outside:
         lines.append(f"{len(outside)} of {len(results)} scans are not like the training data: {', '.join(outside)}.")
+    if len(results) > 1 and burned:
+        lines.append(
+            f"{len(burned)} of {len(results)} scans say text is burned into their pixels, which may identify the "
+            f"patient: {', '.join(burned)}."
+        )
     if unread:
         lines.append(f"{len(unread)} of {len(results)} files could not be read: {', '.join(unread)}.")
     return "\n\n".join(lines)
