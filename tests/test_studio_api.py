@@ -207,6 +207,27 @@ def test_diagnose_says_when_a_dicom_file_has_text_burned_into_its_pixels(studio,
         assert "1 of 2 scans say text is burned into their pixels, which may identify the patient: b." in warning
 
 
+@pytest.mark.parametrize(
+    ("in_distribution", "learned", "no_finding", "box", "said"),
+    [
+        (True, True, False, (1, 2, 3, 4), "(1, 2, 3, 4)"),
+        (True, True, False, None, "none (empty map)"),
+        (True, True, True, None, "none ('normal' is no finding)"),
+        (None, True, True, None, "none ('normal' is no finding)"),  # a model without a check
+        (False, True, True, None, "none (answer not to be trusted)"),  # flagged: that first, whatever the class
+        (True, False, True, None, "none (answer not to be trusted)"),
+        (False, True, False, None, "none (answer not to be trusted)"),
+    ],
+)
+def test_the_table_says_why_a_scan_has_no_lesion_box_weightiest_reason_first(
+    in_distribution, learned, no_finding, box, said
+):
+    from ui.diagnose import _box
+
+    answer = {"lesion_box": box, "in_distribution": in_distribution, "model_learned": learned}
+    assert _box(answer | {"target_no_finding": no_finding, "target": "normal"}) == said
+
+
 @pytest.mark.parametrize(("greyed", "heading"), [(True, False), (False, True)])
 def test_an_answer_not_to_be_read_as_it_is_loses_the_headline_naming_its_top_class(greyed, heading):
     from ui.diagnose import GREYED, style

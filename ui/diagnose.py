@@ -85,12 +85,14 @@ def _caption(name: str, r: dict) -> str:
 
 
 def _box(r: dict) -> str:
+    """The lesion box, or why there is none: the weightiest reason first (an answer not to be trusted gets no
+    box whatever its class)."""
     if r["lesion_box"]:
         return str(r["lesion_box"])
-    if r["target_no_finding"]:
-        return f"none ('{r['target']}' is no finding)"
     if untrusted(r):
         return "none (answer not to be trusted)"
+    if r["target_no_finding"]:
+        return f"none ('{r['target']}' is no finding)"
     return "none (empty map)"
 
 
