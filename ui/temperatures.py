@@ -294,7 +294,7 @@ def build(ctx: Studio, device_choices) -> None:
             sweep_images = gr.Number(
                 SWEEP_IMAGES, precision=0, minimum=1, label="Training images per run", elem_id="sweep-images"
             )
-            sweep_batch = gr.Number(SWEEP_BATCH, precision=0, minimum=1, label="Batch size", elem_id="sweep-batch")
+            sweep_batch = gr.Number(SWEEP_BATCH, precision=0, minimum=2, label="Batch size", elem_id="sweep-batch")
             start = gr.Button("Queue sweep", elem_id="sweep-start")
         sweep_time = gr.Markdown(elem_id="sweep-estimate")
         with gr.Row(equal_height=True):
