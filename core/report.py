@@ -84,12 +84,10 @@ def _alerts(status: dict, meta: dict) -> list[str]:
 
 def burned_in_note(count: int) -> str:
     """Why a report shows no sample scans: `count` of its data's DICOM files say text is burned into them."""
-    files = "One of the data's DICOM files says" if count == 1 else f"{count} of the data's DICOM files say"
-    pixels = "its pixels" if count == 1 else "their pixels"
-    return (
-        f"Left out: {files} that text is burned into {pixels} (BurnedInAnnotation), which may identify a "
-        "patient, and a report is made to be shared."
-    )
+    files = "One of the data's DICOM files says that text is burned into its pixels"
+    if count != 1:
+        files = f"{count} of the data's DICOM files say that text is burned into their pixels"
+    return f"Left out: {files} (BurnedInAnnotation), which may identify a patient, and a report is made to be shared."
 
 
 def build_report(run: str | Path, *, samples: int = 4) -> str:
@@ -172,8 +170,7 @@ def build_report(run: str | Path, *, samples: int = 4) -> str:
     parts.append("<h2>Sample lesion maps (test split)</h2><div>")
     if data.burned_in:  # a report is made to be shared: no pixels that may carry a name
         parts.append(f"<p>{html.escape(burned_in_note(data.burned_in))}</p>")
-        samples = 0
-    for i in range(min(samples, len(data.test))):
+    for i in range(0 if data.burned_in else min(samples, len(data.test))):
         x = data.test.images[i]
         pixels = x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
         target = int(np.argmax(probs[i]))

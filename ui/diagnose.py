@@ -179,7 +179,7 @@ def make_diagnose(ctx: Studio):
         if not good:
             raise gr.Error("\n".join(r["error"] for _, r in results))
         first = good[0][1]
-        greyed = first["in_distribution"] is False or first["low_confidence"] or not first["model_learned"]
+        greyed = untrusted(first) or first["low_confidence"]
         overlay_label = f"Lesion map for: {first['target']}, {first['target_probability']:.0%} ({good[0][0]})"
         stored = [
             {"image": r["image"], "cam": r["cam"], "box": r["lesion_box"], "caption": _caption(n, r)} for n, r in good
