@@ -58,6 +58,7 @@ def launch_kwargs(args) -> dict:
         ssr_mode=False,
         show_error=True,
         css_paths=[ASSETS / "studio.css"] if (ASSETS / "studio.css").is_file() else None,
+        js=(ASSETS / "studio.js").read_text(),  # run on each page load: the probability bars never read 100% or 0%
     )
 
 

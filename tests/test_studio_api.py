@@ -228,6 +228,39 @@ def test_the_table_says_why_a_scan_has_no_lesion_box_weightiest_reason_first(
     assert _box(answer | {"target_no_finding": no_finding, "target": "normal"}) == said
 
 
+@pytest.mark.parametrize(
+    ("p", "decimals", "shown"),
+    [
+        (0.99994, 0, ">99%"),  # the demo model on its own mass scan
+        (0.99994, 1, ">99.9%"),
+        (0.9974, 0, ">99%"),
+        (0.9974, 1, "99.7%"),
+        (0.994, 0, "99%"),
+        (1.0, 0, "100%"),  # only a probability of exactly 1 reads as certain
+        (0.5, 0, "50%"),
+        (0.004, 0, "<1%"),
+        (0.004, 1, "0.4%"),
+        (0.00004, 1, "<0.1%"),
+        (0.0, 0, "0%"),
+        (0.0, 1, "0.0%"),
+    ],
+)
+def test_a_probability_short_of_certain_never_reads_as_100_or_0_percent(p, decimals, shown):
+    from ui.diagnose import percent
+
+    assert percent(p, decimals) == shown
+
+
+def test_diagnose_shows_the_demo_mass_scan_as_short_of_certain_wherever_it_gives_a_probability(studio):
+    client, _, _ = studio
+    _, probs, _, _, table, gallery, details = client.predict(
+        [handle_file(str(EXAMPLES / "demo-mass.png"))], api_name="/diagnose"
+    )
+    assert details[0]["confidence"] > 0.9995 and probs["label"] == "mass"  # the API keeps the exact figure
+    assert table["data"][0][2] == ">99.9%" and table["data"][0][6] == "mass (>99%)"
+    assert gallery[0]["caption"] == "demo-mass.png: mass (>99%); map for: mass, >99%"
+
+
 @pytest.mark.parametrize(("greyed", "heading"), [(True, False), (False, True)])
 def test_an_answer_not_to_be_read_as_it_is_loses_the_headline_naming_its_top_class(greyed, heading):
     from ui.diagnose import GREYED, style

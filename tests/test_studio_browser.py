@@ -126,6 +126,15 @@ def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
         file, prediction, _, trust = (table.get_by_test_id(f"cell-{row}-{col}").inner_text() for col in range(4))
         assert file == f"demo-{prediction}.png" and trust == "like the training data"
     expect(page.locator("#diagnose-gallery")).to_be_visible(timeout=10_000)  # several scans: all their maps
+    # the first scan's bars: the demo model gives its mass scan 0.99994 and the other classes under 0.0001, which
+    # the Label's own rounding shows as 100% and 0%; every bar reads as its exact probability does
+    mass = table.get_by_test_id("cell-0-2").inner_text()
+    assert table.get_by_test_id("cell-0-0").inner_text() == "demo-mass.png" and mass == ">99.9%", mass
+    bars = page.locator("#diagnose-probs .confidence-set")
+    expect(bars.locator("dd.confidence")).to_have_text([">99%", "<1%", "<1%", "<1%"])
+    for bar in bars.all():
+        p, shown = float(bar.locator("meter").evaluate("m => m.value")), bar.locator("dd.confidence").inner_text()
+        assert shown == (">99%" if 0.995 <= p < 1 else "<1%" if 0 < p < 0.005 else f"{round(p * 100)}%"), (p, shown)
     for header in table.locator("th span.header").all():  # each header wraps between words, if at all
         lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
         assert lines <= len(header.inner_text().split()), header.inner_text()

@@ -77,11 +77,25 @@ def _read_as(info: dict) -> str:
     return ", ".join(parts)
 
 
+def percent(p: float, decimals: int = 0) -> str:
+    """A probability as a percentage that never reads as certain: a probability short of 1 that would round
+    to 100% reads ">99%" (">99.9%" with one decimal), one above 0 that would round to 0% reads "<1%" ("<0.1%").
+    The demo model gives its own mass scan 0.99994, which a plain rounding shows as "100%". The browser's
+    probability bars say the same (assets/studio.js)."""
+    text = f"{p:.{decimals}%}"
+    step = 10.0**-decimals
+    if p < 1 and text == f"{1:.{decimals}%}":
+        return f">{100 - step:.{decimals}f}%"
+    if p > 0 and text == f"{0:.{decimals}%}":
+        return f"<{step:.{decimals}f}%"
+    return text
+
+
 def _caption(name: str, r: dict) -> str:
-    head = f"{name}: {r['predicted']} ({r['confidence']:.0%})"
+    head = f"{name}: {r['predicted']} ({percent(r['confidence'])})"
     if r["in_distribution"] is False:
-        head = f"{name}: NOT LIKE THE TRAINING DATA ({r['predicted']} {r['confidence']:.0%}, do not trust)"
-    return f"{head}; map for: {r['target']}, {r['target_probability']:.0%}"
+        head = f"{name}: NOT LIKE THE TRAINING DATA ({r['predicted']} {percent(r['confidence'])}, do not trust)"
+    return f"{head}; map for: {r['target']}, {percent(r['target_probability'])}"
 
 
 def _box(r: dict) -> str:
@@ -102,11 +116,11 @@ def _row(name: str, r: dict) -> list:
     return [
         name,
         r["predicted"],
-        f"{r['confidence']:.1%}",
+        percent(r["confidence"], 1),
         _trust(r),
         "" if r["ood_score"] is None else f"{r['ood_score']:.2f}",
         "calibrated" if r["calibrated"] else "uncalibrated",
-        f"{r['target']} ({r['target_probability']:.0%})",
+        f"{r['target']} ({percent(r['target_probability'])})",
         _box(r),
         _read_as(r["scan"]),
     ]
@@ -180,7 +194,7 @@ def make_diagnose(ctx: Studio):
             raise gr.Error("\n".join(r["error"] for _, r in results))
         first = good[0][1]
         greyed = untrusted(first) or first["low_confidence"]
-        overlay_label = f"Lesion map for: {first['target']}, {first['target_probability']:.0%} ({good[0][0]})"
+        overlay_label = f"Lesion map for: {first['target']}, {percent(first['target_probability'])} ({good[0][0]})"
         stored = [
             {"image": r["image"], "cam": r["cam"], "box": r["lesion_box"], "caption": _caption(n, r)} for n, r in good
         ]
