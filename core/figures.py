@@ -91,11 +91,14 @@ def live_curves(
     chance_acc: float | None = None,
 ):
     """`curves` as a plotly figure for the studio: the same panels, ranges and chance lines, and each
-    point's run, epoch and value on hover."""
+    point's run, epoch and value on hover. Each run has its own colour, dash and marker, so that runs whose
+    curves coincide (the same settings and seed train alike, bit for bit) still show every line."""
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[METRIC_NAMES.get(k, k) for k in keys])
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    dashes = ["solid", "dash", "dot", "dashdot"]
+    markers = ["circle", "square-open", "diamond-open", "triangle-up-open", "x"]
     for col, key in enumerate(keys, start=1):
         for i, (name, rows) in enumerate(series.items()):
             pts = _points(rows, key)
@@ -109,7 +112,8 @@ def live_curves(
                 name=name,
                 legendgroup=name,
                 showlegend=col == 1,
-                line={"color": colours[i % len(colours)]},
+                line={"color": colours[i % len(colours)], "dash": dashes[i % len(dashes)]},
+                marker={"symbol": markers[i % len(markers)], "size": 7 + 2 * (i % 2)},
                 hovertemplate=f"{name}<br>epoch %{{x}}<br>{METRIC_NAMES.get(key, key)} %{{y:.3f}}<extra></extra>",
                 row=1,
                 col=col,

@@ -45,6 +45,19 @@ def test_live_curves_show_values_on_hover_with_the_same_ranges_and_chance(chance
     assert all(t.showlegend == (t.xaxis == "x") for t in fig.data)  # one legend entry per run
 
 
+@pytest.mark.parametrize("n", [2, 5])
+def test_runs_with_identical_curves_each_still_show_a_line_of_their_own(n):
+    """A sweep's run at the default temperatures trains exactly as a quick run of the same seed: compared,
+    their curves coincide, and the last drawn would hide the others if all were plain solid lines."""
+    same = rows([0.3, 0.6, 0.8])
+    fig = figures.live_curves({f"run{i}": same for i in range(n)})
+    for axis in ("x", "x2", "x3"):
+        traces = [t for t in fig.data if t.xaxis == axis]
+        assert len(traces) == n and len({tuple(t.y) for t in traces}) == 1
+        styles = [(t.line.color, t.line.dash, t.marker.symbol) for t in traces]
+        assert len({s[1:] for s in styles}) == n and len({s[0] for s in styles}) == n  # dash and marker, colour
+
+
 def test_a_reliability_bin_of_one_image_is_drawn_as_small_as_it_is():
     """On a test split of 200, a bin with one wrong answer reads as accuracy 0; its point's area says how
     little it holds, beside the bins that hold most images. Empty bins are not drawn."""
