@@ -289,7 +289,8 @@ def conclude(
         best_epoch=meta.get("epoch"),
         **{k: meta.get("metrics", {}).get(k) for k in ("val_acc", "val_auc", "test_acc", "test_auc")},
     )
-    log.info("done: test accuracy %.4f, AUC %s", test["accuracy"], test["auc"])
+    auc = "n/a (one class in the test split)" if test["auc"] is None else f"{test['auc']:.4f}"
+    log.info("done: test accuracy %.4f, AUC %s", test["accuracy"], auc)
 
 
 def console_log() -> None:

@@ -441,6 +441,8 @@ def test_train_log_has_each_line_once(tmp_path):
     lines = [line.split(" ", 2)[-1] for line in (run / "train.log").read_text().splitlines()]
     assert any("epoch 1/1" in line for line in lines)
     assert len(lines) == len(set(lines))
+    test = json.loads((run / "model.json").read_text())["metrics"]
+    assert lines[-1].endswith(f"done: test accuracy {test['test_acc']:.4f}, AUC {test['test_auc']:.4f}"), lines[-1]
 
 
 def test_skipped_files_are_named_in_the_run_log(tmp_path, capsys):
