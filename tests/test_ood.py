@@ -231,8 +231,10 @@ def test_the_ood_bench_judges_the_stored_check_and_refits_side_by_side(tiny_run,
     from bench import ood as ood_bench
 
     out = tmp_path / "ood.json"
-    assert ood_bench.main(["--model", str(tiny_run), "--out", str(out), "--fit-sizes", "16,64,1000"]) == 0
+    args = ["--model", str(tiny_run), "--out", str(out), "--fit-sizes", "16,64,1000", "--fresh", "500"]
+    assert ood_bench.main(args) == 0
     result = json.loads(out.read_text())
+    assert result["fresh"] == "500 new demo scans (seed + 1,000,003)"
     assert set(result["fit_sizes"]) == {"16", "64"}  # 1000 is more than the split holds: all 64, once
     refit, stored = result["fit_sizes"]["64"], result["mahalanobis"]
     assert refit["missed"] == stored["missed"] and refit["flagged"] == pytest.approx(stored["flagged"])
@@ -244,6 +246,7 @@ def test_the_ood_bench_judges_the_stored_check_and_refits_side_by_side(tiny_run,
     assert result["test_accuracy"] == json.loads((tiny_run / "model.json").read_text())["metrics"]["test_acc"]
     for judged in (result["mahalanobis"], result["energy"], *result["fit_sizes"].values(), *both.values()):
         assert 0 <= judged["auroc"] <= 1 and 0 <= judged["flagged_in_distribution"] <= 1
+        assert 0 <= judged["flagged_fresh"] <= 1
         assert set(judged["flagged"]) == {"dicom", "photo", "noise", "blank"}
     assert result["outliers"]["noise"] == 6
     diagnose = result["diagnose"]  # the check's verdict and the colour rule: it misses what both miss
@@ -251,6 +254,20 @@ def test_the_ood_bench_judges_the_stored_check_and_refits_side_by_side(tiny_run,
     assert not {"camera", "moon", "page", "text"} & set(diagnose["in_colour"])  # greyscale photographs
     assert set(diagnose["missed"]) == set(stored["missed"]) - set(diagnose["in_colour"])
     assert all(diagnose["flagged"][g] >= stored["flagged"][g] for g in stored["flagged"])
+
+
+def test_the_ood_benchs_fresh_scans_are_the_models_kind_and_in_none_of_its_splits(tiny_run):
+    """The false alarms are counted on demo scans drawn anew, like the model's data but none of them."""
+    from bench.ood import fresh_scans
+    from core.data import DataConfig, load_dataset
+
+    config = json.loads((tiny_run / "model.json").read_text())["config"]["data"]
+    data = load_dataset(DataConfig(**config))
+    fresh = fresh_scans(config, 200)
+    assert fresh.shape == (200, *data.train.images.shape[1:]) and fresh.dtype == data.train.images.dtype
+    seen = {bytes(x.numpy()) for split in (data.train, data.val, data.test) for x in split.images}
+    assert not seen & {bytes(x.numpy()) for x in fresh}
+    assert fresh_scans({**config, "dataset": "medmnist"}, 200) is None and fresh_scans(config, 0) is None
 
 
 # The shipped demo model, tried as a clinician would: its own kind of scan passes, anything else is flagged.
