@@ -1,5 +1,6 @@
 """Concurrent diagnoses share batched passes (core.serving), and each caller still gets its own answer."""
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -217,3 +218,43 @@ def test_the_studio_queue_waits_for_work_without_spinning(tmp_path):
         assert app._queue.sleep_when_free == QUEUE_POLL_S == 0.02
     finally:
         ctx.jobs.close()
+
+
+def test_a_large_upload_is_diagnosed_in_passes_of_a_bounded_size_with_the_same_answers(predictor, monkeypatch):
+    """A pass keeps every scan's activations until its maps are drawn: a large upload goes through the model
+    in passes of `PASS_SCANS`, and each scan's answer, trust and map are those one pass would give."""
+    from core import infer
+
+    files = [EXAMPLES[i % len(EXAMPLES)] for i in range(10)]
+    one_pass = predictor.diagnose_files(files)
+    real, passes = infer.cams_and_logits, []
+
+    def counted(model, x, *args, **kwargs):
+        passes.append(len(x))
+        return real(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(infer, "PASS_SCANS", 4)
+    monkeypatch.setattr(infer, "cams_and_logits", counted)
+    in_passes = predictor.diagnose_files(files)
+    assert passes == [4, 4, 2]
+    for a, b in zip(one_pass, in_passes, strict=True):  # the later passes' scans get their own OOD features
+        assert (a["predicted"], a["in_distribution"], a["lesion_box"]) == (
+            b["predicted"],
+            b["in_distribution"],
+            b["lesion_box"],
+        )
+        assert b["ood_score"] == pytest.approx(a["ood_score"], rel=1e-4)
+        assert list(b["probabilities"].values()) == pytest.approx(list(a["probabilities"].values()), abs=1e-5)
+        np.testing.assert_allclose(a["cam"], b["cam"], atol=1e-4)
+
+
+def test_the_memory_bench_diagnoses_one_upload_both_ways_with_the_same_answers(tmp_path):
+    from bench import diagnose_memory
+
+    out = tmp_path / "memory.json"
+    assert diagnose_memory.main(["--scans", "40", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["same_answers"] is True and result["scans"] == 40 and result["model"] == "demo"
+    before, now = result["ways"].values()
+    assert before["pass_scans"] == "all" and now["pass_scans"] == 32
+    assert all(w["seconds"] > 0 and w["peak_above_warm_mb"] >= 0 and w["warm_mb"] > 100 for w in (before, now))
