@@ -317,6 +317,16 @@ SWEEP = (
 SWEEP_RUNS = len(SWEEP["targets"].split(",")) * len(SWEEP["nontargets"].split(","))
 
 
+def measured_epochs(ctx) -> int:
+    """How many measured epochs of runs like the sweep's the time estimates go by (core.estimate.measured)."""
+    from core.estimate import measured
+    from ui.temperatures import sweep_base
+
+    base = sweep_base(ctx, SWEEP["epochs"], "cpu", SWEEP["size"], "nontarget", 0, SWEEP["images"])
+    found = measured(ctx.runs_dir, base, "cpu")
+    return found["epochs"] if found else 0
+
+
 @pytest.mark.timeout(900)  # the wait for the runs allows 600 s
 def test_a_temperature_sweep_fills_its_heatmap(page, studio_ctx):
     page.get_by_role("tab", name="Temperatures").click()
@@ -329,7 +339,7 @@ def test_a_temperature_sweep_fills_its_heatmap(page, studio_ctx):
     epochs = f"{SWEEP['epochs']} epoch{'s' if SWEEP['epochs'] != 1 else ''}"
     what = f"{SWEEP_RUNS} runs of {epochs} x {SWEEP['images']:,} images: about"
     page.locator("#sweep-estimate").get_by_text(what).wait_for(timeout=30_000)
-    probed = page.locator("#sweep-estimate").inner_text()  # from trial steps: nothing at this size measured yet
+    before = measured_epochs(studio_ctx)  # trial steps, or the runs of this kind already trained (the quick one)
     page.locator("#sweep-start").click()
     done = f"{SWEEP_RUNS} of {SWEEP_RUNS} runs done"
     wait_text(page, "#sweep-progress", done, 600_000, picker="#sweep-tag input")
@@ -340,7 +350,7 @@ def test_a_temperature_sweep_fills_its_heatmap(page, studio_ctx):
     form = (SWEEP["targets"], SWEEP["nontargets"], SWEEP["epochs"], "cpu", SWEEP["size"], "nontarget", 0)
     measured = sweep_estimate(studio_ctx, *form, SWEEP["images"]).replace("**", "")
     page.locator("#sweep-estimate").get_by_text(measured).wait_for(timeout=15_000)
-    assert measured != probed.strip()
+    assert measured_epochs(studio_ctx) == before + SWEEP_RUNS * SWEEP["epochs"]  # every epoch of the sweep counts
     page.screenshot(path=str(SHOTS / "temperatures.png"), full_page=True)
     tag = page.locator("#sweep-tag input").input_value()
     assert tag.startswith("sweep")
@@ -393,7 +403,12 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
     for header in page.locator("#runs-table th span.header").all():  # each header wraps between words, if at all
         lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
         assert lines <= len(header.inner_text().split()), header.inner_text()
+    files = page.locator("#runs-files")
+    expect(files).to_be_hidden()  # no empty box that reads as one to upload into
     page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+    page.get_by_role("button", name="Download model and config").click()
+    for name in ("model.safetensors", "model.json", "config.json"):  # each file named as a user would save it
+        expect(files.locator(f'[aria-label="{shown[0]["run"]}-{name}"]')).to_be_visible(timeout=30_000)
 
 
 def test_stop_this_sweep_stops_every_run_of_it(page):

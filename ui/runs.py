@@ -127,6 +127,15 @@ def make_download(ctx: Studio):
     return download
 
 
+def shown(make_files):
+    """`make_files(run_id)`'s files in the files box, which then shows."""
+
+    def files_shown(run_id: str) -> dict:
+        return gr.update(value=make_files(run_id), visible=True)
+
+    return files_shown
+
+
 def make_delete(ctx: Studio):
     @user_error
     def delete(run_id: str, confirmed: bool, request: gr.Request = None):
@@ -169,7 +178,10 @@ def build(ctx: Studio) -> None:
         with gr.Row():
             metrics = gr.JSON(label="Metrics", elem_id="runs-metrics")
             confusion = gr.Plot(label="Confusion matrix or reliability diagram", elem_id="runs-confusion")
-        files = gr.File(label="Files", file_count="multiple", interactive=False)
+        # shown once it holds a report or a download: empty, it read as a box to upload into
+        files = gr.File(
+            label="Report and downloads", file_count="multiple", interactive=False, visible=False, elem_id="runs-files"
+        )
         with gr.Accordion("Temperature sweeps", open=False):
             with gr.Row(equal_height=True):
                 sweep = gr.Dropdown(
@@ -206,8 +218,8 @@ def build(ctx: Studio) -> None:
         sweep_stop.click(make_stop_sweep(ctx), sweep, None, api_name=False)
         evaluate.click(make_evaluate(ctx), [one, split], [metrics, confusion], api_name=False)
         calibration.click(make_calibration(ctx), [one, split], [metrics, confusion], api_name=False)
-        download.click(make_download(ctx), one, files, api_name=False)
-        report.click(make_report(ctx), one, files, api_name=False)
+        download.click(shown(make_download(ctx)), one, files, api_name=False)
+        report.click(shown(make_report(ctx)), one, files, api_name=False)
         delete.click(make_delete(ctx), [one, confirm], [rows, selected, confirm], api_name=False).then(
             lambda lr, s, o: follow(ctx, lr, s, o), [last, selected, one], pickers, api_name=False
         )
