@@ -33,12 +33,13 @@ BURNED_IN_MESSAGE = (
 UNLEARNED = ("collapse", "chance")  # the training warnings of a model whose answers carry no information
 UNLEARNED_MESSAGE = "This model did not learn its task: do not trust any of its answers"
 UNFINISHED_MESSAGE = "Training has not finished: answers are uncalibrated and unchecked; do not trust them"
-# Classes that mean "no lesion": a map for one of them shows what the model took as normal, and no lesion box
-# is drawn on it (a box around "normal" evidence would point a reader at a lesion that is not there).
-# scans per forward and backward pass of a diagnosis: a pass keeps every scan's activations until its maps
+# Scans per forward and backward pass of a diagnosis: a pass keeps every scan's activations until its maps
 # are drawn, so a large upload in one pass grew the peak memory by 4-7 MB a scan (200 scans: +0.8 GB with
 # the demo model, +1.3 GB with a 224 px ResNet-18); in passes of 32 it stays that of 32 whatever the upload
+# (bench/diagnose_memory.py)
 PASS_SCANS = 32
+# Classes that mean "no lesion": a map for one of them shows what the model took as normal, and no lesion box
+# is drawn on it (a box around "normal" evidence would point a reader at a lesion that is not there).
 NO_FINDING = ("normal", "healthy", "no finding", "no lesion", "no abnormality", "negative")
 
 

@@ -11,8 +11,9 @@ trained for a few epochs has features too spread out to set noise apart (a quick
 uniform noise 0.56 of its threshold), but noise has no neighbour correlation and a blank scan no spread,
 whatever the model. Each layer's distance is divided by its 99th percentile on the validation split, the
 score is the largest of them, and the threshold is the validation split's 99th percentile of that score:
-about 1 in 100 validation scans is flagged, 1.2 to 2.2 in 100 of 3,000 fresh scans like them (bench/ood.py,
-`--fresh`: the demo model's 1,000 validation scans and quick-preset models' 200). A
+about 1 in 100 validation scans is flagged, and of 3,000 fresh scans like them 1.2 in 100 for the demo model
+(its threshold from 1,000 validation scans) and 1.7 to 2.2 for quick-preset models (from 200; bench/ood.py
+--fresh). A
 detector saved with fewer layers (before the early layer or the input statistics) keeps working with those.
 
 A model trained on greyscale scans (one channel) sees a scan as its grey level alone, so a colour image given
