@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -58,18 +60,13 @@ def child(model: str, scans: int, pass_scans: int, method: str) -> dict:
 
 def same_answers(a: dict, b: dict, tol: float = 1e-4) -> bool:
     """Whether two ways gave the same answers (to float round-off: batches of other sizes may sum in
-    another order)."""
-    close = all(
-        abs(x - y) <= tol * max(1.0, abs(x))
-        for key in ("probabilities", "cam_sums")
-        for xs, ys in zip(a[key], b[key], strict=True)
-        for x, y in (zip(xs, ys, strict=True) if isinstance(xs, list) else [(xs, ys)])
-    )
-    scores = all(
-        (x is None and y is None) or abs(x - y) <= tol * max(1.0, abs(x))
-        for x, y in zip(a["ood_scores"], b["ood_scores"], strict=True)
-    )
-    return a["predicted"] == b["predicted"] and close and scores
+    another order); a missing OOD score (None) matches only a missing one."""
+
+    def close(key: str) -> bool:
+        x, y = (np.array(way[key], dtype=float) for way in (a, b))  # None -> nan
+        return x.shape == y.shape and np.allclose(x, y, rtol=tol, atol=tol, equal_nan=True)
+
+    return a["predicted"] == b["predicted"] and all(close(k) for k in ("probabilities", "ood_scores", "cam_sums"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ images) with the model's three layers alone, as before the input statistics, and
 judges both the same way in the same run. For a model of the demo data, `flagged_fresh` is the share of
 `--fresh` newly rendered demo scans (a seed none of its splits used) each check flags: the false-alarm
 rate on the model's own kind of scan, measured on thousands rather than the test split's few hundred (a
-quick-preset model's 200 test scans gave 5.5% where 3,000 fresh ones give 2.4%).
+quick-preset model's 200 test scans gave 5.5% where 3,000 fresh ones give 2.2%).
 
     python bench/ood.py [--model assets/demo-model.safetensors] [--out bench/results/ood-demo-model.json]
     python bench/ood.py --fit-sizes 500,1000,2000,5000
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if det is None:
         raise SystemExit("the model has no out-of-distribution check; fit one with python -m core.ood")
     inside = ood.features(model, data.test.images)
-    fresh = fresh_scans(meta["config"]["data"], args.fresh)
-    fresh = ood.features(model, fresh) if fresh is not None else None
+    fresh_images = fresh_scans(meta["config"]["data"], args.fresh)
+    fresh = None if fresh_images is None else ood.features(model, fresh_images)
     groups = outlier_scans()
     arrays = {
         g: [to_model_array(s, size=spec.image_size, channels=spec.channels) for _, s in items]

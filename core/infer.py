@@ -317,12 +317,10 @@ class Predictor:
         found = []
         with self.lock:
             for start in range(0, len(items), PASS_SCANS):
-                scans = [scan for scan, _ in items[start : start + PASS_SCANS]]
+                part = slice(start, start + PASS_SCANS)
+                x = self.prepare_many([scan for scan, _ in items[part]])
                 with ood.capture_features(self.model, first=True) as feats:  # one pass: answer and map
-                    x = self.prepare_many(scans)
-                    cams, logits, indices = cams_and_logits(
-                        self.model, x, wanted[start : start + PASS_SCANS], method=method
-                    )
+                    cams, logits, indices = cams_and_logits(self.model, x, wanted[part], method=method)
                     answers = self._answers(logits, feats)
                 found += [(*a, cam, index) for a, cam, index in zip(answers, cams, indices, strict=True)]
         return found
