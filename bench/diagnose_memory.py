@@ -1,11 +1,16 @@
-"""Peak memory and time of one large Diagnose upload: the studio's passes of `core.infer.PASS_SCANS` scans
-against one pass over the whole upload (as before), each in a process of its own (a process's peak only
-grows), with the same model, scans and lesion-map method. Each process first diagnoses two scans (the model
-loaded and warm), then the upload; it reports its peak resident memory above the warm state, the time, and
-a digest of the answers, which must be the same both ways. Writes JSON (default
+"""Peak memory and time of one large Diagnose upload, the studio's way against the way before, each in a
+process of its own (a process's peak only grows), with the same model, scans and lesion-map method. Now: the
+files are read and run through the model in passes of `core.infer.PASS_SCANS` scans, and each answer keeps
+the scan as shown (`core.cam.shown`, at most 1024 px) beside its overlay. Before: every file read first, one
+pass over the whole upload, and each answer kept the whole scan in colour (the before is the same code with
+`PASS_SCANS` above the upload's size and `shown` giving the full-size scan). Each process first diagnoses two
+scans (the model loaded and warm), then the upload; it reports its peak resident memory above the warm state,
+the time, the size of the answers' images, and a digest of the answers, which must be the same both ways.
+`--side` makes the scans large radiograph-sized files (the demo scans enlarged). Writes JSON (default
 bench/results/diagnose-memory-cpu.json).
 
     python bench/diagnose_memory.py [--model demo] [--scans 200]
+    python bench/diagnose_memory.py --scans 100 --side 3000 --out bench/results/diagnose-memory-3000px.json
     python bench/diagnose_memory.py --model runs/<a 224 px run> --out bench/results/diagnose-memory-224px.json
 """
 
@@ -16,6 +21,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,27 +40,51 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def child(model: str, scans: int, pass_scans: int, method: str) -> dict:
-    """One upload of `scans` files (the demo scans in turn) diagnosed in passes of `pass_scans`."""
+def full_size(pixels: np.ndarray) -> np.ndarray:
+    """The scan as answers kept it before: whole, in colour."""
+    return np.stack([pixels] * 3, -1) if pixels.ndim == 2 else pixels
+
+
+def upload(scans: int, side: int, folder: Path, *, write: bool = True) -> list[Path]:
+    """`scans` files: the demo scans in turn, or (`side` > 0) the demo scans enlarged to `side` px high and
+    4/5 of it wide, like a radiograph, in `folder` (written there unless `write` is False)."""
+    if not side:
+        return [EXAMPLES[i % len(EXAMPLES)] for i in range(scans)]
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    big = []
+    for example in EXAMPLES:
+        path = folder / f"{example.stem}-{side}px.png"
+        if write:
+            Image.open(example).convert("L").resize((side * 4 // 5, side), Image.Resampling.BILINEAR).save(path)
+        big.append(path)
+    return [big[i % len(big)] for i in range(scans)]
+
+
+def child(model: str, files: list[Path], method: str, *, before: bool) -> dict:
+    """One upload of `files` diagnosed the studio's way, or (`before`) the way before."""
     from core import infer
 
-    infer.PASS_SCANS = pass_scans
+    if before:
+        infer.PASS_SCANS, infer.shown = ONE_PASS, full_size
     predictor = infer.Predictor(model)
-    files = [EXAMPLES[i % len(EXAMPLES)] for i in range(scans)]
     predictor.diagnose_files(files[:2], method=method)
     warm = peak_mb()
     start = time.perf_counter()
     found = predictor.diagnose_files(files, method=method)
     seconds = time.perf_counter() - start
     return {
-        "pass_scans": pass_scans if pass_scans < ONE_PASS else "all",
+        "pass_scans": infer.PASS_SCANS if infer.PASS_SCANS < ONE_PASS else "all",
         "seconds": round(seconds, 2),
         "peak_above_warm_mb": round(peak_mb() - warm, 1),
         "warm_mb": round(warm, 1),
+        "answer_images_mb": round(sum(r["image"].nbytes + r["overlay"].nbytes for r in found) / 2**20, 1),
         "predicted": [r["predicted"] for r in found],
         "probabilities": [list(r["probabilities"].values()) for r in found],
         "ood_scores": [r["ood_score"] for r in found],
         "cam_sums": [float(r["cam"].sum()) for r in found],
+        "overlay_sums": [int(r["overlay"].sum()) for r in found],
     }
 
 
@@ -66,7 +96,8 @@ def same_answers(a: dict, b: dict, tol: float = 1e-4) -> bool:
         x, y = (np.array(way[key], dtype=float) for way in (a, b))  # None -> nan
         return x.shape == y.shape and np.allclose(x, y, rtol=tol, atol=tol, equal_nan=True)
 
-    return a["predicted"] == b["predicted"] and all(close(k) for k in ("probabilities", "ood_scores", "cam_sums"))
+    keys = ("probabilities", "ood_scores", "cam_sums", "overlay_sums")
+    return a["predicted"] == b["predicted"] and all(close(k) for k in keys)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,29 +107,36 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=DEMO, help="'demo' (the shipped model), a run folder or a .safetensors file")
     ap.add_argument("--scans", type=int, default=200)
+    ap.add_argument("--side", type=int, default=0, help="enlarge the scans to this height in px (0: as they are)")
     ap.add_argument("--method", default="gradcam")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "diagnose-memory-cpu.json")
-    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)  # a measuring process: its passes' size
+    ap.add_argument("--child", choices=("before", "now"), help=argparse.SUPPRESS)  # a measuring process
+    ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)  # where the enlarged scans are
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.model, args.scans, args.child, args.method)))
+        files = upload(args.scans, args.side, args.folder, write=False)
+        print(json.dumps(child(args.model, files, args.method, before=args.child == "before")))
         return 0
     ways = {}
-    for name, size in (("one pass (before)", ONE_PASS), (f"passes of {PASS_SCANS} (now)", PASS_SCANS)):
-        cmd = [sys.executable, __file__, "--model", str(args.model), "--scans", str(args.scans)]
-        cmd += ["--method", args.method, "--child", str(size)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-        ways[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as folder:
+        upload(args.scans, args.side, Path(folder))  # written once, read by both
+        for name, way in (("one pass, full-size copies (before)", "before"), (f"passes of {PASS_SCANS} (now)", "now")):
+            cmd = [sys.executable, __file__, "--model", str(args.model), "--scans", str(args.scans)]
+            cmd += ["--side", str(args.side), "--folder", folder, "--method", args.method, "--child", way]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+            ways[name] = json.loads(done.stdout.strip().splitlines()[-1])
     before, now = ways.values()
     import torch
 
     result = {
         "model": Path(args.model).name,
         "scans": args.scans,
+        "scan_size": "demo scans (64 px)" if not args.side else f"{args.side * 4 // 5} x {args.side} px",
         "method": args.method,
         "same_answers": same_answers(before, now),
         "ways": {
-            k: {f: v[f] for f in ("pass_scans", "seconds", "peak_above_warm_mb", "warm_mb")} for k, v in ways.items()
+            k: {f: v[f] for f in ("pass_scans", "seconds", "peak_above_warm_mb", "warm_mb", "answer_images_mb")}
+            for k, v in ways.items()
         },
         "machine": machine_label(torch.device("cpu")),
     }

@@ -13,7 +13,16 @@ import torch
 
 from core import ood
 from core.augment import eval_transform
-from core.cam import cams_and_logits, check_method, check_opacity, compute_cams, draw_box, lesion_box, overlay
+from core.cam import (
+    cams_and_logits,
+    check_method,
+    check_opacity,
+    compute_cams,
+    draw_box,
+    lesion_box,
+    overlay,
+    shown,
+)
 from core.errors import StudioError
 from core.evaluate import answered_probs
 from core.imageio import Scan, read_scan, to_model_array
@@ -76,15 +85,17 @@ def training_warnings(model_path: str | Path, meta: dict) -> list[dict]:
 
 @dataclass
 class LesionMap:
-    """A lesion map for one scan: `cam` float (S, S) in [0, 1], `overlay` uint8 (h, w, 3), `box` in scan pixels
-    (None for an empty map, or for a map of a no-finding class: `no_finding`)."""
+    """A lesion map for one scan: `cam` float (S, S) in [0, 1], `overlay` uint8 (h, w, 3) drawn over `image`
+    (the scan as shown: `core.cam.shown`, at most 1024 px), `box` in scan pixels (None for an empty map, or for
+    a map of a no-finding class: `no_finding`)."""
 
     cam: np.ndarray
     overlay: np.ndarray
     box: tuple[int, int, int, int] | None
     target: str
     method: str
-    no_finding: bool = False
+    no_finding: bool
+    image: np.ndarray
 
 
 class Predictor:
@@ -277,7 +288,10 @@ class Predictor:
             h, w = scan.pixels.shape[:2]
             s = self.spec.image_size
             box = (box[0] * h // s, box[1] * w // s, -(-box[2] * h // s), -(-box[3] * w // s))
-        return LesionMap(cam, overlay(scan.pixels, cam, opacity=opacity), box, self.classes[index], method, no_finding)
+        image = shown(scan.pixels)  # the scan is drawn at this size: the answer keeps no larger copy
+        return LesionMap(
+            cam, overlay(image, cam, opacity=opacity), box, self.classes[index], method, no_finding, image=image
+        )
 
     def lesion_map(
         self, scan: Scan, *, target: str | int | None = None, method: str = "gradcam", opacity: float = 0.5
@@ -302,13 +316,16 @@ class Predictor:
     ) -> list[dict]:
         """`diagnose` for scans already read. The scans go in one batch with those of other threads calling at
         the same time (core.serving), so concurrent requests share one forward and backward pass."""
+        self._check_request(method, target, opacity)
+        passes = self.batcher.run([(scan, target) for scan in scans], method)
+        # drawing happens in the caller's thread, so it overlaps the next batch's pass on the model
+        return [self._diagnosis(scan, *found, method, opacity) for scan, found in zip(scans, passes, strict=True)]
+
+    def _check_request(self, method: str, target: str | None, opacity: float) -> None:
         check_method(method)
         if target is not None:
             self.target_index(target)  # a bad class is this caller's error, not its batch's
         check_opacity(opacity)
-        passes = self.batcher.run([(scan, target) for scan in scans], method)
-        # drawing happens in the caller's thread, so it overlaps the next batch's pass on the model
-        return [self._diagnosis(scan, *found, method, opacity) for scan, found in zip(scans, passes, strict=True)]
 
     def _diagnose_batch(self, items: list[tuple[Scan, str | None]], method: str) -> list[tuple]:
         """The model's part of a diagnosis, for a batch: (probabilities, OOD score, map, class) per scan, in
@@ -333,7 +350,7 @@ class Predictor:
         lesion = self._lesion(scan, cam, index, method, opacity, boxed=not untrusted(summary))
         return {
             **summary,
-            "image": np.stack([scan.pixels] * 3, -1) if scan.pixels.ndim == 2 else scan.pixels,
+            "image": lesion.image,  # at most 1024 px, like the overlay: a large upload holds no full-size copies
             "cam": lesion.cam,
             "overlay": draw_box(lesion.overlay, lesion.box, scan.pixels.shape[:2]),
             "lesion_box": lesion.box,
@@ -343,19 +360,27 @@ class Predictor:
             "method": method,
         }
 
-    def diagnose_files(self, paths: list[str | Path], **kwargs) -> list[dict]:
-        """`diagnose` for each file in order, the readable ones in one batch; a file that cannot be read
-        gives `{"error": message}` in its place, so one bad file never sinks a batch."""
-        scans: dict[int, Scan] = {}
+    def diagnose_files(
+        self, paths: list[str | Path], *, method: str = "gradcam", target: str | None = None, opacity: float = 0.5
+    ) -> list[dict]:
+        """`diagnose` for each file in order, the readable ones in batches of `PASS_SCANS`; a file that cannot
+        be read gives `{"error": message}` in its place, so one bad file never sinks a batch. Files are read a
+        batch at a time, so a large upload never holds more than one batch of full-size scans."""
+        self._check_request(method, target, opacity)  # before any file is read
+        kwargs = {"method": method, "target": target, "opacity": opacity}
         out: list[dict] = []
-        for i, path in enumerate(paths):
-            try:
-                scans[i] = read_scan(path)
-                out.append({})
-            except StudioError as e:
-                out.append({"error": str(e)})
-        for i, result in zip(scans, self.diagnose_scans(list(scans.values()), **kwargs), strict=True):
-            out[i] = result
+        for start in range(0, len(paths), PASS_SCANS):
+            scans: dict[int, Scan] = {}
+            part: list[dict] = []
+            for i, path in enumerate(paths[start : start + PASS_SCANS]):
+                try:
+                    scans[i] = read_scan(path)
+                    part.append({})
+                except StudioError as e:
+                    part.append({"error": str(e)})
+            for i, result in zip(scans, self.diagnose_scans(list(scans.values()), **kwargs), strict=True):
+                part[i] = result
+            out += part
         return out
 
     @torch.no_grad()
@@ -371,7 +396,15 @@ class Predictor:
         return teacher, student
 
 
-def redraw(image: np.ndarray, cam: np.ndarray, box: tuple[int, int, int, int] | None, opacity: float) -> np.ndarray:
-    """The overlay of a stored map at another opacity, with its lesion box: no model, no recomputation."""
+def redraw(
+    image: np.ndarray,
+    cam: np.ndarray,
+    box: tuple[int, int, int, int] | None,
+    opacity: float,
+    scan_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """The overlay of a stored map at another opacity, with its lesion box: no model, no recomputation.
+    `image` is the answer's (the scan as shown), `box` in the pixels of the scan of size `scan_hw` (height,
+    width; default: the image's own, for a scan shown at its size)."""
     check_opacity(opacity)
-    return draw_box(overlay(image, cam, opacity=opacity), box, image.shape[:2])
+    return draw_box(overlay(image, cam, opacity=opacity), box, scan_hw or image.shape[:2])

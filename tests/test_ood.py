@@ -483,6 +483,58 @@ def test_a_new_opacity_redraws_the_stored_map_exactly(demo):
         redraw(r["image"], r["cam"], r["lesion_box"], 1.5)
 
 
+@pytest.mark.parametrize("size", [(3000, 2400), (1100, 4000), (700, 500)], ids=["tall", "wide", "small"])
+def test_an_answer_keeps_the_scan_as_shown_and_its_box_in_scan_pixels(demo, tmp_path, size):
+    """A large scan's answer holds it at the overlay's size (at most 1024 px), not whole in colour; a lesion
+    box stays in the scan's pixels, and a redraw at a new opacity puts it where the scan's box is."""
+    from core.imageio import read_scan
+
+    height, width = size
+    path = tmp_path / "scan.png"
+    Image.open(DEMO.parent / "examples" / "demo-mass.png").convert("L").resize((width, height)).save(path)
+    r = demo.diagnose(path)
+    assert r["image"].shape == r["overlay"].shape and r["image"].dtype == np.uint8
+    assert max(r["image"].shape[:2]) == min(1024, max(size))
+    assert r["image"].shape[0] / r["image"].shape[1] == pytest.approx(height / width, rel=0.02)
+    assert r["scan"]["size"] == [width, height]
+
+    lesion = demo.lesion_map(read_scan(path), target="mass")  # a map of the mass, boxed whatever the trust
+    assert lesion.image.shape == r["image"].shape
+    y0, x0, y1, x1 = lesion.box
+    assert 0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width and (y1 - y0) > height / 10
+    drawn = redraw(lesion.image, lesion.cam, lesion.box, 0.5, (height, width))
+    plain = redraw(lesion.image, lesion.cam, None, 0.5)
+    ys, xs = np.nonzero((drawn != plain).any(-1))  # the box's outline, in the shown image's pixels
+    scale = lesion.image.shape[0] / height
+    assert (ys.min(), xs.min()) == pytest.approx((y0 * scale, x0 * scale), abs=2)
+    assert (ys.max(), xs.max()) == pytest.approx((y1 * scale - 1, x1 * scale - 1), abs=2)
+    if scale < 1:  # a box in scan pixels drawn as if in the shown image's would be elsewhere
+        assert not np.array_equal(redraw(lesion.image, lesion.cam, lesion.box, 0.5), drawn)
+
+
+def test_a_new_opacity_in_the_studio_redraws_a_large_scan_as_a_new_diagnosis_would(tmp_path):
+    """Diagnose's opacity slider redraws from what the studio kept of each answer (the scan as shown, its map,
+    its box in scan pixels and the scan's size): the same overlay, box included, as diagnosing again."""
+    import shutil
+
+    from ui.diagnose import kept, restyle
+
+    model = tmp_path / "model.safetensors"  # saved before the OOD check: every scan trusted, every map boxed
+    shutil.copy(DEMO, model)
+    meta = json.loads(DEMO.with_suffix(".json").read_text())
+    meta.pop("ood")
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    predictor = Predictor(model)
+    path = tmp_path / "scan.png"
+    Image.open(DEMO.parent / "examples" / "demo-mass.png").convert("L").resize((2400, 3000)).save(path)
+    first = predictor.diagnose(path, opacity=0.5)
+    assert first["in_distribution"] is None and first["lesion_box"] is not None
+    overlay, (image, slid), gallery = restyle([kept("scan.png", first)], 0.8)
+    again = predictor.diagnose(path, opacity=0.8)["overlay"]
+    assert np.array_equal(overlay, again) and np.array_equal(slid, again) and np.array_equal(gallery[0][0], again)
+    assert image.shape == again.shape == (1024, 819, 3)
+
+
 def test_one_bad_file_never_sinks_a_batch(demo, tmp_path):
     from pydicom.data import get_testdata_file
 

@@ -248,13 +248,53 @@ def test_a_large_upload_is_diagnosed_in_passes_of_a_bounded_size_with_the_same_a
         np.testing.assert_allclose(a["cam"], b["cam"], atol=1e-4)
 
 
-def test_the_memory_bench_diagnoses_one_upload_both_ways_with_the_same_answers(tmp_path):
+def test_a_large_upload_is_read_a_pass_at_a_time_and_a_bad_file_keeps_its_place(predictor, monkeypatch, tmp_path):
+    """Full-size scans never pile up: each pass's files are read just before it, not the whole upload first."""
+    from core import infer
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    files = [EXAMPLES[i % len(EXAMPLES)] for i in range(9)]
+    files.insert(5, bad)
+    events: list[str] = []
+    read, passes = infer.read_scan, infer.cams_and_logits
+
+    def reading(path):
+        events.append("read")
+        return read(path)
+
+    def passing(model, x, *args, **kwargs):
+        events.append(f"pass {len(x)}")
+        return passes(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(infer, "PASS_SCANS", 4)
+    monkeypatch.setattr(infer, "read_scan", reading)
+    monkeypatch.setattr(infer, "cams_and_logits", passing)
+    found = predictor.diagnose_files(files)
+    assert events == ["read"] * 4 + ["pass 4"] + ["read"] * 4 + ["pass 3"] + ["read"] * 2 + ["pass 2"]
+    assert ["error" in r for r in found] == [i == 5 for i in range(10)]
+    readable = predictor.diagnose_files([f for f in files if f != bad])
+    assert [r["predicted"] for r in found if "error" not in r] == [r["predicted"] for r in readable]
+    with pytest.raises(StudioError, match="unknown lesion-map method"):  # refused before any file is read
+        predictor.diagnose_files(files, method="cam9000")
+    assert events.count("read") == 10 + 9
+
+
+@pytest.mark.parametrize("side", [0, 1500], ids=["demo scans", "1500 px scans"])
+def test_the_memory_bench_diagnoses_one_upload_both_ways_with_the_same_answers(tmp_path, side):
     from bench import diagnose_memory
 
     out = tmp_path / "memory.json"
-    assert diagnose_memory.main(["--scans", "40", "--out", str(out)]) == 0
+    assert diagnose_memory.main(["--scans", "40" if not side else "6", "--side", str(side), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["same_answers"] is True and result["scans"] == 40 and result["model"] == "demo"
+    assert result["same_answers"] is True and result["model"] == "demo"
     before, now = result["ways"].values()
     assert before["pass_scans"] == "all" and now["pass_scans"] == 32
     assert all(w["seconds"] > 0 and w["peak_above_warm_mb"] >= 0 and w["warm_mb"] > 100 for w in (before, now))
+    if side:  # each answer's overlay is 819 x 1024; its scan was kept whole (1200 x 1500), now at the overlay's size
+        assert result["scan_size"] == "1200 x 1500 px"
+        overlay, scan = 1024 * 819 * 3 / 2**20, 1500 * 1200 * 3 / 2**20
+        assert before["answer_images_mb"] == pytest.approx(6 * (scan + overlay), abs=0.1)
+        assert now["answer_images_mb"] == pytest.approx(6 * 2 * overlay, abs=0.1)
+    else:  # 64 px scans are shown as they are, either way
+        assert now["answer_images_mb"] == before["answer_images_mb"]

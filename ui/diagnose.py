@@ -195,9 +195,7 @@ def make_diagnose(ctx: Studio):
         first = good[0][1]
         greyed = untrusted(first) or first["low_confidence"]
         overlay_label = f"Lesion map for: {first['target']}, {percent(first['target_probability'])} ({good[0][0]})"
-        stored = [
-            {"image": r["image"], "cam": r["cam"], "box": r["lesion_box"], "caption": _caption(n, r)} for n, r in good
-        ]
+        stored = [kept(n, r) for n, r in good]
         overlays = [ctx.images.png(r["overlay"]) for _, r in good]  # each encoded once, shown in three places
         return (
             _banner(results),
@@ -214,11 +212,24 @@ def make_diagnose(ctx: Studio):
     return diagnose
 
 
+def kept(name: str, answer: dict) -> dict:
+    """What the studio keeps of an answer to redraw it at a new opacity: the scan as shown (at most 1024 px),
+    its map, its lesion box in the scan's pixels with the scan's height and width, and its caption."""
+    width, height = answer["scan"]["size"]
+    return {
+        "image": answer["image"],
+        "cam": answer["cam"],
+        "box": answer["lesion_box"],
+        "hw": (height, width),
+        "caption": _caption(name, answer),
+    }
+
+
 def restyle(stored: list[dict] | None, opacity: float):
     """A new opacity redraws the stored maps; the model is not run again."""
     if not stored:
         return gr.skip(), gr.skip(), gr.skip()
-    drawn = [redraw(s["image"], s["cam"], s["box"], opacity) for s in stored]
+    drawn = [redraw(s["image"], s["cam"], s["box"], opacity, s["hw"]) for s in stored]
     return drawn[0], (stored[0]["image"], drawn[0]), [(d, s["caption"]) for d, s in zip(drawn, stored, strict=True)]
 
 
