@@ -184,6 +184,38 @@ def test_demo_scans_still_answer_after_the_cache_clean_up_and_a_removed_upload_s
     assert "upload again" in said
 
 
+def test_a_large_scan_is_shown_at_the_maps_size_and_a_new_opacity_redraws_it(page, tmp_path):
+    """A 1200 x 1500 scan's map, and both sides of the before/after slider, are drawn 819 x 1024; moving the
+    opacity redraws them from what the studio kept (no new diagnosis), at the same size and with no error."""
+    from PIL import Image
+
+    scan = tmp_path / "large.png"
+    Image.open(EXAMPLES_DIR / "demo-ring.png").convert("L").resize((1200, 1500)).save(scan)
+    page.reload()  # a fresh upload box: files from an earlier test would be diagnosed too
+    page.get_by_role("tab", name="Diagnose").click()
+    page.locator("#diagnose-files input[type=file]").set_input_files(str(scan))
+    page.locator("#diagnose-run").click()
+    page.locator("#diagnose-table").get_by_text("large.png").filter(visible=True).first.wait_for(timeout=60_000)
+    overlay = page.locator("#diagnose-overlay img")
+    pair = page.locator("#diagnose-slider img")
+    expect(pair).to_have_count(2, timeout=10_000)
+    sizes = "imgs => imgs.map(i => i.complete ? [i.naturalWidth, i.naturalHeight] : null)"
+    page.wait_for_function("() => document.querySelector('#diagnose-overlay img').naturalWidth > 0")
+    assert overlay.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [819, 1024]
+    page.wait_for_function(f"() => ({sizes})([...document.querySelectorAll('#diagnose-slider img')]).every(Boolean)")
+    assert pair.evaluate_all(sizes) == [[819, 1024], [819, 1024]]
+    before = overlay.get_attribute("src")
+    number = page.locator("#diagnose-opacity input[type=number]")
+    number.fill("0.9")
+    number.press("Tab")  # the slider's release: the stored maps are redrawn
+    expect(overlay).not_to_have_attribute("src", before, timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#diagnose-overlay img').naturalWidth > 0")
+    assert overlay.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [819, 1024]
+    expect(page.locator(".toast-body.error")).to_have_count(0)
+    number.fill("0.5")
+    number.press("Tab")
+
+
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "photo"])
 def test_diagnose_flags_a_scan_unlike_the_training_data_and_greys_its_probabilities(page, tmp_path, name):
     from PIL import Image

@@ -331,7 +331,7 @@ def build(ctx: Studio) -> None:
                 target = gr.Dropdown(
                     [PREDICTED], value=PREDICTED, label="Map the evidence for", allow_custom_value=True
                 )
-                opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Map opacity")
+                opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Map opacity", elem_id="diagnose-opacity")
                 run = gr.Button("Diagnose", variant="primary", elem_id="diagnose-run")
                 # Buttons, not gr.Examples: those hand the browser copies made in the cache at start-up, which
                 # the cache's five-minute clean-up removes (a demo scan clicked later could not be read); a
@@ -358,7 +358,9 @@ def build(ctx: Studio) -> None:
                         height=320,  # without it the row shrinks the map to a thumbnail
                         elem_id="diagnose-overlay",
                     )
-                    slider = gr.ImageSlider(label="Before / after", type="numpy", format="png", interactive=False)
+                    slider = gr.ImageSlider(
+                        label="Before / after", type="numpy", format="png", interactive=False, elem_id="diagnose-slider"
+                    )
                 table = gr.Dataframe(
                     headers=TABLE_HEADERS, label="All scans", interactive=False, wrap=True, elem_id="diagnose-table"
                 )
