@@ -34,7 +34,8 @@ NOT_SCANS = {".txt", ".csv", ".json", ".md", ".db", ".ini", ".xml", ".yaml", ".y
 MAX_LISTED = 10
 
 
-def _scan_files(folder: Path) -> list[Path]:
+def scan_files(folder: Path) -> list[Path]:
+    """The files under `folder` that may be scans, in order: hidden ones and those of `NOT_SCANS` left out."""
     return sorted(
         p
         for p in folder.rglob("*")
@@ -45,7 +46,7 @@ def _scan_files(folder: Path) -> list[Path]:
 
 
 def _class_folders(root: Path) -> dict[str, list[Path]]:
-    classes = {d.name: _scan_files(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    classes = {d.name: scan_files(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
     return {name: files for name, files in classes.items() if files}
 
 

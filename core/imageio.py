@@ -286,6 +286,8 @@ def _read_dicom(path: Path) -> Scan:
 def read_scan(path: str | Path) -> Scan:
     """Decode one file into a `Scan`; raise `StudioError` naming the file when it cannot be read."""
     path = Path(path)
+    if path.is_dir():
+        raise StudioError(f"{path.name or path}: a folder, not a file.")
     if not path.is_file():
         raise StudioError(f"{path.name or path}: no such file.")
     size = path.stat().st_size

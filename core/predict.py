@@ -1,4 +1,7 @@
-"""`python -m core.predict --model RUN_OR_FILE IMAGE... [--cam OUT.png]`: probabilities as JSON.
+"""`python -m core.predict --model RUN_OR_FILE IMAGE_OR_FOLDER... [--cam OUT.png]`: probabilities as JSON.
+
+A folder stands for the files in it and its subfolders, in order (hidden files and notes such as .txt, .csv
+or .json left out, as a training folder's are).
 
 Prints a JSON list with one object per image: the predicted class, its probability, every class's
 probability, whether the scan is like the training data (``in_distribution``, ``ood_score``: above 1 is
@@ -25,10 +28,21 @@ from core.cam import CAM_METHODS
 from core.cli import MODEL_HELP
 from core.device import pick_device
 from core.errors import StudioError
+from core.folder import scan_files
 from core.infer import Predictor
 
 # What a diagnosis holds beyond `Predictor.predict`'s answer: the map, its pictures and its box.
 MAP_KEYS = ("image", "cam", "overlay", "lesion_box", "target", "target_no_finding", "target_probability", "method")
+
+
+def expand(names: list[str]) -> list[str]:
+    """The files named, each folder replaced by its scan files (`core.folder.scan_files`); a folder with
+    none stays, to be reported as the error it is."""
+    out = []
+    for name in names:
+        files = scan_files(Path(name)) if Path(name).is_dir() else []
+        out += [str(f) for f in files] or [name]
+    return out
 
 
 def cam_path(out: Path, index: int, count: int) -> Path:
@@ -38,7 +52,7 @@ def cam_path(out: Path, index: int, count: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help=MODEL_HELP)
-    ap.add_argument("images", nargs="+", help="image or DICOM files")
+    ap.add_argument("images", nargs="+", help="image or DICOM files, or folders of them")
     ap.add_argument("--cam", type=Path, default=None, metavar="OUT.png", help="write a lesion-map overlay")
     ap.add_argument("--cam-method", default="gradcam", choices=tuple(CAM_METHODS))
     ap.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
@@ -48,14 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     except StudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    images = expand(args.images)
     results, failed = [], False
-    for i, image in enumerate(args.images):
+    for i, image in enumerate(images):
         try:
+            if Path(image).is_dir():  # left by `expand`: nothing in it to read
+                raise StudioError(f"{Path(image).name}: a folder with no scans in it.")
             if args.cam is None:
                 row = {"file": image, **predictor.predict(image)}
             else:  # one read and one pass give the answer and its map, the box drawn as Diagnose draws it
                 r = predictor.diagnose(image, method=args.cam_method)
-                out = cam_path(args.cam, i, len(args.images))
+                out = cam_path(args.cam, i, len(images))
                 Image.fromarray(r["overlay"]).save(out, format="PNG")
                 row = {"file": image, **{k: v for k, v in r.items() if k not in MAP_KEYS}}
                 row["cam"] = {

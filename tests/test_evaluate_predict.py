@@ -1,6 +1,7 @@
 """Metrics against hand computations; the evaluate and predict commands on a trained run; lesion maps."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,6 @@ def test_evaluate_cli_prints_json_for_the_test_split(tiny_run, capsys):
 def test_evaluate_gives_the_ece_of_the_answers_diagnose_gives_beside_the_raw_one(tiny_run, tmp_path, capsys):
     """Diagnose answers calibrated probabilities, so their ECE is the one a clinician's answers have; the raw
     softmax's stays (the run's end measured it) and is named apart."""
-    import shutil
 
     assert evaluate_main(["--model", str(tiny_run), "--split", "test", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -242,6 +242,32 @@ def test_predict_cli_names_a_bad_file_and_still_reports_the_good_one(tiny_run, s
     assert "Traceback" not in captured.err
 
 
+def test_predict_cli_reads_a_folder_and_its_subfolders_and_names_one_without_scans(tiny_run, scans, tmp_path, capsys):
+    folder = tmp_path / "study"
+    (folder / "series-2").mkdir(parents=True)
+    shutil.copy(scans / "scan.png", folder / "scan.png")
+    shutil.copy(scans / "IM0001", folder / "series-2" / "IM0001")  # DICOM without an extension
+    (folder / "notes.txt").write_text("not a scan")
+    shutil.copy(scans / "scan.png", folder / ".hidden.png")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "index.json").write_text("{}")
+    cam = tmp_path / "cam.png"
+    code = predict_main(["--model", str(tiny_run), str(folder), "--cam", str(cam)])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0 and [Path(r["file"]).relative_to(folder).as_posix() for r in rows] == [
+        "scan.png",
+        "series-2/IM0001",
+    ]
+    assert [r["scan"]["format"] for r in rows] == ["PNG", "DICOM"]
+    assert [r["cam"]["file"] for r in rows] == [str(tmp_path / "cam-1.png"), str(tmp_path / "cam-2.png")]
+    code = predict_main(["--model", str(tiny_run), str(empty), str(scans / "scan.png")])
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert code == 2 and rows[0]["error"] == "empty: a folder with no scans in it." and "probabilities" in rows[1]
+    assert "Traceback" not in captured.err
+
+
 def test_predict_refuses_a_pickle(tmp_path, scans, capsys):
     evil = tmp_path / "model.pt"
     evil.write_bytes(b"\x80\x04K\x01.")
@@ -296,7 +322,6 @@ COLLAPSE = {"kind": "collapse", "epoch": 3, "message": "the model collapsed to a
 
 def test_a_finished_run_writes_its_training_warnings_into_its_model(tiny_run, tmp_path):
     """`conclude` copies status.json's warnings into model.json, so that they travel with the model."""
-    import shutil
 
     import torch
 
@@ -315,7 +340,6 @@ def test_a_finished_run_writes_its_training_warnings_into_its_model(tiny_run, tm
 
 @pytest.mark.parametrize("where", ["model.json", "status.json only (an older run)", "exported model"])
 def test_a_model_that_did_not_learn_flags_every_answer_and_says_so_on_its_card(tiny_run, scans, tmp_path, where):
-    import shutil
 
     from core import runs
     from core.export import export_model
@@ -350,7 +374,6 @@ def test_an_unfinished_runs_model_warns_on_every_answer_that_it_is_uncalibrated_
 ):
     """A run saves its model at each better epoch but calibrates it and fits its out-of-distribution check
     only when it ends: before that, `core.predict` on it says so first on every answer and on its card."""
-    import shutil
 
     from core import runs
     from core.infer import UNFINISHED_MESSAGE

@@ -279,6 +279,7 @@ def write(path, data: bytes):
         (truncated_png, "damaged or truncated"),
         (lambda p: write_dicom(p / "nopix.dcm", GRAY, pixel_data=False), "no pixel data"),
         (lambda p: p / "missing.png", "no such file"),
+        (lambda p: (p / "scans.png").mkdir() or p / "scans.png", "a folder, not a file"),
     ],
 )
 def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, make, expect):
