@@ -367,7 +367,22 @@ class Predictor:
         be read gives `{"error": message}` in its place, so one bad file never sinks a batch. Files are read a
         batch at a time, so a large upload never holds more than one batch of full-size scans."""
         self._check_request(method, target, opacity)  # before any file is read
-        kwargs = {"method": method, "target": target, "opacity": opacity}
+        return self._files(
+            paths, lambda scans: self.diagnose_scans(scans, method=method, target=target, opacity=opacity)
+        )
+
+    def predict_files(self, paths: list[str | Path]) -> list[dict]:
+        """`predict` for each file in order, a batch of `PASS_SCANS` files to a forward pass; a file that cannot
+        be read gives `{"error": message}` in its place."""
+
+        def answer(scans: list[Scan]) -> list[dict]:
+            return [self._summary(s, *a) for s, a in zip(scans, self.assess_many(scans), strict=True)]
+
+        return self._files(paths, answer)
+
+    def _files(self, paths: list[str | Path], answer) -> list[dict]:
+        """`answer(scans)` for the readable files of each batch of `PASS_SCANS`, read just before it; a file
+        that cannot be read gets `{"error": message}` in its place."""
         out: list[dict] = []
         for start in range(0, len(paths), PASS_SCANS):
             scans: dict[int, Scan] = {}
@@ -378,7 +393,7 @@ class Predictor:
                     part.append({})
                 except StudioError as e:
                     part.append({"error": str(e)})
-            for i, result in zip(scans, self.diagnose_scans(list(scans.values()), **kwargs), strict=True):
+            for i, result in zip(scans, answer(list(scans.values())) if scans else [], strict=True):
                 part[i] = result
             out += part
         return out

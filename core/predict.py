@@ -29,7 +29,7 @@ from core.cli import MODEL_HELP
 from core.device import pick_device
 from core.errors import StudioError
 from core.folder import scan_files
-from core.infer import Predictor
+from core.infer import PASS_SCANS, Predictor
 
 # What a diagnosis holds beyond `Predictor.predict`'s answer: the map, its pictures and its box.
 MAP_KEYS = ("image", "cam", "overlay", "lesion_box", "target", "target_no_finding", "target_probability", "method")
@@ -64,14 +64,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     images = expand(args.images)
     results, failed = [], False
-    for i, image in enumerate(images):
-        try:
-            if Path(image).is_dir():  # left by `expand`: nothing in it to read
-                raise StudioError(f"{Path(image).name}: a folder with no scans in it.")
-            if args.cam is None:
-                row = {"file": image, **predictor.predict(image)}
-            else:  # one read and one pass give the answer and its map, the box drawn as Diagnose draws it
-                r = predictor.diagnose(image, method=args.cam_method)
+    for start in range(0, len(images), PASS_SCANS):  # a batch at a time: its scans and maps are let go after it
+        batch = images[start : start + PASS_SCANS]
+        if args.cam is None:
+            answers = predictor.predict_files(batch)
+        else:  # one read and one pass give the answer and its map, the box drawn as Diagnose draws it
+            answers = predictor.diagnose_files(batch, method=args.cam_method)
+        for i, (image, r) in enumerate(zip(batch, answers, strict=True), start):
+            if "error" in r:
+                # a folder left by `expand` has nothing in it to read
+                error = f"{Path(image).name}: a folder with no scans in it." if Path(image).is_dir() else r["error"]
+                row, failed = {"file": image, "error": error}, True
+                print(f"error: {error}", file=sys.stderr)
+            elif args.cam is None:
+                row = {"file": image, **r}
+            else:
                 out = cam_path(args.cam, i, len(images))
                 Image.fromarray(r["overlay"]).save(out, format="PNG")
                 row = {"file": image, **{k: v for k, v in r.items() if k not in MAP_KEYS}}
@@ -82,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     "lesion_box": r["lesion_box"],
                     "target_no_finding": r["target_no_finding"],
                 }
-        except StudioError as e:
-            row, failed = {"file": image, "error": str(e)}, True
-            print(f"error: {e}", file=sys.stderr)
-        results.append(row)
+            results.append(row)
     print(json.dumps(results, indent=2))
     return 2 if failed else 0
 

@@ -248,36 +248,43 @@ def test_a_large_upload_is_diagnosed_in_passes_of_a_bounded_size_with_the_same_a
         np.testing.assert_allclose(a["cam"], b["cam"], atol=1e-4)
 
 
-def test_a_large_upload_is_read_a_pass_at_a_time_and_a_bad_file_keeps_its_place(predictor, monkeypatch, tmp_path):
-    """Full-size scans never pile up: each pass's files are read just before it, not the whole upload first."""
+@pytest.mark.parametrize("way", ["diagnose_files", "predict_files"])
+def test_many_files_are_read_a_pass_at_a_time_and_a_bad_file_keeps_its_place(predictor, monkeypatch, tmp_path, way):
+    """Full-size scans never pile up: each pass's files are read just before it, not the whole upload first;
+    each answer is the one the file gets alone."""
     from core import infer
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     files = [EXAMPLES[i % len(EXAMPLES)] for i in range(9)]
     files.insert(5, bad)
+    alone = [predictor.predict(f) for f in files if f != bad]
     events: list[str] = []
-    read, passes = infer.read_scan, infer.cams_and_logits
+    read, forward = infer.read_scan, infer.Predictor.prepare_many
 
     def reading(path):
         events.append("read")
         return read(path)
 
-    def passing(model, x, *args, **kwargs):
-        events.append(f"pass {len(x)}")
-        return passes(model, x, *args, **kwargs)
+    def passing(self, scans):
+        events.append(f"pass {len(scans)}")
+        return forward(self, scans)
 
     monkeypatch.setattr(infer, "PASS_SCANS", 4)
     monkeypatch.setattr(infer, "read_scan", reading)
-    monkeypatch.setattr(infer, "cams_and_logits", passing)
-    found = predictor.diagnose_files(files)
+    monkeypatch.setattr(infer.Predictor, "prepare_many", passing)
+    found = getattr(predictor, way)(files)
     assert events == ["read"] * 4 + ["pass 4"] + ["read"] * 4 + ["pass 3"] + ["read"] * 2 + ["pass 2"]
-    assert ["error" in r for r in found] == [i == 5 for i in range(10)]
-    readable = predictor.diagnose_files([f for f in files if f != bad])
-    assert [r["predicted"] for r in found if "error" not in r] == [r["predicted"] for r in readable]
-    with pytest.raises(StudioError, match="unknown lesion-map method"):  # refused before any file is read
-        predictor.diagnose_files(files, method="cam9000")
-    assert events.count("read") == 10 + 9
+    assert ["error" in r for r in found] == [i == 5 for i in range(10)] and "bad.png" in found[5]["error"]
+    answered = [r for r in found if "error" not in r]
+    assert [r["predicted"] for r in answered] == [r["predicted"] for r in alone]
+    for r, a in zip(answered, alone, strict=True):
+        assert list(r["probabilities"].values()) == pytest.approx(list(a["probabilities"].values()), abs=1e-5)
+        assert (r["in_distribution"], r["scan"]) == (a["in_distribution"], a["scan"])
+    if way == "diagnose_files":
+        with pytest.raises(StudioError, match="unknown lesion-map method"):  # refused before any file is read
+            predictor.diagnose_files(files, method="cam9000")
+        assert events.count("read") == 10
 
 
 @pytest.mark.parametrize("side", [0, 1500], ids=["demo scans", "1500 px scans"])
