@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                     "target_no_finding": r["target_no_finding"],
                 }
             results.append(row)
+        if len(images) > PASS_SCANS:  # a long folder says how far it has got (no file names: stderr may be logged)
+            print(f"{len(results)} of {len(images)} files answered", file=sys.stderr)
     print(json.dumps(results, indent=2))
     return 2 if failed else 0
 

@@ -263,9 +263,24 @@ def test_predict_cli_reads_a_folder_and_its_subfolders_and_names_one_without_sca
     assert [r["cam"]["file"] for r in rows] == [str(tmp_path / "cam-1.png"), str(tmp_path / "cam-2.png")]
     code = predict_main(["--model", str(tiny_run), str(empty), str(scans / "scan.png")])
     captured = capsys.readouterr()
+    assert "files answered" not in captured.err  # a short list needs no progress
     rows = json.loads(captured.out)
     assert code == 2 and rows[0]["error"] == "empty: a folder with no scans in it." and "probabilities" in rows[1]
     assert "Traceback" not in captured.err
+
+
+def test_predict_cli_says_how_far_a_long_folder_has_got_and_names_no_file(tiny_run, scans, tmp_path, capsys):
+    from core.infer import PASS_SCANS
+
+    folder = tmp_path / "Doe_Jane"
+    folder.mkdir()
+    total = PASS_SCANS + 3
+    for i in range(total):
+        shutil.copy(scans / "scan.png", folder / f"Doe_Jane_{i:03d}.png")
+    assert predict_main(["--model", str(tiny_run), str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == total
+    assert captured.err.splitlines() == [f"{n} of {total} files answered" for n in (PASS_SCANS, total)]
 
 
 def test_predict_refuses_a_pickle(tmp_path, scans, capsys):
