@@ -26,61 +26,29 @@ from core.cam import (
 from core.errors import StudioError
 from core.evaluate import answered_probs
 from core.imageio import Scan, read_scan, to_model_array
-from core.model import load_model, resolve_model_path
-from core.runs import MODEL, Run
+from core.model import load_model
 from core.serving import Batcher
-
-LOW_CONFIDENCE = 0.6  # a prediction below this probability is flagged for a second look
-OOD_MESSAGE = "Not like the training data: do not trust this prediction"
-COLOUR_MESSAGE = "A colour image, and this model was trained on greyscale scans: it sees the grey level only"
-MODALITY_MESSAGE = "A DICOM {modality} scan, and this model was trained on {trained} scans only"
-LOW_CONFIDENCE_MESSAGE = "Low confidence: a second look is needed"
-BURNED_IN_MESSAGE = (
-    "This DICOM file says text is burned into its pixels, which may identify the patient: the scan and its "
-    "lesion map show it, so share them only as you would the scan"
+from core.trust import (
+    BURNED_IN_MESSAGE,
+    COLOUR_MESSAGE,
+    LOW_CONFIDENCE,
+    LOW_CONFIDENCE_MESSAGE,
+    MODALITY_MESSAGE,
+    OOD_MESSAGE,
+    UNFINISHED_MESSAGE,
+    UNLEARNED,
+    UNLEARNED_MESSAGE,
+    is_no_finding,
+    training_warnings,
+    unfinished_run,
+    untrusted,
 )
-UNLEARNED = ("collapse", "chance")  # the training warnings of a model whose answers carry no information
-UNLEARNED_MESSAGE = "This model did not learn its task: do not trust any of its answers"
-UNFINISHED_MESSAGE = "Training has not finished: answers are uncalibrated and unchecked; do not trust them"
+
 # Scans per forward and backward pass of a diagnosis: a pass keeps every scan's activations until its maps
 # are drawn, so a large upload in one pass grew the peak memory by 4-7 MB a scan (200 scans: +0.8 GB with
 # the demo model, +1.3 GB with a 224 px ResNet-18); in passes of 32 it stays that of 32 whatever the upload
 # (bench/diagnose_memory.py)
 PASS_SCANS = 32
-# Classes that mean "no lesion": a map for one of them shows what the model took as normal, and no lesion box
-# is drawn on it (a box around "normal" evidence would point a reader at a lesion that is not there).
-NO_FINDING = ("normal", "healthy", "no finding", "no lesion", "no abnormality", "negative")
-
-
-def untrusted(answer: dict) -> bool:
-    """Whether an answer (`Predictor._summary`'s) is not to be trusted at all: its scan is unlike the training
-    data, or its model did not learn. Its map gets no lesion box (a box would point a reader at a lesion)."""
-    return answer["in_distribution"] is False or not answer["model_learned"]
-
-
-def is_no_finding(name: str) -> bool:
-    """Whether a class name means "no lesion" (NO_FINDING), ignoring case, '_' and '-'."""
-    return " ".join(name.lower().replace("_", " ").replace("-", " ").split()) in NO_FINDING
-
-
-def unfinished_run(model_path: str | Path) -> str | None:
-    """For the model of a run folder whose run has not ended done (still training, stopped, failed): why it
-    is not ready for scans (`Run.unfinished`). None for a finished run's model, an exported one, the demo."""
-    weights = resolve_model_path(model_path)
-    run = Run(weights.parent)
-    return run.unfinished() if weights.name == MODEL and run.exists() else None
-
-
-def training_warnings(model_path: str | Path, meta: dict) -> list[dict]:
-    """What its training found wrong with a model: model.json's `warnings` (they travel with an exported
-    model), and for a run folder its status.json's (a run finished before model.json carried them)."""
-    found = [w for w in meta.get("warnings") or [] if isinstance(w, dict)]
-    if Path(model_path).is_dir():
-        found += [w for w in Run(model_path).status().get("warnings") or [] if isinstance(w, dict)]
-    kinds: dict[str, dict] = {}
-    for w in found:
-        kinds.setdefault(str(w.get("kind")), w)
-    return list(kinds.values())
 
 
 @dataclass

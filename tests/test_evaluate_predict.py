@@ -14,9 +14,10 @@ from PIL import Image
 from core.cam import CAM_METHODS, lesion_box
 from core.evaluate import classification_metrics, expected_calibration_error
 from core.evaluate import main as evaluate_main
-from core.infer import Predictor, is_no_finding
+from core.infer import Predictor
 from core.predict import main as predict_main
 from core.synthetic import render
+from core.trust import is_no_finding
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -358,7 +359,7 @@ def test_a_model_that_did_not_learn_flags_every_answer_and_says_so_on_its_card(t
 
     from core import runs
     from core.export import export_model
-    from core.infer import UNLEARNED_MESSAGE
+    from core.trust import UNLEARNED_MESSAGE
 
     run = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
     meta = runs.Run(run).model_meta()
@@ -391,7 +392,7 @@ def test_an_unfinished_runs_model_warns_on_every_answer_that_it_is_uncalibrated_
     only when it ends: before that, `core.predict` on it says so first on every answer and on its card."""
 
     from core import runs
-    from core.infer import UNFINISHED_MESSAGE
+    from core.trust import UNFINISHED_MESSAGE
 
     run = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
     runs.write_json(run / "status.json", {**runs.Run(run).status(), "status": status, "epoch": 1, "epochs": 2})
@@ -413,7 +414,7 @@ def test_an_unfinished_runs_model_warns_on_every_answer_that_it_is_uncalibrated_
 
 def test_a_finished_or_exported_model_and_the_demo_carry_no_unfinished_warning(tiny_run, tmp_path):
     from core.export import export_model
-    from core.infer import unfinished_run
+    from core.trust import unfinished_run
 
     assert unfinished_run(tiny_run) is None and unfinished_run("demo") is None
     assert unfinished_run(export_model(tiny_run, tmp_path / "m.safetensors")) is None

@@ -11,7 +11,8 @@ from PIL import Image
 
 from core import ood
 from core.errors import StudioError
-from core.infer import COLOUR_MESSAGE, OOD_MESSAGE, Predictor, redraw
+from core.infer import Predictor, redraw
+from core.trust import COLOUR_MESSAGE, OOD_MESSAGE
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-model.safetensors"
 EXAMPLES = sorted((DEMO.parent / "examples").glob("*.png"))
@@ -633,8 +634,8 @@ def test_a_model_of_dicom_radiographs_flags_a_dicom_file_of_another_modality(rad
     from helpers import write_dicom
 
     from core.export import export_model
-    from core.infer import MODALITY_MESSAGE
     from core.synthetic import render
+    from core.trust import MODALITY_MESSAGE
     from ui.diagnose import card_markdown
 
     assert json.loads((radiograph_run / "model.json").read_text())["ood"]["modalities"] == ["CR"]

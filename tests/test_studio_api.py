@@ -10,8 +10,8 @@ from gradio_client import Client, handle_file
 from helpers import IDENTIFIERS, compress_dicom, htj2k_dicom, needs_ojph, write_dicom
 from PIL import Image
 
-from core.infer import COLOUR_MESSAGE
 from core.synthetic import render
+from core.trust import COLOUR_MESSAGE
 
 pytestmark = pytest.mark.slow  # the studio server and its training runs: `make test-fast` leaves them out
 
@@ -190,7 +190,7 @@ def test_diagnose_flags_scans_unlike_the_training_data(studio, tmp_path, name):
 
 def test_diagnose_says_when_a_dicom_file_has_text_burned_into_its_pixels(studio, tmp_path):
     """The answer is the same; the reader is told that the scan and its map may show who the patient is."""
-    from core.infer import BURNED_IN_MESSAGE
+    from core.trust import BURNED_IN_MESSAGE
 
     client, _, _ = studio
     pixels = np.asarray(Image.open(EXAMPLES / "demo-mass.png"))

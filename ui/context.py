@@ -12,9 +12,10 @@ import gradio as gr
 
 from core import runs
 from core.errors import StudioError
-from core.infer import UNLEARNED, Predictor
+from core.infer import Predictor
 from core.jobs import JobManager
 from core.model import DEMO, DEMO_MODEL, resolve_model_path
+from core.trust import UNLEARNED
 from ui.files import ImageFiles
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"

@@ -7,7 +7,8 @@ from pathlib import Path
 import gradio as gr
 
 from core.cam import CAM_METHODS
-from core.infer import OOD_MESSAGE, redraw, untrusted
+from core.infer import redraw
+from core.trust import OOD_MESSAGE, untrusted
 from ui.context import DEMO, EXAMPLES, Studio, follow_models, uploaded, user_error
 
 PREDICTED = "predicted class"
