@@ -379,15 +379,21 @@ class Predictor:
         return teacher, student
 
 
+def scan_hw(answer: dict) -> tuple[int, int]:
+    """The height and width of an answer's scan (its `scan["size"]` is width, height), in which its box is."""
+    width, height = answer["scan"]["size"]
+    return height, width
+
+
 def redraw(
     image: np.ndarray,
     cam: np.ndarray,
     box: tuple[int, int, int, int] | None,
     opacity: float,
-    scan_hw: tuple[int, int] | None = None,
+    hw: tuple[int, int],
 ) -> np.ndarray:
     """The overlay of a stored map at another opacity, with its lesion box: no model, no recomputation.
-    `image` is the answer's (the scan as shown), `box` in the pixels of the scan of size `scan_hw` (height,
-    width; default: the image's own, for a scan shown at its size)."""
+    `image` is the answer's (the scan as shown, at most 1024 px), `box` in the pixels of the scan, whose height
+    and width are `hw` (`scan_hw(answer)`): a large scan's box is scaled to the image."""
     check_opacity(opacity)
-    return draw_box(overlay(image, cam, opacity=opacity), box, scan_hw or image.shape[:2])
+    return draw_box(overlay(image, cam, opacity=opacity), box, hw)

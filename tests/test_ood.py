@@ -11,7 +11,7 @@ from PIL import Image
 
 from core import ood
 from core.errors import StudioError
-from core.infer import Predictor, redraw
+from core.infer import Predictor, redraw, scan_hw
 from core.trust import COLOUR_MESSAGE, OOD_MESSAGE
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-model.safetensors"
@@ -356,7 +356,7 @@ def test_a_scan_unlike_the_training_data_gets_its_map_but_no_lesion_box(demo, ou
     shows where the model looked; the same pass over the demo's own scans draws it (next tests)."""
     r = demo.diagnose(outliers[name], target="mass")
     assert r["in_distribution"] is False and r["lesion_box"] is None and r["cam"].max() > 0
-    assert np.array_equal(r["overlay"], redraw(r["image"], r["cam"], None, 0.5))
+    assert np.array_equal(r["overlay"], redraw(r["image"], r["cam"], None, 0.5, scan_hw(r)))
 
 
 def test_a_model_that_did_not_learn_draws_no_lesion_box(demo, tmp_path):
@@ -471,7 +471,7 @@ def test_a_lesion_box_is_drawn_for_lesion_classes_only(demo, example):
     normal = r["target"] == "normal"
     assert r["target_no_finding"] is normal
     assert (r["lesion_box"] is None) is normal
-    plain = redraw(r["image"], r["cam"], None, 0.5)  # the overlay with no box drawn
+    plain = redraw(r["image"], r["cam"], None, 0.5, scan_hw(r))  # the overlay with no box drawn
     assert np.array_equal(r["overlay"], plain) is normal
     if normal:  # asked for a lesion class, the same scan gets its box
         lesion = demo.diagnose(example, target="mass")
@@ -481,9 +481,9 @@ def test_a_lesion_box_is_drawn_for_lesion_classes_only(demo, example):
 def test_a_new_opacity_redraws_the_stored_map_exactly(demo):
     r = demo.diagnose(EXAMPLES[0], opacity=0.5)
     again = demo.diagnose(EXAMPLES[0], opacity=0.8)
-    assert np.array_equal(redraw(r["image"], r["cam"], r["lesion_box"], 0.8), again["overlay"])
+    assert np.array_equal(redraw(r["image"], r["cam"], r["lesion_box"], 0.8, scan_hw(r)), again["overlay"])
     with pytest.raises(StudioError, match="opacity"):
-        redraw(r["image"], r["cam"], r["lesion_box"], 1.5)
+        redraw(r["image"], r["cam"], r["lesion_box"], 1.5, scan_hw(r))
 
 
 @pytest.mark.parametrize("size", [(3000, 2400), (1100, 4000), (700, 500)], ids=["tall", "wide", "small"])
@@ -506,13 +506,13 @@ def test_an_answer_keeps_the_scan_as_shown_and_its_box_in_scan_pixels(demo, tmp_
     y0, x0, y1, x1 = lesion.box
     assert 0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width and (y1 - y0) > height / 10
     drawn = redraw(lesion.image, lesion.cam, lesion.box, 0.5, (height, width))
-    plain = redraw(lesion.image, lesion.cam, None, 0.5)
+    plain = redraw(lesion.image, lesion.cam, None, 0.5, (height, width))
     ys, xs = np.nonzero((drawn != plain).any(-1))  # the box's outline, in the shown image's pixels
     scale = lesion.image.shape[0] / height
     assert (ys.min(), xs.min()) == pytest.approx((y0 * scale, x0 * scale), abs=2)
     assert (ys.max(), xs.max()) == pytest.approx((y1 * scale - 1, x1 * scale - 1), abs=2)
     if scale < 1:  # a box in scan pixels drawn as if in the shown image's would be elsewhere
-        assert not np.array_equal(redraw(lesion.image, lesion.cam, lesion.box, 0.5), drawn)
+        assert not np.array_equal(redraw(lesion.image, lesion.cam, lesion.box, 0.5, lesion.image.shape[:2]), drawn)
 
 
 def test_a_new_opacity_in_the_studio_redraws_a_large_scan_as_a_new_diagnosis_would(tmp_path):

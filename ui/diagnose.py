@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.cam import CAM_METHODS
-from core.infer import redraw
+from core.infer import redraw, scan_hw
 from core.trust import OOD_MESSAGE, untrusted
 from ui.context import DEMO, EXAMPLES, Studio, follow_models, uploaded, user_error
 
@@ -216,12 +216,11 @@ def make_diagnose(ctx: Studio):
 def kept(name: str, answer: dict) -> dict:
     """What the studio keeps of an answer to redraw it at a new opacity: the scan as shown (at most 1024 px),
     its map, its lesion box in the scan's pixels with the scan's height and width, and its caption."""
-    width, height = answer["scan"]["size"]
     return {
         "image": answer["image"],
         "cam": answer["cam"],
         "box": answer["lesion_box"],
-        "hw": (height, width),
+        "hw": scan_hw(answer),
         "caption": _caption(name, answer),
     }
 

@@ -127,7 +127,7 @@ def make_download(ctx: Studio):
     return download
 
 
-def shown(make_files):
+def revealed(make_files):
     """`make_files(run_id)`'s files in the files box, which then shows."""
 
     def files_shown(run_id: str) -> dict:
@@ -218,8 +218,8 @@ def build(ctx: Studio) -> None:
         sweep_stop.click(make_stop_sweep(ctx), sweep, None, api_name=False)
         evaluate.click(make_evaluate(ctx), [one, split], [metrics, confusion], api_name=False)
         calibration.click(make_calibration(ctx), [one, split], [metrics, confusion], api_name=False)
-        download.click(shown(make_download(ctx)), one, files, api_name=False)
-        report.click(shown(make_report(ctx)), one, files, api_name=False)
+        download.click(revealed(make_download(ctx)), one, files, api_name=False)
+        report.click(revealed(make_report(ctx)), one, files, api_name=False)
         delete.click(make_delete(ctx), [one, confirm], [rows, selected, confirm], api_name=False).then(
             lambda lr, s, o: follow(ctx, lr, s, o), [last, selected, one], pickers, api_name=False
         )
