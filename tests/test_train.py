@@ -64,7 +64,9 @@ def test_every_method_trains_and_writes_a_complete_run(tmp_path, method):
     assert 0 <= meta["metrics"]["test_acc"] <= 1
 
 
-LEARNABLE = DataConfig(image_size=16, synthetic_train=384, synthetic_val=128, synthetic_test=64, synthetic_contrast=1.8)
+# 256 test images: the finished run's chance check (test accuracy two standard errors above the majority rate)
+# needs them to tell a model at 40-45% from one at 30% (with 64, CE's 39.1% on a Zen 4 CPU was flagged)
+LEARNABLE = DataConfig(image_size=16, synthetic_train=384, synthetic_val=128, synthetic_test=256, synthetic_contrast=1.8)
 PAPER = {k: v for k, v in PRESETS["paper"].items() if k not in ("epochs", "batch_size")}
 
 
@@ -73,7 +75,7 @@ PAPER = {k: v for k, v in PRESETS["paper"].items() if k not in ("epochs", "batch
 @pytest.mark.parametrize(
     ("settings", "epochs", "auc"),
     [
-        ({"method": "ce"}, 6, 0.68),
+        ({"method": "ce"}, 10, 0.68),
         # the studio's default (TSS-KD, stable scaling, KD weight warmed up over 10 epochs), past its warm-up
         ({"method": "tss-kd"}, 12, 0.75),
     ],
@@ -81,8 +83,9 @@ PAPER = {k: v for k, v in PRESETS["paper"].items() if k not in ("epochs", "batch
 )
 def test_training_learns_the_demo_task(tmp_path, settings, epochs, auc):
     """A few epochs at 16 px with strong lesions lift validation AUC clearly above chance (0.5) and validation
-    accuracy above the majority-class rate, and the finished run carries no warning. (Measured here: CE 0.79,
-    the default TSS-KD 0.89 after 12 epochs.)"""
+    accuracy above the majority-class rate, and the finished run carries no warning. (Measured on a 2-core AMD
+    EPYC Zen 4, bf16 autocast / float32: CE 0.84 / 0.86 after 10 epochs, test accuracy 0.63 / 0.66; the
+    default TSS-KD 0.90 / 0.87 after 12. With 6 CE epochs, 0.67 on this data: too near the bar.)"""
     cfg = tiny_config(tmp_path, **settings, epochs=epochs, batch_size=32, data=LEARNABLE)
     run = run_training(cfg)
     rows, meta = assert_complete_run(run, epochs)
