@@ -10,10 +10,15 @@ together (a colour image given to a model of greyscale scans, `core.ood.colour_f
 `core.ood.fit_sample` picks them) and judged the same way, side by side: how many a run's end needs to
 pass through the model. `layer_sets` refits the check as a run's end does (on at most 2,000 training
 images) with the model's three layers alone, as before the input statistics, and with all four, and
-judges both the same way in the same run. For a model of the demo data, `flagged_fresh` is the share of
-`--fresh` newly rendered demo scans (a seed none of its splits used) each check flags: the false-alarm
-rate on the model's own kind of scan, measured on thousands rather than the test split's few hundred (a
-quick-preset model's 200 test scans gave 5.5% where 3,000 fresh ones give 2.2%).
+judges both the same way in the same run. `threshold_rules` sets the threshold on validation splits drawn
+again and again from the fresh scans, as the check did before (the layers' scales and the threshold the
+split's 99th percentiles), as it does now (the threshold the conformal rank, `core.ood.conformal_threshold`)
+and with the scales from half the split and the conformal rank on the other half, and gives each way's
+false-alarm rate on the other fresh scans: mean and 5th-95th percentile over the splits. For a model of the
+demo data, `flagged_fresh` is the share of `--fresh` newly rendered demo scans (a seed none of its splits
+used) each check flags: the false-alarm rate on the model's own kind of scan, measured on thousands rather
+than the test split's few hundred (a quick-preset model's 200 test scans gave 5.5% where 3,000 fresh ones
+give 2.2%).
 
     python bench/ood.py [--model assets/demo-model.safetensors] [--out bench/results/ood-demo-model.json]
     python bench/ood.py --fit-sizes 500,1000,2000,5000
@@ -101,12 +106,53 @@ def fresh_scans(data: dict, n: int) -> torch.Tensor | None:
     return render(n, size=data["image_size"], seed=data.get("seed", 0) + FRESH_SEED, spec=spec)[0]
 
 
+def threshold_rules(det: ood.Detector, fresh: dict, n_val: int, repeats: int, seed: int = 0) -> dict:
+    """The false-alarm rate of each way to set the threshold, over `repeats` validation splits of `n_val` scans
+    drawn from the `fresh` ones (the other fresh scans judged): the rate a way promises, not one split's luck.
+    Before: the layers' scales and the threshold were the split's 99th percentiles; now (`ood.fit`) the
+    threshold is the conformal rank; and, for comparison, the scales from half the split and the conformal
+    rank on the other half, which needs no other assumption for its 1 in 100."""
+    dist = torch.stack([det.layer_distance(k, fresh[k]) for k in det.layers])  # (layers, scans)
+    g = torch.Generator().manual_seed(seed)
+
+    def scales(d):
+        return torch.quantile(d, ood.QUANTILE, dim=1, keepdim=True).clamp_min(1e-12)
+
+    rates: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        order = torch.randperm(dist.shape[1], generator=g)
+        val, rest = dist[:, order[:n_val]], dist[:, order[n_val:]]
+        ways = {  # (the scans setting the scales, those setting the threshold, the rule)
+            "all scans, 99th percentile (before)": (val, val, lambda s: float(torch.quantile(s, ood.QUANTILE))),
+            "all scans, conformal rank (now)": (val, val, ood.conformal_threshold),
+            "half sets the scales, conformal rank on the rest": (
+                val[:, 0::2],
+                val[:, 1::2],
+                ood.conformal_threshold,
+            ),
+        }
+        for name, (scaling, judging, rule) in ways.items():
+            s = scales(scaling)
+            threshold = rule((judging / s).amax(0))
+            rates.setdefault(name, []).append(float(((rest / s).amax(0) > threshold).double().mean()))
+    return {
+        "validation_scans": n_val,
+        "judged_scans": dist.shape[1] - n_val,
+        "splits": repeats,
+        **{
+            name: {"mean": float(np.mean(r)), "p05": float(np.quantile(r, 0.05)), "p95": float(np.quantile(r, 0.95))}
+            for name, r in rates.items()
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "assets" / "demo-model.safetensors"))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ood-demo-model.json")
     ap.add_argument("--fit-sizes", default="", help="also refit on this many training images each, e.g. 1000,5000")
     ap.add_argument("--fresh", type=int, default=3000, help="new demo scans to count false alarms on (demo data)")
+    ap.add_argument("--rule-splits", type=int, default=1000, help="validation splits drawn per threshold rule")
     args = ap.parse_args(argv)
     fit_sizes = [int(n) for n in args.fit_sizes.split(",") if n.strip()]
     start = time.perf_counter()
@@ -171,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, layers in sets.items():
         refit = ood.fit({k: v[keep] for k, v in train.items()}, data.train.labels[keep], val, layers=layers)
         result["layer_sets"][name] = judge(lambda f, d=refit: d.score(f) / d.threshold, 1.0)
+    if fresh is not None:  # each threshold rule's false alarms, at a quick run's validation size and this model's
+        refit = ood.fit({k: v[keep] for k, v in train.items()}, data.train.labels[keep], val)
+        sizes = sorted({200, len(data.val.images)} & set(range(1, len(fresh["logits"]) // 2 + 1)))
+        result["threshold_rules"] = [threshold_rules(refit, fresh, n, args.rule_splits) for n in sizes]
     if fit_sizes:
         result["fit_sizes"] = {}
         for n in fit_sizes:
