@@ -66,7 +66,9 @@ def test_every_method_trains_and_writes_a_complete_run(tmp_path, method):
 
 # 256 test images: the finished run's chance check (test accuracy two standard errors above the majority rate)
 # needs them to tell a model at 40-45% from one at 30% (with 64, CE's 39.1% on a Zen 4 CPU was flagged)
-LEARNABLE = DataConfig(image_size=16, synthetic_train=384, synthetic_val=128, synthetic_test=256, synthetic_contrast=1.8)
+LEARNABLE = DataConfig(
+    image_size=16, synthetic_train=384, synthetic_val=128, synthetic_test=256, synthetic_contrast=1.8
+)
 PAPER = {k: v for k, v in PRESETS["paper"].items() if k not in ("epochs", "batch_size")}
 
 
