@@ -10,11 +10,13 @@ included). Writes JSON (default bench/results/sweep-<device>.json).
     python bench/sweep.py
     python bench/sweep.py --epochs 30 --train 5000 --image-size 32 --batch-size 128 \
         --t-targets 2,4,8 --t-nontargets 0.4,1,4 --runs-per-device 4 --ways sequential,grid   # a GPU's 3 x 3
+    ONEDNN_MAX_CPU_ISA=AVX2 python bench/sweep.py --amp off    # as on a CPU with AVX2 alone, in float32
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -42,6 +44,7 @@ def run_sweep(cfgs: list[TrainConfig], *, per_device: int, grid: bool = False) -
         if set(statuses.values()) != {"done"}:
             raise SystemExit(f"the sweep did not finish: {statuses}")
         metrics = [runs.read_metrics(r) for r in queued]
+        autocast = {(runs.Run(r).status().get("precision") or {}).get("autocast") for r in queued}
     images = sum(cfg.data.synthetic_train * cfg.epochs for cfg in cfgs)
     # the training steps alone (each epoch's images over its images/s, validation left out): what no way of
     # running the sweep can share, since every run steps its own network
@@ -56,6 +59,7 @@ def run_sweep(cfgs: list[TrainConfig], *, per_device: int, grid: bool = False) -
         "training_steps_s": stepping,
         "rest_s": wall - stepping,
         "per_run_images_per_s": [sum(r["images_per_s"] for r in m) / len(m) for m in metrics],
+        "autocast": sorted(autocast, key=str),  # what the runs trained in (None: float32)
     }
 
 
@@ -70,11 +74,12 @@ def main(argv=None) -> int:
     ap.add_argument("--t-nontargets", default="0.4,4")
     ap.add_argument("--ways", default="sequential,concurrent,grid", help="which ways to time, in this order")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", default="auto", help="the runs' --amp (off: float32, as on a CPU without native bf16)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     device = pick_device(args.device)
     data = DataConfig(image_size=args.image_size, synthetic_train=args.train, synthetic_val=200, synthetic_test=200)
-    base = TrainConfig(data=data, epochs=args.epochs, batch_size=args.batch_size, device=str(device))
+    base = TrainConfig(data=data, epochs=args.epochs, batch_size=args.batch_size, device=str(device), amp=args.amp)
     targets, nontargets = ([float(t) for t in v.split(",")] for v in (args.t_targets, args.t_nontargets))
     cfgs = temperature_grid(base, targets, nontargets, tag="sweep")
     ways = {
@@ -110,6 +115,9 @@ def main(argv=None) -> int:
         "train_images_per_run": args.train,
         "image_size": args.image_size,
         "batch_size": args.batch_size,
+        "amp": args.amp,
+        # set to stand in for a CPU with fewer instructions (AVX2: one without AVX-512 or AMX)
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         **timed,
     }
     out = args.out or RESULTS / f"sweep-{device.type}.json"

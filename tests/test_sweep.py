@@ -167,8 +167,9 @@ def test_the_temperature_study_refuses_a_bad_grid_before_training(tmp_path):
 def test_the_sweep_bench_times_every_way(tmp_path):
     out = tmp_path / "sweep.json"
     argv = ["--epochs", "1", "--train", "32", "--image-size", "16", "--runs-per-device", "2", "--device", "cpu"]
-    assert sweep_bench.main([*argv, "--t-nontargets", "0.4", "--out", str(out)]) == 0  # 2 runs each way
+    assert sweep_bench.main([*argv, "--t-nontargets", "0.4", "--amp", "off", "--out", str(out)]) == 0  # 2 runs each
     result = json.loads(out.read_text())
+    assert result["amp"] == "off" and all(result[way]["autocast"] == [None] for way in ("sequential", "grid"))
     assert result["sequential"]["runs_per_device"] == 1 and result["concurrent"]["runs_per_device"] == 2
     assert result["grid"]["one_process"] and not result["sequential"]["one_process"]
     for way in ("sequential", "concurrent", "grid"):
