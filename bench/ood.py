@@ -213,14 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     val = ood.features(model, data.val.images)
     keep = ood.fit_sample(len(data.train.images))
     sets = {"model layers (before)": ood.MODEL_LAYERS, "model layers + input statistics": ood.LAYERS}
-    result["layer_sets"] = {}
-    for name, layers in sets.items():
-        refit = ood.fit({k: v[keep] for k, v in train.items()}, data.train.labels[keep], val, layers=layers)
-        result["layer_sets"][name] = judge(lambda f, d=refit: d.score(f) / d.threshold, 1.0)
+    refits = {
+        name: ood.fit({k: v[keep] for k, v in train.items()}, data.train.labels[keep], val, layers=layers)
+        for name, layers in sets.items()
+    }
+    result["layer_sets"] = {
+        name: judge(lambda f, d=refit: d.score(f) / d.threshold, 1.0) for name, refit in refits.items()
+    }
     if fresh is not None:  # each threshold rule's false alarms, at a quick run's validation size and this model's
-        refit = ood.fit({k: v[keep] for k, v in train.items()}, data.train.labels[keep], val)
-        sizes = sorted({200, len(data.val.images)} & set(range(1, len(fresh["logits"]) // 2 + 1)))
-        result["threshold_rules"] = [threshold_rules(refit, fresh, n, args.rule_splits) for n in sizes]
+        sizes = [n for n in sorted({200, len(data.val.images)}) if n <= len(fresh["logits"]) // 2]
+        now = refits["model layers + input statistics"]  # all four layers, as a run's end fits the check
+        result["threshold_rules"] = [threshold_rules(now, fresh, n, args.rule_splits) for n in sizes]
     if fit_sizes:
         result["fit_sizes"] = {}
         for n in fit_sizes:

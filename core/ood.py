@@ -16,13 +16,12 @@ with them scores above it with probability at most 1 in 100, however few they ar
 Angelopoulos & Bates, "A gentle introduction to conformal prediction", 2021). The plain 99th percentile, used
 before, sits lower: drawing the validation scans again and again from fresh demo scans (bench/ood.py's
 `threshold_rules`), it flagged 1.8 in 100 of the other fresh scans on average from 200 validation scans (a
-quick-preset run's) and 1.15 from 1,000 (the demo model's); the conformal rank 1.2 and 1.04. The rest is the
+quick-preset run's) and 1.15 from 1,000 (the demo model's); the conformal rank 1.2 and 1.05. The rest is the
 scales, set on the same scans: set on one half and the threshold on the other, the rate is 1.0 from either,
 but a threshold from half as many scans sits so much higher on the input statistics' long tail that uniform
-noise at 16 px passes.
-A
-detector saved with fewer layers (before the early layer or the input statistics) keeps working with those,
-and one saved before the conformal threshold keeps its threshold until refitted (`python -m core.ood`).
+noise at 16 px passes. A detector saved with fewer layers (before the early layer or the input statistics)
+keeps working with those, and one saved before the conformal threshold keeps its threshold until refitted
+(`python -m core.ood`).
 
 A model trained on greyscale scans (one channel) sees a scan as its grey level alone, so a colour image given
 to it (a photograph, a dermoscopy or fundus image) is not its kind of scan, however ordinary its grey level

@@ -266,6 +266,11 @@ def test_the_ood_bench_judges_the_stored_check_and_refits_side_by_side(tiny_run,
         assert 0 <= judged["flagged_fresh"] <= 1
         assert set(judged["flagged"]) == {"dicom", "photo", "noise", "blank"}
     assert result["outliers"]["noise"] == 6
+    rules = result["threshold_rules"]  # a quick run's 200 validation scans and this run's 32, of 500 fresh
+    assert [r["validation_scans"] for r in rules] == [32, 200] and all(r["splits"] == 1000 for r in rules)
+    for r in rules:  # on the same draws the conformal rank never sits below the 99th percentile
+        before, now = r["all scans, 99th percentile (before)"], r["all scans, conformal rank (now)"]
+        assert 0 <= now["p05"] <= now["p95"] <= 1 and 0 <= now["mean"] <= before["mean"] <= 1
     diagnose = result["diagnose"]  # the check's verdict and the colour rule: it misses what both miss
     assert set(diagnose["in_colour"]) >= {"coffee", "astronaut", "chelsea", "retina", "rocket"}
     assert not {"camera", "moon", "page", "text"} & set(diagnose["in_colour"])  # greyscale photographs
