@@ -19,6 +19,7 @@ bench/results/methods-<budget>-<dataset>.*).
     python bench/methods.py --budget paper                    # 100 epochs, batch 128 (a GPU's job)
     python bench/methods.py --arms ce,tss-kd,tss-kd/paper --seeds 0,1,2,3,4
     python bench/methods.py --dataset medmnist --data-path pneumoniamnist.npz
+    python bench/methods.py --budget quick --arms tss-kd/float32,tss-kd/bf16 --seeds 0,1,2,3,4,5,6,7
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import RESULTS, job_manager, machine_label  # noqa: E402
 from core import runs  # noqa: E402
 from core.cam import CAM_METHODS  # noqa: E402
+from core.config import QUICK  # noqa: E402
 from core.data import DataConfig, load_dataset  # noqa: E402
 from core.device import amp_dtype, pick_device  # noqa: E402
 from core.errors import StudioError  # noqa: E402
@@ -52,9 +54,20 @@ from core.train import TrainConfig  # noqa: E402
 # What each budget trains. "cpu" is a reduced budget for a 2-core CPU (3 epochs: too short for any KD
 # warm-up to end, so it says little about the methods); "gpu" is the measurement behind the studio's
 # defaults (30 epochs of 5,000 demo images), sized for one 10-minute GPU call with the arms in parallel;
-# "paper" is the paper's schedule. Demo-data sizes apply to the built-in data only.
+# "paper" is the paper's schedule; "quick" is the studio's quick preset (core.config.QUICK, its KD warm-up
+# included) as the Train tab runs it. Demo-data sizes apply to the built-in data only; a budget's
+# "settings" apply to every arm unless the arm sets them itself.
 BUDGETS = {
     "cpu": {"epochs": 3, "batch_size": 64, "image_size": 28, "train": 1000, "val": 400, "test": 400},
+    "quick": {
+        "epochs": QUICK["epochs"],
+        "batch_size": QUICK["batch_size"],
+        "image_size": QUICK["image_size"],
+        "train": QUICK["synthetic_train"],
+        "val": QUICK["synthetic_train"] // 5,  # the demo data's default share, as the preset leaves it
+        "test": QUICK["synthetic_train"] // 5,
+        "settings": {"kd_warmup": QUICK["kd_warmup"]},
+    },
     "gpu": {"epochs": 30, "batch_size": 128, "image_size": 32, "train": 5000, "val": 1000, "test": 1000},
     "paper": {"epochs": 100, "batch_size": 128, "image_size": 32, "train": 5000, "val": 1000, "test": 1000},
 }
@@ -71,7 +84,15 @@ ARMS: dict[str, dict] = {
     "tss-kd/no-warmup": {"method": "tss-kd", "kd_warmup": 0},
     "tss-kd/paper": {"method": "tss-kd", "kd_scaling": "paper", "kd_warmup": 0},
     "tss-kd/paper+warmup": {"method": "tss-kd", "kd_scaling": "paper", "kd_warmup": 10},
+    # The same methods held to one precision, whatever the machine would choose (`--amp auto`): does bf16
+    # autocast cost accuracy? Each bf16 arm is tested against its float32 twin, not against CE.
+    "ce/float32": {"method": "ce", "amp": "off"},
+    "ce/bf16": {"method": "ce", "amp": "bf16"},
+    "tss-kd/float32": {"method": "tss-kd", "amp": "off"},
+    "tss-kd/bf16": {"method": "tss-kd", "amp": "bf16"},
 }
+DEFAULT_ARMS = [a for a in ARMS if "amp" not in ARMS[a]]
+ARM_BASELINES = {"ce/bf16": "ce/float32", "tss-kd/bf16": "tss-kd/float32"}
 BOOTSTRAP = 10_000
 # Per-epoch figures kept for each run: what the collapse rule (core.health) reads, and the KD term.
 CURVE_KEYS = (
@@ -94,7 +115,10 @@ def mean_std(values: list[float]) -> dict | None:
 
 
 def baseline_of(method: str, rga: bool) -> tuple[str, bool] | None:
-    """What an (arm, RGA) row is tested against: CE with the same RGA setting; CE with RGA against plain CE."""
+    """What an (arm, RGA) row is tested against: CE with the same RGA setting; CE with RGA against plain CE;
+    a bf16 arm against its float32 twin with the same RGA setting."""
+    if method in ARM_BASELINES:
+        return ARM_BASELINES[method], rga
     if method == "ce":
         return ("ce", False) if rga else None
     return ("ce", rga)
@@ -320,6 +344,7 @@ def result_row(arm: str, cfg: TrainConfig, run: Path, data, scans, cams: list[st
         "best_epoch": meta["epoch"],
         "train_seconds": sum(r["seconds"] for r in runs.read_metrics(run)),
         "warnings": [w["kind"] for w in status.get("warnings") or []],
+        "autocast": (status.get("precision") or {}).get("autocast"),  # what it trained in (None: float32)
         "correct": test_correct(model, data.test),
         "curve": [{k: r.get(k) for k in CURVE_KEYS} for r in runs.read_metrics(run)],
     }
@@ -327,7 +352,8 @@ def result_row(arm: str, cfg: TrainConfig, run: Path, data, scans, cams: list[st
         row["lesion_maps"] = score_run(model, scans, cams, scorecam_images=scorecam_images)
     flags = f"  warnings: {', '.join(row['warnings'])}" if row["warnings"] else ""
     print(
-        f"{arm:19s} {'RGA' if cfg.rga else '   '} seed {cfg.seed}  acc {row['test_acc']:.3f}  "
+        f"{arm:19s} {'RGA' if cfg.rga else '   '} seed {cfg.seed}  {row['autocast'] or 'float32':8s}  "
+        f"acc {row['test_acc']:.3f}  "
         f"auc {row['test_auc'] or float('nan'):.3f}  ece {row['test_ece']:.3f}"
         f"  (trained in {row['train_seconds']:.0f}s){flags}",
         flush=True,
@@ -372,8 +398,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--arms",
         "--methods",
-        default=",".join(ARMS),
-        help=f"methods and TSS-KD variants to compare, from {', '.join(ARMS)}",
+        default=",".join(DEFAULT_ARMS),
+        help=f"methods and variants to compare, from {', '.join(ARMS)} (default: all but the precision arms)",
     )
     ap.add_argument("--rga", choices=("both", "on", "off"), default="both")
     ap.add_argument("--seeds", default="0,1,2")
@@ -412,7 +438,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = {"both": (False, True), "on": (True,), "off": (False,)}[args.rga]
     cams = [c for c in args.cams.split(",") if c]
-    scorecam_images = args.scorecam_images if args.scorecam_images is not None else (2 if args.budget == "cpu" else 24)
+    cpu_budget = args.budget in ("cpu", "quick")  # ScoreCAM's 9 s a scan on a 2-core CPU
+    scorecam_images = args.scorecam_images if args.scorecam_images is not None else (2 if cpu_budget else 24)
     device = pick_device(args.device)
     per_device = args.runs_per_device or (6 if device.type == "cuda" else 2)
     if device.type == "cpu":
@@ -451,7 +478,7 @@ def main(argv=None) -> int:
                             seed=seed,
                             name=f"{arm.replace('/', '-')}{'-rga' if rga else ''}-s{seed}",
                             pretrained=args.pretrained,
-                            **ARMS[arm],
+                            **{**budget.get("settings", {}), **ARMS[arm]},
                         )
                         queued.append((arm, cfg, manager.submit(cfg)))
             for arm, cfg, run in queued:  # score each run as it ends, while the next ones train
@@ -477,13 +504,15 @@ def main(argv=None) -> int:
         "pretrained": Path(args.pretrained).name if args.pretrained else None,
         "amp": str(amp_dtype(device, "auto")),
         "arms": {a: ARMS[a] for a in arms},
+        "budget_settings": budget.get("settings", {}),
         "kd_defaults": {"kd_scaling": TrainConfig.kd_scaling, "kd_warmup": TrainConfig.kd_warmup},
         "total_minutes": (time.perf_counter() - t_start) / 60,
     }
     if scans is not None:
         header["uniform_energy_share"] = float(scans[2].mean())
         header["lesion_scans"] = len(scans[0])
-        header["scorecam_scans"] = min(scorecam_images, len(scans[0]))
+        if "scorecam" in cams:
+            header["scorecam_scans"] = min(scorecam_images, len(scans[0]))
     config = asdict(TrainConfig(data=data_cfg, epochs=budget["epochs"], batch_size=budget["batch_size"]))
     write_outputs(stem, {"header": header, "config": config, "summary": summary, "runs": rows})
     partial.unlink(missing_ok=True)

@@ -103,7 +103,15 @@ def test_pairs_follow_seeds_not_order_and_missing_seeds_drop_out():
 
 @pytest.mark.parametrize(
     ("method", "rga", "expected"),
-    [("ce", False, None), ("ce", True, ("ce", False)), ("tss-kd", True, ("ce", True)), ("kd", False, ("ce", False))],
+    [
+        ("ce", False, None),
+        ("ce", True, ("ce", False)),
+        ("tss-kd", True, ("ce", True)),
+        ("kd", False, ("ce", False)),
+        ("tss-kd/bf16", True, ("tss-kd/float32", True)),
+        ("ce/bf16", False, ("ce/float32", False)),
+        ("tss-kd/float32", False, ("ce", False)),
+    ],
 )
 def test_baselines(method, rga, expected):
     assert methods.baseline_of(method, rga) == expected
@@ -151,6 +159,39 @@ def test_a_small_comparison_end_to_end(tmp_path):
     again = json.loads((tmp_path / "gpu.json").read_text())
     assert again["partial"] is True and len(again["runs"]) == 4 and again["summary"]
     assert "| tss-kd/paper (vs ce + RGA) | yes |" in (tmp_path / "gpu.md").read_text()
+
+
+def test_the_quick_budget_is_the_studios_quick_preset_and_precision_arms_are_not_run_by_default():
+    from core.config import QUICK
+
+    quick = methods.BUDGETS["quick"]
+    assert (quick["epochs"], quick["batch_size"], quick["image_size"], quick["train"]) == (
+        QUICK["epochs"],
+        QUICK["batch_size"],
+        QUICK["image_size"],
+        QUICK["synthetic_train"],
+    )
+    assert quick["settings"] == {"kd_warmup": QUICK["kd_warmup"]}
+    assert "tss-kd/bf16" in methods.ARMS and "tss-kd/bf16" not in methods.DEFAULT_ARMS
+    assert {"ce", "tss-kd", "tss-kd/paper"} <= set(methods.DEFAULT_ARMS)
+
+
+@pytest.mark.slow
+def test_precision_arms_train_in_their_precision_and_bf16_is_tested_against_float32(tmp_path):
+    stem, kept = tmp_path / "cmp", tmp_path / "runs"
+    argv = ["--budget", "quick", "--arms", "tss-kd/float32,tss-kd/bf16", "--rga", "on", "--seeds", "0"]
+    argv += ["--epochs", "1", "--train", "64", "--val", "32", "--test", "32", "--image-size", "16", "--cams", ""]
+    assert methods.main([*argv, "--device", "cpu", "--runs-dir", str(kept), "--out", str(stem)]) == 0
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert {r["arm"]: r["autocast"] for r in result["runs"]} == {"tss-kd/float32": None, "tss-kd/bf16": "bfloat16"}
+    bf16 = next(r for r in result["summary"] if r["arm"] == "tss-kd/bf16")
+    assert bf16["baseline"] == {"method": "tss-kd/float32", "rga": True}
+    assert bf16["per_image_vs_baseline"]["images"] == 32
+    assert result["header"]["budget_settings"] == {"kd_warmup": 0}
+    configs = [json.loads(p.read_text()) for p in kept.glob("*/config.json")]
+    assert len(configs) == 2 and all(c["kd_warmup"] == 0 and c["batch_size"] == 32 for c in configs)
+    assert {c["amp"] for c in configs} == {"off", "bf16"}
+    assert "| tss-kd/bf16 (vs tss-kd/float32 + RGA) | yes |" in stem.with_suffix(".md").read_text()
 
 
 @pytest.mark.slow
