@@ -68,7 +68,10 @@ class Fit:
         self.folder = folder = runs.Run(run)
         if group.main:
             folder.set_status(
-                "running", precision={"autocast": str(amp).removeprefix("torch.") if amp else None, "why": why}
+                "running",
+                precision={"autocast": str(amp).removeprefix("torch.") if amp else None, "why": why},
+                # DICOM files that say text is burned into their pixels: the studio says so while the run trains
+                **({"burned_in": data.burned_in} if data.burned_in else {}),
             )
         self.spec = ModelSpec(
             arch=cfg.arch, classes=list(data.classes), image_size=data.image_size, channels=data.channels
@@ -345,6 +348,12 @@ def announce(run: Path, cfg: TrainConfig, data: Dataset, device: torch.device, g
             100 * share,
         )
     log.info("data: %s", json.dumps(data.summary()))
+    if data.burned_in:
+        log.warning(
+            "%d of the data's DICOM files say text is burned into their pixels (BurnedInAnnotation): it may "
+            "identify a patient, and a model can learn the text instead of the anatomy",
+            data.burned_in,
+        )
     for reason in data.skipped:
         log.warning("skipped unreadable file: %s", reason)
 

@@ -145,7 +145,7 @@ class JobManager:
         if status.get("error"):
             out["error"] = status["error"]
         out["warnings"] = status.get("warnings") or []
-        for key in ("best_epoch", "val_acc", "val_auc", "test_acc", "test_auc", "chance_acc"):
+        for key in ("best_epoch", "val_acc", "val_auc", "test_acc", "test_auc", "chance_acc", "burned_in"):
             if status.get(key) is not None:
                 out[key] = status[key]
         best = None if "best_epoch" in out else runs.best_row(rows)

@@ -103,7 +103,8 @@ def test_the_report_carries_the_runs_failure_and_warnings_at_the_top(tiny_run, t
 @pytest.mark.parametrize(("burned", "maps"), [(0, 4), (1, 0), (3, 0)], ids=["none-says-so", "one-file", "three"])
 def test_a_report_shows_no_scan_when_its_data_says_text_is_burned_into_pixels(tmp_path, burned, maps):
     """A report is shared; a scan whose DICOM file says text (a name, a date of birth) is drawn into its pixels
-    must not travel in it. Files that say NO, or say nothing, leave the sample lesion maps in."""
+    must not travel in it. Files that say NO, or say nothing, leave the sample lesion maps in. The run says
+    so as well, in its log and status, and the Train tab beside its progress."""
     from conftest import tiny_config
     from helpers import write_dicom
 
@@ -120,9 +121,28 @@ def test_a_report_shows_no_scan_when_its_data_says_text_is_burned_into_pixels(tm
         write_dicom(folder / f"IM{i:04d}", image[0].numpy(), modality="CR", burned_in=tag)
     data = DataConfig(dataset="folder", data_path=str(tmp_path / "data"), image_size=16)
     assert load_dataset(data).summary().get("burned_in_annotation", 0) == burned  # counted over every split
-    page = build_report(run_training(tiny_config(tmp_path, data=data)))
+    run = run_training(tiny_config(tmp_path, data=data))
+    page = build_report(run)
     section = page.split("<h2>Sample lesion maps (test split)</h2>")[1].split("<h2>")[0]
     assert section.count("<img") == maps
     assert (html.escape(burned_in_note(burned)) in section) == bool(burned)
     says = {1: "One of the data's DICOM files says that text is burned into its pixels", 3: "3 of the data's DICOM"}
     assert burned == 0 or html.escape(says[burned]) in section
+
+    from core import runs
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.train import monitor
+
+    assert runs.Run(run).status().get("burned_in", 0) == burned
+    logged = f"{burned} of the data's DICOM files say text is burned into their pixels"
+    assert (logged in runs.Run(run).log_path.read_text()) == bool(burned)
+    jobs = JobManager(run.parent)
+    try:
+        assert jobs.status(run.name).get("burned_in", 0) == burned
+        text = monitor(Studio(data_root=tmp_path, runs_dir=run.parent, jobs=jobs), run.name)[0]
+    finally:
+        jobs.close()
+    shown = {1: "One of its DICOM files says that text is burned into the pixels", 3: "3 of its DICOM files say that"}
+    assert ("**Note on the data:**" in text) == bool(burned)
+    assert burned == 0 or (shown[burned] in text and "report leaves out sample scans" in text)

@@ -225,10 +225,23 @@ def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
     text += best_text(s)
     if s.get("error"):
         text += f"\n\n**Error:** {s['error']}"
+    text += burned_in_text(s.get("burned_in"))
     chance = s.get("chance_acc")  # jobs.status read status.json once already
     curves = gr.skip() if same_curves else plots.live_curves({s["run"]: runs.read_metrics(run)}, chance_acc=chance)
     settings = gr.skip() if same_curves else runs.Run(run).config()  # the run's own, not the form's
     return text, warnings_text(s), curves, tail, s, settings, now
+
+
+def burned_in_text(count: int | None) -> str:
+    """The note beside a run whose data has DICOM files that say text is burned into their pixels; else ''."""
+    if not count:
+        return ""
+    files = "One of its DICOM files says" if count == 1 else f"{count:,} of its DICOM files say"
+    return (
+        f"\n\n**Note on the data:** {files} that text is burned into the pixels (BurnedInAnnotation). It may "
+        "identify a patient: the run's report leaves out sample scans. And a model can learn the text instead "
+        "of the anatomy: check its lesion maps in Diagnose."
+    )
 
 
 def best_text(s: dict) -> str:
