@@ -4,7 +4,8 @@ In distribution: the demo model's test split (never seen in training). Outliers:
 pydicom's test files (CT, MR, ultrasound, radiographs...), scikit-image's bundled photographs, uniform
 noise at three sizes, and blank images. Reports the check's AUROC (its score as a ranking), the share of
 each group it flags at the stored threshold, and the same for the energy score (Liu et al., NeurIPS 2020)
-as a baseline in the same run; `diagnose` gives what Diagnose flags, the check and the colour rule
+as a baseline in the same run, its threshold set as the check's is (the conformal rank of the validation
+scans' scores); `diagnose` gives what Diagnose flags, the check and the colour rule
 together (a colour image given to a model of greyscale scans, `core.ood.colour_for_greyscale`); writes JSON. With
 `--fit-sizes`, the check is also refitted on that many evenly spaced training images (as
 `core.ood.fit_sample` picks them) and judged the same way, side by side: how many a run's end needs to
@@ -174,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return -torch.logsumexp(f["logits"], 1).double()
 
     scores = {"mahalanobis": lambda f: det.score(f) / det.threshold, "energy": energy}
-    energy_threshold = float(torch.quantile(energy(ood.features(model, data.val.images)), ood.QUANTILE))
+    # set as the detector's own threshold is: the conformal rank of the validation scans' scores
+    energy_threshold = ood.conformal_threshold(energy(ood.features(model, data.val.images)))
     thresholds = {"mahalanobis": 1.0, "energy": energy_threshold}
     result = {
         "model": Path(args.model).name,
