@@ -1,9 +1,10 @@
-"""Peak memory and time of one large Diagnose upload, the studio's way against the way before, each in a
+"""Peak memory and time of one large Diagnose upload, the studio's way against the ways before, each in a
 process of its own (a process's peak only grows), with the same model, scans and lesion-map method. Now: the
 files are read and run through the model in passes of `core.infer.PASS_SCANS` scans, and each answer keeps
-the scan as shown (`core.cam.shown`, at most 1024 px) beside its overlay. Before: every file read first, one
-pass over the whole upload, and each answer kept the whole scan in colour (the before is the same code with
-`PASS_SCANS` above the upload's size and `shown` giving the full-size scan). Each process first diagnoses two
+the scan as shown (`core.cam.shown`, at most 1024 px, a greyscale scan in one channel) beside its overlay.
+Before: every file read first, one pass over the whole upload, and each answer kept the whole scan in colour
+(the same code with `PASS_SCANS` above the upload's size and `shown` giving the full-size scan in colour);
+and, between the two, passes and the scan as shown but always in three channels. Each process first diagnoses two
 scans (the model loaded and warm), then the upload; it reports its peak resident memory above the warm state,
 the time, the size of the answers' images, and a digest of the answers, which must be the same both ways.
 `--side` makes the scans large radiograph-sized files (the demo scans enlarged). Writes JSON (default
@@ -40,9 +41,27 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def full_size(pixels: np.ndarray) -> np.ndarray:
-    """The scan as answers kept it before: whole, in colour."""
+def colour(pixels: np.ndarray) -> np.ndarray:
     return np.stack([pixels] * 3, -1) if pixels.ndim == 2 else pixels
+
+
+def full_size(pixels: np.ndarray) -> np.ndarray:
+    """The scan as answers kept it first: whole, in colour."""
+    return colour(pixels)
+
+
+def shown_in_colour(pixels: np.ndarray) -> np.ndarray:
+    """The scan as answers kept it next: at the overlay's size, but a greyscale scan in three equal channels."""
+    from core.cam import shown
+
+    return colour(shown(pixels))
+
+
+WAYS = {  # the JSON's name for it ({n}: PASS_SCANS), passes of PASS_SCANS or one, how an answer keeps its scan
+    "before": ("one pass, full-size copies (before)", False, full_size),
+    "colour": ("passes of {n}, the scan as shown in three channels (until 2026-12-06)", True, shown_in_colour),
+    "now": ("passes of {n} (now)", True, None),
+}
 
 
 def upload(scans: int, side: int, folder: Path, *, write: bool = True) -> list[Path]:
@@ -62,12 +81,15 @@ def upload(scans: int, side: int, folder: Path, *, write: bool = True) -> list[P
     return [big[i % len(big)] for i in range(scans)]
 
 
-def child(model: str, files: list[Path], method: str, *, before: bool) -> dict:
-    """One upload of `files` diagnosed the studio's way, or (`before`) the way before."""
+def child(model: str, files: list[Path], method: str, *, way: str) -> dict:
+    """One upload of `files` diagnosed one of the `WAYS`."""
     from core import infer
 
-    if before:
-        infer.PASS_SCANS, infer.shown = ONE_PASS, full_size
+    _, passes, keep = WAYS[way]
+    if not passes:
+        infer.PASS_SCANS = ONE_PASS
+    if keep is not None:
+        infer.shown = keep
     predictor = infer.Predictor(model)
     predictor.diagnose_files(files[:2], method=method)
     warm = peak_mb()
@@ -110,22 +132,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side", type=int, default=0, help="enlarge the scans to this height in px (0: as they are)")
     ap.add_argument("--method", default="gradcam")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "diagnose-memory-cpu.json")
-    ap.add_argument("--child", choices=("before", "now"), help=argparse.SUPPRESS)  # a measuring process
+    ap.add_argument("--child", choices=tuple(WAYS), help=argparse.SUPPRESS)  # a measuring process
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)  # where the enlarged scans are
     args = ap.parse_args(argv)
     if args.child:
         files = upload(args.scans, args.side, args.folder, write=False)
-        print(json.dumps(child(args.model, files, args.method, before=args.child == "before")))
+        print(json.dumps(child(args.model, files, args.method, way=args.child)))
         return 0
     ways = {}
     with tempfile.TemporaryDirectory() as folder:
-        upload(args.scans, args.side, Path(folder))  # written once, read by both
-        for name, way in (("one pass, full-size copies (before)", "before"), (f"passes of {PASS_SCANS} (now)", "now")):
+        upload(args.scans, args.side, Path(folder))  # written once, read by each way
+        for way, (label, _, _) in WAYS.items():
+            name = label.format(n=PASS_SCANS)
             cmd = [sys.executable, __file__, "--model", str(args.model), "--scans", str(args.scans)]
             cmd += ["--side", str(args.side), "--folder", folder, "--method", args.method, "--child", way]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
             ways[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    before, now = ways.values()
+    before, in_colour, now = ways.values()
     import torch
 
     result = {
@@ -133,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "scans": args.scans,
         "scan_size": "demo scans (64 px)" if not args.side else f"{args.side * 4 // 5} x {args.side} px",
         "method": args.method,
-        "same_answers": same_answers(before, now),
+        "same_answers": same_answers(before, now) and same_answers(in_colour, now),
         "ways": {
             k: {f: v[f] for f in ("pass_scans", "seconds", "peak_above_warm_mb", "warm_mb", "answer_images_mb")}
             for k, v in ways.items()

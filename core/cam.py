@@ -133,20 +133,21 @@ def lesion_box(cam: np.ndarray, *, threshold: float = 0.5) -> tuple[int, int, in
 
 
 def shown(pixels: np.ndarray) -> np.ndarray:
-    """The scan as Diagnose shows it (uint8 (H, W) or (H, W, 3)): uint8 (h, w, 3), its longer side at most
-    `MAX_OVERLAY_SIDE` px. A large scan is shrunk before its grey level becomes three channels, so a 3,000 px
+    """The scan as Diagnose shows it (uint8 (H, W) or (H, W, 3)), its longer side at most `MAX_OVERLAY_SIDE` px:
+    uint8 (h, w) for a greyscale scan, (h, w, 3) for a colour one. A greyscale scan stays one channel (an
+    answer keeps it beside its overlay: a third of the memory of three equal channels), and a 3,000 px
     radiograph never exists at full size in colour."""
     im = Image.fromarray(pixels)
     scale = min(1.0, MAX_OVERLAY_SIDE / max(im.size))
     if scale < 1:
         im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BILINEAR)
-    return np.asarray(im.convert("RGB"))
+    return np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))
 
 
 def overlay(pixels: np.ndarray, cam: np.ndarray, *, opacity: float = 0.5) -> np.ndarray:
     """The map in a heat colour over the scan (uint8 (H, W) or (H, W, 3)): uint8 (h, w, 3), at most 1024 px
     (drawn over `shown(pixels)`, which it leaves as it is)."""
-    im = Image.fromarray(shown(pixels))
+    im = Image.fromarray(shown(pixels)).convert("RGB")
     heat = Image.fromarray((cam * 255).astype(np.uint8)).resize(im.size, Image.Resampling.BILINEAR)
     rgb = np.asarray(im, dtype=np.float32) / 255
     return show_cam_on_image(rgb, np.asarray(heat, dtype=np.float32) / 255, use_rgb=True, image_weight=1 - opacity)

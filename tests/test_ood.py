@@ -510,6 +510,30 @@ def test_a_new_opacity_redraws_the_stored_map_exactly(demo):
         redraw(r["image"], r["cam"], r["lesion_box"], 1.5, scan_hw(r))
 
 
+@pytest.mark.parametrize(
+    ("mode", "side", "kept"),
+    [("L", 3000, (1024, 819)), ("RGB", 3000, (1024, 819, 3)), ("L", 500, (500, 400)), ("RGB", 40, (40, 32, 3))],
+    ids=["grey-large", "colour-large", "grey-small", "colour-small"],
+)
+def test_the_scan_as_shown_keeps_its_channels_and_at_most_1024_px(mode, side, kept):
+    """`shown`: a greyscale scan stays one channel, a colour one three; the longer side at most 1024 px."""
+    from core.cam import overlay, shown
+
+    g = np.random.default_rng(0)
+    shape = (side, side * 4 // 5) + ((3,) if mode == "RGB" else ())
+    pixels = g.integers(0, 256, shape, dtype=np.uint8)
+    image = shown(pixels)
+    assert image.shape == kept and image.dtype == np.uint8
+    if side <= 1024:
+        assert np.array_equal(image, pixels)  # nothing to shrink: the scan as it is
+    cam = g.random((8, 8)).astype(np.float32)
+    drawn = overlay(pixels, cam, opacity=0.5)
+    assert drawn.shape == (*kept[:2], 3)
+    as_before = image if image.ndim == 3 else np.stack([image] * 3, -1)  # grey kept in three equal channels
+    assert np.array_equal(overlay(image, cam, opacity=0.5), drawn)
+    assert np.array_equal(overlay(as_before, cam, opacity=0.5), drawn)  # the same overlay either way
+
+
 @pytest.mark.parametrize("size", [(3000, 2400), (1100, 4000), (700, 500)], ids=["tall", "wide", "small"])
 def test_an_answer_keeps_the_scan_as_shown_and_its_box_in_scan_pixels(demo, tmp_path, size):
     """A large scan's answer holds it at the overlay's size (at most 1024 px), not whole in colour; a lesion
@@ -520,7 +544,8 @@ def test_an_answer_keeps_the_scan_as_shown_and_its_box_in_scan_pixels(demo, tmp_
     path = tmp_path / "scan.png"
     Image.open(DEMO.parent / "examples" / "demo-mass.png").convert("L").resize((width, height)).save(path)
     r = demo.diagnose(path)
-    assert r["image"].shape == r["overlay"].shape and r["image"].dtype == np.uint8
+    # a greyscale scan kept as one channel (a third of three), drawn in colour only in its overlay
+    assert r["image"].shape == r["overlay"].shape[:2] and r["image"].dtype == np.uint8 and r["overlay"].shape[2] == 3
     assert max(r["image"].shape[:2]) == min(1024, max(size))
     assert r["image"].shape[0] / r["image"].shape[1] == pytest.approx(height / width, rel=0.02)
     assert r["scan"]["size"] == [width, height]

@@ -288,20 +288,25 @@ def test_many_files_are_read_a_pass_at_a_time_and_a_bad_file_keeps_its_place(pre
 
 
 @pytest.mark.parametrize("side", [0, 1500], ids=["demo scans", "1500 px scans"])
-def test_the_memory_bench_diagnoses_one_upload_both_ways_with_the_same_answers(tmp_path, side):
+def test_the_memory_bench_diagnoses_one_upload_each_way_with_the_same_answers(tmp_path, side):
     from bench import diagnose_memory
 
     out = tmp_path / "memory.json"
     assert diagnose_memory.main(["--scans", "40" if not side else "6", "--side", str(side), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["same_answers"] is True and result["model"] == "demo"
-    before, now = result["ways"].values()
-    assert before["pass_scans"] == "all" and now["pass_scans"] == 32
-    assert all(w["seconds"] > 0 and w["peak_above_warm_mb"] >= 0 and w["warm_mb"] > 100 for w in (before, now))
-    if side:  # each answer's overlay is 819 x 1024; its scan was kept whole (1200 x 1500), now at the overlay's size
+    before, in_colour, now = result["ways"].values()
+    assert before["pass_scans"] == "all" and in_colour["pass_scans"] == now["pass_scans"] == 32
+    ways = (before, in_colour, now)
+    assert all(w["seconds"] > 0 and w["peak_above_warm_mb"] >= 0 and w["warm_mb"] > 100 for w in ways)
+    # each answer's overlay is in colour at the scan's shown size; the greyscale scan beside it was kept whole in
+    # colour, then at the overlay's size in colour, now at that size in one channel
+    n, (h, w) = (6, (1024, 819)) if side else (40, (64, 64))
+    overlay = h * w * 3 / 2**20
+    if side:
         assert result["scan_size"] == "1200 x 1500 px"
-        overlay, scan = 1024 * 819 * 3 / 2**20, 1500 * 1200 * 3 / 2**20
-        assert before["answer_images_mb"] == pytest.approx(6 * (scan + overlay), abs=0.1)
-        assert now["answer_images_mb"] == pytest.approx(6 * 2 * overlay, abs=0.1)
-    else:  # 64 px scans are shown as they are, either way
-        assert now["answer_images_mb"] == before["answer_images_mb"]
+        assert before["answer_images_mb"] == pytest.approx(n * (1500 * 1200 * 3 / 2**20 + overlay), abs=0.1)
+    else:  # 64 px scans are shown as they are
+        assert before["answer_images_mb"] == in_colour["answer_images_mb"]
+    assert in_colour["answer_images_mb"] == pytest.approx(n * 2 * overlay, abs=0.1)
+    assert now["answer_images_mb"] == pytest.approx(n * (overlay + h * w / 2**20), abs=0.1)
