@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One lent-GPU session, sized to one 10-minute device call; what comes back lies under $OUT (at most 8
+# One lent-GPU session, sized to one 10-minute device call (its steps' timeouts add up to 575 s, leaving the rest
+# for installing the wheels and starting Python); what comes back lies under $OUT (at most 8
 # files of 16 MB each). The session of 2026-11-26 (H100) ran the method comparison and trained the demo
 # model with this script's earlier version (git log -- bench/gpu_session.sh); this one measures next:
 # 1. the CUDA tests, without -x so that every failure shows;
@@ -31,6 +32,6 @@ echo "== 3 x 3 grid, 30 epochs"
 timeout 170 python3 bench/sweep.py --device cuda --epochs 30 --train 5000 --image-size 32 --batch-size 128 \
   --t-targets 2,4,8 --t-nontargets 0.4,1,4 --ways grid --out "$OUT/sweep-gpu-3x3.json"
 echo "== closer to the chip: compile, layout"
-timeout 110 python3 bench/gpu_options.py --device cuda --settings 224:128 \
+timeout 95 python3 bench/gpu_options.py --device cuda --settings 224:128 \
   --variants default,compile,contiguous,compile-max-autotune --out "$OUT/gpu-options-gpu.json"
 true

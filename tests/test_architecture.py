@@ -69,3 +69,18 @@ def test_core_never_imports_the_studio(path):
 def test_no_core_module_outgrows_one_concern(path):
     lines = len(path.read_text().splitlines())
     assert lines <= 420, f"{path.name} has {lines} lines; split it by concern"
+
+
+def test_the_gpu_session_script_fits_one_device_call_and_hides_no_failure():
+    """bench/gpu_session.sh runs once on a lent GPU, in one call of at most 600 s: its steps' own timeouts
+    leave time to install the wheels and start; the CUDA tests run without -x, so every failure shows; and
+    every result goes under $OUT, the only folder that comes back."""
+    import re
+
+    script = (ROOT / "bench" / "gpu_session.sh").read_text().replace("\\\n", " ")  # a step's continued lines
+    steps = [line for line in script.splitlines() if line.startswith("timeout ")]
+    assert len(steps) >= 5
+    assert sum(int(re.match(r"timeout (\d+)", line).group(1)) for line in steps) <= 575
+    pytest_steps = [line for line in steps if "pytest" in line]
+    assert pytest_steps and not any(re.search(r"\s-x\b|--exitfirst|--maxfail", line) for line in pytest_steps)
+    assert all('--out "$OUT/' in line for line in steps if "bench/" in line)
