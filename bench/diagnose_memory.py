@@ -6,7 +6,7 @@ Before: every file read first, one pass over the whole upload, and each answer k
 (the same code with `PASS_SCANS` above the upload's size and `shown` giving the full-size scan in colour);
 and, between the two, passes and the scan as shown but always in three channels. Each process first diagnoses two
 scans (the model loaded and warm), then the upload; it reports its peak resident memory above the warm state,
-the time, the size of the answers' images, and a digest of the answers, which must be the same both ways.
+the time, the size of the answers' images, and a digest of the answers, which must be the same every way.
 `--side` makes the scans large radiograph-sized files (the demo scans enlarged). Writes JSON (default
 bench/results/diagnose-memory-cpu.json).
 

@@ -350,9 +350,10 @@ def announce(run: Path, cfg: TrainConfig, data: Dataset, device: torch.device, g
     log.info("data: %s", json.dumps(data.summary()))
     if data.burned_in:
         log.warning(
-            "%d of the data's DICOM files say text is burned into their pixels (BurnedInAnnotation): it may "
+            "%d of the data's DICOM files %s text is burned into their pixels (BurnedInAnnotation): it may "
             "identify a patient, and a model can learn the text instead of the anatomy",
             data.burned_in,
+            "says" if data.burned_in == 1 else "say",
         )
     for reason in data.skipped:
         log.warning("skipped unreadable file: %s", reason)

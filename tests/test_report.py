@@ -135,7 +135,7 @@ def test_a_report_shows_no_scan_when_its_data_says_text_is_burned_into_pixels(tm
     from ui.train import monitor
 
     assert runs.Run(run).status().get("burned_in", 0) == burned
-    logged = f"{burned} of the data's DICOM files say text is burned into their pixels"
+    logged = f"{burned} of the data's DICOM files {'says' if burned == 1 else 'say'} text is burned into their pixels"
     assert (logged in runs.Run(run).log_path.read_text()) == bool(burned)
     jobs = JobManager(run.parent)
     try:
