@@ -504,6 +504,31 @@ def test_a_collapsed_run_is_shown_in_red_in_train_and_marked_in_runs(page, studi
     expect(page.locator("#diagnose-probs .output-class")).to_have_count(0)  # no "mass" in large type over it
 
 
+def test_a_run_on_dicom_files_with_burned_in_text_says_so_on_the_train_tab(page, studio_ctx, tmp_path):
+    """Two of the run's DICOM files say text is burned into their pixels: the Train tab's progress says so."""
+    from conftest import tiny_config
+    from helpers import write_dicom
+
+    from core.data import DataConfig
+    from core.synthetic import render
+    from core.train import run_training
+
+    images, labels, _ = render(40, size=16, seed=6)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = tmp_path / "burned" / f"class{int(label) % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_dicom(folder / f"IM{i:04d}", image[0].numpy(), modality="CR", burned_in="YES" if i < 2 else None)
+    data = DataConfig(dataset="folder", data_path=str(tmp_path / "burned"), image_size=16)
+    cfg = tiny_config(studio_ctx.runs_dir.parent, name="burned", runs_dir=str(studio_ctx.runs_dir), data=data)
+    run = run_training(cfg)
+    page.get_by_role("tab", name="Train").click()
+    pick(page, "#train-run", run.name)
+    wait_text(page, "#train-progress", "Note on the data:", 15_000, picker="#train-run")
+    note = page.locator("#train-progress").inner_text()
+    assert "2 of its DICOM files say that text is burned into the pixels" in note
+    assert "report leaves out sample scans" in note
+
+
 def test_a_run_started_through_the_api_appears_in_runs_without_a_click_and_reload_returns_to_it(page, studio):
     from gradio_client import Client
 
