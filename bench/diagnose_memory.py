@@ -41,20 +41,16 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def colour(pixels: np.ndarray) -> np.ndarray:
-    return np.stack([pixels] * 3, -1) if pixels.ndim == 2 else pixels
-
-
 def full_size(pixels: np.ndarray) -> np.ndarray:
     """The scan as answers kept it first: whole, in colour."""
-    return colour(pixels)
+    return np.stack([pixels] * 3, -1) if pixels.ndim == 2 else pixels
 
 
 def shown_in_colour(pixels: np.ndarray) -> np.ndarray:
     """The scan as answers kept it next: at the overlay's size, but a greyscale scan in three equal channels."""
     from core.cam import shown
 
-    return colour(shown(pixels))
+    return full_size(shown(pixels))
 
 
 WAYS = {  # the JSON's name for it ({n}: PASS_SCANS), passes of PASS_SCANS or one, how an answer keeps its scan

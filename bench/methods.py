@@ -92,7 +92,7 @@ ARMS: dict[str, dict] = {
     "tss-kd/bf16": {"method": "tss-kd", "amp": "bf16"},
 }
 DEFAULT_ARMS = [a for a in ARMS if "amp" not in ARMS[a]]
-ARM_BASELINES = {"ce/bf16": "ce/float32", "tss-kd/bf16": "tss-kd/float32"}
+ARM_BASELINES = {a: a.replace("/bf16", "/float32") for a in ARMS if a.endswith("/bf16")}  # each its twin
 BOOTSTRAP = 10_000
 # Per-epoch figures kept for each run: what the collapse rule (core.health) reads, and the KD term.
 CURVE_KEYS = (

@@ -147,6 +147,11 @@ def threshold_rules(det: ood.Detector, fresh: dict, n_val: int, repeats: int, se
     }
 
 
+def energy(feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The energy score of `ood.features` (Liu et al. 2020): higher = less like the data, as for the check's."""
+    return -torch.logsumexp(feats["logits"], 1).double()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "assets" / "demo-model.safetensors"))
@@ -170,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         for g, items in groups.items()
     }
     feats = {g: ood.features(model, torch.from_numpy(np.stack(a))) for g, a in arrays.items()}
-
-    def energy(f):  # higher = less like the data, as for the Mahalanobis score
-        return -torch.logsumexp(f["logits"], 1).double()
 
     scores = {"mahalanobis": lambda f: det.score(f) / det.threshold, "energy": energy}
     # set as the detector's own threshold is: the conformal rank of the validation scans' scores

@@ -11,6 +11,14 @@ from core.errors import StudioError
 SPLITS = ("train", "val", "test")
 
 
+def burned_in_files(count: int, whose: str = "the data's") -> str:
+    """`Dataset.burned_in` in words, as the run's log, its report and the Train tab say it: "One of the data's
+    DICOM files says that text is burned into its pixels", "3 of the data's DICOM files say ... their pixels"."""
+    if count == 1:
+        return f"One of {whose} DICOM files says that text is burned into its pixels"
+    return f"{count:,} of {whose} DICOM files say that text is burned into their pixels"
+
+
 @dataclass
 class Split:
     """One split. images uint8 (N, C, H, W); labels int64 (N,); masks bool (N, H, W) where known."""

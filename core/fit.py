@@ -18,7 +18,7 @@ import torch
 
 from core import calibration, checkpoint, config, distributed, engine, health, ood, runs
 from core.config import TrainConfig
-from core.dataset import Dataset
+from core.dataset import Dataset, burned_in_files
 from core.device import precision
 from core.engine import StopFlag
 from core.errors import StudioError
@@ -350,10 +350,8 @@ def announce(run: Path, cfg: TrainConfig, data: Dataset, device: torch.device, g
     log.info("data: %s", json.dumps(data.summary()))
     if data.burned_in:
         log.warning(
-            "%d of the data's DICOM files %s text is burned into their pixels (BurnedInAnnotation): it may "
-            "identify a patient, and a model can learn the text instead of the anatomy",
-            data.burned_in,
-            "says" if data.burned_in == 1 else "say",
+            "%s (BurnedInAnnotation): it may identify a patient, and a model can learn the text instead of the anatomy",
+            burned_in_files(data.burned_in),
         )
     for reason in data.skipped:
         log.warning("skipped unreadable file: %s", reason)

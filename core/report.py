@@ -20,6 +20,7 @@ import torch
 
 from core import figures, runs
 from core.config import METHOD_SETTINGS
+from core.dataset import burned_in_files
 from core.errors import StudioError
 
 PACKAGES = (
@@ -84,10 +85,10 @@ def _alerts(status: dict, meta: dict) -> list[str]:
 
 def burned_in_note(count: int) -> str:
     """Why a report shows no sample scans: `count` of its data's DICOM files say text is burned into them."""
-    files = "One of the data's DICOM files says that text is burned into its pixels"
-    if count != 1:
-        files = f"{count} of the data's DICOM files say that text is burned into their pixels"
-    return f"Left out: {files} (BurnedInAnnotation), which may identify a patient, and a report is made to be shared."
+    return (
+        f"Left out: {burned_in_files(count)} (BurnedInAnnotation), which may identify a patient, and a report is "
+        "made to be shared."
+    )
 
 
 def build_report(run: str | Path, *, samples: int = 4) -> str:

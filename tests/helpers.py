@@ -75,6 +75,20 @@ def write_dicom(
     return path
 
 
+def write_dicom_folder(folder: Path, n: int, *, burned: int = 0, seed: int = 0) -> Path:
+    """`n` demo scans at 16 px as CR DICOM files in class subfolders of `folder` (class0, class1); the first
+    `burned` say that text is burned into their pixels (BurnedInAnnotation YES), the rest NO or nothing, in turn."""
+    from core.synthetic import render
+
+    images, labels, _ = render(n, size=16, seed=seed)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        sub = folder / f"class{int(label) % 2}"
+        sub.mkdir(parents=True, exist_ok=True)
+        tag = "YES" if i < burned else ("NO" if i % 2 else None)
+        write_dicom(sub / f"IM{i:04d}", image[0].numpy(), modality="CR", burned_in=tag)
+    return folder
+
+
 def compress_dicom(src: Path, dst: Path, syntax: str) -> Path:
     """Re-encode the DICOM `src` as `dst` with GDCM under the transfer syntax named `syntax` (a member of
     gdcm.TransferSyntax, e.g. "JPEGLosslessProcess14_1"): the compressed files a PACS exports."""

@@ -267,7 +267,7 @@ def test_the_ood_bench_judges_the_stored_check_and_refits_side_by_side(tiny_run,
         assert set(judged["flagged"]) == {"dicom", "photo", "noise", "blank"}
     assert result["outliers"]["noise"] == 6
     model, _, _, data = ood_bench.load_trained(str(tiny_run))  # the energy baseline's threshold is set as the
-    energies = -torch.logsumexp(ood.features(model, data.val.images)["logits"], 1).double()  # check's own
+    energies = ood_bench.energy(ood.features(model, data.val.images))  # check's own
     assert result["energy"]["threshold"] == pytest.approx(ood.conformal_threshold(energies))
     rules = result["threshold_rules"]  # a quick run's 200 validation scans and this run's 32, of 500 fresh
     assert [r["validation_scans"] for r in rules] == [32, 200] and all(r["splits"] == 1000 for r in rules)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from helpers import IDENTIFIERS, compress_dicom, htj2k_dicom, needs_ojph, write_dicom
+from helpers import IDENTIFIERS, compress_dicom, htj2k_dicom, needs_ojph, write_dicom, write_dicom_folder
 from PIL import Image
 
 from core.synthetic import render
@@ -373,11 +373,7 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
 def test_a_run_on_dicom_files_with_text_burned_into_their_pixels_says_so_through_run_status(studio):
     """The count is in /run_status (the Train tab's note reads it), and the run's log says so, not only its report."""
     client, ctx, tmp = studio
-    images, labels, _ = render(40, size=16, seed=8)
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        folder = tmp / "data" / "burned" / f"class{int(label) % 2}"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_dicom(folder / f"IM{i:04d}", image[0].numpy(), modality="CR", burned_in="YES" if i < 5 else "NO")
+    write_dicom_folder(tmp / "data" / "burned", 40, burned=5, seed=8)
     run_id = client.predict({**TINY, "dataset": "folder", "data_path": "burned"}, api_name="/start_training")
     deadline, status = time.time() + 240, {}
     while time.time() < deadline:
@@ -386,7 +382,7 @@ def test_a_run_on_dicom_files_with_text_burned_into_their_pixels_says_so_through
             break
         time.sleep(0.5)
     assert status["status"] == "done" and status.get("burned_in") == 5, status
-    assert "5 of the data's DICOM files say text is burned" in (ctx.jobs.find(run_id) / "train.log").read_text()
+    assert "5 of the data's DICOM files say that text is burned" in (ctx.jobs.find(run_id) / "train.log").read_text()
 
 
 @pytest.mark.parametrize(

@@ -507,17 +507,12 @@ def test_a_collapsed_run_is_shown_in_red_in_train_and_marked_in_runs(page, studi
 def test_a_run_on_dicom_files_with_burned_in_text_says_so_on_the_train_tab(page, studio_ctx, tmp_path):
     """Two of the run's DICOM files say text is burned into their pixels: the Train tab's progress says so."""
     from conftest import tiny_config
-    from helpers import write_dicom
+    from helpers import write_dicom_folder
 
     from core.data import DataConfig
-    from core.synthetic import render
     from core.train import run_training
 
-    images, labels, _ = render(40, size=16, seed=6)
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        folder = tmp_path / "burned" / f"class{int(label) % 2}"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_dicom(folder / f"IM{i:04d}", image[0].numpy(), modality="CR", burned_in="YES" if i < 2 else None)
+    write_dicom_folder(tmp_path / "burned", 40, burned=2, seed=6)
     data = DataConfig(dataset="folder", data_path=str(tmp_path / "burned"), image_size=16)
     cfg = tiny_config(studio_ctx.runs_dir.parent, name="burned", runs_dir=str(studio_ctx.runs_dir), data=data)
     run = run_training(cfg)
@@ -525,7 +520,7 @@ def test_a_run_on_dicom_files_with_burned_in_text_says_so_on_the_train_tab(page,
     pick(page, "#train-run", run.name)
     wait_text(page, "#train-progress", "Note on the data:", 15_000, picker="#train-run")
     note = page.locator("#train-progress").inner_text()
-    assert "2 of its DICOM files say that text is burned into the pixels" in note
+    assert "2 of its DICOM files say that text is burned into their pixels" in note
     assert "report leaves out sample scans" in note
 
 

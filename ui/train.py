@@ -7,6 +7,7 @@ import gradio as gr
 from core import config, estimate, runs
 from core import figures as plots
 from core.config import PRESETS, TrainConfig
+from core.dataset import burned_in_files
 from core.errors import StudioError
 from core.paths import confine
 from ui.context import Studio, poll, repick, user_error
@@ -236,9 +237,8 @@ def burned_in_text(count: int | None) -> str:
     """The note beside a run whose data has DICOM files that say text is burned into their pixels; else ''."""
     if not count:
         return ""
-    files = "One of its DICOM files says" if count == 1 else f"{count:,} of its DICOM files say"
     return (
-        f"\n\n**Note on the data:** {files} that text is burned into the pixels (BurnedInAnnotation). It may "
+        f"\n\n**Note on the data:** {burned_in_files(count, 'its')} (BurnedInAnnotation). It may "
         "identify a patient: the run's report leaves out sample scans. And a model can learn the text instead "
         "of the anatomy: check its lesion maps in Diagnose."
     )
