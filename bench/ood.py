@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh = None if fresh_images is None else ood.features(model, fresh_images)
     groups = outlier_scans()
     arrays = {
-        g: [to_model_array(s, size=spec.image_size, channels=spec.channels) for _, s in items]
+        g: [to_model_array(s, size=spec.image_size, channels=spec.channels, resize=spec.resize) for _, s in items]
         for g, items in groups.items()
     }
     feats = {g: ood.features(model, torch.from_numpy(np.stack(a))) for g, a in arrays.items()}

@@ -16,6 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from core.device import AMP_CHOICES, host_memory_bytes
 from core.errors import StudioError
+from core.imageio import RESIZE, RESIZE_BEFORE, RESIZE_FILTERS
 from core.losses import KD_SCALINGS, kd_warmup_factor
 from core.methods import METHODS, get_method
 from core.model import ARCHS
@@ -84,6 +85,11 @@ class DataConfig:
     dataset: str = setting("synthetic", "where the images come from", choices=DATASETS)
     data_path: str | None = setting(None, "MedMNIST .npz, image folder, or CSV manifest (not for synthetic)")
     image_size: int = setting(32, "images are resized to this square size")
+    resize: str = setting(
+        RESIZE,
+        "how images of another size are resized (lanczos: sharp; bilinear: as before)",
+        choices=tuple(RESIZE_FILTERS),
+    )  # recorded with the model, so that Diagnose resizes a scan as training did; runs made before read as bilinear
     synthetic_train: int = setting(5000, "demo data: training images")
     synthetic_val: int | None = setting(None, "demo data: validation images (default: a fifth of the training images)")
     synthetic_test: int | None = setting(None, "demo data: test images (default: a fifth of the training images)")
@@ -239,6 +245,10 @@ class TrainConfig:
                 "the demo data needs at least one training image and one image in each split.",
             ),
             image_size_ok(cfg.data.image_size),
+            (
+                cfg.data.resize in RESIZE_FILTERS,
+                f"unknown resize filter '{cfg.data.resize}'; choose one of {', '.join(RESIZE_FILTERS)}.",
+            ),
             demo_data_fits(cfg.data),
             (cfg.epochs >= 1, "train for at least one epoch."),
             (cfg.batch_size >= 2, "the batch size must be at least 2 (batch norm needs two images)."),
@@ -259,9 +269,10 @@ class TrainConfig:
     @staticmethod
     def from_dict(d: dict) -> TrainConfig:
         """A config saved by any version: runs made before the stable KD scaling and the warm-up existed
-        trained with the paper's scaling and no warm-up, and read back so."""
+        trained with the paper's scaling and no warm-up, and those made before the resize filter was a
+        setting resized with bilinear; each is read back so."""
         d = {"kd_scaling": "paper", "kd_warmup": 0, **d}
-        d["data"] = DataConfig(**d.get("data", {}))
+        d["data"] = DataConfig(**{"resize": RESIZE_BEFORE, **d.get("data", {})})
         return TrainConfig(**d)
 
 

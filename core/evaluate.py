@@ -145,7 +145,7 @@ def load_trained(path: str | Path, *, device: str | torch.device = "cpu", data=N
         saved = (meta.get("config") or {}).get("data")
         if not saved:
             raise StudioError(f"{path.name}: the model does not say which data it was trained on.")
-        data = load_dataset(DataConfig(**saved))
+        data = load_dataset(DataConfig(**{**saved, "resize": spec.resize}))  # resized as it was trained
     if data.classes != spec.classes:
         raise StudioError(f"{path.name}: the data's classes {data.classes} differ from the model's {spec.classes}.")
     return model, spec, meta, data

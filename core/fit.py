@@ -74,7 +74,11 @@ class Fit:
                 **({"burned_in": data.burned_in} if data.burned_in else {}),
             )
         self.spec = ModelSpec(
-            arch=cfg.arch, classes=list(data.classes), image_size=data.image_size, channels=data.channels
+            arch=cfg.arch,
+            classes=list(data.classes),
+            image_size=data.image_size,
+            channels=data.channels,
+            resize=cfg.data.resize,
         )
         self.data = data = engine.place(data, device)
         train = data.train

@@ -81,7 +81,9 @@ def _build(entries: list[tuple[Path, str, str]], cfg: DataConfig, name: str) -> 
         raise StudioError(f"{name}: no readable scans were found.")
     classes = sorted({label for _, label, _ in kept})
     channels = 3 if any(scan.channels == 3 for scan, _, _ in kept) else 1
-    images = torch.from_numpy(np.stack([to_model_array(s, size=cfg.image_size, channels=channels) for s, _, _ in kept]))
+    images = torch.from_numpy(
+        np.stack([to_model_array(s, size=cfg.image_size, channels=channels, resize=cfg.resize) for s, _, _ in kept])
+    )
     labels = torch.tensor([classes.index(label) for _, label, _ in kept], dtype=torch.int64)
     owner = np.array([split for _, _, split in kept])
 

@@ -29,6 +29,15 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
 
+# How a scan of another size is brought to the model's: the filter is recorded with the data's config and the
+# model (`ModelSpec.resize`), so training and Diagnose resize alike. Lanczos, the default: the demo model
+# flagged demo scans saved at 2-4x their size and read back as unlike its training data 53% of the time through
+# bilinear (PIL's widens as it shrinks, so it blurs) and 12% through Lanczos, and gave them the answer of the
+# scan at its own size 92% and 97% of the time (bench/resize.py). Bilinear: how the studio resized before.
+RESIZE_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR}
+RESIZE = "lanczos"
+RESIZE_BEFORE = "bilinear"
+
 
 @dataclass
 class Scan:
@@ -311,13 +320,16 @@ def read_scan(path: str | Path) -> Scan:
         raise
 
 
-def to_model_array(scan: Scan, *, size: int, channels: int) -> np.ndarray:
-    """Resize a scan to `size` x `size` and give it `channels` (1 or 3) channels; uint8 (C, size, size)."""
+def to_model_array(scan: Scan, *, size: int, channels: int, resize: str = RESIZE) -> np.ndarray:
+    """Resize a scan to `size` x `size` with the filter `resize` (`RESIZE_FILTERS`) and give it `channels` (1 or
+    3) channels; uint8 (C, size, size)."""
     if channels not in (1, 3):
         raise StudioError(f"channels must be 1 or 3, not {channels}.")
+    if resize not in RESIZE_FILTERS:
+        raise StudioError(f"unknown resize filter '{resize}'; choose one of {', '.join(RESIZE_FILTERS)}.")
     im = Image.fromarray(scan.pixels)
     im = im.convert("L" if channels == 1 else "RGB")
     if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BILINEAR)
+        im = im.resize((size, size), RESIZE_FILTERS[resize])
     a = np.array(im, dtype=np.uint8)
     return a[None] if channels == 1 else np.ascontiguousarray(a.transpose(2, 0, 1))

@@ -90,7 +90,10 @@ class Predictor:
 
     def prepare_many(self, scans: list[Scan]) -> torch.Tensor:
         """Scans as the network sees them, (N, 3, S, S)."""
-        arrays = [to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels) for scan in scans]
+        arrays = [
+            to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels, resize=self.spec.resize)
+            for scan in scans
+        ]
         return eval_transform(torch.from_numpy(np.stack(arrays)).to(self.device))
 
     @property
@@ -371,7 +374,9 @@ class Predictor:
         """Logits of two training-style views of one scan: (teacher on view 1, student on view 2)."""
         from core.augment import TrainAugment
 
-        arr = torch.from_numpy(to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels))
+        arr = torch.from_numpy(
+            to_model_array(scan, size=self.spec.image_size, channels=self.spec.channels, resize=self.spec.resize)
+        )
         x = arr.unsqueeze(0).to(self.device)
         aug = TrainAugment(size=self.spec.image_size)
         g = torch.Generator(device=self.device).manual_seed(int(seed))

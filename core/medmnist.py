@@ -33,7 +33,7 @@ def class_names(path: Path, num_classes: int) -> list[str]:
     return [str(i) for i in range(num_classes)]
 
 
-def _split(images: np.ndarray, labels: np.ndarray, *, size: int, channels: int, name: str) -> Split:
+def _split(images: np.ndarray, labels: np.ndarray, *, size: int, channels: int, name: str, resize: str) -> Split:
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
@@ -44,7 +44,9 @@ def _split(images: np.ndarray, labels: np.ndarray, *, size: int, channels: int, 
         out = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     else:
         scans = (Scan(im[..., 0] if im.shape[-1] == 1 else im) for im in images)
-        out = torch.from_numpy(np.stack([to_model_array(s, size=size, channels=channels) for s in scans]))
+        out = torch.from_numpy(
+            np.stack([to_model_array(s, size=size, channels=channels, resize=resize) for s in scans])
+        )
     return Split(out, torch.from_numpy(labels.astype(np.int64)))
 
 
@@ -94,7 +96,14 @@ def load_medmnist(cfg: DataConfig) -> Dataset:
     num_classes = int(max(int(y.max()) for y in labels.values() if len(y)) + 1)
     channels = 3 if arrays["train_images"].ndim == 4 and arrays["train_images"].shape[-1] == 3 else 1
     splits = [
-        _split(arrays[f"{s}_images"], labels[s], size=cfg.image_size, channels=channels, name=f"{path.name}:{s}")
+        _split(
+            arrays[f"{s}_images"],
+            labels[s],
+            size=cfg.image_size,
+            channels=channels,
+            name=f"{path.name}:{s}",
+            resize=cfg.resize,
+        )
         for s in ("train", "val", "test")
     ]
     return Dataset(path.stem, class_names(path, num_classes), *splits)

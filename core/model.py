@@ -21,6 +21,7 @@ from torch import nn
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
 from core.errors import StudioError
+from core.imageio import RESIZE, RESIZE_BEFORE, RESIZE_FILTERS
 from core.runs import Run
 
 FORMAT = "tss-kd-studio/model-1"
@@ -42,6 +43,7 @@ class ModelSpec:
     feature_dim: int = 128
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    resize: str = RESIZE  # how a scan of another size is resized to image_size: as the training data were
 
     @property
     def num_classes(self) -> int:
@@ -211,6 +213,16 @@ def refittable_model_path(path: str | Path) -> Path:
     return resolve_model_path(path)
 
 
+def saved_resize(meta: dict) -> str:
+    """How a saved model's inputs are resized (`core.imageio.RESIZE_FILTERS`): as its JSON says. One saved
+    before the JSON said was trained on bilinear-resized images, unless its data were the demo's: those are
+    rendered at the model's size, never resized, so its scans take the default filter."""
+    if "resize" in meta:
+        return str(meta["resize"])
+    data = (meta.get("config") or {}).get("data") or {}
+    return RESIZE if data.get("dataset") == "synthetic" else RESIZE_BEFORE
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Classifier, ModelSpec, dict]:
     """Rebuild a saved model in eval mode, channels-last. Returns (model, spec, the whole model.json)."""
     weights = resolve_model_path(path)
@@ -224,11 +236,14 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
             feature_dim=int(meta.get("feature_dim", 128)),
             mean=tuple(meta.get("mean", IMAGENET_MEAN)),
             std=tuple(meta.get("std", IMAGENET_STD)),
+            resize=saved_resize(meta),
         )
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise StudioError(f"{weights.with_suffix('.json').name}: not a valid model description ({e}).") from None
     if spec.channels not in (1, 3):
         raise StudioError(f"{weights.name}: channels must be 1 or 3.")
+    if spec.resize not in RESIZE_FILTERS:
+        raise StudioError(f"{weights.name}: unknown resize filter '{spec.resize}' in its JSON.")
     model = build_model(spec)
     try:
         state = load_file(weights)

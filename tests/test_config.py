@@ -36,11 +36,12 @@ def test_the_default_command_line_is_the_default_config():
         (["--seed", "3"], "seed", 3),
         (["--kd-scaling", "paper"], "kd_scaling", "paper"),
         (["--no-cuda-graphs"], "cuda_graphs", False),
+        (["--resize", "bilinear"], "resize", "bilinear"),
     ],
 )
 def test_a_flag_sets_its_field(argv, field, value):
     cfg = config.from_args(parse_args(argv))
-    target = cfg.data if field in ("image_size", "skip_bad_files") else cfg
+    target = cfg.data if field in ("image_size", "skip_bad_files", "resize") else cfg
     assert getattr(target, field) == value
     if field == "seed":
         assert cfg.data.seed == 3  # the split follows the run's seed
@@ -111,6 +112,7 @@ def test_whole_floats_are_accepted_for_integers():
         ({"image_size": 2048}, "image size must be between 8 and 1024 pixels, not 2048"),
         ({"synthetic_train": 10**12}, "the demo data would take"),
         ({"preset": {"epochs": 5}}, "'preset' must be str"),
+        ({"resize": "bicubic"}, "unknown resize filter 'bicubic'; choose one of lanczos, bilinear"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(settings, message):
@@ -206,6 +208,14 @@ def test_a_run_records_only_the_method_settings_its_method_uses_and_reads_back(m
     assert {k for k in config.METHOD_SETTINGS if record[k] is not None} == used
     again = TrainConfig.from_dict(record).resolved()
     assert {k: getattr(again, k) for k in used} == {k: getattr(cfg, k) for k in used}
+
+
+def test_new_runs_resize_with_lanczos_and_a_run_saved_before_the_setting_reads_back_as_bilinear():
+    assert TrainConfig().data.resize == "lanczos" and from_settings({}).data.resize == "lanczos"
+    record = config.to_record(TrainConfig().resolved())
+    assert TrainConfig.from_dict(record).data.resize == "lanczos"  # a run saved now keeps its filter
+    del record["data"]["resize"]  # as a run saved before resizing was a setting: it resized with bilinear
+    assert TrainConfig.from_dict(record).data.resize == "bilinear"
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from PIL import Image
 from core.cam import CAM_METHODS, lesion_box
 from core.evaluate import classification_metrics, expected_calibration_error
 from core.evaluate import main as evaluate_main
+from core.imageio import Scan, to_model_array
 from core.infer import Predictor
 from core.predict import main as predict_main
 from core.synthetic import render
@@ -108,6 +109,24 @@ def test_the_runs_tab_shows_metrics_to_four_decimals_and_its_tables_in_words(tin
     assert headers(COLUMNS)[:6] == ["run", "status", "warnings", "method", "T target", "T non-target"]
     shares = [float(w.rstrip("%")) for w in widths(COLUMNS)]
     assert len(shares) == len(COLUMNS) and abs(sum(shares) - 100) < 0.5 and shares[0] == max(shares)
+
+
+@pytest.mark.parametrize("resize", ["lanczos", "bilinear"])
+def test_a_predictor_resizes_a_scan_with_the_filter_its_model_json_names(tiny_run, tmp_path, resize):
+    meta = json.loads((tiny_run / "model.json").read_text())
+    assert meta["resize"] == meta["config"]["data"]["resize"] == "lanczos"  # a run records its filter
+    for name in ("model.safetensors", "model.json", "model.ood.safetensors"):
+        shutil.copy(tiny_run / name, tmp_path / name)
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "resize": resize}))
+    predictor = Predictor(tmp_path / "model.safetensors")
+    big = Scan(np.random.default_rng(0).integers(0, 256, (90, 70), dtype=np.uint8))
+    small = Scan(to_model_array(big, size=16, channels=1, resize=resize)[0])  # resized beforehand with that filter
+    assert np.array_equal(predictor.prepare(big).numpy(), predictor.prepare(small).numpy())
+    other = "bilinear" if resize == "lanczos" else "lanczos"
+    assert not np.array_equal(
+        predictor.prepare(big).numpy(),
+        predictor.prepare(Scan(to_model_array(big, size=16, channels=1, resize=other)[0])).numpy(),
+    )
 
 
 def test_evaluate_cli_reports_a_bad_run_without_traceback(tmp_path, capsys):

@@ -52,6 +52,34 @@ def test_checkpoint_roundtrip_gives_identical_outputs(tmp_path):
     torch.testing.assert_close(loaded(x), contiguous(x), rtol=1e-5, atol=1e-5)  # the layout changes round-off only
 
 
+@pytest.mark.parametrize(
+    ("saved", "resize"),
+    [
+        ({"resize": "bilinear"}, "bilinear"),  # as its JSON says
+        ({"resize": "lanczos"}, "lanczos"),
+        ({"config": {"data": {"dataset": "folder"}}}, "bilinear"),  # saved before it said: resized with bilinear
+        ({"config": {"data": {"dataset": "medmnist"}}}, "bilinear"),
+        ({}, "bilinear"),
+        ({"config": {"data": {"dataset": "synthetic"}}}, "lanczos"),  # demo data are never resized: the default
+    ],
+)
+def test_a_model_resizes_scans_as_its_json_says_or_as_it_was_trained_before_it_said(tmp_path, saved, resize):
+    save_model(build_model(SPEC), SPEC, tmp_path / "model.safetensors")
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["resize"] == SPEC.resize == "lanczos"  # a model saved now says it
+    del meta["resize"]
+    (tmp_path / "model.json").write_text(json.dumps({**meta, **saved}))
+    assert load_model(tmp_path)[1].resize == resize
+
+
+def test_a_model_json_naming_an_unknown_resize_filter_is_refused(tmp_path):
+    save_model(build_model(SPEC), SPEC, tmp_path / "model.safetensors")
+    meta = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**meta, "resize": "cubic-ish"}))
+    with pytest.raises(StudioError, match="unknown resize filter 'cubic-ish'"):
+        load_model(tmp_path)
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".pkl", ".ckpt"])
 def test_pickled_checkpoints_are_refused(tmp_path, suffix):
     path = tmp_path / f"model{suffix}"
