@@ -440,20 +440,56 @@ def test_start_training_refuses_bad_settings_and_makes_no_run(studio, settings, 
     assert set(p.name for p in ctx.runs_dir.iterdir()) == before
 
 
+def image_folder(root: Path, per_class: int) -> Path:
+    """A readable class-per-folder tree of small PNGs under `root`."""
+    for label, shift in (("a", 0), ("b", 9)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((16, 16), (25 * i + shift) % 256, np.uint8)).save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "under data"])
 @pytest.mark.parametrize(
     "path,message",
     [
         ("../secret", "outside the data folder"),
         ("/etc/passwd", "not an absolute path"),
+        (None, "not an absolute path"),  # a readable image folder outside: only the confinement can refuse it
         ("missing.npz", "does not exist"),
     ],
 )
-def test_start_training_refuses_paths_outside_the_data_root(studio, path, message):
+def test_start_training_refuses_paths_outside_the_data_root(studio, path, message, nested, tmp_path):
+    """The data's settings may come flat or under "data", and both are confined: under "data", an absolute path
+    once started a run on a folder outside the data root."""
     client, ctx, _ = studio
+    data = {"dataset": "medmnist", "data_path": path, "image_size": 28}
+    if path is None:
+        data = {"dataset": "folder", "data_path": str(image_folder(tmp_path / "outside", 20)), "image_size": 16}
     before = set(p.name for p in ctx.runs_dir.iterdir()) if ctx.runs_dir.exists() else set()
     with pytest.raises(Exception, match=message):
-        client.predict({**TINY, "dataset": "medmnist", "data_path": path, "image_size": 28}, api_name="/start_training")
+        client.predict({**TINY, **({"data": data} if nested else data)}, api_name="/start_training")
     assert set(p.name for p in ctx.runs_dir.iterdir()) == before
+
+
+def test_a_data_path_under_data_is_found_in_the_data_root_as_a_flat_one_is(studio):
+    client, ctx, _ = studio
+    folder = image_folder(ctx.data_root / "nested-scans", 20)
+    run_id = client.predict(
+        {**TINY, "data": {"dataset": "folder", "data_path": "nested-scans", "image_size": 16}},
+        api_name="/start_training",
+    )
+    deadline, status = time.time() + 240, {}
+    while time.time() < deadline:
+        status = client.predict(run_id, api_name="/run_status")
+        if status["status"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    assert status["status"] == "done", status
+    run = ctx.jobs.find(run_id)
+    saved = json.loads((run / "config.json").read_text())["data"]
+    assert saved["data_path"] == str(folder.resolve()) and saved["resize"] == "lanczos"
+    assert json.loads((run / "model.json").read_text())["resize"] == "lanczos"  # Diagnose resizes as training did
 
 
 def test_run_status_of_an_unknown_run_is_a_clear_error(studio):

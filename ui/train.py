@@ -31,11 +31,19 @@ def start_run(ctx: Studio, settings: dict, processes: int = 1) -> str:
 
 
 def confined(ctx: Studio, settings: dict | None) -> dict:
-    """`settings` with its paths resolved inside the data folder; anything outside it is refused."""
-    settings = dict(settings or {})
-    for key in ("data_path", "pretrained"):
-        if settings.get(key):
-            settings[key] = str(confine(ctx.data_root, settings[key]))
+    """`settings` with its paths resolved inside the data folder; anything outside it is refused. The data's
+    path is confined where the settings may give it, flat or under "data" (core.config.from_settings); a value
+    that is not text is left for from_settings to refuse."""
+    settings = dict(settings or {}) if isinstance(settings, dict) else settings
+    if not isinstance(settings, dict):
+        return settings
+    places = [(settings, "data_path"), (settings, "pretrained")]
+    if isinstance(settings.get("data"), dict):
+        settings["data"] = dict(settings["data"])
+        places.append((settings["data"], "data_path"))
+    for where, key in places:
+        if isinstance(where.get(key), str) and where[key]:
+            where[key] = str(confine(ctx.data_root, where[key]))
     return settings
 
 
