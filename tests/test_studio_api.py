@@ -370,17 +370,23 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
     assert all(Path(f).is_relative_to(ctx.images.folder) for f in [report, *downloads])
 
 
-def test_a_run_on_dicom_files_with_text_burned_into_their_pixels_says_so_through_run_status(studio):
-    """The count is in /run_status (the Train tab's note reads it), and the run's log says so, not only its report."""
-    client, ctx, tmp = studio
-    write_dicom_folder(tmp / "data" / "burned", 40, burned=5, seed=8)
-    run_id = client.predict({**TINY, "dataset": "folder", "data_path": "burned"}, api_name="/start_training")
-    deadline, status = time.time() + 240, {}
+def ended(client, run_id: str, seconds: float = 240) -> dict:
+    """The run's /run_status once it is done or failed (or the last one after `seconds`)."""
+    deadline, status = time.time() + seconds, {}
     while time.time() < deadline:
         status = client.predict(run_id, api_name="/run_status")
         if status["status"] in ("done", "failed"):
             break
         time.sleep(0.5)
+    return status
+
+
+def test_a_run_on_dicom_files_with_text_burned_into_their_pixels_says_so_through_run_status(studio):
+    """The count is in /run_status (the Train tab's note reads it), and the run's log says so, not only its report."""
+    client, ctx, tmp = studio
+    write_dicom_folder(tmp / "data" / "burned", 40, burned=5, seed=8)
+    run_id = client.predict({**TINY, "dataset": "folder", "data_path": "burned"}, api_name="/start_training")
+    status = ended(client, run_id)
     assert status["status"] == "done" and status.get("burned_in") == 5, status
     assert "5 of the data's DICOM files say that text is burned" in (ctx.jobs.find(run_id) / "train.log").read_text()
 
@@ -479,12 +485,7 @@ def test_a_data_path_under_data_is_found_in_the_data_root_as_a_flat_one_is(studi
         {**TINY, "data": {"dataset": "folder", "data_path": "nested-scans", "image_size": 16}},
         api_name="/start_training",
     )
-    deadline, status = time.time() + 240, {}
-    while time.time() < deadline:
-        status = client.predict(run_id, api_name="/run_status")
-        if status["status"] in ("done", "failed"):
-            break
-        time.sleep(0.5)
+    status = ended(client, run_id)
     assert status["status"] == "done", status
     run = ctx.jobs.find(run_id)
     saved = json.loads((run / "config.json").read_text())["data"]
