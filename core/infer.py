@@ -199,6 +199,7 @@ class Predictor:
             "classes": self.classes,
             "image_size": self.spec.image_size,
             "channels": self.spec.channels,
+            "resize": self.spec.resize,  # how a scan of another size is brought to image_size, as in training
             "arch": self.spec.arch,
             "method": m.get("method"),
             "temperatures": m.get("temperatures"),

@@ -610,6 +610,7 @@ def test_the_model_card_says_what_the_model_is(demo):
 
     shown = card_markdown(card, "demo")  # Diagnose's card reads each figure against it
     assert "AUC 0.988 (answering at random: balanced 25.0%, AUC 0.500)" in shown, shown
+    assert "64 px (a scan of another size is resized to it with Lanczos, as in training)" in shown, shown
     assert card["ood"]["layers"] == list(ood.MODEL_LAYERS)  # the shipped check predates the input statistics
     assert "out-of-distribution check: Mahalanobis on the model's features, threshold" in shown, shown
 
@@ -621,6 +622,8 @@ def test_a_new_models_card_says_its_check_also_reads_the_scans_own_statistics(ti
     assert card["ood"]["layers"] == list(ood.LAYERS)
     shown = card_markdown(card, tiny_run.name)
     assert "Mahalanobis on the model's features and the scan's own statistics" in shown, shown
+    bilinear = card_markdown({**card, "resize": "bilinear"}, tiny_run.name)  # a folder model saved before
+    assert "resized to it with bilinear, as in training" in bilinear, bilinear
 
 
 @pytest.mark.parametrize("method", ["gradcam", "scorecam"])

@@ -252,6 +252,9 @@ def _checked(layers: list[str] | None) -> str:
     return "the model's features and the scan's own statistics" if "input" in (layers or []) else "the model's features"
 
 
+RESIZE_NAMES = {"lanczos": "Lanczos", "bilinear": "bilinear"}  # core.imageio.RESIZE_FILTERS, in words
+
+
 def _kind(card: dict) -> str:
     """The kind of scan a model was trained on, and what is flagged for not being it."""
     kind = "greyscale (a colour image is flagged)" if card["channels"] == 1 else "colour"
@@ -272,7 +275,8 @@ def card_markdown(card: dict, choice: str) -> str:
         "**Demo model**: trained on synthetic demo data, for trying the studio only."
         if choice in (None, "", DEMO)
         else f"**Run** {choice}",
-        f"- data: {card['data'] or 'unknown'}, {card['image_size']} px, {_kind(card)}; "
+        f"- data: {card['data'] or 'unknown'}, {card['image_size']} px (a scan of another size is resized to it "
+        f"with {RESIZE_NAMES.get(card.get('resize'), card.get('resize'))}, as in training), {_kind(card)}; "
         f"classes: {', '.join(card['classes'])}",
         f"- method: {card['method']} ({card['arch']}), best epoch {card['best_epoch']} of {card['epochs']}",
         f"- test accuracy {pct(m.get('test_acc'))}, balanced {pct(m.get('test_balanced_accuracy'))}, "
