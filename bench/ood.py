@@ -98,13 +98,14 @@ def outlier_scans() -> dict[str, list[tuple[str, Scan]]]:
     return groups
 
 
-def fresh_scans(data: dict, n: int) -> torch.Tensor | None:
-    """`n` demo scans like a model's data (`data`: its config's), from a seed none of its splits used; None for
-    other data, whose kind of scan cannot be drawn anew."""
+def fresh_scans(data: dict, n: int, *, labels: bool = False):
+    """`n` demo scans like a model's data (`data`: its config's), from a seed none of its splits used, with their
+    labels when asked (images, labels); None for other data, whose kind of scan cannot be drawn anew."""
     if data.get("dataset") != "synthetic" or n < 1:
         return None
     spec = SyntheticSpec(lesion_contrast=data.get("synthetic_contrast", 1.0))
-    return render(n, size=data["image_size"], seed=data.get("seed", 0) + FRESH_SEED, spec=spec)[0]
+    images, classes = render(n, size=data["image_size"], seed=data.get("seed", 0) + FRESH_SEED, spec=spec)[:2]
+    return (images, classes) if labels else images
 
 
 def threshold_rules(det: ood.Detector, fresh: dict, n_val: int, repeats: int, seed: int = 0) -> dict:

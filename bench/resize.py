@@ -26,11 +26,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import RESULTS, machine_label, write_result  # noqa: E402
-from bench.ood import FRESH_SEED, outlier_scans  # noqa: E402
+from bench.ood import fresh_scans, outlier_scans  # noqa: E402
 from core import ood  # noqa: E402
 from core.evaluate import answered_probs, load_trained  # noqa: E402
 from core.imageio import RESIZE_FILTERS, Scan, to_model_array  # noqa: E402
-from core.synthetic import SyntheticSpec, render  # noqa: E402
 
 UPSCALERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -80,12 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     data = meta["config"]["data"]
     if det is None or data.get("dataset") != "synthetic":
         raise SystemExit("needs a model of the demo data with an out-of-distribution check")
-    images, labels = render(  # as bench/ood.py's fresh scans: a seed none of the model's splits used
-        args.fresh,
-        size=data["image_size"],
-        seed=data.get("seed", 0) + FRESH_SEED,
-        spec=SyntheticSpec(lesion_contrast=data.get("synthetic_contrast", 1.0)),
-    )[:2]
+    images, labels = fresh_scans(data, args.fresh, labels=True)
     labels = labels.numpy()
     own = [im[0].numpy() for im in images]
     at_size = judge(model, det, meta, spec, own, "bilinear")  # at the model's size no filter is used

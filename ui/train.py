@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gradio as gr
 
 from core import config, estimate, runs
@@ -24,27 +26,19 @@ RECIPE_FIELDS += ("batch_size", "lr", "optimizer")
 def start_run(ctx: Studio, settings: dict, processes: int = 1) -> str:
     """Queue a run from a settings object (TrainConfig fields by name, see core.config.from_settings), with
     paths confined to the data folder and runs written where the studio keeps them. Returns the run id."""
-    cfg = config.from_settings(confined(ctx, settings), base=TrainConfig(runs_dir=str(ctx.runs_dir)))
+    cfg = confined(ctx, config.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir))))
     if not isinstance(processes, int) or isinstance(processes, bool):
         raise StudioError("processes must be a whole number.")
     return ctx.jobs.submit(cfg, processes=processes).name
 
 
-def confined(ctx: Studio, settings: dict | None) -> dict:
-    """`settings` with its paths resolved inside the data folder; anything outside it is refused. The data's
-    path is confined where the settings may give it, flat or under "data" (core.config.from_settings); a value
-    that is not text is left for from_settings to refuse."""
-    settings = dict(settings or {}) if isinstance(settings, dict) else settings
-    if not isinstance(settings, dict):
-        return settings
-    places = [(settings, "data_path"), (settings, "pretrained")]
-    if isinstance(settings.get("data"), dict):
-        settings["data"] = dict(settings["data"])
-        places.append((settings["data"], "data_path"))
-    for where, key in places:
-        if isinstance(where.get(key), str) and where[key]:
-            where[key] = str(confine(ctx.data_root, where[key]))
-    return settings
+def confined(ctx: Studio, cfg: TrainConfig) -> TrainConfig:
+    """`cfg` (parsed from a caller's settings) with its paths resolved inside the data folder; anything outside
+    it is refused. Confined after parsing, so whichever way the settings gave a path (the data's flat or under
+    "data", a preset) it is checked: confining the flat names alone once let a path under "data" through."""
+    data_path = cfg.data.data_path and str(confine(ctx.data_root, cfg.data.data_path))
+    pretrained = cfg.pretrained and str(confine(ctx.data_root, cfg.pretrained))
+    return replace(cfg, pretrained=pretrained, data=replace(cfg.data, data_path=data_path))
 
 
 def make_api(ctx: Studio):
@@ -120,7 +114,7 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
         settings, _ = form_settings(values)
         if settings["dataset"] != "synthetic" and not settings.get("data_path"):
             return "Estimated time: once the data path is given.", hidden
-        cfg = config.from_settings(confined(ctx, settings), base=TrainConfig(runs_dir=str(ctx.runs_dir))).resolved()
+        cfg = confined(ctx, config.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir)))).resolved()
         device, found = estimate_for(ctx, cfg)
     except StudioError as e:  # a path outside the data folder, or one that holds no readable data
         return f"Estimated time: not known: {e}", hidden
