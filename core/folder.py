@@ -29,20 +29,29 @@ from core.imageio import read_scan, to_model_array
 if TYPE_CHECKING:
     from core.config import DataConfig
 
-# Files that sit beside scans in real folders and are never scans themselves.
-NOT_SCANS = {".txt", ".csv", ".json", ".md", ".db", ".ini", ".xml", ".yaml", ".yml", ".html", ".pdf", ".py"}
+# Files that sit beside scans in real folders and exports and are never scans themselves: notes, indexes, and
+# the viewer software a PACS puts on a study's CD.
+NOT_SCANS = {
+    ".txt", ".csv", ".json", ".md", ".db", ".ini", ".xml", ".yaml", ".yml", ".html", ".htm", ".pdf", ".py",
+    ".exe", ".dll", ".inf", ".bat", ".cmd", ".msi", ".cab", ".jar", ".js", ".css", ".xsl", ".ico", ".sh",
+}  # fmt: skip
+NOT_SCAN_NAMES = {"dicomdir", "__macosx"}  # a DICOM media index (no pixels); macOS resource forks in a ZIP
 MAX_LISTED = 10
 
 
-def scan_files(folder: Path) -> list[Path]:
-    """The files under `folder` that may be scans, in order: hidden ones and those of `NOT_SCANS` left out."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.suffix.lower() not in NOT_SCANS
+def may_be_scan(parts: tuple[str, ...]) -> bool:
+    """Whether a file at relative path `parts` may be a scan: none of its parts hidden or a `NOT_SCAN_NAMES`,
+    its suffix not one of `NOT_SCANS`."""
+    return (
+        bool(parts)
+        and not any(part.startswith(".") or part.lower() in NOT_SCAN_NAMES for part in parts)
+        and Path(parts[-1]).suffix.lower() not in NOT_SCANS
     )
+
+
+def scan_files(folder: Path) -> list[Path]:
+    """The files under `folder` that may be scans (`may_be_scan`), in order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and may_be_scan(p.relative_to(folder).parts))
 
 
 def _class_folders(root: Path) -> dict[str, list[Path]]:

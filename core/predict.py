@@ -1,7 +1,8 @@
 """`python -m core.predict --model RUN_OR_FILE IMAGE_OR_FOLDER... [--cam OUT.png]`: probabilities as JSON.
 
 A folder stands for the files in it and its subfolders, in order (hidden files and notes such as .txt, .csv
-or .json left out, as a training folder's are).
+or .json left out, as a training folder's are); a ZIP archive (a study exported from a PACS) for the scans in
+it, each named ``ARCHIVE #n: FILE`` (`core.archive`), unpacked into a private temporary folder removed on exit.
 
 Prints a JSON list with one object per image: the predicted class, its probability, every class's
 probability, whether the scan is like the training data (``in_distribution``, ``ood_score``: above 1 is
@@ -20,10 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from PIL import Image
 
+from core import archive
+from core.archive import Item
 from core.cam import CAM_METHODS
 from core.cli import MODEL_HELP
 from core.device import pick_device
@@ -35,13 +39,18 @@ from core.infer import PASS_SCANS, Predictor
 MAP_KEYS = ("image", "cam", "overlay", "lesion_box", "target", "target_no_finding", "target_probability", "method")
 
 
-def expand(names: list[str]) -> list[str]:
-    """The files named, each folder replaced by its scan files (`core.folder.scan_files`); a folder with
-    none stays, to be reported as the error it is."""
-    out = []
-    for name in names:
-        files = scan_files(Path(name)) if Path(name).is_dir() else []
-        out += [str(f) for f in files] or [name]
+def expand(names: list[str], dest: Path) -> list[Item]:
+    """An item for each file named, each folder replaced by its scan files (`core.folder.scan_files`) and each
+    ZIP archive by its scans (unpacked under `dest`); a folder with no scans, or an archive that cannot be read,
+    is one item carrying its message."""
+    out: list[Item] = []
+    for j, name in enumerate(names):
+        path = Path(name)
+        files = [str(f) for f in scan_files(path)] if path.is_dir() else [name]
+        if not files:
+            out.append(Item(name, None, f"{path.name or name}: a folder with no scans in it."))
+        else:
+            out += archive.expand(files, dest / str(j), labels=files)
     return out
 
 
@@ -52,7 +61,7 @@ def cam_path(out: Path, index: int, count: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help=MODEL_HELP)
-    ap.add_argument("images", nargs="+", help="image or DICOM files, or folders of them")
+    ap.add_argument("images", nargs="+", help="image or DICOM files, folders of them, or ZIP archives of them")
     ap.add_argument("--cam", type=Path, default=None, metavar="OUT.png", help="write a lesion-map overlay")
     ap.add_argument("--cam-method", default="gradcam", choices=tuple(CAM_METHODS))
     ap.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
@@ -62,26 +71,32 @@ def main(argv: list[str] | None = None) -> int:
     except StudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    images = expand(args.images)
+    with tempfile.TemporaryDirectory(prefix="tsskd-predict-") as tmp:
+        results, failed = answer_all(predictor, expand(args.images, Path(tmp)), args.cam, args.cam_method)
+    print(json.dumps(results, indent=2))
+    return 2 if failed else 0
+
+
+def answer_all(predictor: Predictor, items: list[Item], cam: Path | None, cam_method: str) -> tuple[list[dict], bool]:
+    """A JSON row for each item, answered a batch of `PASS_SCANS` at a time (its scans and maps let go after
+    it), and whether any could not be read."""
     results, failed = [], False
-    for start in range(0, len(images), PASS_SCANS):  # a batch at a time: its scans and maps are let go after it
-        batch = images[start : start + PASS_SCANS]
-        if args.cam is None:
-            answers = predictor.predict_files(batch)
+    for start in range(0, len(items), PASS_SCANS):
+        batch = items[start : start + PASS_SCANS]
+        if cam is None:
+            answers = archive.answer(batch, predictor.predict_files)
         else:  # one read and one pass give the answer and its map, the box drawn as Diagnose draws it
-            answers = predictor.diagnose_files(batch, method=args.cam_method)
-        for i, (image, r) in enumerate(zip(batch, answers, strict=True), start):
+            answers = archive.answer(batch, lambda paths: predictor.diagnose_files(paths, method=cam_method))
+        for i, (item, r) in enumerate(zip(batch, answers, strict=True), start):
             if "error" in r:
-                # a folder left by `expand` has nothing in it to read
-                error = f"{Path(image).name}: a folder with no scans in it." if Path(image).is_dir() else r["error"]
-                row, failed = {"file": image, "error": error}, True
-                print(f"error: {error}", file=sys.stderr)
-            elif args.cam is None:
-                row = {"file": image, **r}
+                row, failed = {"file": item.label, "error": r["error"]}, True
+                print(f"error: {r['error']}", file=sys.stderr)
+            elif cam is None:
+                row = {"file": item.label, **r}
             else:
-                out = cam_path(args.cam, i, len(images))
+                out = cam_path(cam, i, len(items))
                 Image.fromarray(r["overlay"]).save(out, format="PNG")
-                row = {"file": image, **{k: v for k, v in r.items() if k not in MAP_KEYS}}
+                row = {"file": item.label, **{k: v for k, v in r.items() if k not in MAP_KEYS}}
                 row["cam"] = {
                     "file": str(out),
                     "method": r["method"],
@@ -90,10 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                     "target_no_finding": r["target_no_finding"],
                 }
             results.append(row)
-        if len(images) > PASS_SCANS:  # a long folder says how far it has got (no file names: stderr may be logged)
-            print(f"{len(results)} of {len(images)} files answered", file=sys.stderr)
-    print(json.dumps(results, indent=2))
-    return 2 if failed else 0
+        if len(items) > PASS_SCANS:  # a long folder says how far it has got (no file names: stderr may be logged)
+            print(f"{len(results)} of {len(items)} files answered", file=sys.stderr)
+    return results, failed
 
 
 if __name__ == "__main__":

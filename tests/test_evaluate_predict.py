@@ -289,6 +289,44 @@ def test_predict_cli_reads_a_folder_and_its_subfolders_and_names_one_without_sca
     assert "Traceback" not in captured.err
 
 
+def test_predict_cli_reads_a_zipped_study_and_names_its_scans_without_the_patients_folder(
+    tiny_run, scans, tmp_path, capsys, monkeypatch
+):
+    import tempfile
+    import zipfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    study = tmp_path / "study.zip"
+    with zipfile.ZipFile(study, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(scans / "IM0001", "Testpatient^Imaginary/SE1/IM0001")  # a DICOM file with identifiers
+        z.write(scans / "scan.png", "Testpatient^Imaginary/SE2/scan.png")
+        z.writestr("Testpatient^Imaginary/SE2/IM0002", b"damaged pixels")
+        z.writestr("DICOMDIR", b"an index")
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    shutil.copy(study, folder / "again.zip")  # a folder's archive is read as the archive itself is
+    (folder / "broken.zip").write_bytes(study.read_bytes()[:400])
+    code = predict_main(["--model", str(tiny_run), str(study), str(folder), "--cam", str(tmp_path / "cam.png")])
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert [r["file"] for r in rows] == [
+        f"{study} #1: IM0001",
+        f"{study} #2: IM0002",
+        f"{study} #3: scan.png",
+        f"{folder / 'again.zip'} #1: IM0001",
+        f"{folder / 'again.zip'} #2: IM0002",
+        f"{folder / 'again.zip'} #3: scan.png",
+        str(folder / "broken.zip"),
+    ]
+    assert code == 2 and [r.get("scan", {}).get("format") for r in rows] == ["DICOM", None, "PNG"] * 2 + [None]
+    assert rows[1]["error"].startswith("IM0002: ") and rows[6]["error"].startswith("broken.zip: cannot read it")
+    assert rows[0]["probabilities"] == rows[3]["probabilities"] and Path(rows[0]["cam"]["file"]).is_file()
+    for value in IDENTIFIERS.values():  # neither the DICOM's tags nor the folder named after the patient
+        assert value not in captured.out and value not in captured.err
+    assert not any((tmp_path / "tmp").iterdir())  # the unpacked scans are removed on exit
+
+
 def test_predict_cli_says_how_far_a_long_folder_has_got_and_names_no_file(tiny_run, scans, tmp_path, capsys):
     from core.infer import PASS_SCANS
 

@@ -142,6 +142,53 @@ def test_diagnose_a_bad_file_is_a_clear_error_and_the_server_keeps_serving(studi
     assert probs["label"] in ("normal", "nodule", "mass", "ring")
 
 
+def test_diagnose_a_zipped_study_as_a_pacs_exports_it_answers_each_scan_and_keeps_none(studio, scans, tmp_path):
+    import zipfile
+
+    client, ctx, _ = studio
+    study = tmp_path / "study.zip"
+    with zipfile.ZipFile(study, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(scans / "IM0002", "Testpatient^Imaginary/SE1/IM0002")  # JPEG lossless, with identifiers
+        z.write(scans / "IM0001", "Testpatient^Imaginary/SE2/IM0001")
+        z.writestr("DICOMDIR", b"an index")
+        z.writestr("README.TXT", b"exported by a viewer")
+    warning, _, _, _, table, gallery, details = client.predict(
+        [handle_file(str(EXAMPLES / "demo-ring.png")), handle_file(str(study))], api_name="/diagnose"
+    )
+    assert [row[0] for row in table["data"]] == ["demo-ring.png", "study.zip #1: IM0002", "study.zip #2: IM0001"]
+    assert [d["file"] for d in details] == [row[0] for row in table["data"]] and len(gallery) == 3
+    assert [row[8].split(",")[0] for row in table["data"]] == ["PNG", "DICOM", "DICOM"]
+    assert details[1]["probabilities"] == pytest.approx(details[2]["probabilities"], abs=1e-6)  # the same slice
+    text = json.dumps([warning, table, details, gallery])
+    for value in IDENTIFIERS.values():  # neither the tags nor the folder named after the patient
+        assert value not in text
+    assert not [p for p in ctx.images.folder.iterdir() if p.is_dir()]  # the unpacked scans are gone
+
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(study.read_bytes()[:300])
+    with pytest.raises(Exception, match="broken.zip: cannot read it as a ZIP archive"):
+        client.predict([handle_file(str(broken))], api_name="/diagnose")
+    _, _, _, _, table, _, _ = client.predict(
+        [handle_file(str(broken)), handle_file(str(EXAMPLES / "demo-mass.png"))], api_name="/diagnose"
+    )
+    assert table["data"][0][3].startswith("NOT READ: broken.zip: cannot read it") and table["data"][1][1] == "mass"
+
+
+@pytest.mark.parametrize("flagged", [1, 8, 9, 300])
+def test_the_banner_names_a_few_flagged_scans_of_a_long_series_and_leaves_the_rest_to_the_table(flagged):
+    from ui.diagnose import BANNER_NAMES, _banner
+
+    answer = {"warnings": [], "in_distribution": True, "scan": {}}
+    results = [(f"ct.zip #{k}: IM{k}", {**answer, "in_distribution": k > flagged}) for k in range(1, 302)]
+    results += [(f"bad{k}.png", {"error": "unreadable"}) for k in range(flagged)]
+    banner = _banner(results)
+    shown = min(flagged, BANNER_NAMES)
+    named = f"{', '.join(f'ct.zip #{k}: IM{k}' for k in range(1, shown + 1))}"
+    rest = f" and {flagged - shown} more (see the table)" if flagged > shown else ""
+    assert f"{flagged} of {len(results)} scans are not like the training data: {named}{rest}." in banner
+    assert f"ct.zip #{shown + 1}: " not in banner and banner.count("bad") == shown
+
+
 def test_diagnose_a_truncated_dicom_between_two_good_scans_sinks_only_itself(studio, tmp_path):
     from pydicom.data import get_testdata_file
 

@@ -184,6 +184,30 @@ def test_demo_scans_still_answer_after_the_cache_clean_up_and_a_removed_upload_s
     assert "upload again" in said
 
 
+def test_a_zipped_study_uploaded_in_the_browser_answers_each_of_its_scans(page, tmp_path):
+    """A study exported as a ZIP (scans under a folder named after the patient, a DICOMDIR, a note): each scan
+    gets its row and map, named by its place in the archive and its file name only."""
+    import zipfile
+
+    study = tmp_path / "study.zip"
+    with zipfile.ZipFile(study, "w") as z:
+        for name in ("demo-mass.png", "demo-ring.png"):
+            z.write(EXAMPLES_DIR / name, f"DOE^JOHN/SE1/{name}")
+        z.writestr("DICOMDIR", b"an index")
+        z.writestr("README.TXT", b"exported by a viewer")
+    page.reload()  # a fresh upload box: files from an earlier test would be diagnosed too
+    page.get_by_role("tab", name="Diagnose").click()
+    page.locator("#diagnose-files input[type=file]").set_input_files(str(study))
+    page.locator("#diagnose-run").click()
+    table = page.locator("#diagnose-table")
+    table.get_by_text("study.zip #2: demo-ring.png").filter(visible=True).first.wait_for(timeout=60_000)
+    expect(table.get_by_text("study.zip #1: demo-mass.png").filter(visible=True).first).to_be_visible()
+    expect(page.locator("#diagnose-gallery")).to_be_visible(timeout=10_000)  # two scans: each map shown
+    expect(page.locator("#diagnose-probs .output-class")).to_have_text("mass")  # the first scan's answer
+    assert "DOE" not in page.locator("#diagnose-table").inner_text()
+    assert "could not be read" not in page.locator("#diagnose-warning").inner_text()
+
+
 def test_a_large_scan_is_shown_at_the_maps_size_and_a_new_opacity_redraws_it(page, tmp_path):
     """A 1200 x 1500 scan's map, and both sides of the before/after slider, are drawn 819 x 1024; moving the
     opacity redraws them from what the studio kept (no new diagnosis), at the same size and with no error."""

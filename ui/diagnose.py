@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import gradio as gr
 
+from core import archive
 from core.cam import CAM_METHODS
 from core.infer import redraw, scan_hw
 from core.trust import OOD_MESSAGE, untrusted
@@ -29,7 +31,8 @@ RESEARCH_USE = (
 )
 DESCRIPTION = (
     "Class probabilities, whether the scan is like the model's training data (in_distribution, ood_score, "
-    "mismatch), and a lesion map for each uploaded scan. Only the files are required; model is 'demo' or any finished "
+    "mismatch), and a lesion map for each uploaded scan (a ZIP archive stands for the scans in it). Only the "
+    "files are required; model is 'demo' or any finished "
     "run's id, target any class of that model. A research tool, not a medical device; the demo model is "
     "trained on synthetic demo data, for trying the studio only."
 )
@@ -153,6 +156,15 @@ def _detail(name: str, r: dict) -> dict:
     }
 
 
+BANNER_NAMES = 8
+
+
+def _named(names: list[str]) -> str:
+    """At most `BANNER_NAMES` names for the banner (a zipped series may have hundreds; the table has them all)."""
+    more = len(names) - BANNER_NAMES
+    return ", ".join(names[:BANNER_NAMES]) + (f" and {more} more (see the table)" if more > 0 else "")
+
+
 def _banner(results: list[tuple[str, dict]]) -> str:
     """The warnings a clinician must not miss, for the scan shown and for the batch."""
     shown = next(r for _, r in results if "error" not in r)
@@ -161,14 +173,14 @@ def _banner(results: list[tuple[str, dict]]) -> str:
     unread = [n for n, r in results if "error" in r]
     burned = [n for n, r in results if r.get("scan", {}).get("burned_in_annotation")]
     if len(results) > 1 and outside:
-        lines.append(f"{len(outside)} of {len(results)} scans are not like the training data: {', '.join(outside)}.")
+        lines.append(f"{len(outside)} of {len(results)} scans are not like the training data: {_named(outside)}.")
     if len(results) > 1 and burned:
         lines.append(
             f"{len(burned)} of {len(results)} scans say text is burned into their pixels, which may identify the "
-            f"patient: {', '.join(burned)}."
+            f"patient: {_named(burned)}."
         )
     if unread:
-        lines.append(f"{len(unread)} of {len(results)} files could not be read: {', '.join(unread)}.")
+        lines.append(f"{len(unread)} of {len(results)} files could not be read: {_named(unread)}.")
     return "\n\n".join(lines)
 
 
@@ -186,13 +198,20 @@ def make_diagnose(ctx: Studio):
         predictor = ctx.predictor(model)
         wanted = None if target in (None, "", PREDICTED) else target
         paths = _files(files)
-        progress(0, desc=f"Diagnosing {len(paths)} scan(s)")
-        # one batched pass for all of them, shared with other requests arriving at the same time
-        found = predictor.diagnose_files(paths, method=method, target=wanted, opacity=opacity)
-        results = [(Path(f).name, r) for f, r in zip(paths, found, strict=True)]
+        # a ZIP archive's scans are unpacked into the studio's private temp folder and removed once answered
+        with tempfile.TemporaryDirectory(dir=ctx.images.folder) as unpacked:
+            items = archive.expand(paths, Path(unpacked))
+            progress(0, desc=f"Diagnosing {len(items)} scan(s)")
+            # one batched pass for all of them, shared with other requests arriving at the same time
+            found = archive.answer(
+                items, lambda p: predictor.diagnose_files(p, method=method, target=wanted, opacity=opacity)
+            )
+        results = [(item.label, r) for item, r in zip(items, found, strict=True)]
         good = [(n, r) for n, r in results if "error" not in r]
         if not good:
-            raise gr.Error("\n".join(r["error"] for _, r in results))
+            errors = [r["error"] for _, r in results]
+            more = f"\nand {len(errors) - BANNER_NAMES} more files" if len(errors) > BANNER_NAMES else ""
+            raise gr.Error("\n".join(errors[:BANNER_NAMES]) + more)
         first = good[0][1]
         greyed = untrusted(first) or first["low_confidence"]
         overlay_label = f"Lesion map for: {first['target']}, {percent(first['target_probability'])} ({good[0][0]})"
@@ -319,9 +338,9 @@ def scorecam_note(ctx: Studio, choice: str, method: str) -> str:
 def build(ctx: Studio) -> None:
     with gr.Tab("Diagnose", id="diagnose"):
         gr.Markdown(
-            "Upload scans (PNG, JPEG, TIFF, BMP or DICOM, with or without extension) to get class "
-            "probabilities, whether to trust them, and a lesion map. Patient details in DICOM files are never "
-            "shown or kept.\n\n" + RESEARCH_USE
+            "Upload scans (PNG, JPEG, TIFF, BMP or DICOM, with or without extension, or a ZIP archive of them "
+            "such as a study exported from a PACS) to get class probabilities, whether to trust them, and a "
+            "lesion map. Patient details in DICOM files are never shown or kept.\n\n" + RESEARCH_USE
         )
         with gr.Row():
             with gr.Column(scale=1):
