@@ -15,6 +15,7 @@ from pathlib import Path
 from core.cli import MODEL_HELP
 from core.errors import StudioError
 from core.model import ModelSpec, atomic_write, load_model, resolve_model_path, save_model
+from core.runs import CONFIG, Run
 
 
 def export_model(model_path: str | Path, out: str | Path, *, half: bool = False) -> Path:
@@ -34,6 +35,24 @@ def export_model(model_path: str | Path, out: str | Path, *, half: bool = False)
         extra["ood"] = {**extra["ood"], "file": target.name}
     save_model(model, spec, out, extra=extra, half=half)
     return out
+
+
+def export_run(run_path: str | Path, folder: str | Path) -> list[Path]:
+    """What a download of the run at `run_path` holds, written into `folder`: its model as `export_model` writes
+    it (`<run>.safetensors`, `<run>.json` and `<run>.ood.safetensors`, which load anywhere as they are: in
+    `core.predict --model`, or in another studio's models folder) when it has one, and its config
+    (`<run>-config.json`)."""
+    run = Run(Path(run_path))
+    folder = Path(folder)
+    files = []
+    if run.has_model():
+        weights = export_model(run.path, folder / f"{run.path.name}.safetensors")
+        files += [
+            p for p in (weights, weights.with_suffix(".json"), weights.with_suffix(".ood.safetensors")) if p.is_file()
+        ]
+    if (run.path / CONFIG).is_file():
+        files.append(Path(shutil.copy2(run.path / CONFIG, folder / f"{run.path.name}-config.json")))
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -368,9 +368,5 @@ class Run:
     def clear_stop_request(self) -> None:
         (self.path / STOP_REQUEST).unlink(missing_ok=True)
 
-    def files(self) -> list[Path]:
-        """What a download of the model takes: weights, their description and the run's config."""
-        return [self.path / f for f in (MODEL, MODEL_META, CONFIG) if (self.path / f).is_file()]
-
     def delete(self) -> None:
         delete_run(self.path)

@@ -217,6 +217,48 @@ def test_a_check_saved_with_fewer_layers_still_answers_with_those(tiny_run, tmp_
         Predictor(out)
 
 
+def test_a_runs_download_answers_elsewhere_as_the_run_does_with_its_check(tiny_run, tmp_path):
+    """The Runs tab's download, moved to another folder (another machine's studio, core.predict), loads as it is
+    and gives the run's answers, out-of-distribution check included; before, it named a check file it lacked."""
+    import shutil
+
+    from core.export import export_run
+
+    files = export_run(tiny_run, tmp_path / "download")
+    name = tiny_run.name
+    assert [f.name for f in files] == [
+        f"{name}.safetensors",
+        f"{name}.json",
+        f"{name}.ood.safetensors",
+        f"{name}-config.json",
+    ]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for f in files:
+        shutil.copy(f, elsewhere)
+    shutil.rmtree(tmp_path / "download")
+    moved, own = Predictor(elsewhere / f"{name}.safetensors"), Predictor(tiny_run)
+    assert moved.detector is not None
+    for scan in EXAMPLES:
+        a, b = moved.predict(scan), own.predict(scan)
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+        assert (
+            a["ood_score"] == pytest.approx(b["ood_score"], rel=1e-6) and a["in_distribution"] == b["in_distribution"]
+        )
+    assert json.loads((elsewhere / f"{name}-config.json").read_text()) == json.loads(
+        (tiny_run / "config.json").read_text()
+    )
+
+
+def test_a_download_of_a_run_without_a_model_yet_holds_its_config_only(tmp_path):
+    from core import runs
+    from core.export import export_run
+
+    run = runs.Run.create(tmp_path / "runs", "r", {"method": "tss-kd"})
+    (tmp_path / "d").mkdir()
+    assert [f.name for f in export_run(run.path, tmp_path / "d")] == [f"{run.path.name}-config.json"]
+
+
 def test_a_damaged_check_file_is_a_clear_error(tiny_run, tmp_path):
     from core.export import export_model
 

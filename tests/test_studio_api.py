@@ -413,7 +413,12 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
     (report,) = make_report(ctx)(run_id)
     downloads = make_download(ctx)(run_id)
     assert Path(report).name == f"{name}-report.html" and "<html" in Path(report).read_text()[:200].lower()
-    assert {f"{name}-config.json", f"{name}-model.safetensors"} <= {Path(f).name for f in downloads}
+    assert {Path(f).name for f in downloads} == {
+        f"{name}-config.json",
+        f"{name}.safetensors",
+        f"{name}.json",
+        f"{name}.ood.safetensors",
+    }
     assert all(Path(f).is_relative_to(ctx.images.folder) for f in [report, *downloads])
 
 

@@ -463,8 +463,8 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
     expect(files).to_be_hidden()  # no empty box that reads as one to upload into
     page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
     page.get_by_role("button", name="Download model and config").click()
-    for name in ("model.safetensors", "model.json", "config.json"):  # each file named as a user would save it
-        expect(files.locator(f'[aria-label="{shown[0]["run"]}-{name}"]')).to_be_visible(timeout=30_000)
+    for name in (".safetensors", ".json", ".ood.safetensors", "-config.json"):  # named as a user would save them
+        expect(files.locator(f'[aria-label="{shown[0]["run"]}{name}"]')).to_be_visible(timeout=30_000)
 
 
 def test_stop_this_sweep_stops_every_run_of_it(page):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-
 import gradio as gr
 
 from core import figures as plots
 from core import runs
 from core.evaluate import evaluate_run
+from core.export import export_run
 from core.paths import confine
 from ui import tables
 from ui.context import Studio, poll, repick, user_error
@@ -116,10 +115,7 @@ def make_download(ctx: Studio):
     @user_error
     def download(run_id: str):
         run = ctx.jobs.find(run_id)
-        out = ctx.images.new_folder()
-        files = []
-        for path in runs.Run(run).files():
-            files.append(str(shutil.copy2(path, out / f"{run.name}-{path.name}")))
+        files = [str(f) for f in export_run(run, ctx.images.new_folder())]
         if not files:
             raise gr.Error(f"{run.name} has nothing to download yet.")
         return files
