@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default="data", help="the only folder whose paths the browser may use")
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument(
+        "--models-dir",
+        default="models",
+        help="folder of model files Diagnose offers beside the runs: a run's download from the Runs tab, or "
+        "python -m core.export --out models/NAME.safetensors (default: models)",
+    )
+    ap.add_argument(
         "--runs-per-device",
         type=int,
         default=1,
@@ -155,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_dir=Path(args.runs_dir).resolve(),
         jobs=JobManager(args.runs_dir, per_device=args.runs_per_device),
         auth=bool(args.auth),
+        models_dir=Path(args.models_dir).resolve(),
     )
     app = build_app(ctx)
     if not ctx.jobs.active():  # a run adopted on restart would slow the probe and be slowed by it

@@ -175,6 +175,28 @@ def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, extra: dict | N
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text))
 
 
+def model_files(folder: str | Path) -> list[Path]:
+    """The model files in `folder` itself, by name: each `.safetensors` but an out-of-distribution check's
+    tensors (`<model>.ood.safetensors`) and hidden files. [] when there is no such folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.glob("*.safetensors")
+        if not p.name.endswith(".ood.safetensors") and not p.name.startswith(".")
+    )
+
+
+def model_file(folder: str | Path, name: str) -> Path:
+    """The model file of `folder` named `name` exactly as `model_files` lists it; a path, or a name it does not
+    list, is refused."""
+    found = {p.name: p for p in model_files(folder)}
+    if name not in found:
+        raise StudioError(f"{name}: no such model file in the models folder ({Path(folder).name}/).")
+    return found[name]
+
+
 def resolve_model_path(path: str | Path) -> Path:
     """`DEMO` (the word alone, as the studio names the shipped demo model; ``./demo`` is a path), a run
     directory, a `.safetensors` file or its `.json` twin -> the `.safetensors` weights path."""

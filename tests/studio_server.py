@@ -26,6 +26,7 @@ def start(tmp: Path, *, max_file_size: str | None = None, auth: list[tuple[str, 
         runs_dir=runs_dir.resolve(),
         jobs=JobManager(runs_dir, grace_s=5),
         auth=bool(auth),
+        models_dir=(tmp / "models").resolve(),
     )
     app = build_app(ctx)
     app.queue(default_concurrency_limit=4)

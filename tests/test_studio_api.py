@@ -545,6 +545,31 @@ def test_a_data_path_under_data_is_found_in_the_data_root_as_a_flat_one_is(studi
     assert json.loads((run / "model.json").read_text())["resize"] == "lanczos"  # Diagnose resizes as training did
 
 
+def test_diagnose_takes_a_model_file_from_the_models_folder_by_name_and_nothing_outside_it(studio, tiny_run):
+    from core.export import export_run
+
+    client, ctx, _ = studio
+    ctx.models_dir.mkdir(parents=True, exist_ok=True)
+    export_run(tiny_run, ctx.models_dir)
+    name = f"{tiny_run.name}.safetensors"
+    assert name in [value for _, value in ctx.model_choices()]
+    *_, details = client.predict([handle_file(str(EXAMPLES / "demo-ring.png"))], name, api_name="/diagnose")
+    assert isinstance(details[0]["in_distribution"], bool) and set(details[0]["probabilities"]) == {
+        "normal",
+        "nodule",
+        "mass",
+        "ring",
+    }
+    for bad in (
+        f"../models/{name}",
+        str(ctx.models_dir / name),
+        f"{tiny_run.name}.ood.safetensors",
+        "none.safetensors",
+    ):
+        with pytest.raises(Exception, match="no such model file in the models folder"):
+            client.predict([handle_file(str(EXAMPLES / "demo-ring.png"))], bad, api_name="/diagnose")
+
+
 def test_run_status_of_an_unknown_run_is_a_clear_error(studio):
     client, _, _ = studio
     with pytest.raises(Exception, match="no run named"):
@@ -725,6 +750,61 @@ def test_diagnose_offers_and_takes_only_finished_runs(tiny_run, tmp_path, status
         runs.write_json(run / "status.json", {**runs.Run(run).status(), "status": "done"})
         assert [value for _, value in ctx.model_choices()] == ["demo", run.name]
         assert ctx.predictor(run.name).card()["unfinished"] is None
+    finally:
+        jobs.close()
+
+
+def test_the_models_folder_lists_its_model_files_with_what_they_are_and_a_new_version_is_loaded(tiny_run, tmp_path):
+    """Model files in --models-dir are offered after the runs, labelled from their JSON (a model that did not
+    learn says so before it is picked; a JSON that cannot be read says that), and a file replaced under the same
+    name is loaded again, not served from the cache."""
+    import json
+    import os
+
+    from core.export import export_run
+    from core.jobs import JobManager
+    from ui.context import Studio
+
+    models = tmp_path / "models"
+    models.mkdir()
+    export_run(tiny_run, models)
+    assert {f.name for f in models.iterdir()} == {
+        f"{tiny_run.name}{s}" for s in (".safetensors", ".json", ".ood.safetensors", "-config.json")
+    }
+    (models / ".hidden.safetensors").write_bytes(b"x")
+    (models / "sub").mkdir()
+    (models / "sub" / "inner.safetensors").write_bytes(b"x")  # the folder itself only
+    (models / "broken.safetensors").write_bytes(b"x")
+    (models / "broken.json").write_text("{not json")
+    meta = json.loads((models / f"{tiny_run.name}.json").read_text())
+    unlearned = {**meta, "warnings": [{"kind": "collapse", "epoch": 1, "message": "m"}], "metrics": {"val_auc": 0.5}}
+    (models / "flat.json").write_text(json.dumps(unlearned))
+    os.link(models / f"{tiny_run.name}.safetensors", models / "flat.safetensors")
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs, models_dir=models)
+    try:
+        choices = ctx.model_choices()
+        assert [value for _, value in choices] == [
+            "demo",
+            "broken.safetensors",
+            "flat.safetensors",
+            f"{tiny_run.name}.safetensors",
+        ]
+        labels = [label for label, _ in choices]
+        assert labels[1] == "broken (model file; its JSON description cannot be read)"
+        assert labels[2] == "flat (model file, tss-kd, val AUC 0.500, DID NOT LEARN)"
+        assert labels[3].startswith(f"{tiny_run.name} (model file, tss-kd, val AUC ")
+        first = ctx.predictor(f"{tiny_run.name}.safetensors")
+        assert ctx.predictor(f"{tiny_run.name}.safetensors") is first  # loaded once
+        path = models / f"{tiny_run.name}.json"
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a new version
+        assert ctx.predictor(f"{tiny_run.name}.safetensors") is not first
+        with pytest.raises(Exception, match="broken.json: not a valid model description"):
+            ctx.predictor("broken.safetensors")
+        no_folder = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+        assert [value for _, value in no_folder.model_choices()] == ["demo"]
+        with pytest.raises(Exception, match="this studio has no models folder"):
+            no_folder.predictor("flat.safetensors")
     finally:
         jobs.close()
 

@@ -283,6 +283,33 @@ def test_a_run_finished_after_start_up_appears_in_diagnose_and_a_deleted_one_goe
     )
 
 
+def test_a_model_file_put_in_the_models_folder_appears_in_diagnose_and_answers(page, studio_ctx, tiny_run):
+    """A colleague's model (a run's download) dropped into models/: listed within seconds, with its card, and
+    it answers a scan with its out-of-distribution check."""
+    from core.export import export_run
+
+    page.reload()
+    page.get_by_role("tab", name="Diagnose").click()
+    studio_ctx.models_dir.mkdir(parents=True, exist_ok=True)
+    export_run(tiny_run, studio_ctx.models_dir)
+    picker = page.locator("#diagnose-model input")
+    picker.click()
+    option = page.get_by_role("option", name=f"{tiny_run.name} (model file, tss-kd")
+    option.first.wait_for(timeout=15_000)  # no reload, no Refresh
+    option.first.click()
+    page.locator("#diagnose-card").get_by_text(tiny_run.name).first.wait_for(timeout=10_000)
+    page.locator("#diagnose-files input[type=file]").set_input_files(str(EXAMPLES_DIR / "demo-ring.png"))
+    page.locator("#diagnose-run").click()
+    page.locator("#diagnose-table").get_by_text("demo-ring.png").filter(visible=True).first.wait_for(timeout=60_000)
+    trust = page.locator("#diagnose-table").inner_text()
+    assert "no check for this model" not in trust  # the check came with the file
+    for f in studio_ctx.models_dir.iterdir():
+        f.unlink()
+    page.wait_for_function(
+        "document.querySelector('#diagnose-model input').value.startsWith('Demo model')", timeout=15_000
+    )
+
+
 def test_augment_preview_is_drawn_on_opening_and_follows_its_settings(page):
     page.reload()
     page.get_by_role("tab", name="Augment").click()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -14,7 +15,7 @@ from core import runs
 from core.errors import StudioError
 from core.infer import Predictor
 from core.jobs import JobManager
-from core.model import DEMO, DEMO_MODEL, resolve_model_path
+from core.model import DEMO, DEMO_MODEL, model_file, model_files, resolve_model_path
 from core.trust import UNLEARNED
 from ui.files import ImageFiles
 
@@ -42,16 +43,23 @@ def uploaded(files) -> list[str]:
 
 
 class ModelCache:
-    """Loaded predictors by file, the most recent few kept; loading is the slow part of a diagnosis."""
+    """Loaded predictors by file, the most recent few kept; loading is the slow part of a diagnosis. A model
+    file replaced on disk (a new version under the same name in the models folder, a check refitted with
+    `core.ood`) is loaded again: the key holds the times its weights and JSON were written."""
 
     def __init__(self, size: int = 4):
-        self._items: OrderedDict[Path, Predictor] = OrderedDict()
+        self._items: OrderedDict[tuple, Predictor] = OrderedDict()
         self._lock = threading.Lock()
         self.size = size
 
+    @staticmethod
+    def _key(path: Path) -> tuple:
+        weights = resolve_model_path(path).resolve()
+        return (weights, weights.stat().st_mtime_ns, weights.with_suffix(".json").stat().st_mtime_ns)
+
     def get(self, path: Path) -> Predictor:
+        key = self._key(path)
         with self._lock:
-            key = path.resolve()
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
@@ -70,6 +78,7 @@ class Studio:
     runs_dir: Path
     jobs: JobManager
     auth: bool = False  # when on, starting, stopping and deleting runs need a logged-in user
+    models_dir: Path | None = None  # model files Diagnose offers beside the runs (app.py --models-dir)
     models: ModelCache = field(default_factory=ModelCache)
     images: ImageFiles = field(default_factory=ImageFiles)  # what handlers return, encoded once each
 
@@ -90,11 +99,17 @@ class Studio:
                 if any(kind in r["warnings"] for kind in UNLEARNED):  # said before it is picked
                     about.append("DID NOT LEARN")
                 out.append((f"{r['run']} ({', '.join(about)})", r["run"]))
+        for path in model_files(self.models_dir) if self.models_dir else []:
+            out.append((f"{path.stem} ({file_about(path)})", path.name))
         return out
 
     def model_path(self, choice: str) -> Path:
         if choice in (None, "", DEMO):
             return resolve_model_path(DEMO)  # one message for a demo model gone missing, as on the command line
+        if choice.endswith(".safetensors"):  # a model file's name (a run's id never ends so)
+            if not self.models_dir:
+                raise StudioError(f"{choice}: this studio has no models folder (app.py --models-dir).")
+            return model_file(self.models_dir, choice)
         path = self.jobs.find(choice)
         reason = runs.Run(path).unfinished()
         if reason:
@@ -103,6 +118,24 @@ class Studio:
 
     def predictor(self, choice: str) -> Predictor:
         return self.models.get(self.model_path(choice))
+
+
+def file_about(path: Path) -> str:
+    """What a model file's picker label says of it, from its JSON: its method, validation AUC, and whether it
+    did not learn (said before it is picked), or why its JSON cannot be read."""
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict):
+        return "model file; its JSON description cannot be read"
+    about = [f"model file, {meta.get('method') or 'method unknown'}"]
+    auc = (meta.get("metrics") or {}).get("val_auc")
+    if isinstance(auc, (int, float)):
+        about.append(f"val AUC {auc:.3f}")
+    if any(isinstance(w, dict) and w.get("kind") in UNLEARNED for w in meta.get("warnings") or []):
+        about.append("DID NOT LEARN")
+    return ", ".join(about)
 
 
 def repick(choices: list, value, *, gone=None) -> dict:

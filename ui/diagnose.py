@@ -32,9 +32,9 @@ RESEARCH_USE = (
 DESCRIPTION = (
     "Class probabilities, whether the scan is like the model's training data (in_distribution, ood_score, "
     "mismatch), and a lesion map for each uploaded scan (a ZIP archive stands for the scans in it). Only the "
-    "files are required; model is 'demo' or any finished "
-    "run's id, target any class of that model. A research tool, not a medical device; the demo model is "
-    "trained on synthetic demo data, for trying the studio only."
+    "files are required; model is 'demo', any finished run's id, or the name of a model file in the models "
+    "folder ('NAME.safetensors'), target any class of that model. A research tool, not a medical device; the "
+    "demo model is trained on synthetic demo data, for trying the studio only."
 )
 GREYED = "studio-greyed"
 
