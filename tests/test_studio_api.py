@@ -776,6 +776,8 @@ def test_the_models_folder_lists_its_model_files_with_what_they_are_and_a_new_ve
     (models / "sub" / "inner.safetensors").write_bytes(b"x")  # the folder itself only
     (models / "broken.safetensors").write_bytes(b"x")
     (models / "broken.json").write_text("{not json")
+    (models / "listed.safetensors").write_bytes(b"x")
+    (models / "listed.json").write_text('[{"metrics": 1}]')  # JSON, but not a model's description
     meta = json.loads((models / f"{tiny_run.name}.json").read_text())
     unlearned = {**meta, "warnings": [{"kind": "collapse", "epoch": 1, "message": "m"}], "metrics": {"val_auc": 0.5}}
     (models / "flat.json").write_text(json.dumps(unlearned))
@@ -788,12 +790,14 @@ def test_the_models_folder_lists_its_model_files_with_what_they_are_and_a_new_ve
             "demo",
             "broken.safetensors",
             "flat.safetensors",
+            "listed.safetensors",
             f"{tiny_run.name}.safetensors",
         ]
         labels = [label for label, _ in choices]
         assert labels[1] == "broken (model file; its JSON description cannot be read)"
         assert labels[2] == "flat (model file, tss-kd, val AUC 0.500, DID NOT LEARN)"
-        assert labels[3].startswith(f"{tiny_run.name} (model file, tss-kd, val AUC ")
+        assert labels[3] == "listed (model file; its JSON description cannot be read)"
+        assert labels[4].startswith(f"{tiny_run.name} (model file, tss-kd, val AUC ")
         first = ctx.predictor(f"{tiny_run.name}.safetensors")
         assert ctx.predictor(f"{tiny_run.name}.safetensors") is first  # loaded once
         path = models / f"{tiny_run.name}.json"

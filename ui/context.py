@@ -130,7 +130,8 @@ def file_about(path: Path) -> str:
     if not isinstance(meta, dict):
         return "model file; its JSON description cannot be read"
     about = [f"model file, {meta.get('method') or 'method unknown'}"]
-    auc = (meta.get("metrics") or {}).get("val_auc")
+    metrics = meta.get("metrics")
+    auc = metrics.get("val_auc") if isinstance(metrics, dict) else None
     if isinstance(auc, (int, float)):
         about.append(f"val AUC {auc:.3f}")
     if any(isinstance(w, dict) and w.get("kind") in UNLEARNED for w in meta.get("warnings") or []):
