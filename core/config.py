@@ -57,7 +57,9 @@ PRESETS: dict[str, dict] = {
     # the demo task (test accuracy 0.64 / 0.56 / 0.62 for seeds 0-2, against 0.53 / 0.47 / 0.42 at batch 128;
     # a learning rate of 0.05 at batch 128 instead was unstable: 0.63 / 0.36 / 0.43), for 10% more time
     # (2-core Xeon with AMX, 2026-12-05). In bf16 autocast and in float32 it learns alike: 0.624 +- 0.028 and
-    # 0.629 +- 0.048 over 8 seeds on an AMD Zen 4, bf16 in half the time (bench/results/methods-quick-precision-*).
+    # 0.629 +- 0.048 over 8 seeds on an AMD Zen 4, bf16 in half the time (bench/results/methods-quick-precision-*,
+    # two runs at once on one thread each); one run at a time on both cores, as the Train tab runs it, 0.625 +-
+    # 0.085 (0.43-0.70: seed 0, the default, drew the 0.43; bench/results/methods-quick-threads2-*).
     "quick": {"epochs": 5, "synthetic_train": 1000, "image_size": 32, "kd_warmup": 0, "batch_size": 32},
 }
 QUICK = PRESETS["quick"]
