@@ -290,6 +290,7 @@ def test_a_model_file_put_in_the_models_folder_appears_in_diagnose_and_answers(p
 
     page.reload()
     page.get_by_role("tab", name="Diagnose").click()
+    expect(page.locator("#diagnose-model")).to_contain_text("model files put in models/")  # where to put them
     studio_ctx.models_dir.mkdir(parents=True, exist_ok=True)
     export_run(tiny_run, studio_ctx.models_dir)
     picker = page.locator("#diagnose-model input")

@@ -198,8 +198,9 @@ def make_diagnose(ctx: Studio):
         predictor = ctx.predictor(model)
         wanted = None if target in (None, "", PREDICTED) else target
         paths = _files(files)
-        # a ZIP archive's scans are unpacked into the studio's private temp folder and removed once answered
-        with tempfile.TemporaryDirectory(dir=ctx.images.folder) as unpacked:
+        # a ZIP archive's scans go to a private temp folder (readable by this user only), removed once answered;
+        # not under ctx.images, whose sweep could remove it under a diagnosis longer than its keeping time
+        with tempfile.TemporaryDirectory(prefix="tsskd-studio-unpack-") as unpacked:
             items = archive.expand(paths, Path(unpacked))
             progress(0, desc=f"Diagnosing {len(items)} scan(s)")
             # one batched pass for all of them, shared with other requests arriving at the same time
@@ -346,7 +347,13 @@ def build(ctx: Studio) -> None:
             with gr.Column(scale=1):
                 files = gr.File(label="Scans", file_count="multiple", type="filepath", elem_id="diagnose-files")
                 model = gr.Dropdown(
-                    ctx.model_choices(), value=DEMO, label="Model", allow_custom_value=True, elem_id="diagnose-model"
+                    ctx.model_choices(),
+                    value=DEMO,
+                    label="Model",
+                    info="the demo model, finished runs"
+                    + (f", and model files put in {ctx.models_dir.name}/" if ctx.models_dir else ""),
+                    allow_custom_value=True,
+                    elem_id="diagnose-model",
                 )
                 card = gr.Markdown(elem_id="diagnose-card")
                 method = gr.Dropdown(list(CAM_METHODS), value="gradcam", label="Lesion-map method")
