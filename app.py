@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args.auth = read_auth(args.auth_file)
     data_root = Path(args.data_root)
     data_root.mkdir(parents=True, exist_ok=True)
+    Path(args.models_dir).mkdir(parents=True, exist_ok=True)  # there to be found, as the picker names it
     private_cache()
     ctx = Studio(
         data_root=data_root.resolve(),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def start_studio(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
     env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"} | {"TMPDIR": str(temp)}
     cmd = [sys.executable, "app.py", "--port", str(port), "--data-root", str(tmp_path / "data")]
     proc = subprocess.Popen(
-        [*cmd, "--runs-dir", str(tmp_path / "runs")],
+        [*cmd, "--runs-dir", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models")],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -88,11 +89,17 @@ def test_a_studio_stopped_during_a_diagnosis_exits_cleanly(tmp_path):
     exception", exit status 134); the studio exits 0 instead, its temporary files removed."""
     from gradio_client import Client, handle_file
 
+    study = tmp_path / "study.zip"  # a study as a PACS exports it: its scans unpacked while they are answered
+    with zipfile.ZipFile(study, "w") as z:
+        for k in range(4):
+            z.write(EXAMPLE, f"DOE^JOHN/SE1/IM{k}.png")
     proc, url, temp = start_studio(tmp_path)
+    assert (tmp_path / "models").is_dir()  # made at start, as the Diagnose picker names it
     try:
         client = Client(url, verbose=False, download_files=False)
-        client.submit(files=[handle_file(str(EXAMPLE))] * 4, method="scorecam", api_name="/diagnose")
+        client.submit(files=[handle_file(str(study))], method="scorecam", api_name="/diagnose")
         time.sleep(4)  # ScoreCAM: the model once per feature map, seconds per scan on a CPU
+        assert list(temp.glob("tsskd-studio-unpack-*/*/*/IM*.png"))  # stopped while its scans are unpacked
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -100,4 +107,4 @@ def test_a_studio_stopped_during_a_diagnosis_exits_cleanly(tmp_path):
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0 and "terminate called" not in err, err[-2000:]
-    assert [f for f in temp.rglob("*") if f.is_file()] == []
+    assert [f for f in temp.rglob("*") if f.is_file()] == []  # the upload, its unpacked scans, the images
