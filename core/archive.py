@@ -82,6 +82,7 @@ def unpack(
     cannot be read whole."""
     label = label or path.name
     name = path.name
+    made = False  # only a folder made here is removed on failure
     try:
         with zipfile.ZipFile(path) as z:
             infos = sorted(
@@ -104,6 +105,7 @@ def unpack(
                     "archive."
                 )
             dest.mkdir(parents=True)
+            made = True
             items = []
             for k, info in enumerate(infos, 1):
                 out = dest / str(k) / _parts(info.filename)[-1]  # its own folder: names may repeat across series
@@ -118,10 +120,14 @@ def unpack(
                 items.append(Item(f"{label} #{k}: {out.name}", out))
             return items
     except StudioError:
-        shutil.rmtree(dest, True)
+        if made:
+            shutil.rmtree(dest, True)
         raise
+    except FileExistsError:
+        raise  # the caller's mistake (dest must be new), not the archive's: that folder is left as it is
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, ValueError) as e:
-        shutil.rmtree(dest, True)
+        if made:
+            shutil.rmtree(dest, True)
         raise StudioError(f"{name}: cannot read it as a ZIP archive ({e}).") from None
 
 

@@ -139,6 +139,15 @@ def test_an_archive_that_cannot_be_read_whole_is_refused_naming_it_and_leaves_no
     assert item == Item("bad.zip", None, str(e.value)) and not any((tmp_path / "out2").rglob("*.png"))
 
 
+def test_a_folder_that_is_already_there_is_never_unpacked_into_nor_removed(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("the caller's")
+    with pytest.raises(FileExistsError):
+        unpack(make_zip(tmp_path / "a.zip", {"a.png": png_bytes(tmp_path)}), dest)
+    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+
+
 def test_files_that_are_not_archives_pass_through_under_their_names_or_the_labels_given(tmp_path):
     scan = tmp_path / "scan.png"
     scan.write_bytes(png_bytes(tmp_path))
