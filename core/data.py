@@ -58,6 +58,67 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     return data
 
 
+FOUND_DEPTH, FOUND_LIMIT = 2, 200
+
+
+def _is_image_folder(d: Path) -> str | None:
+    """How the Train tab describes folder `d` when it holds class subfolders (or train/ with them); else None.
+    Only names are read (up to the first scan of each class folder), so a folder of 100,000 scans costs little."""
+    subs = sorted(s for s in d.iterdir() if s.is_dir() and not s.name.startswith("."))
+    if (d / "train").is_dir():
+        return "image folder with train/ val/ test/"
+    classes = [s for s in subs if any(folder.may_be_scan((f.name,)) for f in s.iterdir() if f.is_file())]
+    return f"image folder, {len(classes)} classes" if len(classes) >= 2 else None
+
+
+def _is_manifest(path: Path) -> bool:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = f.readline().lower()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return {"path", "label"} <= {h.strip() for h in header.split(",")}
+
+
+def found_data(root: str | Path, dataset: str) -> list[tuple[str, str]]:
+    """What in the data folder `root` the source `dataset` can train on, for the Train tab to offer as
+    (label, path relative to `root`): MedMNIST files with their training images (from the header alone), or
+    image folders (class subfolders, or train/ val/ test/) and CSV manifests. Paths of up to `FOUND_DEPTH` parts,
+    hidden names skipped, a folder found not looked into, at most `FOUND_LIMIT`."""
+    root = Path(root)
+    if dataset not in ("medmnist", "folder") or not root.is_dir():
+        return []
+    found: list[tuple[str, str]] = []
+    level = [root]
+    for _ in range(FOUND_DEPTH):  # paths of one part (in the data folder itself), then of two
+        below = []
+        for d in level:
+            try:
+                entries = sorted(e for e in d.iterdir() if not e.name.startswith("."))
+            except OSError:
+                continue
+            for e in entries:
+                rel = e.relative_to(root).as_posix()
+                if dataset == "medmnist" and e.suffix == ".npz" and e.is_file():
+                    try:
+                        found.append((f"{rel} (MedMNIST, {medmnist.train_count(e):,} training images)", rel))
+                    except StudioError:
+                        continue  # an .npz of something else
+                elif dataset == "folder" and e.suffix.lower() == ".csv" and e.is_file() and _is_manifest(e):
+                    found.append((f"{rel} (CSV manifest)", rel))
+                elif e.is_dir():
+                    try:
+                        kind = _is_image_folder(e) if dataset == "folder" else None
+                    except OSError:  # a folder this user may not read
+                        continue
+                    if kind:
+                        found.append((f"{rel}/ ({kind})", f"{rel}/"))
+                    else:
+                        below.append(e)
+        level = below
+    return found[:FOUND_LIMIT]
+
+
 def train_count(cfg: DataConfig) -> int:
     """How many training images `cfg` gives, without loading them (about, for an image folder, whose
     unreadable files are only found when decoded); raises `StudioError` as loading would."""

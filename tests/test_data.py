@@ -173,3 +173,37 @@ def test_medmnist_bad_files(tmp_path, make, message):
 def test_bad_data_configs(cfg, message):
     with pytest.raises(StudioError, match=message):
         load_dataset(cfg)
+
+
+def test_the_train_tab_is_offered_what_the_data_folder_holds_of_each_kind(tmp_path):
+    """MedMNIST files with their training images (from the header), image folders (class subfolders, or
+    train/) and CSV manifests, two folders down at most; not a folder inside one found, nor hidden, one-class
+    or other files."""
+    from core.data import found_data
+
+    root = tmp_path / "data"
+    write_medmnist((root / "mnist").mkdir(parents=True) or root / "mnist" / "pneumonia.npz", n=(37, 5, 5))
+    write_medmnist(root / "derma.npz", n=(12, 4, 4))
+    np.savez(root / "weights.npz", a=np.zeros(3))  # an .npz of something else
+    for name in ("scans/normal/a.png", "scans/mass/IM0", "scans/notes.txt", "split/train/a/x.png", "split/val/a/y.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    for name in ("one/only/a.png", ".hidden/a/x.png", ".hidden/b/x.png", "notes/a/readme.txt", "notes/b/list.csv"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    for name in ("a/b/deep/c1/x.png", "a/b/deep/c2/x.png", "group/more/c1/x.png", "group/more/c2/x.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (root / "manifest.csv").write_text("path,label,split\nscans/normal/a.png,normal,train\n")
+    (root / "results.csv").write_text("run,accuracy\n")
+    assert found_data(root, "medmnist") == [
+        ("derma.npz (MedMNIST, 12 training images)", "derma.npz"),
+        ("mnist/pneumonia.npz (MedMNIST, 37 training images)", "mnist/pneumonia.npz"),
+    ]
+    assert found_data(root, "folder") == [
+        ("manifest.csv (CSV manifest)", "manifest.csv"),
+        ("scans/ (image folder, 2 classes)", "scans/"),
+        ("split/ (image folder with train/ val/ test/)", "split/"),
+        ("group/more/ (image folder, 2 classes)", "group/more/"),
+    ]
+    assert found_data(root, "synthetic") == [] and found_data(tmp_path / "missing", "folder") == []

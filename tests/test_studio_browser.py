@@ -345,6 +345,29 @@ def test_the_default_run_on_a_cpu_says_how_long_it_takes_before_any_run_was_meas
     assert page.locator("#train-quick").is_visible()  # and the quick preset is offered
 
 
+def test_the_train_tab_offers_the_datasets_in_the_data_folder_and_counts_the_one_picked(page, studio_ctx):
+    """A researcher puts a MedMNIST file in the data folder: the Train tab lists it under MedMNIST with its
+    training images, picking it gives the estimate for them, and typing a path still works."""
+    from helpers import write_medmnist
+
+    (studio_ctx.data_root / "mnist").mkdir(parents=True, exist_ok=True)
+    write_medmnist(studio_ctx.data_root / "mnist" / "pneumonia.npz", n=(37, 5, 5))
+    page.reload()
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("radio", name="MedMNIST .npz").click()
+    path = page.locator("#train-data-path input")
+    path.click()
+    option = page.get_by_role("option", name="mnist/pneumonia.npz (MedMNIST, 37 training images)")
+    option.wait_for(timeout=15_000)
+    option.click()
+    wait_text(page, "#train-estimate", "37 training images an epoch", 30_000)
+    path.fill("missing.npz")
+    path.press("Enter")
+    wait_text(page, "#train-estimate", "'missing.npz' does not exist in the data folder", 30_000)
+    (studio_ctx.data_root / "mnist" / "pneumonia.npz").unlink()
+    page.reload()  # a new page's form, as the tests after this one expect it
+
+
 @pytest.mark.timeout(900)  # the quick preset's run: 55 s on a 2-core Xeon with AMX, minutes on a slow EPYC
 def test_the_quick_preset_offered_for_a_long_run_trains_above_chance(page, studio_ctx):
     """A new user on a CPU, told the default run is long, takes the quick preset and starts it: the run is

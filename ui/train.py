@@ -9,6 +9,7 @@ import gradio as gr
 from core import config, estimate, runs
 from core import figures as plots
 from core.config import PRESETS, TrainConfig
+from core.data import found_data
 from core.dataset import burned_in_files
 from core.errors import StudioError
 from core.paths import confine
@@ -278,6 +279,11 @@ def follow_runs(ctx: Studio, watched: str | None, last: list | None):
     return repick(choices, watched), choices
 
 
+def data_choices(ctx: Studio, source: str) -> dict:
+    """The data path's choices for the source picked (`core.data.found_data`); a path typed stays."""
+    return gr.update(choices=found_data(ctx.data_root, SOURCES.get(source, "synthetic")))
+
+
 def reopen(ctx: Studio, request: gr.Request):
     """On page load: the run named in the page's address (?run=ID), so a reload comes back to it."""
     wanted = (request.query_params.get("run") if request else None) or None
@@ -298,8 +304,14 @@ def build(ctx: Studio, device_choices) -> None:
         with gr.Row():
             with gr.Column(scale=1):
                 source = gr.Radio(list(SOURCES), value="demo data", label="Data")
-                data_path = setting_input(
-                    "data_path", "Path inside the data folder", placeholder="e.g. octmnist.npz or scans/"
+                data_path = gr.Dropdown(
+                    [],
+                    value=None,
+                    label="Path inside the data folder",
+                    info="what the data folder holds for this source is listed; or type a path "
+                    "(e.g. octmnist.npz or scans/)",
+                    allow_custom_value=True,
+                    elem_id="train-data-path",
                 )
                 demo_images = gr.Number(
                     5000,
@@ -424,5 +436,7 @@ def build(ctx: Studio, device_choices) -> None:
             return reopen(ctx, request)
 
         gr.on(None, on_load, None, [run_id, known], api_name=False, show_progress="hidden")
+        # on page load and when the source changes: what the data folder holds of that kind, to pick
+        gr.on(None, lambda s: data_choices(ctx, s), source, data_path, api_name=False, show_progress="hidden")
         run_id.change(None, run_id, None, js=URL_JS, api_name=False)
         run_id.change(lambda r: monitor(ctx, r), run_id, watch, api_name=False, show_progress="hidden")
