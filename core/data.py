@@ -61,25 +61,6 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 FOUND_DEPTH, FOUND_LIMIT = 2, 200
 
 
-def _is_image_folder(d: Path) -> str | None:
-    """How the Train tab describes folder `d` when it holds class subfolders (or train/ with them); else None.
-    Only names are read (up to the first scan of each class folder), so a folder of 100,000 scans costs little."""
-    subs = sorted(s for s in d.iterdir() if s.is_dir() and not s.name.startswith("."))
-    if (d / "train").is_dir():
-        return "image folder with train/ val/ test/"
-    classes = [s for s in subs if any(folder.may_be_scan((f.name,)) for f in s.iterdir() if f.is_file())]
-    return f"image folder, {len(classes)} classes" if len(classes) >= 2 else None
-
-
-def _is_manifest(path: Path) -> bool:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = f.readline().lower()
-    except (OSError, UnicodeDecodeError):
-        return False
-    return {"path", "label"} <= {h.strip() for h in header.split(",")}
-
-
 def found_data(root: str | Path, dataset: str) -> list[tuple[str, str]]:
     """What in the data folder `root` the source `dataset` can train on, for the Train tab to offer as
     (label, path relative to `root`): MedMNIST files with their training images (from the header alone), or
@@ -99,16 +80,16 @@ def found_data(root: str | Path, dataset: str) -> list[tuple[str, str]]:
                 continue
             for e in entries:
                 rel = e.relative_to(root).as_posix()
-                if dataset == "medmnist" and e.suffix == ".npz" and e.is_file():
+                if dataset == "medmnist" and e.suffix.lower() == ".npz" and e.is_file():
                     try:
                         found.append((f"{rel} (MedMNIST, {medmnist.train_count(e):,} training images)", rel))
                     except StudioError:
                         continue  # an .npz of something else
-                elif dataset == "folder" and e.suffix.lower() == ".csv" and e.is_file() and _is_manifest(e):
+                elif dataset == "folder" and e.suffix.lower() == ".csv" and e.is_file() and folder.is_manifest(e):
                     found.append((f"{rel} (CSV manifest)", rel))
                 elif e.is_dir():
                     try:
-                        kind = _is_image_folder(e) if dataset == "folder" else None
+                        kind = folder.describe(e) if dataset == "folder" else None
                     except OSError:  # a folder this user may not read
                         continue
                     if kind:

@@ -36,6 +36,7 @@ NOT_SCANS = {
     ".exe", ".dll", ".inf", ".bat", ".cmd", ".msi", ".cab", ".jar", ".js", ".css", ".xsl", ".ico", ".sh",
 }  # fmt: skip
 NOT_SCAN_NAMES = {"dicomdir", "__macosx"}  # a DICOM media index (no pixels); macOS resource forks in a ZIP
+MANIFEST_COLUMNS = {"path", "label"}  # a CSV manifest's header holds these (and optionally "split")
 MAX_LISTED = 10
 
 
@@ -130,7 +131,7 @@ def _from_manifest(path: Path) -> list[tuple[Path, str, str]]:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise StudioError(f"{path.name}: cannot read the CSV manifest ({e}).") from None
-    if not rows or not {"path", "label"} <= set(rows[0]):
+    if not rows or not MANIFEST_COLUMNS <= set(rows[0]):
         raise StudioError(f"{path.name}: a manifest needs a header with the columns 'path' and 'label'.")
     entries = []
     for n, row in enumerate(rows, start=2):
@@ -143,17 +144,47 @@ def _from_manifest(path: Path) -> list[tuple[Path, str, str]]:
     return entries
 
 
-def _from_folder(root: Path) -> list[tuple[Path, str, str]]:
+def _layout(root: Path) -> dict[str, Path]:
+    """The split folders of `root` (train/, val/, test/, any case) when it has train/; else all of it."""
     subdirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
     if "train" in subdirs:
-        layout = {s: subdirs[s] for s in SPLITS if s in subdirs}
-    else:
-        layout = {"all": root}
+        return {s: subdirs[s] for s in SPLITS if s in subdirs}
+    return {"all": root}
+
+
+def _from_folder(root: Path) -> list[tuple[Path, str, str]]:
     entries = []
-    for split, folder in layout.items():
+    for split, folder in _layout(root).items():
         for label, files in _class_folders(folder).items():
             entries.extend((p, label, split) for p in files)
     return entries
+
+
+def is_manifest(path: Path) -> bool:
+    """Whether the CSV file `path` has a manifest's header (its first line alone is read)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return MANIFEST_COLUMNS <= set(header)
+
+
+def describe(root: Path) -> str | None:
+    """How a listing of the data folder names `root` when it is an image folder `load_folder` reads (split
+    folders, or two classes or more); else None. Cheap on a large folder: a class folder is looked into only
+    until its first scan."""
+    layout = _layout(root)
+    if "all" not in layout:
+        return "image folder with " + " ".join(f"{s}/" for s in layout)
+    classes = [
+        d
+        for d in root.iterdir()
+        if d.is_dir()
+        and not d.name.startswith(".")
+        and any(p.is_file() and may_be_scan(p.relative_to(d).parts) for p in d.rglob("*"))
+    ]
+    return f"image folder, {len(classes)} classes" if len(classes) >= 2 else None
 
 
 def _entries(path: Path) -> list[tuple[Path, str, str]]:

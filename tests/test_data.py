@@ -185,7 +185,8 @@ def test_the_train_tab_is_offered_what_the_data_folder_holds_of_each_kind(tmp_pa
     write_medmnist((root / "mnist").mkdir(parents=True) or root / "mnist" / "pneumonia.npz", n=(37, 5, 5))
     write_medmnist(root / "derma.npz", n=(12, 4, 4))
     np.savez(root / "weights.npz", a=np.zeros(3))  # an .npz of something else
-    for name in ("scans/normal/a.png", "scans/mass/IM0", "scans/notes.txt", "split/train/a/x.png", "split/val/a/y.png"):
+    scans = ("scans/normal/a.png", "scans/mass/IM0", "scans/notes.txt")
+    for name in (*scans, "split/train/a/x.png", "split/val/a/y.png", "split/test/a/z.png"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"x")
     for name in ("one/only/a.png", ".hidden/a/x.png", ".hidden/b/x.png", "notes/a/readme.txt", "notes/b/list.csv"):
@@ -207,3 +208,19 @@ def test_the_train_tab_is_offered_what_the_data_folder_holds_of_each_kind(tmp_pa
         ("group/more/ (image folder, 2 classes)", "group/more/"),
     ]
     assert found_data(root, "synthetic") == [] and found_data(tmp_path / "missing", "folder") == []
+
+
+def test_a_listed_image_folder_is_one_the_folder_loader_reads_the_same_way(tmp_path):
+    """The listing shares the loader's rules: split folders in any case, class folders with their scans one
+    level further down, and a manifest's header as the loader reads it."""
+    from core.data import DataConfig, found_data, load_dataset
+
+    root = tmp_path / "data"
+    scan = Image.fromarray(render(1, size=16, seed=1)[0][0, 0].numpy())
+    for name in ("Kaggle/Train/yes/p1/a.png", "Kaggle/Train/no/p2/b.png", "Kaggle/Test/yes/c.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        scan.save(root / name)
+    (root / "cased.csv").write_text("Path,Label\nKaggle/Test/yes/c.png,yes\n")  # the loader wants path,label
+    assert found_data(root, "folder") == [("Kaggle/ (image folder with train/ test/)", "Kaggle/")]
+    data = load_dataset(DataConfig(dataset="folder", data_path=str(root / "Kaggle"), image_size=16))
+    assert data.classes == ["no", "yes"] and len(data.test) == 1
