@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -122,9 +123,20 @@ class Studio:
 
 def file_about(path: Path) -> str:
     """What a model file's picker label says of it, from its JSON: its method, validation AUC, and whether it
-    did not learn (said before it is picked), or why its JSON cannot be read."""
+    did not learn (said before it is picked), or why its JSON cannot be read. The pickers ask every few
+    seconds, so a JSON is read again only once it has been written again."""
+    meta = path.with_suffix(".json")
     try:
-        meta = json.loads(path.with_suffix(".json").read_text())
+        written = meta.stat().st_mtime_ns
+    except OSError:
+        written = None
+    return _about(meta, written)
+
+
+@functools.lru_cache(maxsize=256)
+def _about(path: Path, written: int | None) -> str:
+    try:
+        meta = json.loads(path.read_text())
     except (OSError, ValueError):
         meta = None
     if not isinstance(meta, dict):
@@ -184,7 +196,6 @@ def follow_models(ctx: Studio, pickers: list, *, every: float = 5.0) -> None:
 def user_error(fn):
     """Show a user's mistake (StudioError, or a gr.Error the handler raised) as a message in the page, and log
     it on the server as one line, not a traceback; tracebacks stay for real faults."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
