@@ -13,6 +13,8 @@ identifiers).
 With ``--cam`` a Grad-CAM overlay with its lesion box, as the studio draws it, is written (``OUT.png`` for
 one image, ``OUT-<n>.png`` for several); a map of a no-finding class ("normal") gets no box, nor does a scan
 out of distribution or a model that did not learn its task.
+With ``--csv OUT.csv`` the answers are also written as a table to keep in a spreadsheet, one row per file and a
+column per class (`core.answers`: the columns of Diagnose's download).
 Exits 2 if any image could not be read; the others are still reported.
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from core import archive
+from core import answers, archive
 from core.archive import Item
 from core.cam import CAM_METHODS
 from core.cli import MODEL_HELP
@@ -34,6 +36,7 @@ from core.device import pick_device
 from core.errors import StudioError
 from core.folder import scan_files
 from core.infer import PASS_SCANS, Predictor
+from core.model import atomic_write
 
 # What a diagnosis holds beyond `Predictor.predict`'s answer: the map, its pictures and its box.
 MAP_KEYS = ("image", "cam", "overlay", "lesion_box", "target", "target_no_finding", "target_probability", "method")
@@ -64,30 +67,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("images", nargs="+", help="image or DICOM files, folders of them, or ZIP archives of them")
     ap.add_argument("--cam", type=Path, default=None, metavar="OUT.png", help="write a lesion-map overlay")
     ap.add_argument("--cam-method", default="gradcam", choices=tuple(CAM_METHODS))
+    ap.add_argument("--csv", type=Path, default=None, metavar="OUT.csv", help="also write the answers as a table")
     ap.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     args = ap.parse_args(argv)
     try:
+        for out in (args.cam, args.csv):  # before any scan is read, not after the whole folder is answered
+            if out is not None and (out.is_dir() or not out.resolve().parent.is_dir()):
+                raise StudioError(
+                    f"{out}: " + ("a folder, not a file." if out.is_dir() else "its folder does not exist.")
+                )
         predictor = Predictor(args.model, device=pick_device(args.device))
     except StudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    table: list[list] = []
     with tempfile.TemporaryDirectory(prefix="tsskd-predict-") as tmp:
-        results, failed = answer_all(predictor, expand(args.images, Path(tmp)), args.cam, args.cam_method)
+        results, failed = answer_all(predictor, expand(args.images, Path(tmp)), args.cam, args.cam_method, table)
+    if args.csv is not None:  # whole or not at all: never a table cut short
+        text = answers.rows_csv(table, predictor.classes)
+        atomic_write(args.csv, lambda path: path.write_text(text, encoding="utf-8"))
     print(json.dumps(results, indent=2))
     return 2 if failed else 0
 
 
-def answer_all(predictor: Predictor, items: list[Item], cam: Path | None, cam_method: str) -> tuple[list[dict], bool]:
+def answer_all(
+    predictor: Predictor, items: list[Item], cam: Path | None, cam_method: str, table: list | None = None
+) -> tuple[list[dict], bool]:
     """A JSON row for each item, answered a batch of `PASS_SCANS` at a time (its scans and maps let go after
-    it), and whether any could not be read."""
+    it), and whether any could not be read; `table` gets each item's `core.answers` row."""
     results, failed = [], False
     for start in range(0, len(items), PASS_SCANS):
         batch = items[start : start + PASS_SCANS]
         if cam is None:
-            answers = archive.answer(batch, predictor.predict_files)
+            found = archive.answer(batch, predictor.predict_files)
         else:  # one read and one pass give the answer and its map, the box drawn as Diagnose draws it
-            answers = archive.answer(batch, lambda paths: predictor.diagnose_files(paths, method=cam_method))
-        for i, (item, r) in enumerate(zip(batch, answers, strict=True), start):
+            found = archive.answer(batch, lambda paths: predictor.diagnose_files(paths, method=cam_method))
+        for i, (item, r) in enumerate(zip(batch, found, strict=True), start):
+            if table is not None:
+                table.append(answers.row(item.label, r, predictor.classes))
             if "error" in r:
                 row, failed = {"file": item.label, "error": r["error"]}, True
                 print(f"error: {r['error']}", file=sys.stderr)

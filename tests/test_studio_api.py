@@ -313,9 +313,11 @@ def test_diagnose_shows_the_demo_mass_scan_as_short_of_certain_wherever_it_gives
 def test_an_answer_not_to_be_read_as_it_is_loses_the_headline_naming_its_top_class(greyed, heading):
     from ui.diagnose import GREYED, style
 
-    probs, overlay, gallery = style({"greyed": greyed, "overlay_label": "Lesion map for: mass", "several": False})
+    view = {"greyed": greyed, "overlay_label": "Lesion map for: mass", "several": False, "table": "/t/diagnosis.csv"}
+    probs, overlay, gallery, download = style(view)
     assert probs["show_heading"] is heading and (GREYED in probs["elem_classes"]) is greyed
     assert overlay["label"] == "Lesion map for: mass" and gallery["visible"] is False
+    assert download == {"__type__": "update", "value": "/t/diagnosis.csv", "visible": True}  # the table to keep
 
 
 def test_diagnose_a_demo_scan_is_not_flagged_and_maps_any_class_by_name(studio):

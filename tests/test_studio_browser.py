@@ -4,6 +4,7 @@ Screenshots go to a temporary folder, so that `make test` leaves the checkout as
 screenshots` runs these tests with STUDIO_SCREENSHOTS=docs/screenshots to refresh the README's.
 """
 
+import csv
 import os
 import re
 import shutil
@@ -138,6 +139,16 @@ def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
     for header in table.locator("th span.header").all():  # each header wraps between words, if at all
         lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
         assert lines <= len(header.inner_text().split()), header.inner_text()
+    download = page.locator("#diagnose-download")  # the table to keep: every class's probability, the flags
+    expect(download).to_be_visible(timeout=10_000)
+    with page.expect_download() as got:
+        download.click()
+    assert got.value.suggested_filename == "diagnosis.csv"
+    rows = list(csv.DictReader(Path(got.value.path()).read_text(encoding="utf-8").splitlines()))
+    assert [(r["file"], r["predicted"]) for r in rows] == [
+        (f"demo-{c}.png", c) for c in ("mass", "nodule", "normal", "ring")
+    ]
+    assert all(r["in_distribution"] == "True" and r["p_mass"] and r["error"] == "" for r in rows)
 
 
 @pytest.fixture

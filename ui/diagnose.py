@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core import archive
+from core import answers, archive
 from core.cam import CAM_METHODS
 from core.infer import redraw, scan_hw
 from core.trust import OOD_MESSAGE, untrusted
@@ -37,6 +37,7 @@ DESCRIPTION = (
     "demo model is trained on synthetic demo data, for trying the studio only."
 )
 GREYED = "studio-greyed"
+TABLE_FILE = "diagnosis.csv"  # named for what it is, never after a scan
 
 
 def _trust(r: dict) -> str:
@@ -218,6 +219,8 @@ def make_diagnose(ctx: Studio):
         overlay_label = f"Lesion map for: {first['target']}, {percent(first['target_probability'])} ({good[0][0]})"
         stored = [kept(n, r) for n, r in good]
         overlays = [ctx.images.png(r["overlay"]) for _, r in good]  # each encoded once, shown in three places
+        table = ctx.images.new_folder() / TABLE_FILE  # the table to keep, as core.predict --csv writes it
+        table.write_text(answers.to_csv(results, predictor.classes), encoding="utf-8")
         return (
             _banner(results),
             first["probabilities"],
@@ -227,7 +230,7 @@ def make_diagnose(ctx: Studio):
             list(zip(overlays, [_caption(n, r) for n, r in good], strict=True)),
             [_detail(n, r) for n, r in results],
             stored,
-            {"greyed": greyed, "overlay_label": overlay_label, "several": len(good) > 1},
+            {"greyed": greyed, "overlay_label": overlay_label, "several": len(good) > 1, "table": str(table)},
         )
 
     return diagnose
@@ -254,15 +257,17 @@ def restyle(stored: list[dict] | None, opacity: float):
 
 
 def style(view: dict):
-    """Grey the probabilities of an answer not to be trusted, name the class the map is for, and show the
-    maps of all scans only when there are several (one scan's would repeat the lesion map above it)."""
+    """Grey the probabilities of an answer not to be trusted, name the class the map is for, show the
+    maps of all scans only when there are several (one scan's would repeat the lesion map above it), and
+    offer the table of this diagnosis as CSV."""
     if not view:
-        return gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     return (
         # an answer not to be read as it is loses the headline in large type that names its top class
         gr.update(elem_classes=[GREYED] if view["greyed"] else [], show_heading=not view["greyed"]),
         gr.update(label=view["overlay_label"]),
         gr.update(visible=view.get("several", True)),
+        gr.update(value=view["table"], visible=True) if view.get("table") else gr.skip(),
     )
 
 
@@ -394,6 +399,12 @@ def build(ctx: Studio) -> None:
                 table = gr.Dataframe(
                     headers=TABLE_HEADERS, label="All scans", interactive=False, wrap=True, elem_id="diagnose-table"
                 )
+                download = gr.DownloadButton(
+                    "Download the table (CSV: every class's probability, the flags and warnings)",
+                    size="sm",
+                    visible=False,  # until a diagnosis
+                    elem_id="diagnose-download",
+                )
                 gallery = gr.Gallery(
                     label="Lesion maps",
                     columns=4,
@@ -428,4 +439,4 @@ def build(ctx: Studio) -> None:
             api_name="diagnose",
             api_description=DESCRIPTION,
             concurrency_limit=16,  # concurrent requests join one batched pass (core.serving)
-        ).then(style, view, [probs, overlay, gallery], api_name=False, show_progress="hidden")
+        ).then(style, view, [probs, overlay, gallery, download], api_name=False, show_progress="hidden")
