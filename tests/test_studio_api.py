@@ -190,6 +190,20 @@ def test_the_banner_names_a_few_flagged_scans_of_a_long_series_and_leaves_the_re
     assert f"ct.zip #{shown + 1}: " not in banner and banner.count("bad") == shown
 
 
+@pytest.mark.parametrize("count", [1, 8, 10])
+def test_uploads_none_of_which_can_be_read_say_why_for_a_few_and_count_the_rest(studio, tmp_path, count):
+    client, _, _ = studio
+    paths = [tmp_path / f"page{k}.txt" for k in range(count)]
+    for path in paths:
+        path.write_text("a letter, not a scan")
+    with pytest.raises(Exception) as refused:
+        client.predict([handle_file(str(p)) for p in paths], api_name="/diagnose")
+    message = str(refused.value)
+    shown = min(count, 8)
+    assert [f"page{k}.txt: not an image" in message for k in range(count)] == [k < shown for k in range(count)]
+    assert ("and 2 more files" in message) is (count == 10)
+
+
 def test_diagnose_a_truncated_dicom_between_two_good_scans_sinks_only_itself(studio, tmp_path):
     from pydicom.data import get_testdata_file
 

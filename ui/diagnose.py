@@ -160,10 +160,11 @@ def _detail(name: str, r: dict) -> dict:
 BANNER_NAMES = 8
 
 
-def _named(names: list[str]) -> str:
-    """At most `BANNER_NAMES` names for the banner (a zipped series may have hundreds; the table has them all)."""
+def _named(names: list[str], sep: str = ", ", rest: str = " and {} more (see the table)") -> str:
+    """At most `BANNER_NAMES` names (or messages) for the banner (a zipped series may have hundreds; the table
+    has them all), then `rest` with how many more."""
     more = len(names) - BANNER_NAMES
-    return ", ".join(names[:BANNER_NAMES]) + (f" and {more} more (see the table)" if more > 0 else "")
+    return sep.join(names[:BANNER_NAMES]) + (rest.format(more) if more > 0 else "")
 
 
 def _banner(results: list[tuple[str, dict]]) -> str:
@@ -211,9 +212,7 @@ def make_diagnose(ctx: Studio):
         results = [(item.label, r) for item, r in zip(items, found, strict=True)]
         good = [(n, r) for n, r in results if "error" not in r]
         if not good:
-            errors = [r["error"] for _, r in results]
-            more = f"\nand {len(errors) - BANNER_NAMES} more files" if len(errors) > BANNER_NAMES else ""
-            raise gr.Error("\n".join(errors[:BANNER_NAMES]) + more)
+            raise gr.Error(_named([r["error"] for _, r in results], sep="\n", rest="\nand {} more files"))
         first = good[0][1]
         greyed = untrusted(first) or first["low_confidence"]
         overlay_label = f"Lesion map for: {first['target']}, {percent(first['target_probability'])} ({good[0][0]})"
