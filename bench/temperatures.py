@@ -57,6 +57,8 @@ def main(argv=None) -> int:
         metavar="EPOCHS",
         help="KD warm-up (default: none, as for the studio's short runs; see the quick preset in core.config.PRESETS)",
     )
+    ap.add_argument("--optimizer", default=QUICK["optimizer"], help="optimizer (default: the quick preset's)")
+    ap.add_argument("--lr", type=float, default=QUICK["lr"], help="learning rate (default: the quick preset's)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train", type=int, default=1000, help="demo training images")
     ap.add_argument("--image-size", type=int, default=28)
@@ -78,6 +80,8 @@ def main(argv=None) -> int:
         rga=args.rga,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
         device=str(device),
         seed=args.seed,
     )
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
     tts, tns, _, _ = grids["test_auc"]
     budget = (
         f"TSS-KD{' + RGA' if args.rga else ''}, lambda {args.kd_weight:g}, {args.kd_scaling} scaling, "
-        f"KD warm-up {args.kd_warmup} epochs, {args.epochs} epochs, "
+        f"KD warm-up {args.kd_warmup} epochs, {args.optimizer} at lr {args.lr:g}, {args.epochs} epochs, "
         f"{args.train} demo training images at {args.image_size} px, batch {args.batch_size}, seed {args.seed}; "
         f"{machine_label(device)}, the grid in one process, {minutes:.1f} min"
     )

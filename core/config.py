@@ -48,24 +48,29 @@ PRESETS: dict[str, dict] = {
         "poly_power": 0.9,
     },
     # Short runs to try things on a CPU in minutes (the Train tab offers it when a run would be long): the
-    # studio's recipe, 5 epochs at 32 px (of 1,000 images when the data are the demo's). Its KD warm-up is the
-    # default's share of the run (10 of 100 epochs), under one epoch, so none: a 10-epoch warm-up would hold
-    # KD at 10-50% of its weight for all 5 epochs. With the studio's scaling the term's curvature is that of
-    # classic KD whatever the temperatures, and on an H100 TSS-KD without warm-up matched it with (0.889 vs
-    # 0.893 test accuracy, bench/results/methods-gpu-synthetic.md). The Temperatures tab's sweeps run without
-    # warm-up too. Batches of 32, not 128: 160 steps instead of 40, and 5 epochs of 1,000 images then learn
-    # the demo task (test accuracy 0.64 / 0.56 / 0.62 for seeds 0-2, against 0.53 / 0.47 / 0.42 at batch 128;
-    # a learning rate of 0.05 at batch 128 instead was unstable: 0.63 / 0.36 / 0.43), for 10% more time
-    # (2-core Xeon with AMX, 2026-12-05). In bf16 autocast and in float32 it learns alike: 0.624 +- 0.028 and
-    # 0.629 +- 0.048 over 8 seeds on an AMD Zen 4, bf16 in half the time (bench/results/methods-quick-precision-*,
-    # two runs at once on one thread each); one run at a time on both cores, as the Train tab runs it, 0.625 +-
-    # 0.085 (0.43-0.70: seed 0, the default, drew the 0.43; bench/results/methods-quick-threads2-*).
-    "quick": {"epochs": 5, "synthetic_train": 1000, "image_size": 32, "kd_warmup": 0, "batch_size": 32},
+    # studio's recipe, 5 epochs at 32 px (of 1,000 images when the data are the demo's), with Adam at 0.001:
+    # the long runs' SGD at 0.01 learns the demo task only partly in 160 steps (8 seeds: 0.743 +- 0.032 test
+    # accuracy against 0.624 +- 0.028; as the Train tab runs it, 0.726 +- 0.021 against 0.625 +- 0.085; 2-core
+    # AMD Zen 4, bench/results/methods-quick-*). No KD warm-up: the default's share of the run (10 of 100
+    # epochs) is under one epoch. With the studio's scaling the term's curvature is that of classic KD
+    # whatever the temperatures, and on an H100 TSS-KD without warm-up matched it with (0.889 vs 0.893 test
+    # accuracy, bench/results/methods-gpu-synthetic.md); the Temperatures tab's sweeps run without it too.
+    # Batches of 32, not 128: 160 steps instead of 40 (with SGD, test accuracy 0.64 / 0.56 / 0.62 for seeds
+    # 0-2 against 0.53 / 0.47 / 0.42 at 128, for 10% more time; 2-core Xeon with AMX, 2026-12-05).
+    "quick": {
+        "epochs": 5,
+        "synthetic_train": 1000,
+        "image_size": 32,
+        "kd_warmup": 0,
+        "batch_size": 32,
+        "optimizer": "adam",
+        "lr": 0.001,
+    },
 }
 QUICK = PRESETS["quick"]
 QUICK_TEXT = (
     f"{QUICK['epochs']} epochs of {QUICK['synthetic_train']:,} demo images at {QUICK['image_size']} px in "
-    f"batches of {QUICK['batch_size']}, without KD warm-up"
+    f"batches of {QUICK['batch_size']} with {QUICK['optimizer'].capitalize()} at {QUICK['lr']:g}, without KD warm-up"
 )
 
 

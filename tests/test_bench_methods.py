@@ -171,9 +171,13 @@ def test_the_quick_budget_is_the_studios_quick_preset_and_precision_arms_are_not
         QUICK["image_size"],
         QUICK["synthetic_train"],
     )
-    assert quick["settings"] == {"kd_warmup": QUICK["kd_warmup"]}
+    assert quick["settings"] == {"kd_warmup": QUICK["kd_warmup"], "optimizer": QUICK["optimizer"], "lr": QUICK["lr"]}
     assert "tss-kd/bf16" in methods.ARMS and "tss-kd/bf16" not in methods.DEFAULT_ARMS
     assert {"ce", "tss-kd", "tss-kd/paper"} <= set(methods.DEFAULT_ARMS)
+    # the quick preset's optimizer against the one it had: Adam tested against its SGD twin, not run by default
+    assert methods.baseline_of("tss-kd/adam", True) == ("tss-kd/sgd", True)
+    assert (methods.ARMS["tss-kd/adam"]["optimizer"], methods.ARMS["tss-kd/sgd"]["optimizer"]) == ("adam", "sgd")
+    assert not {"tss-kd/adam", "tss-kd/sgd"} & set(methods.DEFAULT_ARMS)
 
 
 @pytest.mark.slow
@@ -187,9 +191,10 @@ def test_precision_arms_train_in_their_precision_and_bf16_is_tested_against_floa
     bf16 = next(r for r in result["summary"] if r["arm"] == "tss-kd/bf16")
     assert bf16["baseline"] == {"method": "tss-kd/float32", "rga": True}
     assert bf16["per_image_vs_baseline"]["images"] == 32
-    assert result["header"]["budget_settings"] == {"kd_warmup": 0}
+    assert result["header"]["budget_settings"] == {"kd_warmup": 0, "optimizer": "adam", "lr": 0.001}
     configs = [json.loads(p.read_text()) for p in kept.glob("*/config.json")]
     assert len(configs) == 2 and all(c["kd_warmup"] == 0 and c["batch_size"] == 32 for c in configs)
+    assert {(c["optimizer"], c["lr"]) for c in configs} == {("adam", 0.001)}  # the quick preset's
     assert {c["amp"] for c in configs} == {"off", "bf16"}
     assert "| tss-kd/bf16 (vs tss-kd/float32 + RGA) | yes |" in stem.with_suffix(".md").read_text()
 

@@ -87,6 +87,20 @@ def test_the_quick_preset_sets_the_demo_data_and_a_data_setting_given_still_wins
     assert from_settings({"preset": "quick", "batch_size": 128}).batch_size == 128
 
 
+@pytest.mark.parametrize(
+    ("settings", "optimizer", "lr"),
+    [
+        ({"preset": "quick"}, "adam", 0.001),  # 160 steps: Adam learns the demo task, SGD at 0.01 little of it
+        ({"preset": "quick", "optimizer": "sgd", "lr": 0.01}, "sgd", 0.01),  # a setting given still wins
+        ({"preset": "paper"}, "sgd", 0.01),  # the published recipe as published
+        ({}, "sgd", 0.01),  # the long default runs
+    ],
+)
+def test_short_runs_learn_with_adam_and_the_long_and_published_ones_with_sgd(settings, optimizer, lr):
+    cfg = from_settings(settings)
+    assert (cfg.optimizer, cfg.lr) == (optimizer, lr)
+
+
 def test_whole_floats_are_accepted_for_integers():
     assert from_settings({"epochs": 3.0}).epochs == 3
 

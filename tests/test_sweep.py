@@ -217,6 +217,7 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         assert {(c["kd_scaling"], c["kd_warmup"]) for c in configs} == {("paper", 3)}  # the sweep's choice
         assert {c["data"]["synthetic_train"] for c in configs} == {96}
         assert {c["batch_size"] for c in configs} == {QUICK["batch_size"]}  # short runs learn at the quick batch
+        assert {(c["optimizer"], c["lr"]) for c in configs} == {(QUICK["optimizer"], QUICK["lr"])}  # and optimizer
         assert set(jobs.wait(queued, timeout=240).values()) == {"done"}
         statuses = [runs.Run(p).status() for p in queued]  # trained as one grid, in one process
         assert len({s["pid"] for s in statuses}) == 1 and statuses[0]["grid"] == [p.name for p in queued]

@@ -127,6 +127,8 @@ def sweep_base(
         kd_scaling=scaling,
         kd_warmup=int(warmup),
         batch_size=int(batch or 0),  # 0: refused by resolved()
+        optimizer=QUICK["optimizer"],  # short runs learn with the quick preset's optimizer (core.config.PRESETS)
+        lr=QUICK["lr"],
     )
 
 
@@ -278,7 +280,8 @@ def build(ctx: Studio, device_choices) -> None:
 
         gr.Markdown(
             "### Temperature sweep\nQueues one short TSS-KD run on the demo data per pair of "
-            "temperatures and fills the heatmap with each run's best validation AUC as it finishes."
+            "temperatures and fills the heatmap with each run's best validation AUC as it finishes. Short runs "
+            f"train as the quick preset's do, with {QUICK['optimizer'].capitalize()} at {QUICK['lr']:g}."
         )
         with gr.Row():
             sweep_t = gr.Textbox("2, 4, 8", label="t_target values", elem_id="sweep-targets")
