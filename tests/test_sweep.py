@@ -69,6 +69,41 @@ def test_a_sweeps_progress_counts_every_way_its_runs_stand(statuses, text):
     assert progress_text([{"status": s} for s in statuses]) == text
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_an_estimate_held_back_while_a_run_trained_is_made_once_no_run_trains(tmp_path, device):
+    """No trial steps while a run trains (they would slow it): the sweep form's estimate says the time is not
+    known yet, and the tab's poll makes it once the run has ended, without a field having to change. Where no
+    trial steps are made at all (a GPU with nothing measured) the poll leaves the text alone."""
+    import os
+
+    import gradio as gr
+
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.temperatures import NOT_KNOWN, refresh_estimate, sweep_estimate
+
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    form = ("2, 4", "0.4", 1, device, 16, "nontarget", 0, 128, 32)
+    training = tmp_path / "runs" / "a-run"
+    try:
+        with jobs._lock:
+            jobs._procs[training] = os.getpid()  # a run training (a live process) on this studio
+        held = sweep_estimate(ctx, *form)
+        assert held.startswith("2 runs of 1 epoch x 128 images; time on ") and NOT_KNOWN in held
+        assert refresh_estimate(ctx, held, *form) == gr.skip()  # still training: no trial steps
+        with jobs._lock:
+            jobs._procs.pop(training)
+        made = refresh_estimate(ctx, held, *form)
+        if device == "cpu":
+            assert made.startswith("2 runs of 1 epoch x 128 images: **about ")
+            assert refresh_estimate(ctx, made, *form) == gr.skip()  # made: nothing more to do
+        else:
+            assert made == gr.skip()
+    finally:
+        jobs.close()
+
+
 def test_the_sweep_form_says_how_long_its_runs_take_before_it_is_queued(tmp_path):
     from core.jobs import JobManager
     from ui.context import Studio

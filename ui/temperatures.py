@@ -16,12 +16,13 @@ from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_s
 from core.temperature import temperature_view
 from ui import tables
 from ui.context import DEMO, Studio, follow_models, poll, repick, uploaded, user_error
-from ui.train import duration, estimate_for, warmup_note
+from ui.train import duration, estimate_for, run_device, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 SWEEP_WARMUP = QUICK["kd_warmup"]  # a sweep's runs are short, as the quick preset's
 SWEEP_BATCH = QUICK["batch_size"]  # and learn at its small batch (core.config.PRESETS says why)
 SWEEP_IMAGES = 2000  # demo training images per run (validation and test: a fifth of it each)
+NOT_KNOWN = "not known yet"  # the estimate's words when nothing was measured and no trial steps could run
 _NAMING = threading.Lock()  # a new sweep's name is taken and its runs made under it
 
 EXPLAIN = """
@@ -182,9 +183,17 @@ def sweep_estimate(
     runs_, epochs = f"{n} run{'s' if n != 1 else ''}", f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     what = f"{runs_} of {epochs} x {cfg.data.synthetic_train:,} images"
     if found is None:
-        return f"{what}; time on {where} not known yet (the first run measures it)." + warmup_note(cfg)
+        return f"{what}; time on {where} {NOT_KNOWN} (the first run measures it)." + warmup_note(cfg)
     speed = f"{found['images_per_s']:.0f} images/s"
     return f"{what}: **about {duration(n * found['seconds'])}** on {where} ({speed})." + warmup_note(cfg)
+
+
+def refresh_estimate(ctx: Studio, shown: str | None, *form):
+    """An estimate that could not be made on a CPU while a run trained (no trial steps then: they would slow
+    it) is made once no run trains, without waiting for a field of the form to change; else nothing changes."""
+    if not shown or NOT_KNOWN not in shown or ctx.jobs.active() or run_device(form[3]) != "cpu":
+        return gr.skip()
+    return sweep_estimate(ctx, *form)
 
 
 def make_stop_sweep(ctx: Studio):
@@ -325,6 +334,7 @@ def build(ctx: Studio, device_choices) -> None:
             api_name=False,
             show_progress="hidden",
         )
+        poll(5, lambda s, *v: refresh_estimate(ctx, s, *v), [sweep_time, *sweep_form], [sweep_time])
         seen, known = gr.State(None), gr.State(None)
         sweep_runs = gr.Dataframe(
             headers=tables.headers(SWEEP_COLUMNS), label="Its runs", interactive=False, elem_id="sweep-runs"
