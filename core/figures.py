@@ -28,9 +28,42 @@ def distributions(classes: list[str], series: dict[str, list[float]], target: in
     return fig
 
 
+HEAT_SPAN = 0.05  # the least range of figures one colour bar spans
+
+
+def heat_range(values: np.ndarray, least: float = HEAT_SPAN) -> tuple[float, float]:
+    """The colour bar's range for a grid of figures in 0-1 (AUCs, accuracies): the figures' own range, so
+    that 0.924 and 0.933 are told apart, but never narrower than `least` around their middle, so that
+    differences as small as a seed's noise are not painted as far apart as chance and perfect are."""
+    found = values[np.isfinite(values)]
+    if not found.size:
+        return 0.5, 1.0
+    lo, hi = float(found.min()), float(found.max())
+    if hi - lo < least:
+        middle = (lo + hi) / 2
+        lo, hi = middle - least / 2, middle + least / 2
+        shift = max(0.0, -lo) - max(0.0, hi - 1.0)  # inside 0-1, still `least` wide
+        lo, hi = lo + shift, hi + shift
+    return lo, hi
+
+
+def readable_on(rgba) -> str:
+    """Black or white text, whichever contrasts more with the colour `rgba` (WCAG relative luminance)."""
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "black" if (luminance + 0.05) / 0.05 > 1.05 / (luminance + 0.05) else "white"
+
+
 def heatmap(rows: list[float], cols: list[float], values: np.ndarray, *, row_label: str, col_label: str, title: str):
+    """A grid of figures (a sweep's AUC per pair of temperatures): colours spread over the figures' range
+    (`heat_range`), each cell's figure written in the colour that reads on it, the best cell outlined, and
+    cells without a figure yet left blank."""
+    from matplotlib.patches import Rectangle
+
+    values = np.asarray(values, dtype=float)
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    im = ax.imshow(values, cmap="viridis", vmin=0.5, vmax=1.0)
+    lo, hi = heat_range(values)
+    im = ax.imshow(values, cmap="viridis", vmin=lo, vmax=hi)
     ax.set_xticks(range(len(cols)), [f"{c:g}" for c in cols])
     ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
     ax.set_xlabel(col_label)
@@ -39,7 +72,11 @@ def heatmap(rows: list[float], cols: list[float], values: np.ndarray, *, row_lab
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             if np.isfinite(values[i, j]):
-                ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", color="w", fontsize=8)
+                color = readable_on(im.cmap(im.norm(values[i, j])))
+                ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", color=color, fontsize=8)
+    if np.isfinite(values).any():
+        best = np.unravel_index(np.nanargmax(values), values.shape)
+        ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     plt.close(fig)

@@ -81,3 +81,62 @@ def test_a_reliability_bin_of_one_image_is_drawn_as_small_as_it_is():
     assert xy[alone, 1] == 0.0 and sizes[alone] < sizes.max() / 20  # the lone wrong answer: a dot
     assert sizes.max() == sizes[int(np.argmin(np.abs(xy[:, 0] - 0.35)))]  # the fullest bin: the largest point
     assert "images in the bin" in ax.get_legend().get_title().get_text()
+
+
+def contrast(rgba, name: str) -> float:
+    """WCAG contrast ratio of a colour against black or white text."""
+    from matplotlib.colors import to_rgb
+
+    def luminance(rgb):
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    a, b = sorted([luminance(rgba[:3]), luminance(to_rgb(name))])
+    return (b + 0.05) / (a + 0.05)
+
+
+def _cells(fig):
+    """(heatmap axes, image, {cell: text}, outlined cells) of `figures.heatmap`'s figure."""
+    ax = fig.axes[0]
+    (im,) = ax.get_images()
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+    outlined = [(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in ax.patches if not p.get_fill()]
+    return ax, im, texts, outlined
+
+
+@pytest.mark.parametrize(
+    "grid, best, span",
+    [
+        ([[0.933, 0.924], [0.926, 0.925]], (0, 0), (0.9035, 0.9535)),  # a sweep's cells a seed's noise apart
+        ([[0.55, 0.97], [0.81, 0.62]], (0, 1), (0.55, 0.97)),  # far apart: the figures' own range
+        ([[0.995, 1.0], [0.999, 0.998]], (0, 1), (0.95, 1.0)),  # at the top: still 0.05 wide, inside 0-1
+        ([[0.61, float("nan")], [float("nan"), 0.6]], (0, 0), (0.58, 0.63)),  # cells not done yet
+    ],
+)
+def test_a_heatmap_spreads_its_colours_over_its_figures_and_outlines_the_best(grid, best, span):
+    """A sweep of close AUCs (0.924-0.933) had all its cells one green on a fixed 0.5-1.0 bar, their white
+    figures hard to read on it: the bar now spans the figures (never under 0.05), each figure is written
+    in the colour that reads on its cell, and the best cell is outlined."""
+    import numpy as np
+
+    values = np.array(grid)
+    fig = figures.heatmap([2, 4], [0.4, 4], values, row_label="t_target", col_label="t_nontarget", title="AUC")
+    _, im, texts, outlined = _cells(fig)
+    assert im.norm.vmin == pytest.approx(span[0]) and im.norm.vmax == pytest.approx(span[1])
+    assert outlined == [best]
+    finite = {(i, j) for i in range(2) for j in range(2) if np.isfinite(values[i, j])}
+    assert set(texts) == finite  # a cell without a figure yet stays blank
+    for (i, j), text in texts.items():
+        assert text.get_text() == f"{values[i, j]:.3f}"
+        assert contrast(im.cmap(im.norm(values[i, j])), text.get_color()) >= 4.5  # WCAG AA for text
+    shades = [im.norm(v) for v in values[np.isfinite(values)]]
+    spread = np.nanmax(values) - np.nanmin(values)
+    assert max(shades) - min(shades) >= (0.15 if spread >= 0.009 else 0.0)  # 0.924 and 0.933 told apart
+
+
+def test_a_heatmap_with_no_figures_yet_draws_an_empty_grid():
+    import numpy as np
+
+    fig = figures.heatmap([2], [0.4, 4], np.full((1, 2), np.nan), row_label="r", col_label="c", title="AUC")
+    _, im, texts, outlined = _cells(fig)
+    assert (im.norm.vmin, im.norm.vmax) == (0.5, 1.0) and texts == {} and outlined == []
