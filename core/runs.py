@@ -208,6 +208,12 @@ def started(run: Path) -> tuple[str, int, float]:
         return "", 0, 0.0
 
 
+def optimizer_text(cfg: dict) -> str:
+    """How a run's weights were stepped, as its table shows it: "adam 0.001" (the quick preset's), "sgd 0.01"."""
+    lr = cfg.get("lr")
+    return " ".join([str(cfg.get("optimizer") or "")] + ([f"{lr:g}"] if isinstance(lr, int | float) else [])).strip()
+
+
 def list_runs(runs_dir: str | Path) -> list[dict]:
     """One summary per run directory, newest first by start time: id, status, method, temperatures, best
     validation figures."""
@@ -231,6 +237,7 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
                 "kd_weight": cfg.get("kd_weight"),
                 "rga": cfg.get("rga"),
                 "dataset": (cfg.get("data") or {}).get("dataset"),
+                "optimizer": optimizer_text(cfg),
                 "epochs": f"{len(rows)}/{cfg.get('epochs')}",
                 "best_val_auc": best.get("val_auc"),
                 "best_val_acc": best.get("val_acc"),

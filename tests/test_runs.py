@@ -242,3 +242,30 @@ def test_the_time_left_of_a_run_in_a_grid_counts_the_epochs_of_its_grid_between(
         assert jobs.status(made[0].name)["seconds_left"] == pytest.approx(left)
     finally:
         jobs.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "shown"),
+    [
+        ({"preset": "quick"}, "adam 0.001"),  # short runs step with Adam
+        ({"preset": "paper"}, "sgd 0.01"),  # the paper's recipe
+        ({}, "sgd 0.01"),  # the form's default
+        ({"optimizer": "adam", "lr": 3e-4}, "adam 0.0003"),
+    ],
+)
+def test_the_runs_table_says_how_each_run_stepped_its_weights(tmp_path, settings, shown):
+    """Quick runs and sweeps train with Adam, the paper recipe with SGD: two runs of one method and
+    temperatures read alike in the Runs table unless it shows the optimizer and its learning rate."""
+    from types import SimpleNamespace
+
+    from core.config import from_settings, to_record
+    from ui.runs import COLUMNS, table
+
+    runs.Run.create(tmp_path, "r", to_record(from_settings(settings).resolved()))
+    (row,) = table(SimpleNamespace(runs_dir=tmp_path))[0]
+    assert dict(zip(COLUMNS, row, strict=True))["optimizer"] == shown
+
+
+def test_a_run_from_before_the_optimizer_was_recorded_shows_an_empty_cell(tmp_path):
+    runs.Run.create(tmp_path, "old", {"method": "ce"})
+    assert runs.list_runs(tmp_path)[0]["optimizer"] == ""

@@ -500,6 +500,8 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
     page.get_by_role("tab", name="Runs").click()
     for r in shown:
         page.locator("#runs-table").get_by_text(r["run"]).filter(visible=True).first.wait_for(timeout=15_000)
+        # how it stepped its weights (Adam for quick runs and sweeps), beside its method and temperatures
+        page.locator("#runs-table").get_by_text(r["optimizer"]).filter(visible=True).first.wait_for(timeout=15_000)
         box = page.locator("#runs-compare input").first
         box.click()
         box.fill(r["run"])  # filtered to that run, as a user types a name, and taken with Enter

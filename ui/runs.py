@@ -23,6 +23,7 @@ COLUMNS = [
     "kd_weight",
     "rga",
     "dataset",
+    "optimizer",
     "epochs",
     "best_val_auc",
     "best_val_acc",
@@ -189,6 +190,8 @@ def build(ctx: Studio) -> None:
             with gr.Row():
                 sweep_table = gr.Dataframe(
                     headers=tables.headers(SWEEP_COLUMNS),
+                    column_widths=tables.widths(SWEEP_COLUMNS),
+                    wrap=True,
                     label="Its runs",
                     interactive=False,
                     elem_id="runs-sweep-table",

@@ -16,8 +16,8 @@ HEADERS = {
 
 
 # Share of the table's width per column: the run's name wide, no figure's header broken inside a word
-WIDTHS = {"run": 22, "warnings": 13, "status": 6, "method": 6, "t_target": 7, "t_nontarget": 6, "kd_weight": 6}
-WIDTHS |= {"rga": 5, "dataset": 8, "epochs": 6, "best_val_auc": 5, "best_val_acc": 5, "test_acc": 5}
+WIDTHS = {"run": 20, "warnings": 13, "status": 6, "method": 6, "t_target": 7, "t_nontarget": 6, "kd_weight": 6}
+WIDTHS |= {"rga": 5, "dataset": 8, "optimizer": 11, "epochs": 6, "best_val_auc": 5, "best_val_acc": 5, "test_acc": 5}
 
 
 def widths(columns: list[str]) -> list[str]:
