@@ -43,6 +43,11 @@ def columns(classes: list[str]) -> list[str]:
     return [*HEAD, *(f"p_{c}" for c in classes), *TAIL]
 
 
+def frame_text(info: dict) -> str:
+    """Which image of a series in one file was diagnosed, "3 of 40" (counted from 1); "" for a single image."""
+    return f"{info.get('frame_used', 0) + 1} of {info['frames']}" if info.get("frames") else ""
+
+
 def row(name: str, answer: dict, classes: list[str]) -> list:
     """One file's row: `answer` is `core.infer`'s answer for it (with or without a lesion map), or
     `{"error": message}`."""
@@ -51,7 +56,6 @@ def row(name: str, answer: dict, classes: list[str]) -> list:
     info = answer.get("scan", {})
     size = info.get("size") or ["", ""]
     box = answer.get("lesion_box")
-    frame = f"{info['frame_used'] + 1} of {info['frames']}" if info.get("frames") else ""
     return [
         name,
         answer["predicted"],
@@ -70,7 +74,7 @@ def row(name: str, answer: dict, classes: list[str]) -> list:
         info.get("modality", "") if info.get("format") == "DICOM" else "",
         size[0],
         size[1],
-        frame,
+        frame_text(info),
         "; ".join(answer.get("warnings", [])),
         "",
     ]

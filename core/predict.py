@@ -57,6 +57,13 @@ def expand(names: list[str], dest: Path) -> list[Item]:
     return out
 
 
+def unwritable(out: Path) -> str | None:
+    """Why a file cannot be written at `out` (a folder there, or no folder to hold it), or None."""
+    if out.is_dir():
+        return "a folder, not a file."
+    return None if out.resolve().parent.is_dir() else "its folder does not exist."
+
+
 def cam_path(out: Path, index: int, count: int) -> Path:
     return out if count == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix or '.png'}")
 
@@ -72,10 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         for out in (args.cam, args.csv):  # before any scan is read, not after the whole folder is answered
-            if out is not None and (out.is_dir() or not out.resolve().parent.is_dir()):
-                raise StudioError(
-                    f"{out}: " + ("a folder, not a file." if out.is_dir() else "its folder does not exist.")
-                )
+            if out is not None and (why := unwritable(out)):
+                raise StudioError(f"{out}: {why}")
         predictor = Predictor(args.model, device=pick_device(args.device))
     except StudioError as e:
         print(f"error: {e}", file=sys.stderr)

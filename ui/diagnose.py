@@ -76,7 +76,7 @@ def _read_as(info: dict) -> str:
     if size:
         parts.append(f"{size[0]}x{size[1]}")
     if info.get("frames"):  # a series in one file: say which image was diagnosed
-        parts.append(f"frame {info.get('frame_used', 0) + 1} of {info['frames']}")
+        parts.append(f"frame {answers.frame_text(info)}")
     if info.get("burned_in_annotation"):
         parts.append("text burned into the pixels")
     return ", ".join(parts)
