@@ -11,7 +11,7 @@ from core.export import export_run
 from core.paths import confine
 from ui import tables
 from ui.context import Studio, poll, repick, user_error
-from ui.temperatures import SWEEP_COLUMNS, make_stop_sweep, sweep_choices, sweep_view
+from ui.temperatures import make_stop_sweep, sweep_choices, sweep_runs_table, sweep_view
 
 COLUMNS = [
     "run",
@@ -188,14 +188,7 @@ def build(ctx: Studio) -> None:
                     "Stop this sweep", variant="stop", elem_id="runs-sweep-stop", scale=1, interactive=False
                 )
             with gr.Row():
-                sweep_table = gr.Dataframe(
-                    headers=tables.headers(SWEEP_COLUMNS),
-                    column_widths=tables.widths(SWEEP_COLUMNS),
-                    wrap=True,
-                    label="Its runs",
-                    interactive=False,
-                    elem_id="runs-sweep-table",
-                )
+                sweep_table = sweep_runs_table("runs-sweep-table")
                 sweep_heat = gr.Plot(label="Best validation AUC", elem_id="runs-sweep-heatmap")
             sweep_progress = gr.Markdown()
         with gr.Row():

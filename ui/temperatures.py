@@ -211,6 +211,18 @@ def make_stop_sweep(ctx: Studio):
 SWEEP_COLUMNS = ["run", "status", "t_target", "t_nontarget", "best_val_auc", "best_val_acc", "warnings"]
 
 
+def sweep_runs_table(elem_id: str) -> gr.Dataframe:
+    """A sweep's runs as a table (in this tab and in Runs): its columns' headers in words, sized to fit."""
+    return gr.Dataframe(
+        headers=tables.headers(SWEEP_COLUMNS),
+        column_widths=tables.widths(SWEEP_COLUMNS),
+        wrap=True,
+        label="Its runs",
+        interactive=False,
+        elem_id=elem_id,
+    )
+
+
 def sweep_view(ctx: Studio, tag: str | None, seen: list | None = None):
     """A sweep's heatmap, progress line and runs table, read from its run folders, and its Stop button, live
     only while some of its runs are queued or running; nothing is sent (and nothing redrawn) when its runs
@@ -339,14 +351,7 @@ def build(ctx: Studio, device_choices) -> None:
         )
         poll(5, lambda s, *v: refresh_estimate(ctx, s, *v), [sweep_time, *sweep_form], [sweep_time])
         seen, known = gr.State(None), gr.State(None)
-        sweep_runs = gr.Dataframe(
-            headers=tables.headers(SWEEP_COLUMNS),
-            column_widths=tables.widths(SWEEP_COLUMNS),
-            wrap=True,
-            label="Its runs",
-            interactive=False,
-            elem_id="sweep-runs",
-        )
+        sweep_runs = sweep_runs_table("sweep-runs")
         shown = [heat, progress, sweep_runs, seen, stop]
         poll(3, lambda t, s: sweep_view(ctx, t, s), [tag, seen], shown)
         poll(3, lambda t, k: sweep_choices(ctx, t, k), [tag, known], [tag, known])
