@@ -82,6 +82,16 @@ def wait_text(page, where: str, text: str, timeout: float, *, picker: str | None
         )
 
 
+def hidden_sideways(page, where: str) -> list[str]:
+    """What inside `where` scrolls sideways, hiding columns of a table (its class and how far), if any."""
+    return page.locator(where).evaluate(
+        """root => [root, ...root.querySelectorAll('*')]
+            .filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX))
+            .filter(e => e.scrollWidth > e.clientWidth + 1)
+            .map(e => `${e.className}: ${e.scrollWidth} > ${e.clientWidth}`)"""
+    )
+
+
 def options(page, picker: str) -> list[str]:
     page.locator(f"{picker} input").first.click()
     names = page.get_by_role("option").all_inner_texts()
@@ -139,6 +149,7 @@ def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
     for header in table.locator("th span.header").all():  # each header wraps between words, if at all
         lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
         assert lines <= len(header.inner_text().split()), header.inner_text()
+    assert hidden_sideways(page, "#diagnose-table") == []  # every column in view, no sideways scrolling
     download = page.locator("#diagnose-download")  # the table to keep: every class's probability, the flags
     expect(download).to_be_visible(timeout=10_000)
     with page.expect_download() as got:
@@ -273,6 +284,9 @@ def test_diagnose_flags_a_scan_unlike_the_training_data_and_greys_its_probabilit
     assert colour == "rgb(176, 0, 32)"  # white on red, above the probabilities
     page.wait_for_function("document.querySelector('#diagnose-probs').classList.contains('studio-greyed')")
     expect(page.locator("#diagnose-probs .output-class")).to_have_count(0)  # no "mass" in large type over it
+    table = page.locator("#diagnose-table")  # its longest cells (the trust warning, how a DICOM was read) wrap
+    table.get_by_text("OUT OF DISTRIBUTION").filter(visible=True).first.wait_for(timeout=15_000)
+    assert hidden_sideways(page, "#diagnose-table") == []
     if name == "CT_small.dcm":
         page.screenshot(path=str(SHOTS / "diagnose-ood.png"), full_page=True)
 

@@ -25,6 +25,7 @@ TABLE_HEADERS = [
     "lesion box (y0, x0, y1, x1)",
     "read as",
 ]
+TABLE_WIDTHS = [13, 9, 9, 15, 10, 10, 10, 9, 15]  # shares of the table's width, in TABLE_HEADERS' order
 RESEARCH_USE = (
     "**A research tool, not a medical device**: its answers are not a diagnosis. The demo model is trained on "
     "synthetic demo data (shapes in generated texture), for trying the studio only."
@@ -393,28 +394,39 @@ def build(ctx: Studio) -> None:
                         elem_id="diagnose-overlay",
                     )
                     slider = gr.ImageSlider(
-                        label="Before / after", type="numpy", format="png", interactive=False, elem_id="diagnose-slider"
+                        label="Before / after",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        height=320,  # as tall as the map beside it
+                        elem_id="diagnose-slider",
                     )
-                table = gr.Dataframe(
-                    headers=TABLE_HEADERS, label="All scans", interactive=False, wrap=True, elem_id="diagnose-table"
-                )
-                download = gr.DownloadButton(
-                    "Download the table (CSV: every class's probability, the flags and warnings)",
-                    size="sm",
-                    visible=False,  # until a diagnosis
-                    elem_id="diagnose-download",
-                )
-                gallery = gr.Gallery(
-                    label="Lesion maps",
-                    columns=4,
-                    format="png",
-                    height=320,
-                    object_fit="contain",
-                    elem_id="diagnose-gallery",
-                    visible=False,  # until a diagnosis of several scans (style)
-                )
-                with gr.Accordion("Details (JSON, as /diagnose returns them)", open=False):
-                    details = gr.JSON(label="Details")
+        # the whole tab's width: the table is the answer to an upload of many scans, every column in view
+        table = gr.Dataframe(
+            headers=TABLE_HEADERS,
+            column_widths=[f"{w}%" for w in TABLE_WIDTHS],
+            label="All scans",
+            interactive=False,
+            wrap=True,
+            elem_id="diagnose-table",
+        )
+        download = gr.DownloadButton(
+            "Download the table (CSV: every class's probability, the flags and warnings)",
+            size="sm",
+            visible=False,  # until a diagnosis
+            elem_id="diagnose-download",
+        )
+        gallery = gr.Gallery(
+            label="Lesion maps",
+            columns=4,
+            format="png",
+            height=320,
+            object_fit="contain",
+            elem_id="diagnose-gallery",
+            visible=False,  # until a diagnosis of several scans (style)
+        )
+        with gr.Accordion("Details (JSON, as /diagnose returns them)", open=False):
+            details = gr.JSON(label="Details")
         stored = gr.State([])  # the maps drawn, so a new opacity needs no model
         view = gr.State({})  # how the first scan's answer is shown: greyed or not, the map's caption
 
