@@ -92,6 +92,27 @@ def hidden_sideways(page, where: str) -> list[str]:
     )
 
 
+def broken_inside_words(page, where: str) -> list[str]:
+    """The cells and headers of the table `where` whose text runs over more lines than it has words (split at
+    spaces and hyphens): a column too narrow breaks "synthetic" into "syntheti / c" and "0.933" into "0.9 / 33"."""
+    return page.locator(where).evaluate(
+        r"""root => [...root.querySelectorAll('.cell-wrap, th span.header')]
+            .filter(e => e.innerText.trim())
+            .filter(e => {
+                const tops = new Set();
+                const walker = document.createTreeWalker(e, NodeFilter.SHOW_TEXT);
+                for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+                    if (!n.textContent.trim()) continue;
+                    const range = document.createRange();
+                    range.selectNodeContents(n);
+                    for (const r of range.getClientRects()) if (r.width > 0) tops.add(Math.round(r.top));
+                }
+                return tops.size > e.innerText.trim().split(/[\s-]+/).length;
+            })
+            .map(e => e.innerText)"""
+    )
+
+
 def options(page, picker: str) -> list[str]:
     page.locator(f"{picker} input").first.click()
     names = page.get_by_role("option").all_inner_texts()
@@ -150,6 +171,7 @@ def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
         lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
         assert lines <= len(header.inner_text().split()), header.inner_text()
     assert hidden_sideways(page, "#diagnose-table") == []  # every column in view, no sideways scrolling
+    assert broken_inside_words(page, "#diagnose-table") == []
     download = page.locator("#diagnose-download")  # the table to keep: every class's probability, the flags
     expect(download).to_be_visible(timeout=10_000)
     with page.expect_download() as got:
@@ -286,7 +308,7 @@ def test_diagnose_flags_a_scan_unlike_the_training_data_and_greys_its_probabilit
     expect(page.locator("#diagnose-probs .output-class")).to_have_count(0)  # no "mass" in large type over it
     table = page.locator("#diagnose-table")  # its longest cells (the trust warning, how a DICOM was read) wrap
     table.get_by_text("OUT OF DISTRIBUTION").filter(visible=True).first.wait_for(timeout=15_000)
-    assert hidden_sideways(page, "#diagnose-table") == []
+    assert hidden_sideways(page, "#diagnose-table") == [] and broken_inside_words(page, "#diagnose-table") == []
     if name == "CT_small.dcm":
         page.screenshot(path=str(SHOTS / "diagnose-ood.png"), full_page=True)
 
@@ -346,6 +368,11 @@ def test_augment_preview_is_drawn_on_opening_and_follows_its_settings(page):
     page.locator("#augment-seed input").press("Enter")  # a new seed: new pictures, still without a click
     page.wait_for_function(f"document.querySelector('#augment-samples').innerText !== {captions!r}", timeout=30_000)
     assert "gamma" in page.locator("#augment-samples").inner_text()
+    # each picture's caption is read whole (its exact gamma and box, a view's crop and flips), not cut short
+    page.locator("#augment-views .caption-label").first.wait_for(timeout=30_000)
+    for caption in page.locator("#augment-samples .caption-label, #augment-views .caption-label").all():
+        assert caption.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), caption.inner_text()
+        assert caption.evaluate("e => e.scrollHeight <= e.clientHeight + 1"), caption.inner_text()
     page.screenshot(path=str(SHOTS / "augment.png"), full_page=True)
 
 
@@ -483,6 +510,8 @@ def test_a_temperature_sweep_fills_its_heatmap(page, studio_ctx):
     measured = sweep_estimate(studio_ctx, *form, SWEEP["images"]).replace("**", "")
     page.locator("#sweep-estimate").get_by_text(measured).wait_for(timeout=15_000)
     assert measured_epochs(studio_ctx) == before + SWEEP_RUNS * SWEEP["epochs"]  # every epoch of the sweep counts
+    table = "#sweep-runs"  # every column in view, no "0.9 / 33"
+    assert hidden_sideways(page, table) == [] and broken_inside_words(page, table) == []
     page.screenshot(path=str(SHOTS / "temperatures.png"), full_page=True)
     tag = page.locator("#sweep-tag input").input_value()
     assert tag.startswith("sweep")
@@ -495,6 +524,8 @@ def test_a_temperature_sweep_fills_its_heatmap(page, studio_ctx):
     pick(page, "#runs-sweep", tag)
     page.locator("#runs-sweep-table").get_by_text(f"{tag}-T4-t0.4").filter(visible=True).first.wait_for(timeout=15_000)
     page.locator("#runs-sweep-heatmap img, #runs-sweep-heatmap svg").first.wait_for(timeout=15_000)
+    table = "#runs-sweep-table"  # the tab's width: every column in view, no "0.9 / 33"
+    assert hidden_sideways(page, table) == [] and broken_inside_words(page, table) == []
 
 
 def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
@@ -537,6 +568,7 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
     for header in page.locator("#runs-table th span.header").all():  # each header wraps between words, if at all
         lines = header.evaluate("e => Math.round(e.offsetHeight / parseFloat(getComputedStyle(e).lineHeight))")
         assert lines <= len(header.inner_text().split()), header.inner_text()
+    assert hidden_sideways(page, "#runs-table") == [] and broken_inside_words(page, "#runs-table") == []
     files = page.locator("#runs-files")
     expect(files).to_be_hidden()  # no empty box that reads as one to upload into
     page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)

@@ -84,7 +84,9 @@ def build(ctx: Studio) -> None:
                 run = gr.Button("Preview", variant="primary", elem_id="augment-run")
             with gr.Column(scale=2):
                 samples = gr.Gallery(label="RGA samples", columns=4, format="png", elem_id="augment-samples")
-                views = gr.Gallery(label="The two views a training step sees", columns=2, format="png")
+                views = gr.Gallery(
+                    label="The two views a training step sees", columns=2, format="png", elem_id="augment-views"
+                )
         form = [
             upload,
             example,

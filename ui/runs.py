@@ -187,9 +187,8 @@ def build(ctx: Studio) -> None:
                 sweep_stop = gr.Button(
                     "Stop this sweep", variant="stop", elem_id="runs-sweep-stop", scale=1, interactive=False
                 )
-            with gr.Row():
-                sweep_table = sweep_runs_table("runs-sweep-table")
-                sweep_heat = gr.Plot(label="Best validation AUC", elem_id="runs-sweep-heatmap")
+            sweep_table = sweep_runs_table("runs-sweep-table")  # the tab's width: every column fits
+            sweep_heat = gr.Plot(label="Best validation AUC", elem_id="runs-sweep-heatmap")
             sweep_progress = gr.Markdown()
         with gr.Row():
             confirm = gr.Checkbox(False, label="Yes, delete this run and its files")

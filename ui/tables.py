@@ -15,15 +15,18 @@ HEADERS = {
 }
 
 
-# Share of the table's width per column: the run's name wide, no figure's header broken inside a word
-WIDTHS = {"run": 20, "warnings": 13, "status": 6, "method": 6, "t_target": 7, "t_nontarget": 6, "kd_weight": 6}
-WIDTHS |= {"rga": 5, "dataset": 8, "optimizer": 11, "epochs": 6, "best_val_auc": 5, "best_val_acc": 5, "test_acc": 5}
+# Each column's share of the table's width, as the pixels it needs in a table 1,300 px wide (a 1,400 px
+# window): its header's longest word and its longest unbreakable value ("synthetic", "0.933") on one line
+WIDTHS = {"run": 190, "status": 96, "warnings": 100, "method": 87, "t_target": 77, "t_nontarget": 77}
+WIDTHS |= {"kd_weight": 77, "rga": 68, "dataset": 106, "optimizer": 106, "epochs": 80}
+WIDTHS |= {"best_val_auc": 72, "best_val_acc": 72, "test_acc": 72, "test_auc": 72}
+OTHER = 80
 
 
 def widths(columns: list[str]) -> list[str]:
     """gr.Dataframe's column_widths for `columns`, as shares of the table summing to 100%."""
-    total = sum(WIDTHS.get(c, 6) for c in columns)
-    return [f"{100 * WIDTHS.get(c, 6) / total:.1f}%" for c in columns]
+    total = sum(WIDTHS.get(c, OTHER) for c in columns)
+    return [f"{100 * WIDTHS.get(c, OTHER) / total:.1f}%" for c in columns]
 
 
 def headers(columns: list[str]) -> list[str]:
