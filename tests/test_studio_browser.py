@@ -82,6 +82,20 @@ def wait_text(page, where: str, text: str, timeout: float, *, picker: str | None
         )
 
 
+def cropped(page, panel: str) -> list[str]:
+    """The pictures in `panel` not shown whole: drawn past the panel's edge (where it hides them), or stretched
+    or cut to a box of another shape than the picture's (object-fit other than contain)."""
+    return page.locator(panel).evaluate(
+        """root => [...root.querySelectorAll('img')].filter(i => {
+            const r = i.getBoundingClientRect(), p = root.getBoundingClientRect();
+            const outside = r.top < p.top - 1 || r.bottom > p.bottom + 1
+                || r.left < p.left - 1 || r.right > p.right + 1;
+            const ratio = Math.abs(r.width / r.height - i.naturalWidth / i.naturalHeight) > 0.02;
+            return outside || (ratio && getComputedStyle(i).objectFit !== 'contain');
+        }).map(i => i.className)"""
+    )
+
+
 def hidden_sideways(page, where: str) -> list[str]:
     """What inside `where` scrolls sideways, hiding columns of a table (its class and how far), if any."""
     return page.locator(where).evaluate(
@@ -272,6 +286,8 @@ def test_a_large_scan_is_shown_at_the_maps_size_and_a_new_opacity_redraws_it(pag
     assert overlay.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [819, 1024]
     page.wait_for_function(f"() => ({sizes})([...document.querySelectorAll('#diagnose-slider img')]).every(Boolean)")
     assert pair.evaluate_all(sizes) == [[819, 1024], [819, 1024]]
+    for panel in ("#diagnose-overlay", "#diagnose-slider"):  # the whole scan in view, as in the lesion map
+        assert cropped(page, panel) == [], panel
     before = overlay.get_attribute("src")
     number = page.locator("#diagnose-opacity input[type=number]")
     number.fill("0.9")
