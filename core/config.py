@@ -20,6 +20,7 @@ from core.imageio import RESIZE, RESIZE_BEFORE, RESIZE_FILTERS
 from core.losses import KD_SCALINGS, kd_warmup_factor
 from core.methods import METHODS, get_method
 from core.model import ARCHS
+from core.runs import RUNS_DIR
 
 DATASETS = ("synthetic", "medmnist", "folder")
 OPTIMIZERS = ("sgd", "adam")
@@ -72,7 +73,6 @@ QUICK_TEXT = (
     f"{QUICK['epochs']} epochs of {QUICK['synthetic_train']:,} demo images at {QUICK['image_size']} px in "
     f"batches of {QUICK['batch_size']} with {QUICK['optimizer'].capitalize()} at {QUICK['lr']:g}, without KD warm-up"
 )
-
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
 MIN_TEMPERATURE = 1e-3  # below it logits / T leave float32's range (1e-320 gave NaN losses)
@@ -201,7 +201,7 @@ class TrainConfig:
     )
     seed: int = setting(0, "seed of the weights, data order and augmentation")
     eval_batch_size: int = setting(1024, "images per evaluation batch")
-    runs_dir: str = setting("runs", "where run folders are made")
+    runs_dir: str = setting(RUNS_DIR, "where run folders are made")
     name: str | None = setting(None, "run name (default: <dataset>-<method>)")
     preset: str | None = setting(
         None,

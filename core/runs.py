@@ -21,6 +21,7 @@ except ImportError:  # not POSIX: status updates are not serialised between proc
 
 from core.errors import StudioError
 
+RUNS_DIR = "runs"  # where run folders are made unless told otherwise (TrainConfig.runs_dir's default)
 STATUSES = ("queued", "running", "done", "failed", "stopped")
 # The files of a run folder. No code outside this module names them: it asks a `Run`.
 CONFIG, STATUS, METRICS, LOG = "config.json", "status.json", "metrics.jsonl", "train.log"
@@ -197,15 +198,25 @@ STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")  # <name>-YYYYmmdd-HHMMSS[-n],
 
 
 def started(run: Path) -> tuple[str, int, float]:
-    """A sort key by start time: the folder's timestamp and its -n for runs made the same second; a folder
-    named otherwise sorts first (oldest), by the time its config.json was written."""
-    m = STAMP.search(run.name)
-    if m:
-        return m.group(1), int(m.group(2) or 1), 0.0
+    """A sort key by start time: the folder's timestamp and its -n for runs made the same second, then the time
+    its config.json was written (runs of other names made the same second); a folder named otherwise sorts
+    first (oldest), by that time alone."""
     try:
-        return "", 0, (run / CONFIG).stat().st_mtime
+        written = (run / CONFIG).stat().st_mtime
     except OSError:
-        return "", 0, 0.0
+        written = 0.0
+    m = STAMP.search(run.name)
+    return (m.group(1), int(m.group(2) or 1), written) if m else ("", 0, written)
+
+
+# The runs table's columns, as the studio's Runs tab and `python -m core.runs` show them (list_runs' keys)
+TABLE = ("run", "status", "warnings", "method", "t_target", "t_nontarget", "kd_weight", "rga", "dataset")
+TABLE += ("optimizer", "epochs", "best_val_auc", "best_val_acc", "test_acc")
+
+
+def table_row(r: dict) -> list:
+    """A `list_runs` summary as the table's values; a queued run whose trainer is loading its data is "starting"."""
+    return ["starting" if c == "status" and r["starting"] else r[c] for c in TABLE]
 
 
 def optimizer_text(cfg: dict) -> str:
@@ -377,3 +388,32 @@ class Run:
 
     def delete(self) -> None:
         delete_run(self.path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m core.runs`: List a runs folder's runs, newest first, as the studio's Runs tab does."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m core.runs", description=(main.__doc__ or "").split(": ", 1)[1])
+    ap.add_argument("--runs-dir", default=RUNS_DIR, help="the runs folder (default: %(default)s)")
+    ap.add_argument("--json", action="store_true", help="every field of each run, as JSON")
+    args = ap.parse_args(argv)
+    if not Path(args.runs_dir).is_dir():
+        print(f"error: {args.runs_dir}: no such runs folder.", file=sys.stderr)
+        return 2
+    found = list_runs(args.runs_dir)
+    if args.json or not found:
+        print(json.dumps(found, indent=2) if args.json else f"no runs in {args.runs_dir} yet.")
+        return 0
+    shown = [list(TABLE)] + [
+        ["" if v is None else f"{round(v, 3):g}" if isinstance(v, float) else str(v) for v in table_row(r)]
+        for r in found
+    ]
+    wide = [max(len(row[i]) for row in shown) for i in range(len(TABLE))]
+    print("\n".join("  ".join(v.ljust(w) for v, w in zip(row, wide, strict=True)).rstrip() for row in shown))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

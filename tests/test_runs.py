@@ -269,3 +269,42 @@ def test_the_runs_table_says_how_each_run_stepped_its_weights(tmp_path, settings
 def test_a_run_from_before_the_optimizer_was_recorded_shows_an_empty_cell(tmp_path):
     runs.Run.create(tmp_path, "old", {"method": "ce"})
     assert runs.list_runs(tmp_path)[0]["optimizer"] == ""
+
+
+def test_python_m_core_runs_lists_the_runs_as_the_runs_tab_does(tmp_path, capsys):
+    """An engineer on a server without the studio lists the runs folder: the Runs tab's columns and values
+    (figures to three decimals, a loading run "starting"), newest first; --json gives every field."""
+    import json
+
+    from core.config import from_settings, to_record
+
+    old = runs.Run.create(tmp_path, "quick", to_record(from_settings({"preset": "quick"}).resolved()))
+    runs.append_metrics(old.path, {"epoch": 1, "val_auc": 0.91234, "val_acc": 0.7})
+    runs.set_status(old.path, "done", test_acc=0.735)
+    new = runs.Run.create(tmp_path, "paper", to_record(from_settings({"preset": "paper"}).resolved()))
+    runs.set_status(new.path, "queued")
+    runs.note_launch(new.path, 4321)
+    assert runs.main(["--runs-dir", str(tmp_path)]) == 0
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert header.split() == list(runs.TABLE)
+    assert first.split()[:2] == [new.name, "starting"] and "sgd 0.01" in first
+    assert second.split()[:2] == [old.name, "done"]
+    assert "adam 0.001" in second and "0.912" in second and "0.735" in second and "1/5" in second
+    assert runs.main(["--runs-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == runs.list_runs(tmp_path)
+
+
+def test_python_m_core_runs_on_an_empty_folder_says_so(tmp_path, capsys):
+    assert runs.main(["--runs-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"no runs in {tmp_path} yet."
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_python_m_core_runs_refuses_a_runs_folder_that_is_not_one(tmp_path, capsys, kind):
+    where = tmp_path / "runs"
+    if kind == "a file":
+        where.write_text("not a folder")
+    assert runs.main(["--runs-dir", str(where)]) == 2
+    out = capsys.readouterr()
+    assert out.err.strip() == f"error: {where}: no such runs folder." and out.out == ""
+    assert where.exists() == (kind == "a file")  # nothing made

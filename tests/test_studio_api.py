@@ -48,7 +48,7 @@ def scans(tmp_path_factory):
 def test_the_api_lists_exactly_the_documented_names(studio):
     client, _, _ = studio
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/diagnose", "/augment_preview", "/start_training", "/run_status"} <= names
+    assert {"/diagnose", "/augment_preview", "/start_training", "/run_status", "/list_runs"} <= names
 
 
 def test_augment_preview_and_diagnose_need_only_what_a_user_must_give(studio):
@@ -414,6 +414,17 @@ def test_start_training_follows_a_tiny_run_to_done(studio):
         time.sleep(1)
     assert status["status"] == "done", status
     assert status["epoch"] == 1 and status["latest"]["val_auc"] is not None
+    # listed as the Runs tab lists it, with how it stepped its weights and its test figures
+    (listed,) = [r for r in client.predict(api_name="/list_runs") if r["run"] == run_id]
+    assert (listed["status"], listed["method"], listed["optimizer"], listed["epochs"]) == (
+        "done",
+        "tss-kd",
+        "sgd 0.01",
+        "1/1",
+    )
+    assert listed["test_acc"] == status["test_acc"] and listed["best_val_auc"] == pytest.approx(
+        status["latest"]["val_auc"]
+    )
     assert status["latest"]["logit_spread"] > 0 and status["latest"]["kd_weight"] == pytest.approx(0.1)
     # one epoch of 256 images learns nothing yet: the finished run says so instead of looking fine
     assert [w["kind"] for w in status["warnings"]] in ([], ["chance"])

@@ -13,27 +13,12 @@ from ui import tables
 from ui.context import Studio, poll, repick, user_error
 from ui.temperatures import make_stop_sweep, sweep_choices, sweep_runs_table, sweep_view
 
-COLUMNS = [
-    "run",
-    "status",
-    "warnings",
-    "method",
-    "t_target",
-    "t_nontarget",
-    "kd_weight",
-    "rga",
-    "dataset",
-    "optimizer",
-    "epochs",
-    "best_val_auc",
-    "best_val_acc",
-    "test_acc",
-]
+COLUMNS = list(runs.TABLE)
 
 
 def _row(r: dict) -> list:
     """A run's row of the table; a queued run whose trainer is loading its data reads "starting"."""
-    return [tables.cell("starting" if c == "status" and r["starting"] else r[c]) for c in COLUMNS]
+    return [tables.cell(v) for v in runs.table_row(r)]
 
 
 def table(ctx: Studio):
@@ -57,6 +42,15 @@ def follow(ctx: Studio, last: list | None, selected: list | None, one: str | Non
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     ids = [r[0] for r in rows]
     return rows, repick(ids, selected or []), repick(ids, one), rows, "" if rows else NO_RUNS
+
+
+def make_list_runs(ctx: Studio):
+    def list_runs() -> list[dict]:
+        """Every run of the runs folder, newest first, with the fields of the Runs table and its test AUC
+        (API: /list_runs; `python -m core.runs --json` prints the same)."""
+        return runs.list_runs(ctx.runs_dir)
+
+    return list_runs
 
 
 def run_actions(run_id: str | None):
@@ -194,6 +188,7 @@ def build(ctx: Studio) -> None:
             confirm = gr.Checkbox(False, label="Yes, delete this run and its files")
             delete = gr.Button("Delete run", variant="stop", interactive=False)
 
+        gr.api(make_list_runs(ctx), api_name="list_runs")
         last = gr.State(None)
         pickers = [rows, selected, one, last, hint]
         actions = [evaluate, calibration, report, download, delete]
