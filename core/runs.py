@@ -221,8 +221,8 @@ def table_row(r: dict) -> list:
 
 def optimizer_text(cfg: dict) -> str:
     """How a run's weights were stepped, as its table shows it: "adam 0.001" (the quick preset's), "sgd 0.01"."""
-    lr = cfg.get("lr")
-    return " ".join([str(cfg.get("optimizer") or "")] + ([f"{lr:g}"] if isinstance(lr, int | float) else [])).strip()
+    name, lr = cfg.get("optimizer") or "", cfg.get("lr")
+    return f"{name} {lr:g}" if name and isinstance(lr, int | float) else name
 
 
 def list_runs(runs_dir: str | Path) -> list[dict]:
@@ -391,11 +391,11 @@ class Run:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m core.runs`: List a runs folder's runs, newest first, as the studio's Runs tab does."""
+    """`python -m core.runs`: the runs of a runs folder as the Runs tab lists them; returns the exit status."""
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m core.runs", description=(main.__doc__ or "").split(": ", 1)[1])
+    ap = argparse.ArgumentParser(prog="python -m core.runs", description="List a runs folder's runs, newest first.")
     ap.add_argument("--runs-dir", default=RUNS_DIR, help="the runs folder (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="every field of each run, as JSON")
     args = ap.parse_args(argv)

@@ -11,21 +11,14 @@ from core import answers, archive
 from core.cam import CAM_METHODS
 from core.infer import redraw, scan_hw
 from core.trust import OOD_MESSAGE, untrusted
+from ui import tables
 from ui.context import DEMO, EXAMPLES, Studio, follow_models, uploaded, user_error
 
 PREDICTED = "predicted class"
-TABLE_HEADERS = [
-    "file",
-    "prediction",
-    "confidence",
-    "trust",
-    "OOD score (1 = threshold)",
-    "calibration",
-    "lesion map for",
-    "lesion box (y0, x0, y1, x1)",
-    "read as",
-]
-TABLE_WIDTHS = [13, 9, 9, 15, 10, 10, 10, 9, 15]  # shares of the table's width, in TABLE_HEADERS' order
+# The All scans table's columns and the pixels each needs in the tab's width (ui.tables.widths makes them shares)
+TABLE = {"file": 130, "prediction": 90, "confidence": 90, "trust": 150, "OOD score (1 = threshold)": 100}
+TABLE |= {"calibration": 100, "lesion map for": 100, "lesion box (y0, x0, y1, x1)": 90, "read as": 150}
+TABLE_HEADERS = list(TABLE)
 RESEARCH_USE = (
     "**A research tool, not a medical device**: its answers are not a diagnosis. The demo model is trained on "
     "synthetic demo data (shapes in generated texture), for trying the studio only."
@@ -404,7 +397,7 @@ def build(ctx: Studio) -> None:
         # the whole tab's width: the table is the answer to an upload of many scans, every column in view
         table = gr.Dataframe(
             headers=TABLE_HEADERS,
-            column_widths=[f"{w}%" for w in TABLE_WIDTHS],
+            column_widths=tables.widths(TABLE_HEADERS, TABLE),
             label="All scans",
             interactive=False,
             wrap=True,

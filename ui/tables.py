@@ -19,14 +19,15 @@ HEADERS = {
 # window): its header's longest word and its longest unbreakable value ("synthetic", "0.933") on one line
 WIDTHS = {"run": 190, "status": 96, "warnings": 100, "method": 87, "t_target": 77, "t_nontarget": 77}
 WIDTHS |= {"kd_weight": 77, "rga": 68, "dataset": 106, "optimizer": 106, "epochs": 80}
-WIDTHS |= {"best_val_auc": 72, "best_val_acc": 72, "test_acc": 72, "test_auc": 72}
+WIDTHS |= {"best_val_auc": 72, "best_val_acc": 72, "test_acc": 72}
 OTHER = 80
 
 
-def widths(columns: list[str]) -> list[str]:
-    """gr.Dataframe's column_widths for `columns`, as shares of the table summing to 100%."""
-    total = sum(WIDTHS.get(c, OTHER) for c in columns)
-    return [f"{100 * WIDTHS.get(c, OTHER) / total:.1f}%" for c in columns]
+def widths(columns: list[str], sizes: dict[str, int] = WIDTHS) -> list[str]:
+    """gr.Dataframe's column_widths for `columns` (the pixels each needs, from `sizes`), as shares of the table
+    summing to 100%."""
+    total = sum(sizes.get(c, OTHER) for c in columns)
+    return [f"{100 * sizes.get(c, OTHER) / total:.1f}%" for c in columns]
 
 
 def headers(columns: list[str]) -> list[str]:
