@@ -86,10 +86,11 @@ def whole(device, *, runs_dir: str, settings: dict | None = None) -> dict:
     from dataclasses import replace
 
     from core import config
+    from core import settings as config_io
     from core.sweep import temperature_grid
 
     settings = {"preset": "quick", **(settings or {}), "device": str(device), "name": "first"}
-    base = config.from_settings(settings, base=TrainConfig(runs_dir=runs_dir))
+    base = config_io.from_settings(settings, base=TrainConfig(runs_dir=runs_dir))
     result = {"settings": config.to_record(base.resolved()), "cases": []}
     with job_manager(runs_dir, per_device=1) as manager:
         result["first_run_s"] = timed(manager, [base])

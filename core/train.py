@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from core import config, distributed, runs
+from core import config, distributed, runs, settings
 from core.config import OPTIMIZERS, PRESETS, DataConfig, TrainConfig  # noqa: F401 - re-exported
 from core.data import load_dataset
 from core.device import pick_device
@@ -111,7 +111,7 @@ def _train_in(run: Path, cfg: TrainConfig, data, device, *, stop, resume: bool, 
     return run
 
 
-config_from_args = config.from_args
+config_from_args = settings.from_args
 
 
 def main(argv: list[str] | None = None) -> int:

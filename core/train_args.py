@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from core import config, runs
+from core import runs, settings
 from core.config import PRESETS, DataConfig
 from core.errors import StudioError
 
@@ -28,7 +28,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Train a classifier with TSS-KD (or a baseline).",
         formatter_class=HelpFormatter,
     )
-    config.add_arguments(ap)
+    settings.add_arguments(ap)
     start = ap.add_mutually_exclusive_group()
     start.add_argument(
         "--resume", default=None, metavar="RUN", help="continue a stopped or killed run folder (its settings apply)"

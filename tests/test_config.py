@@ -5,8 +5,10 @@ from dataclasses import fields
 import pytest
 
 from core import config
-from core.config import PRESETS, DataConfig, TrainConfig, from_settings
+from core import settings as settings_io
+from core.config import PRESETS, DataConfig, TrainConfig
 from core.errors import StudioError
+from core.settings import from_settings
 from core.train import get_args_parser, main, parse_args, run_training
 
 
@@ -23,7 +25,7 @@ def test_every_setting_has_one_cli_option_whose_default_is_the_fields():
 
 
 def test_the_default_command_line_is_the_default_config():
-    assert config.from_args(parse_args([])) == TrainConfig()
+    assert settings_io.from_args(parse_args([])) == TrainConfig()
 
 
 @pytest.mark.parametrize(
@@ -40,7 +42,7 @@ def test_the_default_command_line_is_the_default_config():
     ],
 )
 def test_a_flag_sets_its_field(argv, field, value):
-    cfg = config.from_args(parse_args(argv))
+    cfg = settings_io.from_args(parse_args(argv))
     target = cfg.data if field in ("image_size", "skip_bad_files", "resize") else cfg
     assert getattr(target, field) == value
     if field == "seed":
@@ -248,7 +250,7 @@ def test_new_runs_resize_with_lanczos_and_a_run_saved_before_the_setting_reads_b
 )
 def test_form_inputs_take_kind_default_and_help_from_the_setting(name, kind, default, widget):
     """The Train form is built from the config's fields: change a default there and the form follows."""
-    from core.config import field_spec
+    from core.settings import field_spec
     from ui.form import setting_input
 
     spec = field_spec(name)
@@ -263,7 +265,7 @@ def test_form_inputs_take_kind_default_and_help_from_the_setting(name, kind, def
 
 
 def test_a_form_input_for_an_unknown_setting_is_a_programming_error():
-    from core.config import field_spec
+    from core.settings import field_spec
 
     with pytest.raises(KeyError, match="no setting"):
         field_spec("learning_rate")
@@ -277,7 +279,7 @@ def test_the_demo_splits_follow_the_training_size_alike_from_the_cli_the_api_and
     form, _ = form_settings(
         {"source": "demo data", "demo_images": 1000, "processes": 1, "recipe": None, "method": "tss-kd"}
     )
-    cli = config.from_args(parse_args(["--synthetic-train", "1000"])).resolved().data
+    cli = settings_io.from_args(parse_args(["--synthetic-train", "1000"])).resolved().data
     assert cli == from_settings({"synthetic_train": 1000}).resolved().data == from_settings(form).resolved().data
     assert (cli.synthetic_train, cli.synthetic_val, cli.synthetic_test) == (1000, 200, 200)
     default = TrainConfig().resolved().data

@@ -258,7 +258,8 @@ def test_the_runs_table_says_how_each_run_stepped_its_weights(tmp_path, settings
     temperatures read alike in the Runs table unless it shows the optimizer and its learning rate."""
     from types import SimpleNamespace
 
-    from core.config import from_settings, to_record
+    from core.config import to_record
+    from core.settings import from_settings
     from ui.runs import COLUMNS, table
 
     runs.Run.create(tmp_path, "r", to_record(from_settings(settings).resolved()))
@@ -276,7 +277,8 @@ def test_python_m_core_runs_lists_the_runs_as_the_runs_tab_does(tmp_path, capsys
     (figures to three decimals, a loading run "starting"), newest first; --json gives every field."""
     import json
 
-    from core.config import from_settings, to_record
+    from core.config import to_record
+    from core.settings import from_settings
 
     old = runs.Run.create(tmp_path, "quick", to_record(from_settings({"preset": "quick"}).resolved()))
     runs.append_metrics(old.path, {"epoch": 1, "val_auc": 0.91234, "val_acc": 0.7})

@@ -630,6 +630,7 @@ def test_the_form_records_the_preset_its_values_came_from_as_the_cli_does(recipe
     from dataclasses import asdict
 
     from core import config
+    from core import settings as settings_io
     from core.train import parse_args
     from ui.train import FORM_FIELD, form_settings
 
@@ -638,8 +639,8 @@ def test_the_form_records_the_preset_its_values_came_from_as_the_cli_does(recipe
     settings, _ = form_settings(form)
     assert settings.get("preset") == preset
     if preset == "quick":
-        cli = config.from_args(parse_args(["--preset", "quick", "--device", "cpu"])).resolved()
-        assert asdict(config.from_settings(settings).resolved()) == asdict(cli)
+        cli = settings_io.from_args(parse_args(["--preset", "quick", "--device", "cpu"])).resolved()
+        assert asdict(settings_io.from_settings(settings).resolved()) == asdict(cli)
 
 
 @pytest.mark.parametrize(

@@ -327,7 +327,8 @@ def test_the_paper_preset_sets_the_published_recipe_and_explicit_flags_still_win
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("given", [[], ["--epochs", "2", "--image-size", "16"]], ids=["alone", "with-flags"])
 def test_a_preset_gives_the_same_run_on_the_command_line_as_through_the_api(preset, given):
-    from core.config import from_settings, to_record
+    from core.config import to_record
+    from core.settings import from_settings
     from core.train import config_from_args, parse_args
 
     cli = config_from_args(parse_args(["--preset", preset, *given])).resolved()

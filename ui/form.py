@@ -1,17 +1,17 @@
-"""Form inputs made from the settings themselves (core.config.field_spec): each widget's kind, default,
+"""Form inputs made from the settings themselves (core.settings.field_spec): each widget's kind, default,
 choices and help come from the TrainConfig or DataConfig field it edits, so a setting is described once."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from core import config
+from core import settings as config_io
 
 
 def setting_input(name: str, label: str, **extra):
     """The input for setting `name`: a dropdown for a choice, a checkbox for a switch, a number (whole for
     an int) or a text box; `extra` overrides what the field says (value, choices, info, elem_id, ...)."""
-    spec = config.field_spec(name)
+    spec = config_io.field_spec(name)
     kind, choices = spec["kind"], extra.pop("choices", spec["choices"])
     info = None if spec["help"].lower() == label.lower() else spec["help"]  # no label said twice
     args = {"label": label, "info": info, "value": spec["default"], **extra}

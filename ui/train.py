@@ -8,6 +8,7 @@ import gradio as gr
 
 from core import config, estimate, runs
 from core import figures as plots
+from core import settings as config_io
 from core.config import PRESETS, TrainConfig
 from core.data import found_data
 from core.dataset import burned_in_files
@@ -25,9 +26,9 @@ RECIPE_FIELDS += ("batch_size", "lr", "optimizer")
 
 
 def start_run(ctx: Studio, settings: dict, processes: int = 1) -> str:
-    """Queue a run from a settings object (TrainConfig fields by name, see core.config.from_settings), with
+    """Queue a run from a settings object (TrainConfig fields by name, see core.settings.from_settings), with
     paths confined to the data folder and runs written where the studio keeps them. Returns the run id."""
-    cfg = confined(ctx, config.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir))))
+    cfg = confined(ctx, config_io.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir))))
     if not isinstance(processes, int) or isinstance(processes, bool):
         raise StudioError("processes must be a whole number.")
     return ctx.jobs.submit(cfg, processes=processes).name
@@ -115,7 +116,7 @@ def estimate_text(ctx: Studio, values: dict) -> tuple[str, dict]:
         settings, _ = form_settings(values)
         if settings["dataset"] != "synthetic" and not settings.get("data_path"):
             return "Estimated time: once the data path is given.", hidden
-        cfg = confined(ctx, config.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir)))).resolved()
+        cfg = confined(ctx, config_io.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir)))).resolved()
         device, found = estimate_for(ctx, cfg)
     except StudioError as e:  # a path outside the data folder, or one that holds no readable data
         return f"Estimated time: not known: {e}", hidden
