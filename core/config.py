@@ -127,6 +127,20 @@ def whole_number(value, what: str, *, low: int = -(2**63)) -> int:
     return int(value)
 
 
+# what each source's --data-path names (the demo data has none)
+DATA_PATHS = {"medmnist": "a MedMNIST .npz file", "folder": "an image folder or a CSV manifest"}
+
+
+def data_path_given(data: DataConfig) -> tuple[bool, str]:
+    """Data other than the demo data needs its path: checked with the other settings, before a run folder
+    is made (an empty path once reached the trainer, which made a failed run of it)."""
+    ok = data.dataset not in DATA_PATHS or bool((data.data_path or "").strip())
+    return ok, (
+        f"the {data.dataset} data needs its path, {DATA_PATHS.get(data.dataset)} "
+        "(--data-path; in the studio, the path inside the data folder)."
+    )
+
+
 def image_size_ok(size: int) -> tuple[bool, str]:
     """(whether `size` is an image size the studio trains at, the message if not)."""
     return MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE, (
@@ -247,6 +261,11 @@ class TrainConfig:
                 or min(cfg.data.synthetic_train, cfg.data.synthetic_val, cfg.data.synthetic_test) >= 1,
                 "the demo data needs at least one training image and one image in each split.",
             ),
+            (
+                cfg.data.dataset in DATASETS,
+                f"unknown dataset '{cfg.data.dataset}'; choose one of {', '.join(DATASETS)}.",
+            ),
+            data_path_given(cfg.data),
             image_size_ok(cfg.data.image_size),
             (
                 cfg.data.resize in RESIZE_FILTERS,

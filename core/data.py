@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from core import folder, medmnist, synthetic
-from core.config import DataConfig, image_size_ok  # noqa: F401 - DataConfig re-exported: core.data.DataConfig
+from core.config import DataConfig, data_path_given, image_size_ok  # noqa: F401 - DataConfig re-exported: core.data.DataConfig
 from core.dataset import Dataset, subset
 from core.errors import StudioError
 from core.folder import load_folder
@@ -40,8 +40,9 @@ SOURCES = {"synthetic": load_synthetic, "medmnist": load_medmnist, "folder": loa
 def _check_source(cfg: DataConfig) -> None:
     if cfg.dataset not in SOURCES:
         raise StudioError(f"unknown dataset '{cfg.dataset}'; choose one of {', '.join(SOURCES)}.")
-    if cfg.dataset != "synthetic" and not cfg.data_path:
-        raise StudioError(f"the {cfg.dataset} dataset needs --data-path.")
+    ok, message = data_path_given(cfg)
+    if not ok:
+        raise StudioError(message)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:

@@ -302,8 +302,8 @@ class JobManager:
 
 def _device_for(cfg: TrainConfig, processes: int) -> str:
     """The device a new run queues for, after checking what can be checked before it exists."""
-    if cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path or "").exists():
-        raise StudioError(f"{Path(cfg.data.data_path or '').name or 'data path'}: no such file or folder.")
+    if cfg.data.data_path and cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path).exists():
+        raise StudioError(f"{Path(cfg.data.data_path).name or 'data path'}: no such file or folder.")
     device = cfg.device if cfg.device != "auto" else "cuda" if _has_cuda() else "cpu"
     gpus = _gpu_count()
     if processes < 1:

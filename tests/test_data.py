@@ -165,7 +165,8 @@ def test_medmnist_bad_files(tmp_path, make, message):
     "cfg,message",
     [
         (DataConfig(dataset="nope"), "unknown dataset"),
-        (DataConfig(dataset="folder"), "needs --data-path"),
+        (DataConfig(dataset="folder"), "needs its path"),
+        (DataConfig(dataset="medmnist", data_path="  "), "needs its path"),
         (DataConfig(image_size=4), "image size"),
         (DataConfig(dataset="folder", data_path="/definitely/not/here"), "no such folder"),
     ],

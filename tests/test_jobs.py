@@ -69,6 +69,12 @@ def test_bad_settings_are_refused_before_any_run_folder(manager, tmp_path):
     bad.data = DataConfig(dataset="folder", data_path=str(tmp_path / "nowhere"))
     with pytest.raises(StudioError, match="no such file"):
         manager.submit(bad)
+    for source in ("medmnist", "folder"):  # no path at all: "" is the current folder, which exists
+        bad.data = DataConfig(dataset=source, data_path="")
+        with pytest.raises(StudioError, match=f"the {source} data needs its path"):
+            manager.submit(bad)
+        with pytest.raises(StudioError, match=f"the {source} data needs its path"):
+            manager.submit_grid([bad])
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]
 
 

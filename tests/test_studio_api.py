@@ -518,6 +518,13 @@ def test_start_training_with_only_a_method_and_epochs_starts_a_run_with_the_rest
         ({"data": {"colour": 1}}, "unknown data setting 'colour'"),
         ({"method": "magic"}, "unknown method"),
         ({"pretrained": "../weights.pth"}, "outside the data folder"),
+        # the Train form's Start with MedMNIST or a folder and no path once made a run that failed in its trainer
+        ({"dataset": "medmnist"}, "the medmnist data needs its path, a MedMNIST .npz file"),
+        ({"dataset": "medmnist", "data_path": ""}, "the medmnist data needs its path"),
+        ({"dataset": "folder", "data_path": "   "}, "give a path inside the data folder"),
+        ({"dataset": "folder"}, "the folder data needs its path, an image folder or a CSV manifest"),
+        ({"data": {"dataset": "folder", "data_path": None}}, "the folder data needs its path"),
+        ({"dataset": "dicomweb"}, "unknown dataset 'dicomweb'; choose one of synthetic, medmnist, folder"),
     ],
 )
 def test_start_training_refuses_bad_settings_and_makes_no_run(studio, settings, message):
@@ -736,6 +743,27 @@ def test_the_train_form_counts_its_data_before_start_and_names_a_wrong_path(tmp_
     try:
         text, quick = estimate_text(ctx, form_values(**changed))
         assert expected in text and quick["visible"] is False
+    finally:
+        jobs.close()
+
+
+@pytest.mark.parametrize("source", ["MedMNIST .npz", "image folder or CSV"])
+def test_the_train_forms_start_without_a_data_path_says_so_and_makes_no_run(tmp_path, source):
+    """The form as a user leaves it: a source picked, its path empty. Start once queued a run whose trainer
+    then failed ("the medmnist dataset needs --data-path"), leaving a failed run behind."""
+    from core.errors import StudioError
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.train import form_settings, start_run
+
+    (tmp_path / "data").mkdir()
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path / "data", runs_dir=tmp_path / "runs", jobs=jobs)
+    try:
+        settings, processes = form_settings(form_values(source=source, data_path=""))
+        with pytest.raises(StudioError, match="data needs its path, .*the path inside the data folder"):
+            start_run(ctx, settings, processes)
+        assert not list((tmp_path / "runs").glob("*"))
     finally:
         jobs.close()
 

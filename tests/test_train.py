@@ -211,7 +211,7 @@ TINY = [
         (["--t-target", "-1"], "temperatures must be positive"),
         (["--batch-size", "1"], "batch size"),
         (["--lr", "nan"], "learning rate"),
-        (["--dataset", "folder"], "needs --data-path"),
+        (["--dataset", "folder"], "needs its path, an image folder"),
         (["--dataset", "medmnist", "--data-path", "/no/such.npz"], "no such MedMNIST"),
         (["--device", "cuda:7"], "cuda"),
         (["--gamma-min", "3", "--gamma-max", "2"], "gamma range"),
