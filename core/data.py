@@ -6,13 +6,14 @@ small datasets are then moved whole onto the training device so augmentation run
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
 
 from core import folder, medmnist, synthetic
 from core.config import DataConfig, data_path_given, image_size_ok  # noqa: F401 - DataConfig re-exported: core.data.DataConfig
-from core.dataset import Dataset, subset
+from core.dataset import Dataset, held_out, subset
 from core.errors import StudioError
 from core.folder import load_folder
 from core.medmnist import load_medmnist
@@ -52,11 +53,51 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if not ok:
         raise StudioError(message)
     data = SOURCES[cfg.dataset](cfg)
-    if len(data.train) == 0:
-        raise StudioError("the training split is empty.")
-    if len(data.classes) < 2:
-        raise StudioError("a classifier needs at least two classes.")
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    check_sizes(cfg, sizes | {"classes": len(data.classes)})
     return data
+
+
+def check_sizes(cfg: DataConfig, sizes: dict[str, int]) -> None:
+    """Refuse data a run cannot train, choose its best epoch and be tested on (`split_sizes`' figures)."""
+    name = Path(cfg.data_path).name if cfg.data_path else "the demo data"
+    if sizes["train"] == 0:
+        raise StudioError(f"{name}: the training split is empty.")
+    if sizes["classes"] < 2:
+        raise StudioError(f"{name}: a classifier needs at least two classes; this data has {sizes['classes']}.")
+    for split, fraction, what in (("val", cfg.val_fraction, "validation"), ("test", cfg.test_fraction, "test")):
+        if sizes[split]:
+            continue
+        message = (
+            f"{name}: the {what} split is empty (a run picks its best epoch on validation images, then is tested)."
+        )
+        if cfg.dataset == "folder" and fraction > 0:
+            fractions = (cfg.val_fraction, cfg.test_fraction)
+            start = max(2, int(0.5 / fraction) - 1)  # below it, the class's share rounds to no image
+            least = next(n for n in itertools.count(start) if held_out(n, *fractions)[split == "test"])
+            message += (
+                f" Drawn from the training images, it takes {fraction:.0%} of each class's, one image from {least} "
+                f"on, and no class has {least}. Add images, or lay the folder out as train/, val/ and test/."
+            )
+        raise StudioError(message)
+
+
+def split_sizes(cfg: DataConfig) -> dict[str, int]:
+    """The images each split of `cfg`'s data gets ("train", "val", "test") and its "classes", without decoding
+    an image (an image folder's files that would prove unreadable count); raises `StudioError` for data that
+    loading would refuse: a wrong path or file, one class, an empty split. The studio checks a run's data so
+    before making its folder."""
+    _check_source(cfg)
+    if cfg.dataset == "synthetic":
+        data = cfg.resolved()
+        sizes = {"train": data.synthetic_train, "val": data.synthetic_val, "test": data.synthetic_test}
+        sizes["classes"] = len(synthetic.CLASSES)
+    elif cfg.dataset == "medmnist":
+        sizes = medmnist.split_sizes(Path(cfg.data_path))
+    else:
+        sizes = folder.split_sizes(cfg)
+    check_sizes(cfg, sizes)
+    return sizes
 
 
 FOUND_DEPTH, FOUND_LIMIT = 2, 200
@@ -102,11 +143,6 @@ def found_data(root: str | Path, dataset: str) -> list[tuple[str, str]]:
 
 
 def train_count(cfg: DataConfig) -> int:
-    """How many training images `cfg` gives, without loading them (about, for an image folder, whose
-    unreadable files are only found when decoded); raises `StudioError` as loading would."""
-    _check_source(cfg)
-    if cfg.dataset == "synthetic":
-        return cfg.synthetic_train
-    if cfg.dataset == "medmnist":
-        return medmnist.train_count(Path(cfg.data_path))
-    return folder.train_count(cfg)
+    """How many training images `cfg` gives, without loading them (`split_sizes`); raises `StudioError` as
+    loading would."""
+    return split_sizes(cfg)["train"]

@@ -88,18 +88,23 @@ class Dataset:
         return out
 
 
-def stratified_split(labels: torch.Tensor, *, val_fraction: float, test_fraction: float, seed: int):
-    """Seeded per-class split into (train, val, test) index tensors; each class keeps at least one training image."""
+def held_out(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """How many of a class's `n` images `stratified_split` gives to validation and to test: each fraction of
+    them, rounded, while the class keeps at least one training image."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise StudioError("validation and test fractions must each be in [0, 1) and sum to less than 1.")
+    n_val = min(round(n * val_fraction), max(n - 1, 0))
+    return n_val, min(round(n * test_fraction), max(n - 1 - n_val, 0))
+
+
+def stratified_split(labels: torch.Tensor, *, val_fraction: float, test_fraction: float, seed: int):
+    """Seeded per-class split into (train, val, test) index tensors (`held_out`: how many of each class)."""
     g = torch.Generator().manual_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in SPLITS}
     for c in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(idx.numel(), generator=g)]
-        n = idx.numel()
-        n_val = min(round(n * val_fraction), max(n - 1, 0))
-        n_test = min(round(n * test_fraction), max(n - 1 - n_val, 0))
+        n_val, n_test = held_out(idx.numel(), val_fraction, test_fraction)
         parts["val"].append(idx[:n_val])
         parts["test"].append(idx[n_val : n_val + n_test])
         parts["train"].append(idx[n_val + n_test :])

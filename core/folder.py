@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from core import isolated
-from core.dataset import SPLITS, Dataset, stratified_split, subset
+from core.dataset import SPLITS, Dataset, held_out, stratified_split, subset
 from core.errors import StudioError
 from core.imageio import read_scan, to_model_array
 
@@ -208,12 +209,18 @@ def load_folder(cfg: DataConfig) -> Dataset:
     return _build(_entries(path), cfg, path.stem if path.is_file() else path.name)
 
 
-def train_count(cfg: DataConfig) -> int:
-    """About how many training images `cfg`'s folder or manifest gives, from the file listing alone (no
-    file is decoded, so files that would be skipped as unreadable count): its train split, or the share of
-    its files that `_build` leaves to training."""
-    splits = [split for _, _, split in _entries(Path(cfg.data_path))]
-    if "train" in splits:
-        return splits.count("train")
-    held = (0.0 if "val" in splits else cfg.val_fraction) + (0.0 if "test" in splits else cfg.test_fraction)
-    return max(1, round(splits.count("all") * (1 - held)))
+def split_sizes(cfg: DataConfig) -> dict[str, int]:
+    """The images each split of `cfg`'s folder or manifest gets ("train", "val", "test") and its "classes",
+    from the file listing alone, drawn as `_build` draws them (no file is decoded, so files that would be
+    skipped as unreadable count)."""
+    entries = _entries(Path(cfg.data_path))
+    given = Counter(split for _, _, split in entries)
+    fractions = (0.0 if given["val"] else cfg.val_fraction, 0.0 if given["test"] else cfg.test_fraction)
+    pool = Counter(label for _, label, split in entries if split == ("train" if given["train"] else "all"))
+    sizes = {"train": 0, "val": given["val"], "test": given["test"]}
+    for n in pool.values():
+        n_val, n_test = held_out(n, *fractions)
+        sizes["train"] += n - n_val - n_test
+        sizes["val"] += n_val
+        sizes["test"] += n_test
+    return sizes | {"classes": len({label for _, label, _ in entries})}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from core import config, runs
 from core.config import TrainConfig
+from core.data import split_sizes
 from core.errors import StudioError
 
 log = logging.getLogger(__name__)
@@ -304,6 +305,7 @@ def _device_for(cfg: TrainConfig, processes: int) -> str:
     """The device a new run queues for, after checking what can be checked before it exists."""
     if cfg.data.data_path and cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path).exists():
         raise StudioError(f"{Path(cfg.data.data_path).name or 'data path'}: no such file or folder.")
+    split_sizes(cfg.data)  # a wrong file, one class, an empty split: said now, not by a failed run
     device = cfg.device if cfg.device != "auto" else "cuda" if _has_cuda() else "cpu"
     gpus = _gpu_count()
     if processes < 1:

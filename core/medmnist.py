@@ -40,7 +40,9 @@ def _split(images: np.ndarray, labels: np.ndarray, *, size: int, channels: int, 
         raise StudioError(f"{name} has shape {images.shape}; expected (N, H, W) or (N, H, W, 3) images.")
     if images.dtype != np.uint8:
         raise StudioError(f"{name} holds {images.dtype} pixels; MedMNIST files hold uint8.")
-    if images.shape[1] == images.shape[2] == size and images.shape[-1] == channels:
+    if not len(images):  # an empty split, refused by core.data with the others' checks
+        out = torch.empty(0, channels, size, size, dtype=torch.uint8)
+    elif images.shape[1] == images.shape[2] == size and images.shape[-1] == channels:
         out = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     else:
         scans = (Scan(im[..., 0] if im.shape[-1] == 1 else im) for im in images)
@@ -50,9 +52,14 @@ def _split(images: np.ndarray, labels: np.ndarray, *, size: int, channels: int, 
     return Split(out, torch.from_numpy(labels.astype(np.int64)))
 
 
+NOT_NPZ = "{name} is not a .npz file: MedMNIST data comes as NumPy .npz archives (such as pneumoniamnist.npz)."
+
+
 def train_count(path: Path) -> int:
     """How many training images the MedMNIST file `path` holds, from its label array's header alone: a few
     bytes read, nothing else decompressed (for the Train tab's time estimate)."""
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise StudioError(NOT_NPZ.format(name=path.name))
     try:
         with zipfile.ZipFile(path) as z, z.open("train_labels.npy") as f:
             version = np.lib.format.read_magic(f)  # 1.0, or 2.0 and 3.0 (a 4-byte header length)
@@ -65,35 +72,61 @@ def train_count(path: Path) -> int:
     return int(shape[0]) if shape else 0
 
 
-def load_medmnist(cfg: DataConfig) -> Dataset:
-    """Load `cfg.data_path`, a MedMNIST-format `.npz`, resized to `cfg.image_size`."""
-    path = Path(cfg.data_path)
+def _arrays(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
+    """The arrays `keys` of the MedMNIST file `path` (only those are decompressed), once it is known to hold
+    all of `KEYS`."""
     if not path.is_file():
         raise StudioError(f"{path.name}: no such MedMNIST file.")
+    if not zipfile.is_zipfile(path):  # else numpy reads it as a pickle, and says to trust the file
+        raise StudioError(NOT_NPZ.format(name=path.name))
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in KEYS if k not in npz.files]
             if missing:
                 raise StudioError(f"{path.name} is not a MedMNIST file: it lacks {', '.join(missing)}.")
-            arrays = {k: npz[k] for k in KEYS}
+            return {k: npz[k] for k in keys}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise StudioError(f"{path.name}: cannot read it as a .npz file ({e}).") from None
 
+
+def _labels(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each split's labels as one class index per image, checked."""
     labels = {}
     for split in ("train", "val", "test"):
-        y, n = arrays[f"{split}_labels"], len(arrays[f"{split}_images"])
+        y = arrays[f"{split}_labels"]
         if y.ndim == 2 and y.shape[1] > 1:
             raise StudioError(
                 f"{path.name} is a multi-label dataset ({y.shape[1]} labels per image); "
                 "this studio trains single-label classifiers."
             )
         y = y.reshape(-1)
-        if len(y) != n:
-            raise StudioError(f"{path.name}: {split} has {n} images but {len(y)} labels.")
         if len(y) and (y.min() < 0 or not np.issubdtype(y.dtype, np.integer)):
             raise StudioError(f"{path.name}: labels must be non-negative integers.")
         labels[split] = y
-    num_classes = int(max(int(y.max()) for y in labels.values() if len(y)) + 1)
+    return labels
+
+
+def _class_count(labels: dict[str, np.ndarray]) -> int:
+    return int(max((int(y.max()) for y in labels.values() if len(y)), default=-1) + 1)
+
+
+def split_sizes(path: Path) -> dict[str, int]:
+    """The images each split of the MedMNIST file `path` holds ("train", "val", "test") and its "classes",
+    from its label arrays alone (the images are not decompressed)."""
+    labels = _labels(path, _arrays(path, [k for k in KEYS if k.endswith("_labels")]))
+    return {split: len(y) for split, y in labels.items()} | {"classes": _class_count(labels)}
+
+
+def load_medmnist(cfg: DataConfig) -> Dataset:
+    """Load `cfg.data_path`, a MedMNIST-format `.npz`, resized to `cfg.image_size`."""
+    path = Path(cfg.data_path)
+    arrays = _arrays(path, KEYS)
+    labels = _labels(path, arrays)
+    for split, y in labels.items():
+        n = len(arrays[f"{split}_images"])
+        if len(y) != n:
+            raise StudioError(f"{path.name}: {split} has {n} images but {len(y)} labels.")
+    num_classes = _class_count(labels)
     channels = 3 if arrays["train_images"].ndim == 4 and arrays["train_images"].shape[-1] == 3 else 1
     splits = [
         _split(

@@ -1,5 +1,8 @@
 """Every data source yields the same thing: uint8 images, labels, class names, three disjoint splits."""
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -146,19 +149,97 @@ def test_medmnist_npz(tmp_path, size, rgb, image_size):
         assert torch.equal(d.train.images[:, 0], torch.from_numpy(raw))
 
 
+def zip_of_pngs(path: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("scan.png", b"\x89PNG\r\n\x1a\n")
+    return path
+
+
+@pytest.mark.parametrize("check", ["load_dataset", "split_sizes"])
 @pytest.mark.parametrize(
     "make,message",
     [
         (lambda p: write_medmnist(p / "chestmnist.npz", multilabel=True), "multi-label"),
         (lambda p: (np.savez(p / "x.npz", train_images=np.zeros((2, 28, 28), np.uint8)), p / "x.npz")[1], "lacks"),
-        (lambda p: (p / "bad.npz").write_bytes(b"nonsense") and p / "bad.npz", "cannot read"),
+        # numpy reads any other file as a pickle and says to load it unsafely if it is trusted; the message
+        # says what the file should be instead
+        (lambda p: (p / "bad.npz").write_bytes(b"nonsense") and p / "bad.npz", "bad.npz is not a .npz file: MedMNIST"),
+        (lambda p: zip_of_pngs(p / "study.npz"), "study.npz is not a MedMNIST file: it lacks train_images"),
         (lambda p: p / "absent.npz", "no such"),
+        (lambda p: write_medmnist(p / "noval.npz", n=(30, 0, 10)), r"noval.npz: the validation split is empty \("),
+        (lambda p: write_medmnist(p / "notest.npz", n=(30, 10, 0)), "notest.npz: the test split is empty"),
+        (lambda p: write_medmnist(p / "notrain.npz", n=(0, 10, 10)), "notrain.npz: the training split is empty"),
+        (lambda p: write_medmnist(p / "one.npz", classes=1), "needs at least two classes; this data has 1"),
     ],
 )
-def test_medmnist_bad_files(tmp_path, make, message):
+def test_medmnist_bad_files(tmp_path, make, message, check):
+    """Loading (the trainer) and counting (the studio, before it makes a run folder) refuse alike."""
+    from core import data
+
     path = make(tmp_path)
+    with pytest.raises(StudioError, match=message) as e:
+        getattr(data, check)(DataConfig(dataset="medmnist", data_path=str(path)))
+    assert "pickle" not in str(e.value)
+
+
+@pytest.mark.parametrize("check", ["load_dataset", "split_sizes"])
+@pytest.mark.parametrize(
+    "per_class,classes,message",
+    [
+        (
+            3,
+            "ab",
+            "the validation split is empty .* takes 15% of each class's, one image from 4 on, and no class has 4",
+        ),
+        (3, "a", "needs at least two classes; this data has 1"),
+        (0, "ab", "no scans found"),
+    ],
+)
+def test_a_folder_too_small_to_split_is_refused_with_what_it_needs(tmp_path, per_class, classes, message, check):
+    """Two classes of three images: 15% of three rounds to none, so validation and test were empty, and the
+    run failed after its first epoch with "Dimension out of range"."""
+    from core import data
+
+    root = tmp_path / "tiny"
+    root.mkdir()
+    for label in classes:
+        (root / label).mkdir()
+        for i in range(per_class):
+            Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(root / label / f"{i}.png")
     with pytest.raises(StudioError, match=message):
-        load_dataset(DataConfig(dataset="medmnist", data_path=str(path)))
+        getattr(data, check)(DataConfig(dataset="folder", data_path=str(root), image_size=16))
+
+
+@pytest.mark.parametrize("check", ["load_dataset", "split_sizes"])
+@pytest.mark.parametrize("fractions", [(0.6, 0.5), (1.0, 0.0), (-0.1, 0.2)])
+def test_split_fractions_that_leave_no_training_image_are_refused(tmp_path, check, fractions):
+    from core import data
+
+    root = tmp_path / "f"
+    for label in "ab":
+        (root / label).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((16, 16), 20 * i, np.uint8)).save(root / label / f"{i}.png")
+    cfg = DataConfig(dataset="folder", data_path=str(root), image_size=16, val_fraction=fractions[0])
+    with pytest.raises(StudioError, match="fractions must each be in"):
+        getattr(data, check)(replace(cfg, test_fraction=fractions[1]))
+
+
+@pytest.mark.parametrize("per_class", [4, 5, 9])
+def test_the_folder_counts_match_the_split_loading_draws(tmp_path, per_class):
+    from core.data import split_sizes
+
+    root = tmp_path / "f"
+    for label in "abc":
+        (root / label).mkdir(parents=True)
+        for i in range(per_class + "abc".index(label)):
+            Image.fromarray(np.full((16, 16), 20 * i, np.uint8)).save(root / label / f"{i}.png")
+    cfg = DataConfig(dataset="folder", data_path=str(root), image_size=16)
+    d = load_dataset(cfg)
+    sizes = {"train": len(d.train), "val": len(d.val), "test": len(d.test), "classes": len(d.classes)}
+    assert split_sizes(cfg) == sizes and min(sizes.values()) >= 1
 
 
 @pytest.mark.parametrize(
@@ -218,10 +299,11 @@ def test_a_listed_image_folder_is_one_the_folder_loader_reads_the_same_way(tmp_p
 
     root = tmp_path / "data"
     scan = Image.fromarray(render(1, size=16, seed=1)[0][0, 0].numpy())
-    for name in ("Kaggle/Train/yes/p1/a.png", "Kaggle/Train/no/p2/b.png", "Kaggle/Test/yes/c.png"):
+    four = [f"Kaggle/Train/yes/p1/a{i}.png" for i in range(4)] + [f"Kaggle/Train/no/p2/b{i}.png" for i in range(4)]
+    for name in (*four, "Kaggle/Test/yes/c.png"):  # four a class: 15% of them is one for validation
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         scan.save(root / name)
     (root / "cased.csv").write_text("Path,Label\nKaggle/Test/yes/c.png,yes\n")  # the loader wants path,label
     assert found_data(root, "folder") == [("Kaggle/ (image folder with train/ test/)", "Kaggle/")]
     data = load_dataset(DataConfig(dataset="folder", data_path=str(root / "Kaggle"), image_size=16))
-    assert data.classes == ["no", "yes"] and len(data.test) == 1
+    assert data.classes == ["no", "yes"] and len(data.test) == 1 and len(data.val) == 2

@@ -185,12 +185,26 @@ def test_restart_adopts_a_trainer_still_loading_its_data_instead_of_starting_a_s
 
 
 def test_a_run_whose_data_vanished_fails_with_the_reason(manager, tmp_path):
+    """Data without scans is refused at Start; data whose scans vanish after it fails the run, saying why."""
+    import shutil
+
+    from PIL import Image
+
     folder = tmp_path / "scans"
     for c in ("a", "b"):
         (folder / c).mkdir(parents=True)
     bad = cfg(tmp_path)
     bad.data = DataConfig(dataset="folder", data_path=str(folder))  # exists but holds no scans
+    with pytest.raises(StudioError, match="scans: no scans found"):
+        manager.submit(bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scans"]
+    for c in ("a", "b"):
+        for i in range(6):
+            Image.new("L", (16, 16), 30 * i).save(folder / c / f"{i}.png")
     run = manager.submit(bad)
+    for c in ("a", "b"):  # gone before the trainer (a new process importing torch) reads them
+        shutil.rmtree(folder / c)
+        (folder / c).mkdir()
     wait_for(lambda: status_of(run) == "failed")
     assert "no scans found" in runs.read_json(run / "status.json")["error"]
     from ui.context import Studio

@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from helpers import IDENTIFIERS, compress_dicom, htj2k_dicom, needs_ojph, write_dicom, write_dicom_folder
+from helpers import (
+    IDENTIFIERS,
+    compress_dicom,
+    htj2k_dicom,
+    needs_ojph,
+    write_dicom,
+    write_dicom_folder,
+    write_medmnist,
+)
 from PIL import Image
 
 from core.config import PRESETS
@@ -565,6 +573,28 @@ def test_start_training_refuses_paths_outside_the_data_root(studio, path, messag
     with pytest.raises(Exception, match=message):
         client.predict({**TINY, **({"data": data} if nested else data)}, api_name="/start_training")
     assert set(p.name for p in ctx.runs_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "dataset,make,message",
+    [
+        ("medmnist", lambda d: (d / "notes.npz").write_text("hello") and "notes.npz", "notes.npz is not a .npz file"),
+        ("medmnist", lambda d: str(write_medmnist(d / "noval.npz", n=(30, 0, 10)).name), "validation split is empty"),
+        ("medmnist", lambda d: str(write_medmnist(d / "one.npz", classes=1).name), "at least two classes"),
+        ("folder", lambda d: str(image_folder(d / "tiny", 3).name), "validation split is empty .* one image from 4"),
+        ("folder", lambda d: (d / "nothing").mkdir() or "nothing", "nothing: no scans found"),
+    ],
+)
+def test_start_training_refuses_data_it_cannot_train_on_and_makes_no_run(studio, dataset, make, message):
+    """Each of these once made a run that failed in its trainer a moment later (a tiny folder only after its
+    first epoch, with "Dimension out of range"); the data's listing and labels say so before Start makes one."""
+    client, ctx, _ = studio
+    ctx.data_root.mkdir(parents=True, exist_ok=True)
+    path = make(ctx.data_root)
+    before = set(p.name for p in ctx.runs_dir.iterdir()) if ctx.runs_dir.exists() else set()
+    with pytest.raises(Exception, match=message):
+        client.predict({**TINY, "dataset": dataset, "data_path": path}, api_name="/start_training")
+    assert (set(p.name for p in ctx.runs_dir.iterdir()) if ctx.runs_dir.exists() else set()) == before
 
 
 def test_a_data_path_under_data_is_found_in_the_data_root_as_a_flat_one_is(studio):
