@@ -26,6 +26,7 @@ from core import config, runs
 from core.config import TrainConfig
 from core.data import split_sizes
 from core.errors import StudioError
+from core.model import check_pretrained
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -306,6 +307,8 @@ def _device_for(cfg: TrainConfig, processes: int) -> str:
     if cfg.data.data_path and cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path).exists():
         raise StudioError(f"{Path(cfg.data.data_path).name or 'data path'}: no such file or folder.")
     split_sizes(cfg.data)  # a wrong file, one class, an empty split: said now, not by a failed run
+    if cfg.pretrained:
+        check_pretrained(cfg.pretrained, cfg.arch, cfg.data.image_size)
     device = cfg.device if cfg.device != "auto" else "cuda" if _has_cuda() else "cpu"
     gpus = _gpu_count()
     if processes < 1:

@@ -92,6 +92,13 @@ def build_model(spec: ModelSpec, *, pretrained: str | None = None) -> Classifier
     return model
 
 
+def check_pretrained(path: str, arch: str, image_size: int) -> None:
+    """Refuse now what starting a run of `arch` at `image_size` from the weights at `path` would refuse: no
+    such file, a file not read safely as weights, weights none of which fit (the class count changes only
+    the last layer, which is never taken)."""
+    build_model(ModelSpec(arch=arch, classes=["a", "b"], image_size=image_size), pretrained=path)
+
+
 def _read_weights(p: Path) -> dict:
     try:
         if p.suffix == ".safetensors":

@@ -27,6 +27,7 @@ from core.engine import StopFlag  # noqa: F401 - re-exported
 from core.errors import StudioError
 from core.estimate import note_time_outside_epochs, process_started
 from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
+from core.model import check_pretrained
 from core.train_args import check_prepared, get_args_parser, given_settings, parse_args, resume_conflicts  # noqa: F401
 
 log = logging.getLogger("core.train")
@@ -76,6 +77,8 @@ def run_training(
         if cfg.batch_size < 2 * group.world:
             raise StudioError(f"the batch size must be at least {2 * group.world} for {group.world} processes.")
         data = load_dataset(cfg.data)  # every rank, the same data
+        if cfg.pretrained and not resume:  # before a run folder is made, as the data
+            check_pretrained(cfg.pretrained, cfg.arch, cfg.data.image_size)
 
         def prepare() -> Path:
             if resume:

@@ -575,6 +575,15 @@ def test_start_training_refuses_paths_outside_the_data_root(studio, path, messag
     assert set(p.name for p in ctx.runs_dir.iterdir()) == before
 
 
+def unfit_weights(path: Path) -> str:
+    """A safetensors file of weights no layer of a ResNet-18 takes."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"encoder.weight": torch.zeros(3, 3)}, str(path))
+    return path.name
+
+
 @pytest.mark.parametrize(
     "dataset,make,message",
     [
@@ -583,17 +592,22 @@ def test_start_training_refuses_paths_outside_the_data_root(studio, path, messag
         ("medmnist", lambda d: str(write_medmnist(d / "one.npz", classes=1).name), "at least two classes"),
         ("folder", lambda d: str(image_folder(d / "tiny", 3).name), "validation split is empty .* one image from 4"),
         ("folder", lambda d: (d / "nothing").mkdir() or "nothing", "nothing: no scans found"),
+        # weights to start from, with the demo data
+        ("pretrained", lambda d: "resnet18.pth", "'resnet18.pth' does not exist in the data folder"),
+        ("pretrained", lambda d: (d / "w.pth").write_text("x") and "w.pth", "not a weight file this studio can load"),
+        ("pretrained", lambda d: unfit_weights(d / "other.safetensors"), "none of its weights fit this architecture"),
     ],
 )
-def test_start_training_refuses_data_it_cannot_train_on_and_makes_no_run(studio, dataset, make, message):
+def test_start_training_refuses_data_or_weights_it_cannot_train_on_and_makes_no_run(studio, dataset, make, message):
     """Each of these once made a run that failed in its trainer a moment later (a tiny folder only after its
     first epoch, with "Dimension out of range"); the data's listing and labels say so before Start makes one."""
     client, ctx, _ = studio
     ctx.data_root.mkdir(parents=True, exist_ok=True)
     path = make(ctx.data_root)
     before = set(p.name for p in ctx.runs_dir.iterdir()) if ctx.runs_dir.exists() else set()
+    given = {"pretrained": path} if dataset == "pretrained" else {"dataset": dataset, "data_path": path}
     with pytest.raises(Exception, match=message):
-        client.predict({**TINY, "dataset": dataset, "data_path": path}, api_name="/start_training")
+        client.predict({**TINY, **given}, api_name="/start_training")
     assert (set(p.name for p in ctx.runs_dir.iterdir()) if ctx.runs_dir.exists() else set()) == before
 
 

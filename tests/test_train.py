@@ -227,6 +227,9 @@ TINY = [
         (["--image-size", "4"], "image size must be between 8 and 1024 pixels, not 4"),
         (["--synthetic-train", "100000000000"], "the demo data would take"),
         (["--synthetic-val", "100000000000000000000"], "Use fewer demo images or a smaller image size"),
+        # weights to start from: checked before the run folder is made (it was made, then the run failed)
+        (["--pretrained", "/no/such/resnet18.pth"], "resnet18.pth: no such pretrained weight file"),
+        (["--pretrained", str(Path(__file__))], "not a weight file this studio can load safely"),
     ],
 )
 def test_bad_input_exits_nonzero_with_a_message_and_leaves_no_run(tmp_path, capsys, argv, message):
