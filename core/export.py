@@ -16,6 +16,7 @@ from core.cli import MODEL_HELP
 from core.errors import StudioError
 from core.model import ModelSpec, atomic_write, load_model, resolve_model_path, save_model
 from core.runs import CONFIG, Run
+from core.trust import unfinished_run
 
 
 def export_model(model_path: str | Path, out: str | Path, *, half: bool = False) -> Path:
@@ -28,6 +29,9 @@ def export_model(model_path: str | Path, out: str | Path, *, half: bool = False)
     spec_fields = set(ModelSpec.__dataclass_fields__) | {"format", "num_classes", "in_channels", "normalisation"}
     extra = {k: v for k, v in meta.items() if k not in spec_fields}
     extra["weights_dtype"] = "float16" if half else "float32"
+    reason = unfinished_run(model_path, meta)
+    if reason:  # travels with the file: Diagnose refuses it, core.predict warns on every answer, as for the run
+        extra["unfinished"] = reason
     if extra.get("ood"):  # the out-of-distribution check travels with the model
         source = resolve_model_path(model_path).with_name(extra["ood"]["file"])
         target = out.with_name(f"{out.stem}.ood.safetensors")

@@ -75,7 +75,7 @@ class Predictor:
         self.modalities = (self.meta.get("ood") or {}).get("modalities")  # None unless trained on DICOM files only
         self.warnings = training_warnings(model_path, self.meta)
         self.unlearned = any(w.get("kind") in UNLEARNED for w in self.warnings)
-        self.unfinished = unfinished_run(model_path)  # the studio refuses such a model; core.predict warns
+        self.unfinished = unfinished_run(model_path, self.meta)  # the studio refuses such a model; core.predict warns
         self.device = torch.device(device)
         self.lock = threading.RLock()  # feature and lesion-map hooks go on the shared model: one at a time
         self.batcher = Batcher(self._diagnose_batch)  # concurrent diagnoses share one batched pass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.model import resolve_model_path
-from core.runs import MODEL, Run
+from core.runs import MODEL, Run, read_json
 
 LOW_CONFIDENCE = 0.6  # a prediction below this probability is flagged for a second look
 OOD_MESSAGE = "Not like the training data: do not trust this prediction"
@@ -38,12 +38,19 @@ def is_no_finding(name: str) -> bool:
     return " ".join(name.lower().replace("_", " ").replace("-", " ").split()) in NO_FINDING
 
 
-def unfinished_run(model_path: str | Path) -> str | None:
-    """For the model of a run folder whose run has not ended done (still training, stopped, failed): why it
-    is not ready for scans (`Run.unfinished`). None for a finished run's model, an exported one, the demo."""
+def unfinished_run(model_path: str | Path, meta: dict | None = None) -> str | None:
+    """For the model of a run that has not ended done (still training, stopped, failed): why it is not ready
+    for scans (`Run.unfinished`), read from its run folder, or for a model file exported from such a run from
+    its JSON (`meta`, the file's own when not given), where the export wrote it. None for a finished run's
+    model, one exported from it, the demo."""
     weights = resolve_model_path(model_path)
     run = Run(weights.parent)
-    return run.unfinished() if weights.name == MODEL and run.exists() else None
+    if weights.name == MODEL and run.exists():
+        return run.unfinished()
+    if meta is None:
+        meta = read_json(weights.with_suffix(".json"), {})
+    reason = meta.get("unfinished") if isinstance(meta, dict) else None
+    return reason if isinstance(reason, str) and reason else None
 
 
 def training_warnings(model_path: str | Path, meta: dict) -> list[dict]:

@@ -469,6 +469,29 @@ def test_an_unfinished_runs_model_warns_on_every_answer_that_it_is_uncalibrated_
     assert Predictor(run).card()["unfinished"] is None
 
 
+@pytest.mark.parametrize("status", ["running", "stopped", "failed"])
+def test_a_model_exported_before_its_run_finished_says_so_wherever_it_goes(tiny_run, scans, tmp_path, status):
+    """An exported file once lost what its run folder said: put in another studio's models folder it was
+    offered and answered without a word that it was never calibrated or checked."""
+    from core import runs
+    from core.export import export_model
+    from core.trust import UNFINISHED_MESSAGE, unfinished_run
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
+    runs.write_json(run / "status.json", {**runs.Run(run).status(), "status": status, "epoch": 1, "epochs": 2})
+    meta = runs.Run(run).model_meta()
+    runs.Run(run).write_model_meta({k: v for k, v in meta.items() if k not in ("calibration", "ood")})
+    exported = export_model(run, tmp_path / "out" / "m.safetensors")
+    again = export_model(exported, tmp_path / "again" / "m2.safetensors", half=True)  # passed on once more
+    said = f"run {run.name} has not finished ({status}, 1 of 2 epochs trained)"
+    for path in (exported, again):
+        shutil.rmtree(run, ignore_errors=True) if path == again else None  # the run folder gone: the file says it
+        assert unfinished_run(path).startswith(said)
+        answer = Predictor(path).predict(scans / "scan.png")
+        assert answer["warnings"][0] == UNFINISHED_MESSAGE and answer["calibrated"] is False
+        assert Predictor(path).card()["unfinished"].startswith(said)
+
+
 def test_a_finished_or_exported_model_and_the_demo_carry_no_unfinished_warning(tiny_run, tmp_path):
     from core.export import export_model
     from core.trust import unfinished_run

@@ -651,6 +651,25 @@ def test_diagnose_takes_a_model_file_from_the_models_folder_by_name_and_nothing_
             client.predict([handle_file(str(EXAMPLES / "demo-ring.png"))], bad, api_name="/diagnose")
 
 
+def test_a_model_file_exported_before_its_run_finished_is_not_offered_and_refused_by_name(studio, tiny_run, tmp_path):
+    """As an unfinished run is: its model was never calibrated or checked against its training data."""
+    import shutil
+
+    from core import runs
+    from core.export import export_model
+
+    client, ctx, _ = studio
+    run = Path(shutil.copytree(tiny_run, tmp_path / tiny_run.name))
+    runs.write_json(run / "status.json", {**runs.Run(run).status(), "status": "stopped", "epoch": 1, "epochs": 3})
+    ctx.models_dir.mkdir(parents=True, exist_ok=True)
+    export_model(run, ctx.models_dir / "early.safetensors")
+    export_model(tiny_run, ctx.models_dir / "finished.safetensors")
+    offered = [value for _, value in ctx.model_choices()]
+    assert "finished.safetensors" in offered and "early.safetensors" not in offered
+    with pytest.raises(Exception, match=r"early.safetensors was exported before its run finished: run .* \(stopped"):
+        client.predict([handle_file(str(EXAMPLES / "demo-ring.png"))], "early.safetensors", api_name="/diagnose")
+
+
 def test_run_status_of_an_unknown_run_is_a_clear_error(studio):
     client, _, _ = studio
     with pytest.raises(Exception, match="no run named"):

@@ -17,7 +17,7 @@ from core.errors import StudioError
 from core.infer import Predictor
 from core.jobs import JobManager
 from core.model import DEMO, DEMO_MODEL, model_file, model_files, resolve_model_path
-from core.trust import UNLEARNED
+from core.trust import UNLEARNED, unfinished_run
 from ui.files import ImageFiles
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -101,7 +101,8 @@ class Studio:
                     about.append("DID NOT LEARN")
                 out.append((f"{r['run']} ({', '.join(about)})", r["run"]))
         for path in model_files(self.models_dir) if self.models_dir else []:
-            out.append((f"{path.stem} ({file_about(path)})", path.name))
+            if not unfinished_run(path, file_meta(path) or {}):  # exported before its run ended: refused below
+                out.append((f"{path.stem} ({file_about(path)})", path.name))
         return out
 
     def model_path(self, choice: str) -> Path:
@@ -110,7 +111,13 @@ class Studio:
         if choice.endswith(".safetensors"):  # a model file's name (a run's id never ends so)
             if not self.models_dir:
                 raise StudioError(f"{choice}: this studio has no models folder (app.py --models-dir).")
-            return model_file(self.models_dir, choice)
+            path = model_file(self.models_dir, choice)
+            reason = unfinished_run(path, file_meta(path) or {})
+            if reason:
+                raise StudioError(
+                    f"{choice} was exported before its run finished: {reason}. Diagnose takes finished models."
+                )
+            return path
         path = self.jobs.find(choice)
         reason = runs.Run(path).unfinished()
         if reason:
@@ -121,25 +128,31 @@ class Studio:
         return self.models.get(self.model_path(choice))
 
 
-def file_about(path: Path) -> str:
-    """What a model file's picker label says of it, from its JSON: its method, validation AUC, and whether it
-    did not learn (said before it is picked), or why its JSON cannot be read. The pickers ask every few
-    seconds, so a JSON is read again only once it has been written again."""
+def file_meta(path: Path) -> dict | None:
+    """A model file's JSON, or None when it cannot be read. The pickers ask every few seconds, so a JSON is
+    read again only once it has been written again."""
     meta = path.with_suffix(".json")
     try:
         written = meta.stat().st_mtime_ns
     except OSError:
         written = None
-    return _about(meta, written)
+    return _read_meta(meta, written)
 
 
 @functools.lru_cache(maxsize=256)
-def _about(path: Path, written: int | None) -> str:
+def _read_meta(path: Path, written: int | None) -> dict | None:
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError):
-        meta = None
-    if not isinstance(meta, dict):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def file_about(path: Path) -> str:
+    """What a model file's picker label says of it, from its JSON: its method, validation AUC, and whether it
+    did not learn (said before it is picked), or why its JSON cannot be read."""
+    meta = file_meta(path)
+    if meta is None:
         return "model file; its JSON description cannot be read"
     about = [f"model file, {meta.get('method') or 'method unknown'}"]
     metrics = meta.get("metrics")

@@ -113,6 +113,11 @@ def make_download(ctx: Studio):
         files = [str(f) for f in export_run(run, ctx.images.new_folder())]
         if not files:
             raise gr.Error(f"{run.name} has nothing to download yet.")
+        reason = runs.Run(run).unfinished()
+        if reason and runs.Run(run).has_model():
+            gr.Warning(
+                f"{reason}. The model file says so: Diagnose will not take it, and core.predict warns on each answer."
+            )
         return files
 
     return download
