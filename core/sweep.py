@@ -33,7 +33,9 @@ def new_tag(runs_dir) -> str:
 def temperature_grid(
     base: TrainConfig, t_targets: list[float], t_nontargets: list[float], *, tag: str
 ) -> list[TrainConfig]:
-    """One TSS-KD config per pair, named `<tag>-T<t_target>-t<t_nontarget>`; everything else from `base`."""
+    """One TSS-KD config per pair, named `<tag>-T<t_target>-t<t_nontarget>`; everything else from `base`. A
+    value given twice gives its runs once ("2, 2" trained the same run twice)."""
+    t_targets, t_nontargets = list(dict.fromkeys(t_targets)), list(dict.fromkeys(t_nontargets))
     if not t_targets or not t_nontargets:
         raise StudioError("give at least one t_target and one t_nontarget value.")
     if len(t_targets) * len(t_nontargets) > MAX_RUNS:

@@ -1,6 +1,7 @@
 """The studio through its API, as gradio_client sees it: every API name, and a training followed to done."""
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -806,6 +807,43 @@ def test_the_train_form_counts_its_data_before_start_and_names_a_wrong_path(tmp_
     try:
         text, quick = estimate_text(ctx, form_values(**changed))
         assert expected in text and quick["visible"] is False
+    finally:
+        jobs.close()
+
+
+@pytest.mark.parametrize(
+    "emptied,label",
+    [
+        ("demo_images", "Demo training images"),
+        ("processes", "GPUs"),
+        ("sweep epochs", "Epochs per run"),
+        ("sweep size", "Image size"),
+        ("sweep warmup", "KD warm-up"),
+        ("sweep images", "Training images per run"),
+        ("sweep batch", "Batch size"),
+    ],
+)
+def test_a_whole_number_field_left_empty_is_named_not_a_bare_error(tmp_path, emptied, label):
+    """A cleared number field arrives as None; int(None) stopped Start with Gradio's bare "Error"."""
+    import gradio as gr
+
+    from core.errors import StudioError
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.temperatures import make_sweep
+    from ui.train import form_settings
+
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=jobs)
+    sweep = dict(epochs=1, device="cpu", image_size=16, scaling="nontarget", warmup=0, images=64, batch=32)
+    try:
+        with pytest.raises((StudioError, gr.Error), match=f"{re.escape(label)}.*: give a number"):
+            if emptied.startswith("sweep "):
+                key = {"size": "image_size"}.get(emptied.split()[1], emptied.split()[1])
+                make_sweep(ctx)("2", "0.4", *(sweep | {key: None}).values())
+            else:
+                form_settings(form_values(**{emptied: None}))
+        assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
     finally:
         jobs.close()
 

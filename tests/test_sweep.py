@@ -28,6 +28,8 @@ def test_the_grid_holds_one_tss_kd_config_per_pair_and_keeps_the_rest():
     assert [c.name for c in cfgs][:2] == ["s1-T2-t0.4", "s1-T2-t1"]
     assert {c.method for c in cfgs} == {"tss-kd"}
     assert all(c.data == BASE.data and c.epochs == 1 for c in cfgs)
+    twice = temperature_grid(BASE, [2.0, 4.0, 2.0], [0.4, 0.4], tag="s2")  # a value given twice: its runs once
+    assert [(c.t_target, c.t_nontarget) for c in twice] == [(2, 0.4), (4, 0.4)]
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,12 @@ choices and help come from the TrainConfig or DataConfig field it edits, so a se
 
 from __future__ import annotations
 
+import math
+
 import gradio as gr
 
 from core import settings as config_io
+from core.errors import StudioError
 
 
 def setting_input(name: str, label: str, **extra):
@@ -22,3 +25,11 @@ def setting_input(name: str, label: str, **extra):
     if kind in (int, float):
         return gr.Number(precision=0 if kind is int else None, **args)
     return gr.Textbox(**args)
+
+
+def whole(value, label: str) -> int:
+    """A whole-number field's value as the handler gets it; an emptied field (None) is said so by its label,
+    where int(None) stopped the handler with a bare "Error". The settings' own checks judge its range."""
+    if value is None or isinstance(value, bool) or not math.isfinite(value):
+        raise StudioError(f"{label}: give a number.")
+    return int(value)

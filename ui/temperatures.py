@@ -16,6 +16,7 @@ from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_s
 from core.temperature import temperature_view
 from ui import tables
 from ui.context import DEMO, Studio, follow_models, poll, repick, uploaded, user_error
+from ui.form import whole
 from ui.train import duration, estimate_for, run_device, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
@@ -119,15 +120,17 @@ def sweep_base(
     ctx: Studio, epochs, device, image_size, scaling, warmup, images=SWEEP_IMAGES, batch=SWEEP_BATCH
 ) -> TrainConfig:
     """The settings every run of a sweep shares: short TSS-KD runs on `images` demo training images."""
-    data = DataConfig(image_size=int(image_size), synthetic_train=int(images or 0))  # 0: refused by resolved()
+    data = DataConfig(
+        image_size=whole(image_size, "Image size"), synthetic_train=whole(images, "Training images per run")
+    )
     return TrainConfig(
         data=data,
-        epochs=int(epochs),
+        epochs=whole(epochs, "Epochs per run"),
         device=device,
         runs_dir=str(ctx.runs_dir),
         kd_scaling=scaling,
-        kd_warmup=int(warmup),
-        batch_size=int(batch or 0),  # 0: refused by resolved()
+        kd_warmup=whole(warmup, "KD warm-up (epochs)"),
+        batch_size=whole(batch, "Batch size"),
         optimizer=QUICK["optimizer"],  # short runs learn with the quick preset's optimizer (core.config.PRESETS)
         lr=QUICK["lr"],
     )

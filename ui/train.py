@@ -15,7 +15,7 @@ from core.dataset import burned_in_files
 from core.errors import StudioError
 from core.paths import confine
 from ui.context import Studio, poll, repick, user_error
-from ui.form import setting_input
+from ui.form import setting_input, whole
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
 STABLE = "studio default (stable)"
@@ -63,8 +63,8 @@ def form_settings(values: dict) -> tuple[dict, int]:
     (temperatures, weight, name) are left out, so the method's own defaults apply."""
     v = dict(values)
     dataset = SOURCES.get(v.pop("source"), "synthetic")
-    images = int(v.pop(FORM_FIELD["synthetic_train"]))
-    processes = int(v.pop("processes"))
+    images = v.pop(FORM_FIELD["synthetic_train"])
+    processes = whole(v.pop("processes"), "GPUs")
     started = v.pop("started_from", None)  # "quick" once the quick button has set the form's values
     v["preset"] = RECIPES.get(v.pop("recipe")) or started
     unused = set(config.METHOD_SETTINGS) - set(config.applies(v["method"]))
@@ -72,7 +72,7 @@ def form_settings(values: dict) -> tuple[dict, int]:
     settings["dataset"] = dataset
     if dataset == "synthetic":
         settings.pop("data_path", None)
-        settings["synthetic_train"] = images  # validation and test: a fifth each (core.config)
+        settings["synthetic_train"] = whole(images, "Demo training images")  # validation, test: a fifth each
     for k in ("image_size", "epochs", "batch_size", "seed", "kd_warmup"):
         if k in settings:
             settings[k] = int(settings[k])
