@@ -816,6 +816,11 @@ def test_the_train_form_counts_its_data_before_start_and_names_a_wrong_path(tmp_
     [
         ("demo_images", "Demo training images"),
         ("processes", "GPUs"),
+        ("epochs", "Epochs"),  # it fell back to 100 epochs, unseen
+        ("lr", "Learning rate"),
+        ("image_size", "Image size (px)"),
+        ("batch_size", "Batch size"),
+        ("seed", "Seed"),
         ("sweep epochs", "Epochs per run"),
         ("sweep size", "Image size"),
         ("sweep warmup", "KD warm-up"),

@@ -56,12 +56,21 @@ def make_api(ctx: Studio):
 
 
 FORM_FIELD = {"synthetic_train": "demo_images"}  # a setting the form holds under another name
+# Fields a run cannot do without, by their labels: emptied, they are refused by name (they once fell back to
+# the defaults unseen: Epochs cleared to retype it started a 100-epoch run). The method's settings and the
+# name may be left empty for their defaults.
+REQUIRED = {"image_size": "Image size (px)", "epochs": "Epochs", "batch_size": "Batch size"}
+REQUIRED |= {"lr": "Learning rate", "seed": "Seed"}
 
 
 def form_settings(values: dict) -> tuple[dict, int]:
     """The Train form's values by field name -> (settings for `start_run`, processes). Fields left empty
-    (temperatures, weight, name) are left out, so the method's own defaults apply."""
+    (temperatures, weight, name) are left out, so the method's own defaults apply; those of `REQUIRED` are
+    refused."""
     v = dict(values)
+    for name, label in REQUIRED.items():
+        if name in v and v[name] in (None, ""):
+            raise StudioError(f"{label}: give a number.")
     dataset = SOURCES.get(v.pop("source"), "synthetic")
     images = v.pop(FORM_FIELD["synthetic_train"])
     processes = whole(v.pop("processes"), "GPUs")
