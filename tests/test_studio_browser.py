@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from bench import CHROMIUM, CHROMIUM_ARGS
@@ -433,6 +434,25 @@ def test_the_train_tab_offers_the_datasets_in_the_data_folder_and_counts_the_one
     path.press("Enter")
     wait_text(page, "#train-estimate", "'missing.npz' does not exist in the data folder", 30_000)
     (studio_ctx.data_root / "mnist" / "pneumonia.npz").unlink()
+    # Start with data it cannot train on says why at once, and makes no run (each made a run that failed)
+    before = sorted(studio_ctx.runs_dir.iterdir()) if studio_ctx.runs_dir.exists() else []
+    page.reload()  # a new form: MedMNIST picked, its path left empty
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("radio", name="MedMNIST .npz").click()
+    wait_text(page, "#train-estimate", "once the data path is given", 30_000)
+    page.locator("#train-start").click()
+    page.locator(".toast-body").get_by_text("the medmnist data needs its path").first.wait_for(timeout=15_000)
+    for label in ("a", "b"):  # three scans a class: 15% of three rounds to no validation scan
+        (studio_ctx.data_root / "tiny" / label).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            Image.new("L", (16, 16), 40 * i).save(studio_ctx.data_root / "tiny" / label / f"{i}.png")
+    page.get_by_role("radio", name="image folder or CSV").click()
+    path.fill("tiny")
+    path.press("Enter")
+    wait_text(page, "#train-estimate", "tiny: the validation split is empty", 30_000)
+    page.locator("#train-start").click()
+    page.locator(".toast-body").get_by_text("one image from 4 on").first.wait_for(timeout=15_000)
+    assert (sorted(studio_ctx.runs_dir.iterdir()) if studio_ctx.runs_dir.exists() else []) == before
     page.reload()  # a new page's form, as the tests after this one expect it
 
 
