@@ -14,9 +14,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-# The studio on http://127.0.0.1:7860 with the demo data and the demo model ready.
+# The studio on http://127.0.0.1:7860 with the demo data and the demo model ready (make run PORT=7861: another port).
+PORT ?= 7860
 run: install
-	$(BIN)/python app.py --host 127.0.0.1 --port 7860 --data-root data --runs-dir runs --models-dir models
+	$(BIN)/python app.py --host 127.0.0.1 --port $(PORT) --data-root data --runs-dir runs --models-dir models
 
 # A short TSS-KD + RGA run on the demo data from the command line: the quick preset (core.config.PRESETS, as
 # the Train tab's), 5 epochs of 1,000 images at 32 px in batches of 32 without KD warm-up; a minute or a few on

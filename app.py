@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -59,6 +60,26 @@ def launch_kwargs(args) -> dict:
         show_error=True,
         css_paths=[ASSETS / "studio.css"] if (ASSETS / "studio.css").is_file() else None,
         js=(ASSETS / "studio.js").read_text(),  # run on each page load: the probability bars never read 100% or 0%
+    )
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on `host`:`port` (most often a studio started before), tried as the
+    server will bind it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: a closed port's TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def port_message(host: str, port: int) -> str:
+    return (
+        f"error: {host}:{port} is in use: is the studio already running (http://{host}:{port})? Start this one "
+        f"on another port: python app.py --port {port + 1}, or make run PORT={port + 1}."
     )
 
 
@@ -151,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("ui").setLevel(logging.INFO)
     if args.runs_per_device < 1:
         ap.error("--runs-per-device must be at least 1")
+    if port_taken(args.host, args.port):  # said before a minute of start-up, not as the server's traceback
+        print(port_message(args.host, args.port), file=sys.stderr)
+        return 2
     warn_if_shared(args.share)
     args.auth = read_auth(args.auth_file)
     data_root = Path(args.data_root)

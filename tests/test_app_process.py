@@ -108,3 +108,26 @@ def test_a_studio_stopped_during_a_diagnosis_exits_cleanly(tmp_path):
             proc.communicate()
     assert proc.returncode == 0 and "terminate called" not in err, err[-2000:]
     assert [f for f in temp.rglob("*") if f.is_file()] == []  # the upload, its unpacked scans, the images
+
+
+def test_a_second_studio_on_a_port_in_use_says_so_and_changes_nothing(tmp_path):
+    """`make run` while a studio already runs: one line saying what to do, not the server's traceback after a
+    minute of start-up, and no folder made."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "app.py", "--port", str(port), "--data-root", str(tmp_path / "data")]
+        done = subprocess.run(
+            [*cmd, "--runs-dir", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"127.0.0.1:{port} is in use: is the studio already running" in done.stderr
+    assert f"make run PORT={port + 1}" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir())
