@@ -58,8 +58,6 @@ NOT_NPZ = "{name} is not a .npz file: MedMNIST data comes as NumPy .npz archives
 def train_count(path: Path) -> int:
     """How many training images the MedMNIST file `path` holds, from its label array's header alone: a few
     bytes read, nothing else decompressed (for the Train tab's time estimate)."""
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise StudioError(NOT_NPZ.format(name=path.name))
     try:
         with zipfile.ZipFile(path) as z, z.open("train_labels.npy") as f:
             version = np.lib.format.read_magic(f)  # 1.0, or 2.0 and 3.0 (a 4-byte header length)
@@ -67,7 +65,9 @@ def train_count(path: Path) -> int:
             shape = read(f)[0]
     except KeyError:
         raise StudioError(f"{path.name} is not a MedMNIST file: it lacks train_labels.") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except zipfile.BadZipFile:
+        raise StudioError(NOT_NPZ.format(name=path.name)) from None
+    except (OSError, ValueError, EOFError) as e:
         raise StudioError(f"{path.name}: cannot read it as a .npz file ({e}).") from None
     return int(shape[0]) if shape else 0
 

@@ -171,3 +171,15 @@ def write_medmnist(path, *, n=(30, 10, 10), size=28, classes=3, rgb=False, multi
         )
     np.savez(path, **arrays)
     return path
+
+
+def class_folders(root: Path, counts: dict[str, int]) -> Path:
+    """An image folder under `root`: a subfolder per class of `counts`, holding that many 16 px greyscale PNGs
+    (a different grey each)."""
+    from PIL import Image
+
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("L", (16, 16), (20 * i) % 256).save(root / label / f"{i}.png")
+    return root

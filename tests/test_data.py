@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compress_dicom, write_dicom, write_medmnist
+from helpers import class_folders, compress_dicom, write_dicom, write_medmnist
 from PIL import Image
 
 from core import isolated
@@ -202,12 +202,7 @@ def test_a_folder_too_small_to_split_is_refused_with_what_it_needs(tmp_path, per
     run failed after its first epoch with "Dimension out of range"."""
     from core import data
 
-    root = tmp_path / "tiny"
-    root.mkdir()
-    for label in classes:
-        (root / label).mkdir()
-        for i in range(per_class):
-            Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(root / label / f"{i}.png")
+    root = class_folders(tmp_path / "tiny", dict.fromkeys(classes, per_class))
     with pytest.raises(StudioError, match=message):
         getattr(data, check)(DataConfig(dataset="folder", data_path=str(root), image_size=16))
 
@@ -217,11 +212,7 @@ def test_a_folder_too_small_to_split_is_refused_with_what_it_needs(tmp_path, per
 def test_split_fractions_that_leave_no_training_image_are_refused(tmp_path, check, fractions):
     from core import data
 
-    root = tmp_path / "f"
-    for label in "ab":
-        (root / label).mkdir(parents=True)
-        for i in range(10):
-            Image.fromarray(np.full((16, 16), 20 * i, np.uint8)).save(root / label / f"{i}.png")
+    root = class_folders(tmp_path / "f", {"a": 10, "b": 10})
     cfg = DataConfig(dataset="folder", data_path=str(root), image_size=16, val_fraction=fractions[0])
     with pytest.raises(StudioError, match="fractions must each be in"):
         getattr(data, check)(replace(cfg, test_fraction=fractions[1]))
@@ -231,11 +222,7 @@ def test_split_fractions_that_leave_no_training_image_are_refused(tmp_path, chec
 def test_the_folder_counts_match_the_split_loading_draws(tmp_path, per_class):
     from core.data import split_sizes
 
-    root = tmp_path / "f"
-    for label in "abc":
-        (root / label).mkdir(parents=True)
-        for i in range(per_class + "abc".index(label)):
-            Image.fromarray(np.full((16, 16), 20 * i, np.uint8)).save(root / label / f"{i}.png")
+    root = class_folders(tmp_path / "f", {label: per_class + i for i, label in enumerate("abc")})
     cfg = DataConfig(dataset="folder", data_path=str(root), image_size=16)
     d = load_dataset(cfg)
     sizes = {"train": len(d.train), "val": len(d.val), "test": len(d.test), "classes": len(d.classes)}

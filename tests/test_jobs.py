@@ -188,7 +188,7 @@ def test_a_run_whose_data_vanished_fails_with_the_reason(manager, tmp_path):
     """Data without scans is refused at Start; data whose scans vanish after it fails the run, saying why."""
     import shutil
 
-    from PIL import Image
+    from helpers import class_folders
 
     folder = tmp_path / "scans"
     for c in ("a", "b"):
@@ -198,9 +198,7 @@ def test_a_run_whose_data_vanished_fails_with_the_reason(manager, tmp_path):
     with pytest.raises(StudioError, match="scans: no scans found"):
         manager.submit(bad)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scans"]
-    for c in ("a", "b"):
-        for i in range(6):
-            Image.new("L", (16, 16), 30 * i).save(folder / c / f"{i}.png")
+    class_folders(folder, {"a": 6, "b": 6})
     run = manager.submit(bad)
     for c in ("a", "b"):  # gone before the trainer (a new process importing torch) reads them
         shutil.rmtree(folder / c)

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from playwright.sync_api import expect
 
 from bench import CHROMIUM, CHROMIUM_ARGS
@@ -417,7 +416,7 @@ def test_the_default_run_on_a_cpu_says_how_long_it_takes_before_any_run_was_meas
 def test_the_train_tab_offers_the_datasets_in_the_data_folder_and_counts_the_one_picked(page, studio_ctx):
     """A researcher puts a MedMNIST file in the data folder: the Train tab lists it under MedMNIST with its
     training images, picking it gives the estimate for them, and typing a path still works."""
-    from helpers import write_medmnist
+    from helpers import class_folders, write_medmnist
 
     (studio_ctx.data_root / "mnist").mkdir(parents=True, exist_ok=True)
     write_medmnist(studio_ctx.data_root / "mnist" / "pneumonia.npz", n=(37, 5, 5))
@@ -442,10 +441,7 @@ def test_the_train_tab_offers_the_datasets_in_the_data_folder_and_counts_the_one
     wait_text(page, "#train-estimate", "once the data path is given", 30_000)
     page.locator("#train-start").click()
     page.locator(".toast-body").get_by_text("the medmnist data needs its path").first.wait_for(timeout=15_000)
-    for label in ("a", "b"):  # three scans a class: 15% of three rounds to no validation scan
-        (studio_ctx.data_root / "tiny" / label).mkdir(parents=True, exist_ok=True)
-        for i in range(3):
-            Image.new("L", (16, 16), 40 * i).save(studio_ctx.data_root / "tiny" / label / f"{i}.png")
+    class_folders(studio_ctx.data_root / "tiny", {"a": 3, "b": 3})  # 15% of three rounds to no validation scan
     page.get_by_role("radio", name="image folder or CSV").click()
     path.fill("tiny")
     path.press("Enter")

@@ -27,9 +27,15 @@ def setting_input(name: str, label: str, **extra):
     return gr.Textbox(**args)
 
 
-def whole(value, label: str) -> int:
-    """A whole-number field's value as the handler gets it; an emptied field (None) is said so by its label,
-    where int(None) stopped the handler with a bare "Error". The settings' own checks judge its range."""
-    if value is None or isinstance(value, bool) or not math.isfinite(value):
+def given(value, label: str):
+    """A number field's value as the handler gets it, refused by its label when the field was emptied (None,
+    or "") or holds no finite number: int(None) stopped a handler with a bare "Error", and a form that left
+    it out started a run with the default unseen. The settings' own checks judge its range."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise StudioError(f"{label}: give a number.")
-    return int(value)
+    return value
+
+
+def whole(value, label: str) -> int:
+    """`given`, as a whole number."""
+    return int(given(value, label))

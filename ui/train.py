@@ -15,7 +15,7 @@ from core.dataset import burned_in_files
 from core.errors import StudioError
 from core.paths import confine
 from ui.context import Studio, poll, repick, user_error
-from ui.form import setting_input, whole
+from ui.form import given, setting_input, whole
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
 STABLE = "studio default (stable)"
@@ -69,8 +69,8 @@ def form_settings(values: dict) -> tuple[dict, int]:
     refused."""
     v = dict(values)
     for name, label in REQUIRED.items():
-        if name in v and v[name] in (None, ""):
-            raise StudioError(f"{label}: give a number.")
+        if name in v:
+            given(v[name], label)
     dataset = SOURCES.get(v.pop("source"), "synthetic")
     images = v.pop(FORM_FIELD["synthetic_train"])
     processes = whole(v.pop("processes"), "GPUs")
