@@ -8,11 +8,11 @@ validation and test splits; prediction then reports calibrated probabilities.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
+from core import cli
 from core.cli import model_command
 from core.errors import StudioError
 from core.evaluate import expected_calibration_error, load_trained, predict_logits, reliability_bins
@@ -83,4 +83,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from core.errors import StudioError
 
@@ -25,3 +28,16 @@ def model_command(prog: str, doc: str, action: Callable[[str], object], show: Ca
         return 2
     print(json.dumps(show(result), indent=2))
     return 0
+
+
+def run(main: Callable[[], int | None]) -> NoReturn:
+    """`sys.exit(main())` for a command whose output may go to a reader that stops early (`| head`, a closed
+    pager): the rest of the output is dropped and the command ends with status 141, as a tool ended by SIGPIPE
+    does, instead of a traceback. What the command wrote to files is whole by then (they are written first)."""
+    try:
+        status = main()
+        sys.stdout.flush()  # here, not at exit, where a closed reader would be reported as an ignored error
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        sys.exit(128 + signal.SIGPIPE)
+    sys.exit(status)

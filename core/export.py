@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from core import cli
 from core.cli import MODEL_HELP
 from core.errors import StudioError
 from core.model import ModelSpec, atomic_write, load_model, resolve_model_path, save_model
@@ -75,4 +76,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -28,7 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from core import config, distributed, runs
+from core import cli, config, distributed, runs
 from core.config import TrainConfig
 from core.data import load_dataset
 from core.device import pick_device
@@ -178,4 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

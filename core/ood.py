@@ -37,7 +37,6 @@ flag rates) into the model's JSON under ``"ood"``; never a pickle.
 from __future__ import annotations
 
 import math
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from core import cli
 from core.cli import model_command
 from core.errors import StudioError
 from core.evaluate import predict_logits
@@ -339,4 +339,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from core import answers, archive
+from core import answers, archive, cli
 from core.archive import Item
 from core.cam import CAM_METHODS
 from core.cli import MODEL_HELP
@@ -133,4 +133,4 @@ def answer_all(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

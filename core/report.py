@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import figures, runs
+from core import cli, figures, runs
 from core.config import METHOD_SETTINGS
 from core.dataset import burned_in_files
 from core.errors import StudioError
@@ -224,4 +224,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -19,6 +19,7 @@ try:
 except ImportError:  # not POSIX: status updates are not serialised between processes
     fcntl = None
 
+from core import cli
 from core.errors import StudioError
 
 RUNS_DIR = "runs"  # where run folders are made unless told otherwise (TrainConfig.runs_dir's default)
@@ -416,4 +417,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.run(main)

@@ -498,3 +498,28 @@ def test_a_finished_or_exported_model_and_the_demo_carry_no_unfinished_warning(t
 
     assert unfinished_run(tiny_run) is None and unfinished_run("demo") is None
     assert unfinished_run(export_model(tiny_run, tmp_path / "m.safetensors")) is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["core.predict", "--model", "demo", "assets/examples/"],
+        ["core.evaluate", "--model", "{run}"],
+        ["core.runs", "--runs-dir", "{runs}"],
+        ["core.export", "--model", "{run}", "--out", "{tmp}/model.safetensors"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_command_read_by_a_reader_that_stops_early_ends_quietly(tiny_run, tmp_path, command):
+    """`... | head`: the reader is gone before the command prints; no traceback, the status of a tool ended by
+    SIGPIPE, and what it writes to files is there whole."""
+    args = [a.format(run=tiny_run, runs=tiny_run.parent, tmp=tmp_path) for a in command]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    proc.stdout.close()  # as `head` does once it has its lines
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    if args[0] == "core.export":
+        assert (tmp_path / "model.safetensors").stat().st_size > 0
