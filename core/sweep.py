@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import runs
+from core import listing
 from core.config import TrainConfig
 from core.errors import StudioError
 
@@ -52,8 +52,8 @@ def temperature_grid(
 
 def grid_results(runs_dir, tag: str, *, metric: str = "best_val_auc") -> tuple[list, list, np.ndarray, list[dict]]:
     """The sweep `tag` under `runs_dir` as a grid: (t_targets, t_nontargets, values, rows), NaN where a run
-    has no value yet. `metric` is a field of `core.runs.list_runs` rows (best_val_auc, test_acc, ...)."""
-    rows = [r for r in runs.list_runs(runs_dir) if r["run"].startswith(tag + "-")]
+    has no value yet. `metric` is a field of `core.listing.list_runs` rows (best_val_auc, test_acc, ...)."""
+    rows = [r for r in listing.list_runs(runs_dir) if r["run"].startswith(tag + "-")]
     tts = sorted({r["t_target"] for r in rows})
     tns = sorted({r["t_nontarget"] for r in rows})
     grid = np.full((len(tts), len(tns)), np.nan)
@@ -97,7 +97,7 @@ def list_sweeps(runs_dir) -> list[dict]:
     """Every sweep under `runs_dir`, newest first: its name and how many of its runs are done, running or
     queued, read from the run folders (a sweep is the runs named `<tag>-T<t_target>-t<t_nontarget>-...`)."""
     sweeps: dict[str, dict] = {}
-    for r in runs.list_runs(runs_dir):  # newest first
+    for r in listing.list_runs(runs_dir):  # newest first
         m = SWEEP_RUN.match(r["run"])
         if not m:
             continue

@@ -1,5 +1,8 @@
 """The shape of the code: core/ reads top to bottom (no import cycle, lazy imports included), never reaches
-up into the studio (gradio, ui, app), and keeps each module to one concern of a readable size."""
+up into the studio (gradio, ui, app), and keeps each module to one concern of a readable size.
+
+A module's `if __name__ == "__main__":` block is the program `python -m core.x` runs, not part of the module
+`core.x` others import: what it imports (`core.runs` hands its command to `core.listing`) is no edge of the graph."""
 
 import ast
 from pathlib import Path
@@ -10,10 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = sorted((ROOT / "core").glob("*.py"))
 
 
-def imports(path: Path) -> set[str]:
-    """Every module `path` imports, at the top or inside a function, with `from core import x` as core.x."""
+def is_main_block(node: ast.stmt) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and [getattr(c, "value", None) for c in test.comparators] == ["__main__"]
+    )
+
+
+def imports(source: str, program: bool = False) -> set[str]:
+    """Every module `source` imports, at the top or inside a function (in its `__main__` block too if
+    `program`), with `from core import x` as core.x."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    module = ast.parse(source)
+    module.body = [n for n in module.body if program or not is_main_block(n)]
+    for node in ast.walk(module):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -25,7 +41,7 @@ def imports(path: Path) -> set[str]:
 
 def core_graph() -> dict[str, set[str]]:
     names = {f"core.{p.stem}" for p in CORE}
-    return {f"core.{p.stem}": (imports(p) & names) - {f"core.{p.stem}"} for p in CORE}
+    return {f"core.{p.stem}": (imports(p.read_text()) & names) - {f"core.{p.stem}"} for p in CORE}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -54,6 +70,12 @@ def test_core_has_no_import_cycle():
     assert find_cycle(core_graph()) is None, " -> ".join(find_cycle(core_graph()))
 
 
+def test_imports_counts_lazy_imports_but_not_the_program_block():
+    source = "import a\nfrom core import b\ndef f():\n    import c\nif __name__ == '__main__':\n    import d\n"
+    assert imports(source) == {"a", "core", "core.b", "c"}
+    assert imports(source, program=True) == {"a", "core", "core.b", "c", "d"}
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -61,7 +83,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 @pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
 def test_core_never_imports_the_studio(path):
-    upward = {m for m in imports(path) if m.split(".")[0] in ("gradio", "gradio_client", "ui", "app")}
+    studio = ("gradio", "gradio_client", "ui", "app")
+    upward = {m for m in imports(path.read_text(), program=True) if m.split(".")[0] in studio}
     assert not upward, f"{path.name} imports {upward}"
 
 

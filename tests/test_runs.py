@@ -2,7 +2,7 @@
 
 import pytest
 
-from core import runs
+from core import listing, runs
 
 
 def test_runs_are_listed_newest_first_by_start_time_not_by_name(tmp_path, monkeypatch):
@@ -14,7 +14,7 @@ def test_runs_are_listed_newest_first_by_start_time_not_by_name(tmp_path, monkey
         made.append(run.name)
     assert made == ["zeta-20261126-100000", "alpha-20261126-100005", "alpha-20261126-100005-2"]
     (tmp_path / "not-a-run").mkdir()  # no config.json: left out
-    assert [r["run"] for r in runs.list_runs(tmp_path)] == made[::-1]
+    assert [r["run"] for r in listing.list_runs(tmp_path)] == made[::-1]
 
 
 def test_a_run_is_created_once_with_its_config_and_found_only_under_its_folder(tmp_path):
@@ -132,11 +132,11 @@ def test_a_launched_queued_run_reads_starting_in_the_runs_table_until_it_runs(tm
     run = runs.Run.create(tmp_path, "loading", {"method": "tss-kd"})
     runs.set_status(run.path, "queued")
     shown = lambda: dict(zip(COLUMNS, table(SimpleNamespace(runs_dir=tmp_path))[0][0], strict=True))  # noqa: E731
-    assert shown()["status"] == "queued" and not runs.list_runs(tmp_path)[0]["starting"]
+    assert shown()["status"] == "queued" and not listing.list_runs(tmp_path)[0]["starting"]
     assert runs.note_launch(run.path, 12345)
-    assert shown()["status"] == "starting" and runs.list_runs(tmp_path)[0]["status"] == "queued"
+    assert shown()["status"] == "starting" and listing.list_runs(tmp_path)[0]["status"] == "queued"
     runs.set_status(run.path, "running")
-    assert shown()["status"] == "running" and not runs.list_runs(tmp_path)[0]["starting"]
+    assert shown()["status"] == "running" and not listing.list_runs(tmp_path)[0]["starting"]
 
 
 GONE = 2**22 + 12345  # above any pid Linux hands out
@@ -269,7 +269,7 @@ def test_the_runs_table_says_how_each_run_stepped_its_weights(tmp_path, settings
 
 def test_a_run_from_before_the_optimizer_was_recorded_shows_an_empty_cell(tmp_path):
     runs.Run.create(tmp_path, "old", {"method": "ce"})
-    assert runs.list_runs(tmp_path)[0]["optimizer"] == ""
+    assert listing.list_runs(tmp_path)[0]["optimizer"] == ""
 
 
 def test_python_m_core_runs_lists_the_runs_as_the_runs_tab_does(tmp_path, capsys):
@@ -286,18 +286,18 @@ def test_python_m_core_runs_lists_the_runs_as_the_runs_tab_does(tmp_path, capsys
     new = runs.Run.create(tmp_path, "paper", to_record(from_settings({"preset": "paper"}).resolved()))
     runs.set_status(new.path, "queued")
     runs.note_launch(new.path, 4321)
-    assert runs.main(["--runs-dir", str(tmp_path)]) == 0
+    assert listing.main(["--runs-dir", str(tmp_path)]) == 0
     header, first, second = capsys.readouterr().out.splitlines()
-    assert header.split() == list(runs.TABLE)
+    assert header.split() == list(listing.TABLE)
     assert first.split()[:2] == [new.name, "starting"] and "sgd 0.01" in first
     assert second.split()[:2] == [old.name, "done"]
     assert "adam 0.001" in second and "0.912" in second and "0.735" in second and "1/5" in second
-    assert runs.main(["--runs-dir", str(tmp_path), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == runs.list_runs(tmp_path)
+    assert listing.main(["--runs-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == listing.list_runs(tmp_path)
 
 
 def test_python_m_core_runs_on_an_empty_folder_says_so(tmp_path, capsys):
-    assert runs.main(["--runs-dir", str(tmp_path)]) == 0
+    assert listing.main(["--runs-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == f"no runs in {tmp_path} yet."
 
 
@@ -306,7 +306,7 @@ def test_python_m_core_runs_refuses_a_runs_folder_that_is_not_one(tmp_path, caps
     where = tmp_path / "runs"
     if kind == "a file":
         where.write_text("not a folder")
-    assert runs.main(["--runs-dir", str(where)]) == 2
+    assert listing.main(["--runs-dir", str(where)]) == 2
     out = capsys.readouterr()
     assert out.err.strip() == f"error: {where}: no such runs folder." and out.out == ""
     assert where.exists() == (kind == "a file")  # nothing made

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from bench import CHROMIUM, CHROMIUM_ARGS
-from core import runs
+from core import listing, runs
 
 SHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS") or Path(tempfile.gettempdir()) / "studio-screenshots")
 TABS = ["Diagnose", "Augment", "Temperatures", "Train", "Runs"]
@@ -564,7 +564,7 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
     """The Runs tab after the runs above (the quick preset's and the sweep's; two tiny ones of its own when run
     alone): two runs' curves overlaid, then the better one evaluated on its test split."""
 
-    done = [r for r in runs.list_runs(studio_ctx.runs_dir) if r["status"] == "done"]
+    done = [r for r in listing.list_runs(studio_ctx.runs_dir) if r["status"] == "done"]
     if len(done) < 2:
         from conftest import tiny_config
 
@@ -572,7 +572,7 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
 
         for method in ("ce", "tss-kd"):
             run_training(tiny_config(studio_ctx.runs_dir.parent, method=method, runs_dir=str(studio_ctx.runs_dir)))
-        done = [r for r in runs.list_runs(studio_ctx.runs_dir) if r["status"] == "done"]
+        done = [r for r in listing.list_runs(studio_ctx.runs_dir) if r["status"] == "done"]
     shown = sorted(done, key=lambda r: -(r["test_auc"] or 0))[:2]  # the two best on their test split
     page.get_by_role("tab", name="Runs").click()
     for r in shown:

@@ -10,7 +10,7 @@ import pytest
 
 from bench import sweep as sweep_bench
 from bench import temperatures as temperature_bench
-from core import runs
+from core import listing, runs
 from core.config import QUICK
 from core.data import DataConfig
 from core.errors import StudioError
@@ -150,7 +150,7 @@ def test_stopping_no_sweep_or_a_finished_one_says_so_and_changes_nothing(tmp_pat
             make_stop_sweep(ctx)(None)
         with pytest.raises(gr.Error, match="no run of the sweep s3 is queued or running"):
             make_stop_sweep(ctx)("s3")
-        assert {r["status"] for r in runs.list_runs(tmp_path / "runs")} == {"done"}
+        assert {r["status"] for r in listing.list_runs(tmp_path / "runs")} == {"done"}
     finally:
         jobs.close()
 

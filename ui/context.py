@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core import runs
+from core import listing, runs
 from core.errors import StudioError
 from core.infer import Predictor
 from core.jobs import JobManager
@@ -92,7 +92,7 @@ class Studio:
         """(label, value) for the demo model and every finished run with a model (a run still training, or
         stopped, has a model too, but not yet calibrated or checked: `model_path` refuses it)."""
         out = [(DEMO_LABEL, DEMO)] if DEMO_MODEL.is_file() else []
-        for r in runs.list_runs(self.runs_dir):
+        for r in listing.list_runs(self.runs_dir):
             if r["status"] == "done" and runs.Run(self.runs_dir / r["run"]).has_model():
                 about = [str(r["method"] or "method unknown")]
                 if r["best_val_auc"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from core import figures as plots
-from core import runs
+from core import listing, runs
 from core.evaluate import evaluate_run
 from core.export import export_run
 from core.paths import confine
@@ -13,16 +13,16 @@ from ui import tables
 from ui.context import Studio, poll, repick, user_error
 from ui.temperatures import make_stop_sweep, sweep_choices, sweep_runs_table, sweep_view
 
-COLUMNS = list(runs.TABLE)
+COLUMNS = list(listing.TABLE)
 
 
 def _row(r: dict) -> list:
     """A run's row of the table; a queued run whose trainer is loading its data reads "starting"."""
-    return [tables.cell(v) for v in runs.table_row(r)]
+    return [tables.cell(v) for v in listing.table_row(r)]
 
 
 def table(ctx: Studio):
-    rows = runs.list_runs(ctx.runs_dir)
+    rows = listing.list_runs(ctx.runs_dir)
     return [_row(r) for r in rows], gr.update(choices=[r["run"] for r in rows])
 
 
@@ -37,7 +37,7 @@ def follow(ctx: Studio, last: list | None, selected: list | None, one: str | Non
     """The table, both run pickers and the hint shown while there are no runs, when the runs folder changed
     since `last` (nothing is sent otherwise): a run started anywhere appears, a deleted one leaves every
     picker."""
-    rows = [_row(r) for r in runs.list_runs(ctx.runs_dir)]
+    rows = [_row(r) for r in listing.list_runs(ctx.runs_dir)]
     if rows == last:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     ids = [r[0] for r in rows]
@@ -48,7 +48,7 @@ def make_list_runs(ctx: Studio):
     def list_runs() -> list[dict]:
         """Every run of the runs folder, newest first, with the fields of the Runs table and its test AUC
         (API: /list_runs; `python -m core.runs --json` prints the same)."""
-        return runs.list_runs(ctx.runs_dir)
+        return listing.list_runs(ctx.runs_dir)
 
     return list_runs
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import gradio as gr
 
-from core import config, estimate, runs
+from core import config, estimate, listing, runs
 from core import figures as plots
 from core import settings as config_io
 from core.config import PRESETS, TrainConfig
@@ -276,7 +276,7 @@ def best_text(s: dict) -> str:
 
 def run_choices(ctx: Studio) -> list[str]:
     """Run ids for the Train tab's picker: live runs (running, queued) first, then the rest, newest first."""
-    listed = runs.list_runs(ctx.runs_dir)
+    listed = listing.list_runs(ctx.runs_dir)
     live = [r["run"] for r in listed if r["status"] in ("running", "queued")]
     return live + [r["run"] for r in listed if r["run"] not in live]
 
