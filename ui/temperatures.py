@@ -191,12 +191,13 @@ def sweep_estimate(
     return f"{what}: **about {duration(n * found['seconds'])}** on {where} ({speed})." + warmup_note(cfg)
 
 
-def refresh_estimate(ctx: Studio, shown: str | None, *form):
+def refresh_estimate(ctx: Studio, shown: str | None, targets, nontargets, epochs, device, *rest):
     """An estimate that could not be made on a CPU while a run trained (no trial steps then: they would slow
-    it) is made once no run trains, without waiting for a field of the form to change; else nothing changes."""
-    if not shown or NOT_KNOWN not in shown or ctx.jobs.active() or run_device(form[3]) != "cpu":
+    it) is made once no run trains, without waiting for a field of the form to change; else nothing changes.
+    The form's fields follow `shown` in `sweep_estimate`'s order."""
+    if not shown or NOT_KNOWN not in shown or ctx.jobs.active() or run_device(device) != "cpu":
         return gr.skip()
-    return sweep_estimate(ctx, *form)
+    return sweep_estimate(ctx, targets, nontargets, epochs, device, *rest)
 
 
 def make_stop_sweep(ctx: Studio):
