@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ipaddress
 import logging
 import os
 import shutil
@@ -89,9 +90,41 @@ SHARE_WARNING = (
 )
 
 
-def warn_if_shared(share: bool) -> None:
+def this_machine_only(host: str) -> bool:
+    """Whether `host` is a loopback address: only this machine's users can open the studio there."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may stand for any address
+        return False
+
+
+def network_warning(host: str) -> str:
+    return (
+        f"warning: --host {host} lets other machines on the network open this studio, and no password is "
+        "asked: set one with --auth-file FILE (user:password lines) or TSSKD_AUTH before patient data goes in."
+    )
+
+
+def warn_if_shared(share: bool, host: str = "127.0.0.1", auth: bool = False) -> None:
+    """Say so on stderr when the studio can be opened beyond this machine without a password: a public link
+    (--share, with or without one), or an address other machines reach."""
     if share:
         print(SHARE_WARNING, file=sys.stderr)
+    if not auth and not this_machine_only(host):
+        print(network_warning(host), file=sys.stderr)
+
+
+def ready_message(host: str, port: int) -> str:
+    """The line `make run` ends on once the studio answers: its address and who can open it. (Gradio's own,
+    in its place, points at `share=True`: a public link is no advice for a studio of patient scans.)"""
+    if host in ("0.0.0.0", "::"):  # every address: opened here at the loopback one
+        where = "listening on every address of this machine: other machines open it at its address"
+        return f"* TSS-KD Studio: http://127.0.0.1:{port} ({where}). Ctrl-C stops it."
+    shown = f"[{host}]" if ":" in host else host
+    where = "this machine only" if this_machine_only(host) else "listening on the network"
+    return f"* TSS-KD Studio: http://{shown}:{port} ({where}). Ctrl-C stops it."
 
 
 def read_auth(path: str | None) -> list[tuple[str, str]] | None:
@@ -175,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if port_taken(args.host, args.port):  # said before a minute of start-up, not as the server's traceback
         print(port_message(args.host, args.port), file=sys.stderr)
         return 2
-    warn_if_shared(args.share)
     args.auth = read_auth(args.auth_file)
+    warn_if_shared(args.share, args.host, bool(args.auth))
     data_root = Path(args.data_root)
     data_root.mkdir(parents=True, exist_ok=True)
     Path(args.models_dir).mkdir(parents=True, exist_ok=True)  # there to be found, as the picker names it
@@ -195,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     app.queue(default_concurrency_limit=4)
     calm_queue(app)
     stop_on_sigterm()
-    app.launch(**launch_kwargs(args))
+    app.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(args))
+    print(ready_message(args.host, args.port), flush=True)
+    if app.share_url:
+        print(f"* Public link: {app.share_url}", flush=True)
+    app.block_thread()
     return 0
 
 

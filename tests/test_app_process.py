@@ -73,12 +73,15 @@ def test_a_stopped_studio_leaves_no_scan_or_image_behind(tmp_path, sig):
         assert cache.stat().st_mode & 0o777 == 0o700  # other users of the machine cannot read the scans
         assert [f.name for f in cache.rglob("*.png")].count("demo-mass.png") == 1  # the upload, cached
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err[-2000:]
+    # its address and who can open it, once up; not gradio's advice to publish it with share=True
+    assert f"* TSS-KD Studio: {url.rstrip('/')} (this machine only). Ctrl-C stops it." in out, out
+    assert "share=True" not in out + err and "public link" not in out + err
     left = [str(f.relative_to(temp)) for f in temp.rglob("*") if f.is_file()]
     assert left == [], f"the uploaded scan or images drawn from it stayed behind: {left}"
 

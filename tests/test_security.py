@@ -156,3 +156,45 @@ def test_share_warns_about_patient_data(capsys):
     assert capsys.readouterr().err == ""
     warn_if_shared(True)
     assert "patient data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "warned"),
+    [
+        ("127.0.0.1", False, False),
+        ("localhost", False, False),
+        ("::1", False, False),
+        ("127.0.0.2", False, False),
+        ("0.0.0.0", False, True),
+        ("::", False, True),
+        ("192.168.1.20", False, True),
+        ("studio.example.org", False, True),
+        ("0.0.0.0", True, False),
+    ],
+)
+def test_a_studio_other_machines_can_open_without_a_password_says_so(capsys, host, auth, warned):
+    from app import warn_if_shared
+
+    warn_if_shared(False, host, auth)
+    err = capsys.readouterr().err
+    assert (f"--host {host} lets other machines on the network open this studio" in err) is warned
+    assert ("--auth-file" in err) is warned
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:7860 (this machine only)"),
+        ("::1", "http://[::1]:7860 (this machine only)"),
+        (
+            "0.0.0.0",
+            "http://127.0.0.1:7860 (listening on every address of this machine: other machines open it at its address)",
+        ),
+        ("10.0.0.5", "http://10.0.0.5:7860 (listening on the network)"),
+    ],
+)
+def test_the_ready_line_names_the_address_and_who_can_open_it(host, shown):
+    from app import ready_message
+
+    line = ready_message(host, 7860)
+    assert line == f"* TSS-KD Studio: {shown}. Ctrl-C stops it." and "share" not in line
