@@ -547,10 +547,12 @@ def test_a_temperature_sweep_fills_its_heatmap(page, studio_ctx):
     page.screenshot(path=str(SHOTS / "temperatures.png"), full_page=True)
     tag = page.locator("#sweep-tag input").input_value()
     assert tag.startswith("sweep")
-    page.reload()  # the sweep is not lost with the page: reopen it by name, in Temperatures and in Runs
+    page.wait_for_function(f"window.location.search.includes('sweep={tag}')", timeout=10_000)
+    page.reload()  # the sweep is not lost with the page: a reload comes back to it, and Runs reopens it by name
     page.get_by_role("tab", name="Temperatures").click()
-    pick(page, "#sweep-tag", tag)
+    page.wait_for_function(f"document.querySelector('#sweep-tag input').value === '{tag}'", timeout=15_000)
     page.locator("#sweep-progress").get_by_text(done).wait_for(timeout=15_000)
+    page.locator("#sweep-heatmap img, #sweep-heatmap svg").first.wait_for(timeout=15_000)
     page.get_by_role("tab", name="Runs").click()
     page.get_by_text("Temperature sweeps").click()
     pick(page, "#runs-sweep", tag)
@@ -610,7 +612,7 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
 
 
 def test_stop_this_sweep_stops_every_run_of_it(page):
-    page.reload()  # no sweep chosen
+    page.goto(page.url.split("?")[0])  # a new page: no sweep chosen (a reload would come back to the last one)
     page.get_by_role("tab", name="Temperatures").click()
     assert page.locator("#sweep-stop").is_disabled()  # no sweep chosen: nothing to stop
     page.locator("#sweep-targets textarea, #sweep-targets input").first.fill("2, 4")

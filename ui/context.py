@@ -178,6 +178,22 @@ def repick(choices: list, value, *, gone=None) -> dict:
     return gr.update(choices=choices, value=gone)
 
 
+def address_js(param: str) -> str:
+    """Browser code that keeps a picker's value in the page's address (``?param=value``), so that a reload, or
+    the address opened again, comes back to it (`from_address` reads it on load)."""
+    return f"""(value) => {{
+    const url = new URL(window.location);
+    if (value) {{ url.searchParams.set("{param}", value); }} else {{ url.searchParams.delete("{param}"); }}
+    window.history.replaceState(null, "", url);
+}}"""
+
+
+def from_address(request: gr.Request | None, param: str, choices: list) -> str | None:
+    """The value `address_js(param)` kept in the page's address when it is still one of `choices`, else None."""
+    wanted = (request.query_params.get(param) if request else None) or None
+    return wanted if wanted in choices else None
+
+
 def poll(seconds: float, fn, inputs: list, outputs: list) -> None:
     """Run `fn` every `seconds` while the page is open, quietly (no API name, no spinner); `fn` returns
     gr.skip() for what did not change, so an idle page costs little."""

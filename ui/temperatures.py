@@ -15,7 +15,7 @@ from core.losses import KD_SCALINGS
 from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
 from core.temperature import temperature_view
 from ui import tables
-from ui.context import DEMO, Studio, follow_models, poll, repick, uploaded, user_error
+from ui.context import DEMO, Studio, address_js, follow_models, from_address, poll, repick, uploaded, user_error
 from ui.form import whole
 from ui.train import duration, estimate_for, run_device, warmup_note
 
@@ -248,6 +248,12 @@ def sweep_choices(ctx: Studio, tag: str | None, known: list | None):
     return repick(names, tag), names
 
 
+def reopen_sweep(ctx: Studio, request: gr.Request):
+    """On page load: the sweep named in the page's address (?sweep=TAG), so a reload comes back to it."""
+    names = [s["sweep"] for s in list_sweeps(ctx.runs_dir)]
+    return gr.update(choices=names, value=from_address(request, "sweep", names)), names
+
+
 def sweep_heatmap(ctx: Studio, tag: str):
     if not tag:
         return None, ""
@@ -360,6 +366,12 @@ def build(ctx: Studio, device_choices) -> None:
         poll(3, lambda t, s: sweep_view(ctx, t, s), [tag, seen], shown)
         poll(3, lambda t, k: sweep_choices(ctx, t, k), [tag, known], [tag, known])
         tag.change(lambda t: sweep_view(ctx, t), tag, shown, api_name=False, show_progress="hidden")
+        tag.change(None, tag, None, js=address_js("sweep"), api_name=False)  # a reload comes back to it
+
+        def on_load(request: gr.Request):
+            return reopen_sweep(ctx, request)
+
+        gr.on(None, on_load, None, [tag, known], api_name=False, show_progress="hidden")
         # its runs' table changes as they end: the estimate goes by the speed and times they measured from then on
         sweep_runs.change(
             lambda *v: sweep_estimate(ctx, *v), sweep_form, sweep_time, api_name=False, show_progress="hidden"

@@ -14,7 +14,7 @@ from core.data import found_data
 from core.dataset import burned_in_files
 from core.errors import StudioError
 from core.paths import confine
-from ui.context import Studio, poll, repick, user_error
+from ui.context import Studio, address_js, from_address, poll, repick, user_error
 from ui.form import given, setting_input, whole
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
@@ -296,17 +296,8 @@ def data_choices(ctx: Studio, source: str) -> dict:
 
 def reopen(ctx: Studio, request: gr.Request):
     """On page load: the run named in the page's address (?run=ID), so a reload comes back to it."""
-    wanted = (request.query_params.get("run") if request else None) or None
     choices = run_choices(ctx)
-    return gr.update(choices=choices, value=wanted if wanted in choices else None), choices
-
-
-# Keeps the watched run in the page's address, so reloading or sharing the page comes back to it.
-URL_JS = """(run) => {
-    const url = new URL(window.location);
-    if (run) { url.searchParams.set("run", run); } else { url.searchParams.delete("run"); }
-    window.history.replaceState(null, "", url);
-}"""
+    return gr.update(choices=choices, value=from_address(request, "run", choices)), choices
 
 
 def build(ctx: Studio, device_choices) -> None:
@@ -448,5 +439,5 @@ def build(ctx: Studio, device_choices) -> None:
         gr.on(None, on_load, None, [run_id, known], api_name=False, show_progress="hidden")
         # on page load and when the source changes: what the data folder holds of that kind, to pick
         gr.on(None, lambda s: data_choices(ctx, s), source, data_path, api_name=False, show_progress="hidden")
-        run_id.change(None, run_id, None, js=URL_JS, api_name=False)
+        run_id.change(None, run_id, None, js=address_js("run"), api_name=False)  # a reload comes back to it
         run_id.change(lambda r: monitor(ctx, r), run_id, watch, api_name=False, show_progress="hidden")
