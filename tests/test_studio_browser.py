@@ -362,16 +362,29 @@ def test_a_model_file_put_in_the_models_folder_appears_in_diagnose_and_answers(p
     option.first.wait_for(timeout=15_000)  # no reload, no Refresh
     option.first.click()
     page.locator("#diagnose-card").get_by_text(tiny_run.name).first.wait_for(timeout=10_000)
+    page.reload()  # the picked model stays picked (?model=...): a reload does not fall back to the demo model
+    page.get_by_role("tab", name="Diagnose").click()
+    page.wait_for_function(
+        f"document.querySelector('#diagnose-model input').value.startsWith('{tiny_run.name}')", timeout=15_000
+    )
+    page.locator("#diagnose-card").get_by_text(tiny_run.name).first.wait_for(timeout=10_000)
     page.locator("#diagnose-files input[type=file]").set_input_files(str(EXAMPLES_DIR / "demo-ring.png"))
     page.locator("#diagnose-run").click()
     page.locator("#diagnose-table").get_by_text("demo-ring.png").filter(visible=True).first.wait_for(timeout=60_000)
     trust = page.locator("#diagnose-table").inner_text()
     assert "no check for this model" not in trust  # the check came with the file
+    address = page.url
     for f in studio_ctx.models_dir.iterdir():
         f.unlink()
     page.wait_for_function(
         "document.querySelector('#diagnose-model input').value.startsWith('Demo model')", timeout=15_000
     )
+    page.goto(address)  # an address naming a model no longer there opens on the demo model, said on its card
+    page.get_by_role("tab", name="Diagnose").click()
+    page.wait_for_function(
+        "document.querySelector('#diagnose-model input').value.startsWith('Demo model')", timeout=15_000
+    )
+    page.locator("#diagnose-card").get_by_text("trained on synthetic demo data").first.wait_for(timeout=10_000)
 
 
 def test_augment_preview_is_drawn_on_opening_and_follows_its_settings(page):

@@ -12,7 +12,7 @@ from core.cam import CAM_METHODS
 from core.infer import redraw, scan_hw
 from core.trust import OOD_MESSAGE, untrusted
 from ui import tables
-from ui.context import DEMO, EXAMPLES, Studio, follow_models, uploaded, user_error
+from ui.context import DEMO, EXAMPLES, Studio, address_js, follow_models, from_address, uploaded, user_error
 
 PREDICTED = "predicted class"
 # The All scans table's columns and the pixels each needs in the tab's width (ui.tables.widths makes them shares)
@@ -431,9 +431,16 @@ def build(ctx: Studio) -> None:
             text = card_markdown(predictor.card(), choice)
             return gr.update(choices=[PREDICTED, *predictor.classes], value=PREDICTED), text
 
+        def on_load(request: gr.Request):
+            """The model named in the page's address (?model=...), so a reload does not fall back to the demo
+            model unasked; the demo model otherwise (or when that one is gone)."""
+            choice = from_address(request, "model", [v for _, v in ctx.model_choices()]) or DEMO
+            return choice, *describe(choice)
+
         follow_models(ctx, [model])
         model.change(describe, model, [target, card], api_name=False, show_progress="hidden")
-        gr.on(None, lambda: describe(DEMO), None, [target, card], api_name=False, show_progress="hidden")  # load
+        model.change(None, model, None, js=address_js("model"), api_name=False)  # a reload comes back to it
+        gr.on(None, on_load, None, [model, target, card], api_name=False, show_progress="hidden")
         method.change(lambda c, m: scorecam_note(ctx, c, m), [model, method], cost, api_name=False)
         opacity.release(restyle, [stored, opacity], [overlay, slider, gallery], api_name=False)
         run.click(
