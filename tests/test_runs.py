@@ -267,6 +267,32 @@ def test_the_runs_table_says_how_each_run_stepped_its_weights(tmp_path, settings
     assert dict(zip(COLUMNS, row, strict=True))["optimizer"] == shown
 
 
+@pytest.mark.parametrize(
+    ("query", "one", "compared"),
+    [
+        ("", None, []),
+        ("compare={a},{b}&inspect={a}", "{a}", ["{a}", "{b}"]),
+        ("compare={b},gone-1,{a}&inspect=gone-1", None, ["{b}", "{a}"]),  # a run deleted since: let go
+        ("compare=../{a}&inspect=/etc", None, []),  # only the runs folder's own runs
+    ],
+)
+def test_the_runs_tab_reopens_on_the_runs_its_address_names_that_still_exist(tmp_path, query, one, compared):
+    """A reload of the Runs tab comes back to the runs compared and the run picked (ui.runs.reopen)."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+    from starlette.requests import Request
+
+    from ui.runs import reopen
+
+    names = {k: runs.Run.create(tmp_path, k, {"method": "ce"}).name for k in ("a", "b")}
+    query = query.format(**names).encode()
+    request = gr.Request(request=Request({"type": "http", "query_string": query, "headers": []}))
+    rows, selected, picked, _, _ = reopen(SimpleNamespace(runs_dir=tmp_path), request)
+    assert len(rows) == 2 and selected["value"] == [c.format(**names) for c in compared]
+    assert picked["value"] == (one and one.format(**names))
+
+
 def test_a_run_from_before_the_optimizer_was_recorded_shows_an_empty_cell(tmp_path):
     runs.Run.create(tmp_path, "old", {"method": "ce"})
     assert listing.list_runs(tmp_path)[0]["optimizer"] == ""

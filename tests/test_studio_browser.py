@@ -622,6 +622,13 @@ def test_runs_compares_the_finished_runs_and_evaluates_one(page, studio_ctx):
     page.get_by_role("button", name="Download model and config").click()
     for name in (".safetensors", ".json", ".ood.safetensors", "-config.json"):  # named as a user would save them
         expect(files.locator(f'[aria-label="{shown[0]["run"]}{name}"]')).to_be_visible(timeout=30_000)
+    page.reload()  # the runs compared and the run picked stay so (?compare=A,B&inspect=A in the page's address)
+    page.get_by_role("tab", name="Runs").click()
+    for r in shown:
+        legend.get_by_text(r["run"]).first.wait_for(timeout=15_000)
+    picked = shown[0]["run"]
+    page.wait_for_function(f"document.querySelector('#runs-one input').value === '{picked}'", timeout=15_000)
+    expect(page.locator("#runs-evaluate")).to_be_enabled()
 
 
 def test_stop_this_sweep_stops_every_run_of_it(page):

@@ -179,11 +179,13 @@ def repick(choices: list, value, *, gone=None) -> dict:
 
 
 def address_js(param: str) -> str:
-    """Browser code that keeps a picker's value in the page's address (``?param=value``), so that a reload, or
-    the address opened again, comes back to it (`from_address` reads it on load)."""
+    """Browser code that keeps a picker's value in the page's address (``?param=value``; a multiselect's values
+    joined by commas, which no run id or file name here holds), so that a reload, or the address opened again,
+    comes back to it (`from_address` reads it on load)."""
     return f"""(value) => {{
     const url = new URL(window.location);
-    if (value) {{ url.searchParams.set("{param}", value); }} else {{ url.searchParams.delete("{param}"); }}
+    const kept = Array.isArray(value) ? value.join(",") : value;
+    if (kept) {{ url.searchParams.set("{param}", kept); }} else {{ url.searchParams.delete("{param}"); }}
     window.history.replaceState(null, "", url);
 }}"""
 
@@ -192,6 +194,12 @@ def from_address(request: gr.Request | None, param: str, choices: list) -> str |
     """The value `address_js(param)` kept in the page's address when it is still one of `choices`, else None."""
     wanted = (request.query_params.get(param) if request else None) or None
     return wanted if wanted in choices else None
+
+
+def all_from_address(request: gr.Request | None, param: str, choices: list) -> list:
+    """A multiselect's values `address_js(param)` kept in the page's address that are still among `choices`."""
+    kept = (request.query_params.get(param) if request else None) or ""
+    return [v for v in kept.split(",") if v in choices]
 
 
 def poll(seconds: float, fn, inputs: list, outputs: list) -> None:

@@ -10,7 +10,7 @@ from core.evaluate import evaluate_run
 from core.export import export_run
 from core.paths import confine
 from ui import tables
-from ui.context import Studio, poll, repick, user_error
+from ui.context import Studio, address_js, all_from_address, from_address, poll, repick, user_error
 from ui.temperatures import make_stop_sweep, sweep_choices, sweep_runs_table, sweep_view
 
 COLUMNS = list(listing.TABLE)
@@ -42,6 +42,16 @@ def follow(ctx: Studio, last: list | None, selected: list | None, one: str | Non
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     ids = [r[0] for r in rows]
     return rows, repick(ids, selected or []), repick(ids, one), rows, "" if rows else NO_RUNS
+
+
+def reopen(ctx: Studio, request: gr.Request):
+    """On page load: the table and pickers, with the runs compared and the run picked that the page's address
+    names (?compare=A,B&inspect=C), so a reload comes back to them."""
+    rows, selected, one, last, hint = follow(ctx, None, [], None)
+    ids = [r[0] for r in rows]
+    selected["value"] = all_from_address(request, "compare", ids)
+    one["value"] = from_address(request, "inspect", ids)
+    return rows, selected, one, last, hint
 
 
 def make_list_runs(ctx: Studio):
@@ -198,7 +208,13 @@ def build(ctx: Studio) -> None:
         pickers = [rows, selected, one, last, hint]
         actions = [evaluate, calibration, report, download, delete]
         one.change(run_actions, one, actions, api_name=False, show_progress="hidden")
-        gr.on(None, lambda: follow(ctx, None, [], None), None, pickers, api_name=False, show_progress="hidden")
+
+        def on_load(request: gr.Request):
+            return reopen(ctx, request)
+
+        gr.on(None, on_load, None, pickers, api_name=False, show_progress="hidden")
+        selected.change(None, selected, None, js=address_js("compare"), api_name=False)  # a reload comes back
+        one.change(None, one, None, js=address_js("inspect"), api_name=False)
         poll(3, lambda lr, s, o: follow(ctx, lr, s, o), [last, selected, one], pickers)
         selected.change(lambda s: compare(ctx, s), selected, curves, api_name=False)
         sweep_seen, sweeps_known = gr.State(None), gr.State(None)
