@@ -19,7 +19,9 @@ from helpers import (
 )
 from PIL import Image
 
-from core.config import PRESETS
+from core import runs
+from core.config import PRESETS, TrainConfig
+from core.errors import StudioError
 from core.synthetic import render
 from core.trust import COLOUR_MESSAGE
 
@@ -1079,3 +1081,98 @@ def test_a_poll_never_puts_back_the_pick_it_read_when_a_start_has_set_another_si
         assert models_update(ctx, None, [old.name])[0]["value"] == "demo"
     finally:
         jobs.close()
+
+
+DEVICES = [("CPU (2 cores)", "cpu")]
+
+
+@pytest.fixture
+def form_ctx(tmp_path):
+    """A studio context on `tmp_path/data` and `tmp_path/runs`, for the Train form's functions."""
+    from core.jobs import JobManager
+    from ui.context import Studio
+
+    (tmp_path / "data").mkdir()
+    jobs = JobManager(tmp_path / "runs", poll_s=0.2)
+    yield Studio(data_root=(tmp_path / "data").resolve(), runs_dir=(tmp_path / "runs").resolve(), jobs=jobs)
+    jobs.close()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"preset": "quick"},
+        {"preset": "paper", "epochs": 3},
+        {"method": "ce", "lr": 0.05, "seed": 7},
+        {"method": "ps-kd", "ps_alpha": 0.5, "rga": False},
+        {"method": "tss-kd", "t_target": 2.0, "t_nontarget": 1.0, "kd_warmup": 3, "stop_on_collapse": True},
+        {"dataset": "medmnist", "data_path": "m.npz", "image_size": 28},
+        {"dataset": "folder", "data_path": "scans", "batch_size": 16},
+        {"synthetic_train": 300, "image_size": 48, "optimizer": "adam", "lr": 0.002},
+    ],
+    ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "defaults",
+)
+def test_use_its_settings_fills_the_form_with_a_run_that_starts_the_same_run_again(form_ctx, tmp_path, settings):
+    """The Train tab's "Use its settings": the form it fills, started, is the watched run again (its name
+    aside), whichever way that run was started, so that a user changes one thing and compares."""
+    from helpers import class_folders, write_medmnist
+
+    from core.config import to_record
+    from core.settings import from_settings
+    from ui.train import confined, form_from_run, form_settings
+
+    ctx = form_ctx
+    write_medmnist(tmp_path / "data" / "m.npz")
+    class_folders(tmp_path / "data" / "scans", {"a": 6, "b": 6})
+
+    def recorded(given: dict) -> dict:  # as the job manager records a run started with these settings
+        cfg = confined(ctx, from_settings(given, base=TrainConfig(runs_dir=str(ctx.runs_dir)))).resolved()
+        return to_record(cfg)
+
+    first = recorded({**settings, "device": "cpu"})
+    run = runs.Run.create(ctx.runs_dir, first["name"], first)
+    values, missed = form_from_run(ctx, run.name, DEVICES)
+    assert missed == []
+    again, _ = form_settings(values)
+    assert {**recorded(again), "name": None} == {**first, "name": None}
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        ({"momentum": 0.8}, "momentum 0.8 (the form's run: 0.9)"),
+        ({"gamma_min": 0.3}, "gamma_min 0.3 (the form's run: 0.5)"),
+        ({"synthetic_val": 50}, "synthetic_val 50"),
+        ({"device": "cuda:3"}, "its device (cuda:3), which this studio does not offer"),
+        ({"dataset": "medmnist", "data_path": "{outside}"}, "outside this studio's data folder"),
+    ],
+)
+def test_use_its_settings_says_what_of_the_run_the_form_cannot_hold(form_ctx, tmp_path, settings, said):
+    """Settings given on the command line or through the API that the form has no field for: a run started
+    from the form would not repeat them, and the user is told which, not left to find out from the results."""
+    from helpers import write_medmnist
+
+    from core.config import to_record
+    from core.settings import from_settings
+    from ui.train import form_from_run
+
+    write_medmnist(tmp_path / "outside.npz")
+    outside = str(tmp_path / "outside.npz")
+    given = {k: v.format(outside=outside) if isinstance(v, str) else v for k, v in settings.items()}
+    record = to_record(from_settings({"device": "cpu", **given}, base=TrainConfig()).resolved())
+    run = runs.Run.create(form_ctx.runs_dir, "r", record)
+    values, missed = form_from_run(form_ctx, run.name, DEVICES)
+    assert any(said in m for m in missed), missed
+    assert values["device"] == "cpu"  # a device the studio has, for a run that can start
+
+
+def test_use_its_settings_of_no_run_or_an_unreadable_one_says_so(form_ctx):
+    from ui.train import form_from_run
+
+    with pytest.raises(StudioError, match="choose a run whose settings to take"):
+        form_from_run(form_ctx, None, DEVICES)
+    broken = runs.Run.create(form_ctx.runs_dir, "broken", {"method": "ce"})
+    (broken.path / "config.json").write_text("{not json")
+    with pytest.raises(StudioError, match="has no settings to take"):
+        form_from_run(form_ctx, broken.name, DEVICES)

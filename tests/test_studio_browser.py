@@ -742,6 +742,14 @@ def test_a_run_started_through_the_api_appears_in_runs_without_a_click_and_reloa
     page.get_by_role("tab", name="Train").click()
     page.wait_for_function(f"document.querySelector('#train-run input').value === '{run_id}'", timeout=15_000)
     page.locator("#train-progress").get_by_text(run_id).wait_for(timeout=15_000)
+    # its settings into the form, to start one like it with a change: the API's run was a 1-epoch CE run
+    page.locator("#train-take-settings").click()
+    page.get_by_text(f"The form now holds {run_id}'s settings").first.wait_for(timeout=15_000)
+    expect(page.locator("#train-epochs input")).to_have_value("1", timeout=10_000)
+    expect(page.locator("#train-method input")).to_have_value("ce")
+    expect(page.locator("#train-demo-images input")).to_have_value("64")
+    expect(page.locator("#train-size input")).to_have_value("16")
+    expect(page.locator("#train-t-target")).to_be_hidden()  # CE has no temperatures to set
     ctx.jobs.wait([ctx.jobs.find(run_id)], timeout=240)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import gradio as gr
 
@@ -98,6 +99,81 @@ def make_start(ctx: Studio, form: dict):
         return start_run(ctx, settings, processes)
 
     return start_from_form
+
+
+# The form's fields that hold a setting of the same name, as a run's config.json records it
+SAME_NAME = ("method", "t_target", "t_nontarget", "kd_weight", "ps_alpha", "kd_scaling", "kd_warmup")
+SAME_NAME += ("stop_on_collapse", "rga", "arch", "epochs", "batch_size", "lr", "optimizer", "device", "seed")
+
+
+def form_from_run(ctx: Studio, run_id: str, devices: list) -> tuple[dict, list[str]]:
+    """The Train form's values (by field name) that start a run like `run_id` again, and what of that run a
+    run started from them would not repeat: the settings the form does not hold (given on the command line or
+    through the API), a data path outside the data folder, a device this studio lacks. `devices` are the
+    Device field's choices."""
+    if not run_id:
+        raise StudioError("choose a run whose settings to take.")
+    record = runs.Run(ctx.jobs.find(run_id)).config()
+    if not isinstance(record, dict):
+        raise StudioError(f"{run_id} has no settings to take (its config.json cannot be read).")
+    data = record.get("data") or {}
+    values = {k: record.get(k) for k in SAME_NAME}
+    values |= dict(image_size=data.get("image_size"), demo_images=data.get("synthetic_train"), processes=1, name="")
+    values["source"] = {v: k for k, v in SOURCES.items()}.get(data.get("dataset"), "demo data")
+    preset = record.get("preset")
+    values["recipe"] = next((label for label, p in RECIPES.items() if p and p == preset), STABLE)
+    values["started_from"] = preset if preset in PRESETS and preset not in RECIPES.values() else None
+    missed = []
+    values["data_path"] = None
+    if data.get("data_path"):
+        try:
+            inside = Path(data["data_path"]).resolve().relative_to(ctx.data_root.resolve())
+            values["data_path"] = str(inside) + ("/" if Path(data["data_path"]).is_dir() else "")
+        except ValueError:
+            missed.append(f"its data ({data['data_path']}), outside this studio's data folder")
+    offered = [value for _, value in devices]  # the first is where "auto" trains: a GPU if there is one
+    wanted = {"auto": offered[0], "cuda": "cuda:0"}.get(values["device"], values["device"])
+    if wanted not in offered:
+        missed.append(f"its device ({values['device']}), which this studio does not offer")
+    values["device"] = wanted if wanted in offered else offered[0]
+    if not missed:  # what a run started from the form would record, against what this run recorded
+        settings, _ = form_settings(values)
+        again = config.to_record(confined(ctx, config_io.from_settings(settings, base=TrainConfig())).resolved())
+        missed += [
+            f"{key} {mine} (the form's run: {theirs})"
+            for key, mine, theirs in differences(record, again)
+            if key not in ("runs_dir", "name", "preset", "device")  # the device: said above
+        ]
+    return values, missed
+
+
+def differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(name, a's value, b's value) for each setting the two records give differently, the data's by name."""
+    out = []
+    for key in sorted(a.keys() | b.keys()):
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            out += differences(a[key], b[key])
+        elif a.get(key) != b.get(key):
+            out.append((prefix + key, a.get(key), b.get(key)))
+    return out
+
+
+def make_take_settings(ctx: Studio, form: dict, devices: list):
+    order = list(form)
+
+    @user_error
+    def take(run_id: str):
+        values, missed = form_from_run(ctx, run_id, devices)
+        if missed:
+            gr.Warning(
+                f"The form now holds {run_id}'s settings but for what it cannot hold, which a new run would not "
+                "repeat: " + "; ".join(missed) + "."
+            )
+        else:
+            gr.Info(f"The form now holds {run_id}'s settings: change what you want to try, then Start.")
+        return [values[name] for name in order]
+
+    return take
 
 
 def make_control(ctx: Studio, action: str):
@@ -377,6 +453,7 @@ def build(ctx: Studio, device_choices) -> None:
                 with gr.Row():
                     stop = gr.Button("Stop")
                     resume = gr.Button("Resume")
+                    take = gr.Button("Use its settings", elem_id="train-take-settings")
                 progress = gr.Markdown(elem_id="train-progress")
                 warnings = gr.Markdown(elem_id="train-warnings", elem_classes=["studio-warning"])
                 curves = gr.Plot(label="Curves", elem_id="train-curves")
@@ -420,6 +497,8 @@ def build(ctx: Studio, device_choices) -> None:
         gr.api(make_status(ctx), api_name="run_status")
         stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)
         resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
+        # the watched run's settings into the form, to start a run like it with a change
+        take.click(make_take_settings(ctx, form, device_choices), run_id, list(form.values()), api_name=False)
         seen, known = gr.State(None), gr.State(None)
         watch = [progress, warnings, curves, log, status, settings, seen]
         poll(2, lambda r, s: monitor(ctx, r, s), [run_id, seen], watch)
