@@ -1146,6 +1146,8 @@ def test_use_its_settings_fills_the_form_with_a_run_that_starts_the_same_run_aga
         ({"synthetic_val": 50}, "synthetic_val 50"),
         ({"device": "cuda:3"}, "its device (cuda:3), which this studio does not offer"),
         ({"dataset": "medmnist", "data_path": "{outside}"}, "outside this studio's data folder"),
+        ({"dataset": "medmnist", "data_path": "{outside}", "momentum": 0.8}, "momentum 0.8"),  # both said
+        ({"device": "cuda:3", "weight_decay": 0.0}, "weight_decay 0.0 (the form's run: 0.0001)"),
     ],
 )
 def test_use_its_settings_says_what_of_the_run_the_form_cannot_hold(form_ctx, tmp_path, settings, said):
@@ -1176,3 +1178,7 @@ def test_use_its_settings_of_no_run_or_an_unreadable_one_says_so(form_ctx):
     (broken.path / "config.json").write_text("{not json")
     with pytest.raises(StudioError, match="has no settings to take"):
         form_from_run(form_ctx, broken.name, DEVICES)
+    partial = runs.Run.create(form_ctx.runs_dir, "partial", {"method": "ce"})  # a config.json cut short
+    incomplete = r"settings are incomplete or no longer valid: Image size \(px\): give a number"
+    with pytest.raises(StudioError, match=incomplete):
+        form_from_run(form_ctx, partial.name, DEVICES)

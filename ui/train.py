@@ -136,25 +136,28 @@ def form_from_run(ctx: Studio, run_id: str, devices: list) -> tuple[dict, list[s
     if wanted not in offered:
         missed.append(f"its device ({values['device']}), which this studio does not offer")
     values["device"] = wanted if wanted in offered else offered[0]
-    if not missed:  # what a run started from the form would record, against what this run recorded
+    try:  # what a run started from the form would record, its data and device as this run's (said above)
         settings, _ = form_settings(values)
-        again = config.to_record(confined(ctx, config_io.from_settings(settings, base=TrainConfig())).resolved())
-        missed += [
-            f"{key} {mine} (the form's run: {theirs})"
-            for key, mine, theirs in differences(record, again)
-            if key not in ("runs_dir", "name", "preset", "device")  # the device: said above
-        ]
+        settings |= {"device": record.get("device"), "data_path": data.get("data_path")}
+        again = config.to_record(config_io.from_settings(settings, base=TrainConfig()).resolved())
+    except StudioError as e:
+        raise StudioError(f"{run_id}'s settings are incomplete or no longer valid: {e}") from None
+    missed += [
+        f"{key} {mine} (the form's run: {theirs})"
+        for key, mine, theirs in differences(record, again)
+        if key not in ("runs_dir", "name", "preset", "device", "data_path")
+    ]
     return values, missed
 
 
-def differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+def differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
     """(name, a's value, b's value) for each setting the two records give differently, the data's by name."""
     out = []
     for key in sorted(a.keys() | b.keys()):
         if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
             out += differences(a[key], b[key])
         elif a.get(key) != b.get(key):
-            out.append((prefix + key, a.get(key), b.get(key)))
+            out.append((key, a.get(key), b.get(key)))
     return out
 
 
