@@ -229,9 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     calm_queue(app)
     stop_on_sigterm()
     app.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(args))
-    print(ready_message(args.host, args.port), flush=True)
-    if app.share_url:
-        print(f"* Public link: {app.share_url}", flush=True)
+    print(ready_message(args.host, args.port), flush=True)  # (a --share link gradio prints itself)
     app.block_thread()
     return 0
 
