@@ -324,3 +324,15 @@ def to_record(cfg: TrainConfig) -> dict:
         if name not in applies(cfg.method):
             record[name] = None
     return record
+
+
+def record_differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """(name, a's value, b's value) for each setting two run records (`to_record`) give differently, the data's
+    by their own names."""
+    out = []
+    for key in sorted(a.keys() | b.keys()):
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            out += record_differences(a[key], b[key])
+        elif a.get(key) != b.get(key):
+            out.append((key, a.get(key), b.get(key)))
+    return out

@@ -7,8 +7,10 @@ Reads run folders through `core.runs` and changes nothing in them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 from core import cli
@@ -84,9 +86,6 @@ def list_runs(runs_dir: str | Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m core.runs`: the runs of a runs folder as the Runs tab lists them; returns the exit status."""
-    import argparse
-    import sys
-
     ap = argparse.ArgumentParser(prog="python -m core.runs", description="List a runs folder's runs, newest first.")
     ap.add_argument("--runs-dir", default=RUNS_DIR, help="the runs folder (default: %(default)s)")
     ap.add_argument("--json", action="store_true", help="every field of each run, as JSON")

@@ -19,7 +19,6 @@ try:
 except ImportError:  # not POSIX: status updates are not serialised between processes
     fcntl = None
 
-from core import cli
 from core.errors import StudioError
 
 RUNS_DIR = "runs"  # where run folders are made unless told otherwise (TrainConfig.runs_dir's default)
@@ -324,6 +323,7 @@ class Run:
 
 
 if __name__ == "__main__":  # `python -m core.runs` lists the runs: core.listing's command
+    from core import cli
     from core.listing import main
 
     cli.run(main)

@@ -144,21 +144,10 @@ def form_from_run(ctx: Studio, run_id: str, devices: list) -> tuple[dict, list[s
         raise StudioError(f"{run_id}'s settings are incomplete or no longer valid: {e}") from None
     missed += [
         f"{key} {mine} (the form's run: {theirs})"
-        for key, mine, theirs in differences(record, again)
+        for key, mine, theirs in config.record_differences(record, again)
         if key not in ("runs_dir", "name", "preset", "device", "data_path")
     ]
     return values, missed
-
-
-def differences(a: dict, b: dict) -> list[tuple[str, object, object]]:
-    """(name, a's value, b's value) for each setting the two records give differently, the data's by name."""
-    out = []
-    for key in sorted(a.keys() | b.keys()):
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            out += differences(a[key], b[key])
-        elif a.get(key) != b.get(key):
-            out.append((key, a.get(key), b.get(key)))
-    return out
 
 
 def make_take_settings(ctx: Studio, form: dict, devices: list):
