@@ -2,7 +2,8 @@
 option issue 16 names, against the reference-style pipeline, all in one run on one machine.
 
 Variants: the default (channels-last, the precision `amp=auto` picks), the model in the default contiguous
-layout, bf16 autocast forced (native only with AVX-512 BF16 or AMX; emulated and slow elsewhere),
+layout, bf16 autocast forced (native only with AVX-512 BF16 or AMX; emulated and slow elsewhere), float32
+where the CPU has native bf16 (is bf16 faster there?),
 `torch.compile` of the network (inductor's C++ backend; its compile time reported apart), one thread
 instead of all, and the augmentation's share of a step. Writes JSON (default
 bench/results/cpu-options-<cpu>.json).
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     run("one thread")
     torch.set_num_threads(threads)
+    if cpu_native_bf16() is not None:  # bf16 natively: is it faster than float32 on this CPU?
+        run("float32 (--amp off)", amp_choice="off")
     if cpu_native_bf16() is None:  # emulated: a few steps say enough
         common.update(steps=max(2, args.steps // 3), warmup=1)
     run("bf16 autocast forced", amp_choice="bf16")

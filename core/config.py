@@ -202,7 +202,7 @@ class TrainConfig:
     poly_power: float = setting(0.9, "power of the polynomial lr decay")
     amp: str = setting(
         "auto",
-        "bf16 autocast (auto: on GPUs and on CPUs that run bf16 natively, AMX or AVX-512 BF16)",
+        "bf16 autocast (auto: on GPUs and on CPUs where it trains faster: AMX, or AVX-512 BF16 on AMD)",
         choices=AMP_CHOICES,
     )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
