@@ -19,7 +19,8 @@ false-alarm rate on the other fresh scans: mean and 5th-95th percentile over the
 demo data, `flagged_fresh` is the share of `--fresh` newly rendered demo scans (a seed none of its splits
 used) each check flags: the false-alarm rate on the model's own kind of scan, measured on thousands rather
 than the test split's few hundred (a quick-preset model's 200 test scans gave 5.5% where 3,000 fresh ones
-give 2.2%).
+give 2.2%); `flagged_fresh_inverted` the share of the same scans in negative it flags (255 - grey level: a
+MONOCHROME1 image read as MONOCHROME2, a film scanned inverted), which should be all of them.
 
     python bench/ood.py [--model assets/demo-model.safetensors] [--out bench/results/ood-demo-model.json]
     python bench/ood.py --fit-sizes 500,1000,2000,5000
@@ -170,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     inside = ood.features(model, data.test.images)
     fresh_images = fresh_scans(meta["config"]["data"], args.fresh)
     fresh = None if fresh_images is None else ood.features(model, fresh_images)
+    # the same fresh scans in negative (a MONOCHROME1 image read as MONOCHROME2, a film scanned inverted):
+    # the model's own kind of scan in every other respect, which it should not answer as if it were one
+    inverted = None if fresh_images is None else ood.features(model, 255 - fresh_images)
     groups = outlier_scans()
     arrays = {
         g: [to_model_array(s, size=spec.image_size, channels=spec.channels, resize=spec.resize) for _, s in items]
@@ -197,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             "threshold": threshold,
             "flagged_in_distribution": float((ins > threshold).mean()),
             "flagged_fresh": None if fresh is None else float((s(fresh).numpy() > threshold).mean()),
+            "flagged_fresh_inverted": None if inverted is None else float((s(inverted).numpy() > threshold).mean()),
             "flagged": {g: float((s(f).numpy() > threshold).mean()) for g, f in feats.items()},
             "missed": [
                 n for g, f in feats.items() for (n, _), v in zip(groups[g], s(f).numpy(), strict=True) if v <= threshold
