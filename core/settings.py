@@ -122,3 +122,22 @@ def from_settings(settings: dict, *, base: TrainConfig | None = None) -> TrainCo
     data = {k: _coerce(k, _base_type(DataConfig, k), v) for k, v in data_values.items()}
     data.setdefault("seed", train.get("seed", base.seed))
     return replace(base, data=replace(base.data, **data), **train)
+
+
+def like(record: dict, changes: dict, *, runs_dir: str | None = None) -> TrainConfig:
+    """A new run like the one `record` (a run's config.json) describes: every setting of that run, with
+    `changes` (a settings object as `from_settings` takes; a preset's recipe applies over the run's settings
+    and `changes` still win) over them, under a name of its own unless `changes` names it; written to
+    `runs_dir` when given, else where that run was. `python -m core.train --like RUN` and the studio's
+    `/start_training` with `"like"` start runs so."""
+    if not isinstance(record, dict):
+        raise StudioError("the run's settings cannot be read (no readable config.json).")
+    # a setting the run's method does not use is recorded as null: a run like it with another method takes
+    # that setting's default, as a new run would (read as saved, a null KD warm-up is no warm-up)
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name in METHOD_SETTINGS}
+    record = {**record, **{k: defaults[k] for k in METHOD_SETTINGS if k in record and record[k] is None}}
+    try:
+        base = TrainConfig.from_dict(record)
+    except (TypeError, ValueError) as e:
+        raise StudioError(f"the run's settings cannot be read ({e}).") from None
+    return from_settings(changes, base=replace(base, name=None, runs_dir=runs_dir or base.runs_dir))

@@ -5,7 +5,8 @@ trains it with `core.fit.Fit`, which strings core.engine's epochs together, keep
 resume checkpoint (core.checkpoint) and watches the run's health; `core.fit.conclude` then scores the best
 model on the test split and fits its calibration and out-of-distribution check. A run never overwrites
 another. SIGINT/SIGTERM finish the current step, save the checkpoint and mark the run ``stopped``;
-``--resume RUN`` continues from the saved step with the same data order and augmentation draws.
+``--resume RUN`` continues from the saved step with the same data order and augmentation draws;
+``--like RUN`` starts a new run with that run's settings, changed by the flags given with it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from core.errors import StudioError
 from core.estimate import note_time_outside_epochs, process_started
 from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
 from core.model import check_pretrained
-from core.train_args import check_prepared, get_args_parser, given_settings, parse_args, resume_conflicts  # noqa: F401
+from core.train_args import (  # noqa: F401 - get_args_parser re-exported
+    check_prepared,
+    get_args_parser,
+    given_settings,
+    like_config,
+    parse_args,
+    resume_conflicts,
+)
 
 log = logging.getLogger("core.train")
 
@@ -143,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     stop.install()
     try:
-        run = run_training(config_from_args(args), resume=args.resume, stop=stop, started=process_started())
+        cfg = like_config(args.like, given_settings(argv)) if args.like else config_from_args(args)
+        run = run_training(cfg, resume=args.resume, stop=stop, started=process_started())
     except StudioError as e:
         if main_rank:
             print(f"error: {e}", file=sys.stderr)

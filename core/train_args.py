@@ -1,13 +1,15 @@
-"""The command line of `python -m core.train`: one option per setting of core.config, `--resume RUN` and
-`--prepared RUN`, presets as defaults, and the checks that keep a resumed run on its own settings."""
+"""The command line of `python -m core.train`: one option per setting of core.config, `--resume RUN`,
+`--prepared RUN` and `--like RUN`, presets as defaults, and the checks that keep a resumed run on its own
+settings."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 
 from core import runs, settings
-from core.config import PRESETS, DataConfig
+from core.config import PRESETS, DataConfig, TrainConfig
 from core.errors import StudioError
 
 
@@ -22,7 +24,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    """The command line: one option per setting of `core.config`, and --resume."""
+    """The command line: one option per setting of `core.config`, and --resume, --prepared or --like."""
     ap = argparse.ArgumentParser(
         prog="python -m core.train",
         description="Train a classifier with TSS-KD (or a baseline).",
@@ -38,6 +40,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="RUN",
         help="start a run folder the studio prepared (its settings apply)",
+    )
+    start.add_argument(
+        "--like",
+        default=None,
+        metavar="RUN",
+        help="start a new run with that run's settings; the settings given here change them",
     )
     return ap
 
@@ -58,9 +66,19 @@ def given_settings(argv: list[str] | None) -> dict:
     for action in ap._actions:  # no defaults: only what was typed reaches the namespace
         action.default = argparse.SUPPRESS
     given = vars(ap.parse_args(argv))
-    given.pop("resume", None)
-    given.pop("prepared", None)
+    for start in ("resume", "prepared", "like"):
+        given.pop(start, None)
     return given
+
+
+def like_config(path: str, given: dict) -> TrainConfig:
+    """--like RUN: a new run with RUN's settings and the ones `given` on the command line over them, made
+    in `--runs-dir` when given, else beside RUN's folder."""
+    saved = runs.Run(path).config()
+    if not isinstance(saved, dict):
+        raise StudioError(f"{Path(path).name}: not a run folder (no readable config.json).")
+    given = dict(given)
+    return settings.like(saved, given, runs_dir=given.pop("runs_dir", None) or str(Path(path).parent))
 
 
 def resume_conflicts(run: str, given: dict) -> list[str]:

@@ -295,3 +295,108 @@ def test_the_demo_splits_follow_the_training_size_alike_from_the_cli_the_api_and
     recorded = run.config()["data"]
     assert (recorded["synthetic_val"], recorded["synthetic_test"]) == (64, 64)  # the sizes it trained with
     assert '"val": {"size": 64' in run.log_path.read_text()
+
+
+@pytest.mark.parametrize(
+    "started",
+    [
+        {},
+        {"preset": "quick"},
+        {"preset": "paper", "epochs": 3},
+        {"method": "ce", "lr": 0.05, "seed": 7, "momentum": 0.8},
+        {"method": "ps-kd", "ps_alpha": 0.5, "rga": False, "gamma_min": 0.3},
+        {"method": "kd", "t_target": 2.0, "kd_warmup": 2, "weight_decay": 0.0},
+        {"dataset": "medmnist", "data_path": "/data/m.npz", "image_size": 28, "val_fraction": 0.2},
+        {"synthetic_train": 300, "synthetic_val": 50, "optimizer": "adam", "lr": 0.002, "name": "trial"},
+    ],
+    ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "defaults",
+)
+def test_a_run_like_another_repeats_every_setting_but_its_name(started):
+    """--like RUN and the API's "like": with no change, the run's config.json again (settings the Train form
+    has no field for included); the name is the new run's own."""
+    record = config.to_record(from_settings(started).resolved())
+    again = config.to_record(settings_io.like(record, {}).resolved())
+    assert {**again, "name": None} == {**record, "name": None}
+    assert again["name"] == from_settings({k: v for k, v in started.items() if k != "name"}).resolved().name
+    assert config.to_record(settings_io.like(record, {}, runs_dir="/elsewhere").resolved())["runs_dir"] == "/elsewhere"
+
+
+KD_SETTINGS = ("t_target", "t_nontarget", "kd_weight", "kd_scaling", "kd_warmup")
+
+
+@pytest.mark.parametrize(
+    ("changes", "changed", "data_changed"),
+    [
+        ({"t_target": 6.0}, {"t_target": 6.0}, {}),
+        ({"seed": 3}, {"seed": 3}, {"seed": 3}),  # the split follows the run's seed, as ever
+        ({"image_size": 48}, {}, {"image_size": 48}),
+        ({"data": {"synthetic_train": 400}}, {}, {"synthetic_train": 400}),  # its validation size stays the run's
+        ({"method": "ce"}, {"method": "ce", **dict.fromkeys(KD_SETTINGS)}, {}),  # TSS-KD's settings unrecorded
+        # a preset's recipe applies over the run's settings (its momentum too), and the changes given still win
+        ({"preset": "paper", "kd_warmup": 2}, {"preset": "paper", "kd_scaling": "paper", "kd_warmup": 2}, {}),
+    ],
+    ids=lambda v: ",".join(v) if isinstance(v, dict) else None,
+)
+def test_a_run_like_another_changes_only_what_is_given(changes, changed, data_changed):
+    record = config.to_record(from_settings({"momentum": 0.8, "synthetic_train": 300}).resolved())
+    again = config.to_record(settings_io.like(record, changes).resolved())
+    differs = {k: again[k] for k in again if k not in ("data", "name") and again[k] != record[k]}
+    if "preset" in changes:
+        assert differs.pop("momentum") == PRESETS["paper"]["momentum"] != record["momentum"]
+    assert differs == changed
+    assert {k: v for k, v in again["data"].items() if v != record["data"][k]} == data_changed
+
+
+@pytest.mark.parametrize(
+    ("record", "changes", "message"),
+    [
+        (None, {}, "the run's settings cannot be read"),
+        ({"methd": "ce"}, {}, "the run's settings cannot be read"),
+        ({}, {"runs_dir": "/tmp/x"}, "'runs_dir' is set by the studio"),
+        ({}, {"epocs": 3}, "unknown setting 'epocs'"),
+        ({}, {"epochs": "many"}, "setting 'epochs' must be int"),
+    ],
+)
+def test_a_run_like_a_broken_record_or_with_bad_changes_is_refused(record, changes, message):
+    with pytest.raises(StudioError, match=message):
+        settings_io.like(record, changes)
+
+
+def test_train_like_a_run_starts_a_new_run_with_its_settings_and_the_flags_given(tiny_run, tmp_path, capsys):
+    import json
+
+    from core import runs
+
+    out = tmp_path / "elsewhere"
+    assert main(["--like", str(tiny_run), "--epochs", "1", "--lr", "0.02", "--runs-dir", str(out)]) == 0
+    new = runs.Run(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run"])
+    old, again = runs.Run(tiny_run).config(), new.config()
+    assert new.path.parent == out and new.status()["status"] == "done" and new.path != tiny_run
+    assert (again["epochs"], again["lr"], again["runs_dir"]) == (1, 0.02, str(out))
+    assert {k: v for k, v in again.items() if k not in ("epochs", "lr", "runs_dir", "name")} == {
+        k: v for k, v in old.items() if k not in ("epochs", "lr", "runs_dir", "name")
+    }
+
+
+def test_train_like_no_run_or_with_resume_is_refused_and_makes_no_run(tiny_run, tmp_path, capsys):
+    assert main(["--like", str(tmp_path / "nothing"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "nothing: not a run folder" in capsys.readouterr().err
+    assert main(["--like", str(tiny_run), "--epochs", "0", "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "train for at least one epoch" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    with pytest.raises(SystemExit):
+        main(["--like", str(tiny_run), "--resume", str(tiny_run)])
+
+
+def test_train_like_a_run_makes_the_new_run_beside_it(tiny_run, capsys):
+    import json
+    import shutil
+
+    from core import runs
+
+    assert main(["--like", str(tiny_run), "--epochs", "1"]) == 0
+    new = runs.Run(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run"])
+    try:
+        assert new.path.parent == tiny_run.parent and new.status()["status"] == "done"
+    finally:
+        shutil.rmtree(new.path)  # the shared run's folder stays as the other tests expect it

@@ -19,7 +19,8 @@ from helpers import (
 )
 from PIL import Image
 
-from core import runs
+from core import config, runs
+from core import settings as settings_io
 from core.config import PRESETS, TrainConfig
 from core.errors import StudioError
 from core.synthetic import render
@@ -543,6 +544,61 @@ def test_start_training_refuses_bad_settings_and_makes_no_run(studio, settings, 
     before = set(p.name for p in ctx.runs_dir.iterdir())
     with pytest.raises(Exception, match=message):
         client.predict({**TINY, **settings}, api_name="/start_training")
+    assert set(p.name for p in ctx.runs_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("first", "changes"),
+    [
+        ({"momentum": 0.8, "gamma_min": 0.3}, {"t_target": 6.0}),  # settings the Train form has no field for
+        ({"preset": "quick"}, {"seed": 4}),
+        ({"method": "ce", "weight_decay": 0.0}, {"method": "tss-kd"}),
+        ({"dataset": "folder", "data_path": "like-scans"}, {"epochs": 2}),  # its data named inside the data folder
+    ],
+    ids=["form-has-no-field", "quick", "another-method", "folder-data"],
+)
+def test_start_training_like_a_run_takes_its_settings_and_changes_only_those_given(studio, first, changes):
+    """ "like": a run's id: an API user starts that run again with one change, without copying its settings
+    (its config.json, with the studio's runs folder and absolute data path, cannot be sent back as it is)."""
+    client, ctx, tmp = studio
+    image_folder(tmp / "data" / "like-scans", 20)
+    one = client.predict({**TINY, **first}, api_name="/start_training")
+    ctx.jobs.stop(one)
+    two = client.predict({"like": one, **changes}, api_name="/start_training")
+    ctx.jobs.stop(two)
+    old = json.loads((ctx.jobs.find(one) / "config.json").read_text())
+    new = json.loads((ctx.jobs.find(two) / "config.json").read_text())
+    expected = config.to_record(settings_io.from_settings({**TINY, **first, **changes}).resolved())
+    for key in ("name", "runs_dir"):
+        expected.pop(key), old.pop(key), new.pop(key)
+    expected["data"]["data_path"] = old["data"]["data_path"]  # as the studio resolved it in its data folder
+    assert new == expected and two != one
+    assert {k for k in new if new[k] != old[k]} >= {k for k in changes if k not in ("seed",)}
+
+
+@pytest.mark.parametrize(
+    ("like", "extra", "message"),
+    [
+        ("no-such-run", {}, "no-such-run"),
+        ("../studio", {}, "no run"),
+        (5, {}, '"like" takes the id of a run'),
+        ("", {}, '"like" takes the id of a run'),
+        ("{run}", {"epochs": "many"}, "setting 'epochs' must be int"),
+        ("{run}", {"runs_dir": "/tmp/elsewhere"}, "'runs_dir' is set by the studio"),
+        ("{outside}", {}, 'data_path is outside this studio\'s data folder; give "data_path" as well'),
+    ],
+)
+def test_start_training_like_no_run_or_with_bad_changes_is_refused_and_makes_no_run(studio, like, extra, message):
+    client, ctx, tmp = studio
+    run = runs.Run.create(ctx.runs_dir, "like-source", config.to_record(settings_io.from_settings(TINY).resolved()))
+    run.set_status("stopped")
+    outside = config.to_record(settings_io.from_settings({**TINY, "dataset": "medmnist", "data_path": "/m.npz"}))
+    outside_run = runs.Run.create(ctx.runs_dir, "like-outside", outside)
+    outside_run.set_status("stopped")
+    like = like.format(run=run.name, outside=outside_run.name) if isinstance(like, str) else like
+    before = set(p.name for p in ctx.runs_dir.iterdir())
+    with pytest.raises(Exception, match=message):
+        client.predict({"like": like, **extra}, api_name="/start_training")
     assert set(p.name for p in ctx.runs_dir.iterdir()) == before
 
 

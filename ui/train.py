@@ -28,11 +28,46 @@ RECIPE_FIELDS += ("batch_size", "lr", "optimizer")
 
 def start_run(ctx: Studio, settings: dict, processes: int = 1) -> str:
     """Queue a run from a settings object (TrainConfig fields by name, see core.settings.from_settings), with
-    paths confined to the data folder and runs written where the studio keeps them. Returns the run id."""
-    cfg = confined(ctx, config_io.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir))))
+    paths confined to the data folder and runs written where the studio keeps them; with `"like": RUN_ID`,
+    that run's settings with the ones given over them (`core.settings.like`). Returns the run id."""
+    if isinstance(settings, dict) and "like" in settings:
+        settings = dict(settings)
+        cfg = config_io.like(like_record(ctx, settings.pop("like")), settings, runs_dir=str(ctx.runs_dir))
+    else:
+        cfg = config_io.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir)))
+    cfg = confined(ctx, cfg)
     if not isinstance(processes, int) or isinstance(processes, bool):
         raise StudioError("processes must be a whole number.")
     return ctx.jobs.submit(cfg, processes=processes).name
+
+
+def inside_data_root(ctx: Studio, path: str) -> str | None:
+    """A path a run recorded (absolute, resolved) as the data folder's relative name for it, a folder's
+    with its "/"; None when it lies outside the data folder."""
+    try:
+        inside = Path(path).resolve().relative_to(ctx.data_root.resolve())
+    except ValueError:
+        return None
+    return str(inside) + ("/" if Path(path).is_dir() else "")
+
+
+def like_record(ctx: Studio, run_id) -> dict:
+    """The settings of run `run_id` of the runs folder, for a run like it, its paths (the data, pretrained
+    weights) as the data folder names them; a path outside the data folder is refused by name, since a
+    caller could not give it either."""
+    if not isinstance(run_id, str) or not run_id:
+        raise StudioError('"like" takes the id of a run in the runs folder.')
+    record = runs.Run(ctx.jobs.find(run_id)).config()
+    if not isinstance(record, dict):
+        raise StudioError(f"{run_id} has no settings to take (its config.json cannot be read).")
+    record = dict(record, data=dict(record.get("data") or {}))
+    for where, key in ((record["data"], "data_path"), (record, "pretrained")):
+        if where.get(key):
+            inside = inside_data_root(ctx, where[key])
+            if inside is None:
+                raise StudioError(f"{run_id}'s {key} is outside this studio's data folder; give \"{key}\" as well.")
+            where[key] = inside
+    return record
 
 
 def confined(ctx: Studio, cfg: TrainConfig) -> TrainConfig:
@@ -49,7 +84,8 @@ def make_api(ctx: Studio):
     def start_training(settings: dict, processes: int = 1, request: gr.Request = None) -> str:
         """Queue a training run from one JSON object of settings by name (any subset of TrainConfig's fields;
         the data's fields flat or under "data"; the rest default, "preset": "paper" applies the published
-        recipe). `processes` > 1 trains on that many GPUs with torchrun. Returns the run id."""
+        recipe; "like": a run's id takes that run's settings, the ones given changing them). `processes` > 1
+        trains on that many GPUs with torchrun. Returns the run id."""
         ctx.require_user(request)
         return start_run(ctx, settings, processes)
 
@@ -126,10 +162,8 @@ def form_from_run(ctx: Studio, run_id: str, devices: list) -> tuple[dict, list[s
     missed = []
     values["data_path"] = None
     if data.get("data_path"):
-        try:
-            inside = Path(data["data_path"]).resolve().relative_to(ctx.data_root.resolve())
-            values["data_path"] = str(inside) + ("/" if Path(data["data_path"]).is_dir() else "")
-        except ValueError:
+        values["data_path"] = inside_data_root(ctx, data["data_path"])
+        if values["data_path"] is None:
             missed.append(f"its data ({data['data_path']}), outside this studio's data folder")
     offered = [value for _, value in devices]  # the first is where "auto" trains: a GPU if there is one
     wanted = {"auto": offered[0], "cuda": "cuda:0"}.get(values["device"], values["device"])
