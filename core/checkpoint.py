@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from core.engine import State
+from core.model import write_safetensors
 
 
 def save_last(path: Path, state: State) -> None:
@@ -38,9 +38,7 @@ def save_last(path: Path, state: State) -> None:
             for group in opt["param_groups"]
         ],
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, tmp, metadata={"resume": json.dumps(meta)})
-    tmp.replace(path)
+    write_safetensors(path, tensors, metadata={"resume": json.dumps(meta)})
 
 
 def load_last(path: Path, state: State) -> None:

@@ -39,8 +39,7 @@ class JobManager:
     def __init__(self, runs_dir: str | Path, *, per_device: int = 1, grace_s: float = 15.0, poll_s: float = 0.5):
         if per_device < 1:
             raise StudioError(f"runs per device must be at least 1, not {per_device}.")
-        self.runs_dir = Path(runs_dir)
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.runs_dir = runs.make_runs_dir(runs_dir)
         self.per_device = per_device
         self.grace_s = grace_s
         self._lock = threading.RLock()

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torchvision
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
@@ -167,6 +167,14 @@ def atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` as a safetensors file, atomically, with the mode every other file the studio writes
+    gets from the umask: safetensors' own writer makes its files 0600, so a run held JSON readable by the
+    group beside weights that were not."""
+    data = save(tensors, metadata=metadata)
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
 def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, extra: dict | None = None, half: bool = False) -> None:
     """Write `path` (.safetensors) and its JSON twin (`model.safetensors` -> `model.json`), atomically.
 
@@ -175,7 +183,7 @@ def save_model(model: nn.Module, spec: ModelSpec, path: Path, *, extra: dict | N
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp))
+    write_safetensors(path, state)
     meta = {"format": FORMAT, **asdict(spec), "num_classes": spec.num_classes, "in_channels": 3, **(extra or {})}
     meta["normalisation"] = {"mean": list(spec.mean), "std": list(spec.std)}
     text = json.dumps(meta, indent=2)

@@ -44,13 +44,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from core import cli
 from core.cli import model_command
 from core.errors import StudioError
 from core.evaluate import predict_logits
-from core.model import Classifier, atomic_write, early_layer, mid_layer, refittable_model_path, resolve_model_path
+from core.model import (
+    Classifier,
+    early_layer,
+    mid_layer,
+    refittable_model_path,
+    resolve_model_path,
+    write_safetensors,
+)
 
 METHOD = "mahalanobis (Lee et al. 2018), shared covariance, penultimate + mid-depth + early features + input statistics"
 LAYERS = ("penultimate", "mid", "early", "input")
@@ -292,7 +299,7 @@ def record(
 def save(det: Detector, model_path: str | Path, rec: dict) -> dict:
     """Write the tensors beside the model; returns `rec` naming the file (the caller stores it in model.json)."""
     path = detector_path(model_path)
-    atomic_write(path, lambda tmp: save_file(det.tensors(), tmp))
+    write_safetensors(path, det.tensors())
     return {**rec, "file": path.name}
 
 

@@ -37,13 +37,23 @@ def safe_name(name: str) -> str:
     return cleaned[:64] or "run"
 
 
+def make_runs_dir(runs_dir: str | Path) -> Path:
+    """The runs folder, made readable by this user alone (0700) when it does not exist yet: a run holds a
+    model trained on patients' scans. A folder that exists keeps the mode its owner gave it; the files in it
+    follow the umask, as every file the studio writes does."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, exist_ok=True)
+    return root
+
+
 def create_run_dir(runs_dir: str | Path, name: str) -> Path:
     """Make a new, empty run directory; never reuse one that exists."""
-    root = Path(runs_dir)
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root = make_runs_dir(runs_dir)
     except OSError as e:
-        raise StudioError(f"cannot create the runs folder {root} ({e.strerror}).") from None
+        raise StudioError(f"cannot create the runs folder {runs_dir} ({e.strerror}).") from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{safe_name(name)}-{stamp}"
     for n in range(1, 1000):

@@ -336,3 +336,41 @@ def test_python_m_core_runs_refuses_a_runs_folder_that_is_not_one(tmp_path, caps
     out = capsys.readouterr()
     assert out.err.strip() == f"error: {where}: no such runs folder." and out.out == ""
     assert where.exists() == (kind == "a file")  # nothing made
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_every_file_of_a_run_has_the_mode_the_umask_gives(tmp_path, umask):
+    """The weights, the checkpoint and the out-of-distribution check as the JSON beside them: safetensors'
+    own writer made its files 0600 whatever the umask, so a run was half readable by the group."""
+    import os
+
+    from conftest import tiny_config
+
+    from core.train import run_training
+
+    old = os.umask(umask)
+    try:
+        run = run_training(tiny_config(tmp_path, runs_dir=str(tmp_path / "runs")))
+    finally:
+        os.umask(old)
+    files = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if p.is_file()}
+    assert {"model.safetensors", "model.ood.safetensors", "last.safetensors", "config.json"} <= files.keys(), files
+    assert set(files.values()) == {0o666 & ~umask}, {k: oct(v) for k, v in files.items()}
+
+
+def test_the_runs_folder_is_made_readable_by_its_user_alone_and_one_that_exists_keeps_its_mode(tmp_path):
+    from core.jobs import JobManager
+
+    made = tmp_path / "deep" / "runs"
+    runs.create_run_dir(made, "a")
+    assert made.stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)  # a lab's group folder: its owner's choice stands
+    runs.create_run_dir(shared, "a")
+    assert shared.stat().st_mode & 0o777 == 0o775
+    jobs = JobManager(tmp_path / "studio-runs")
+    try:
+        assert (tmp_path / "studio-runs").stat().st_mode & 0o777 == 0o700
+    finally:
+        jobs.close()
