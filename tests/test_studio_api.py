@@ -588,6 +588,21 @@ def test_start_training_like_a_run_takes_its_settings_and_changes_only_those_giv
         ("{outside}", {}, 'data_path is outside this studio\'s data folder; give "data_path" as well'),
     ],
 )
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "under data"])
+def test_start_training_like_a_run_whose_data_lies_outside_takes_the_data_path_given(studio, nested):
+    client, ctx, tmp = studio
+    image_folder(tmp / "data" / "like-scans", 20)
+    outside = config.to_record(settings_io.from_settings({**TINY, "dataset": "folder", "data_path": "/scans"}))
+    source = runs.Run.create(ctx.runs_dir, "like-outside", outside)
+    source.set_status("stopped")
+    path = {"data": {"data_path": "like-scans"}} if nested else {"data_path": "like-scans"}
+    run_id = client.predict({"like": source.name, **path}, api_name="/start_training")
+    ctx.jobs.stop(run_id)
+    new = json.loads((ctx.jobs.find(run_id) / "config.json").read_text())
+    assert new["data"]["data_path"] == str((tmp / "data" / "like-scans").resolve())
+    assert (new["data"]["dataset"], new["epochs"]) == ("folder", 1)
+
+
 def test_start_training_like_no_run_or_with_bad_changes_is_refused_and_makes_no_run(studio, like, extra, message):
     client, ctx, tmp = studio
     run = runs.Run.create(ctx.runs_dir, "like-source", config.to_record(settings_io.from_settings(TINY).resolved()))

@@ -32,7 +32,8 @@ def start_run(ctx: Studio, settings: dict, processes: int = 1) -> str:
     that run's settings with the ones given over them (`core.settings.like`). Returns the run id."""
     if isinstance(settings, dict) and "like" in settings:
         settings = dict(settings)
-        cfg = config_io.like(like_record(ctx, settings.pop("like")), settings, runs_dir=str(ctx.runs_dir))
+        record = like_record(ctx, settings.pop("like"), settings)
+        cfg = config_io.like(record, settings, runs_dir=str(ctx.runs_dir))
     else:
         cfg = config_io.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir)))
     cfg = confined(ctx, cfg)
@@ -51,18 +52,21 @@ def inside_data_root(ctx: Studio, path: str) -> str | None:
     return str(inside) + ("/" if Path(path).is_dir() else "")
 
 
-def like_record(ctx: Studio, run_id) -> dict:
+def like_record(ctx: Studio, run_id, changes: dict) -> dict:
     """The settings of run `run_id` of the runs folder, for a run like it, its paths (the data, pretrained
     weights) as the data folder names them; a path outside the data folder is refused by name, since a
-    caller could not give it either."""
+    caller could not give it either, unless `changes` (the settings given with "like") give another."""
     if not isinstance(run_id, str) or not run_id:
         raise StudioError('"like" takes the id of a run in the runs folder.')
     record = runs.Run(ctx.jobs.find(run_id)).config()
     if not isinstance(record, dict):
         raise StudioError(f"{run_id} has no settings to take (its config.json cannot be read).")
     record = dict(record, data=dict(record.get("data") or {}))
+    nested = changes.get("data") if isinstance(changes.get("data"), dict) else {}
     for where, key in ((record["data"], "data_path"), (record, "pretrained")):
-        if where.get(key):
+        if key in changes or key in nested:
+            where[key] = None  # the caller's path stands, confined as any other
+        elif where.get(key):
             inside = inside_data_root(ctx, where[key])
             if inside is None:
                 raise StudioError(f"{run_id}'s {key} is outside this studio's data folder; give \"{key}\" as well.")
