@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -172,6 +173,20 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+STOPPED = "* TSS-KD Studio stopped. Runs still training go on; started again, the studio follows them."
+
+
+def serve_until_stopped(app) -> None:
+    """Block until Ctrl-C or SIGTERM (`stop_on_sigterm`), then close the server and say so in the studio's
+    words: gradio's own `block_thread` printed "Keyboard interruption in main thread" after a plain `kill`."""
+    try:
+        while app.is_running:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        app.close(verbose=False)
+        print(STOPPED, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python app.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
@@ -230,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
     app.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(args))
     print(ready_message(args.host, args.port), flush=True)  # (a --share link gradio prints itself)
-    app.block_thread()
+    serve_until_stopped(app)
     return 0
 
 

@@ -82,6 +82,8 @@ def test_a_stopped_studio_leaves_no_scan_or_image_behind(tmp_path, sig):
     # its address and who can open it, once up; not gradio's advice to publish it with share=True
     assert f"* TSS-KD Studio: {url.rstrip('/')} (this machine only). Ctrl-C stops it." in out, out
     assert "share=True" not in out + err and "public link" not in out + err
+    # and its end in its own words: gradio's said "Keyboard interruption in main thread" after a plain kill
+    assert "* TSS-KD Studio stopped." in out and "Keyboard interruption" not in out + err, out
     left = [str(f.relative_to(temp)) for f in temp.rglob("*") if f.is_file()]
     assert left == [], f"the uploaded scan or images drawn from it stayed behind: {left}"
 
