@@ -576,18 +576,6 @@ def test_start_training_like_a_run_takes_its_settings_and_changes_only_those_giv
     assert {k for k in new if new[k] != old[k]} >= {k for k in changes if k not in ("seed",)}
 
 
-@pytest.mark.parametrize(
-    ("like", "extra", "message"),
-    [
-        ("no-such-run", {}, "no-such-run"),
-        ("../studio", {}, "no run"),
-        (5, {}, '"like" takes the id of a run'),
-        ("", {}, '"like" takes the id of a run'),
-        ("{run}", {"epochs": "many"}, "setting 'epochs' must be int"),
-        ("{run}", {"runs_dir": "/tmp/elsewhere"}, "'runs_dir' is set by the studio"),
-        ("{outside}", {}, 'data_path is outside this studio\'s data folder; give "data_path" as well'),
-    ],
-)
 @pytest.mark.parametrize("nested", [False, True], ids=["flat", "under data"])
 def test_start_training_like_a_run_whose_data_lies_outside_takes_the_data_path_given(studio, nested):
     client, ctx, tmp = studio
@@ -603,6 +591,18 @@ def test_start_training_like_a_run_whose_data_lies_outside_takes_the_data_path_g
     assert (new["data"]["dataset"], new["epochs"]) == ("folder", 1)
 
 
+@pytest.mark.parametrize(
+    ("like", "extra", "message"),
+    [
+        ("no-such-run", {}, "no-such-run"),
+        ("../studio", {}, "no run"),
+        (5, {}, '"like" takes the id of a run'),
+        ("", {}, '"like" takes the id of a run'),
+        ("{run}", {"epochs": "many"}, "setting 'epochs' must be int"),
+        ("{run}", {"runs_dir": "/tmp/elsewhere"}, "'runs_dir' is set by the studio"),
+        ("{outside}", {}, 'data_path is outside this studio\'s data folder; give "data_path" as well'),
+    ],
+)
 def test_start_training_like_no_run_or_with_bad_changes_is_refused_and_makes_no_run(studio, like, extra, message):
     client, ctx, tmp = studio
     run = runs.Run.create(ctx.runs_dir, "like-source", config.to_record(settings_io.from_settings(TINY).resolved()))
