@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(threads)
     if cpu_native_bf16() is not None:  # bf16 natively: is it faster than float32 on this CPU?
         run("float32 (--amp off)", amp_choice="off")
-    if cpu_native_bf16() is None:  # emulated: a few steps say enough
+    else:  # bf16 emulated: a few steps say enough
         common.update(steps=max(2, args.steps // 3), warmup=1)
     run("bf16 autocast forced", amp_choice="bf16")
     reference = measure_reference(

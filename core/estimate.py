@@ -152,7 +152,7 @@ def _measure(arch: str, size: int, method: str, rga: bool, amp: str, most: int, 
 
     cfg = TrainConfig(data=DataConfig(image_size=size), arch=arch, method=method, rga=rga, amp=amp, device=device)
     cfg, dev = cfg.resolved(), torch.device(device)
-    dtype, _ = precision(dev, cfg.amp)  # as the run will train: bf16 autocast on CPUs with AMX, else float32
+    dtype, _ = precision(dev, cfg.amp)  # as the run will train (bf16 autocast only where it pays)
     with torch.random.fork_rng(devices=[]):
         images, labels, _ = render(most, size=size)
         train = Split(images, labels, None)

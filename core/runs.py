@@ -266,6 +266,13 @@ class Run:
         cfg = read_json(self.path / CONFIG)
         return cfg if isinstance(cfg, dict) else None
 
+    def required_config(self) -> dict:
+        """config.json as a dict, or a `StudioError` saying the folder is no run (--resume and --like name one)."""
+        cfg = self.config()
+        if cfg is None:
+            raise StudioError(f"{self.name}: not a run folder (no readable config.json).")
+        return cfg
+
     def status(self) -> dict:
         """status.json as a dict; {} before it is written or when unreadable."""
         status = read_json(self.path / STATUS, {})

@@ -43,10 +43,7 @@ log = logging.getLogger("core.train")
 
 def _resume_config(path: str, device: str | None) -> tuple[TrainConfig, Path]:
     run = Path(path)
-    saved = runs.Run(run).config()
-    if saved is None:
-        raise StudioError(f"{run.name}: not a run folder (no readable config.json).")
-    cfg = TrainConfig.from_dict(saved)
+    cfg = TrainConfig.from_dict(runs.Run(run).required_config())
     return (replace(cfg, device=device) if device else cfg), run
 
 

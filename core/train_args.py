@@ -74,9 +74,7 @@ def given_settings(argv: list[str] | None) -> dict:
 def like_config(path: str, given: dict) -> TrainConfig:
     """--like RUN: a new run with RUN's settings and the ones `given` on the command line over them, made
     in `--runs-dir` when given, else beside RUN's folder."""
-    saved = runs.Run(path).config()
-    if not isinstance(saved, dict):
-        raise StudioError(f"{Path(path).name}: not a run folder (no readable config.json).")
+    saved = runs.Run(path).required_config()
     given = dict(given)
     return settings.like(saved, given, runs_dir=given.pop("runs_dir", None) or str(Path(path).parent))
 

@@ -52,15 +52,21 @@ def inside_data_root(ctx: Studio, path: str) -> str | None:
     return str(inside) + ("/" if Path(path).is_dir() else "")
 
 
+def run_record(ctx: Studio, run_id: str) -> dict:
+    """The config.json of run `run_id` of the runs folder, whose settings "like" and "Use its settings" take."""
+    record = runs.Run(ctx.jobs.find(run_id)).config()
+    if record is None:
+        raise StudioError(f"{run_id} has no settings to take (its config.json cannot be read).")
+    return record
+
+
 def like_record(ctx: Studio, run_id, changes: dict) -> dict:
     """The settings of run `run_id` of the runs folder, for a run like it, its paths (the data, pretrained
     weights) as the data folder names them; a path outside the data folder is refused by name, since a
     caller could not give it either, unless `changes` (the settings given with "like") give another."""
     if not isinstance(run_id, str) or not run_id:
         raise StudioError('"like" takes the id of a run in the runs folder.')
-    record = runs.Run(ctx.jobs.find(run_id)).config()
-    if not isinstance(record, dict):
-        raise StudioError(f"{run_id} has no settings to take (its config.json cannot be read).")
+    record = run_record(ctx, run_id)
     record = dict(record, data=dict(record.get("data") or {}))
     nested = changes.get("data") if isinstance(changes.get("data"), dict) else {}
     for where, key in ((record["data"], "data_path"), (record, "pretrained")):
@@ -153,9 +159,7 @@ def form_from_run(ctx: Studio, run_id: str, devices: list) -> tuple[dict, list[s
     Device field's choices."""
     if not run_id:
         raise StudioError("choose a run whose settings to take.")
-    record = runs.Run(ctx.jobs.find(run_id)).config()
-    if not isinstance(record, dict):
-        raise StudioError(f"{run_id} has no settings to take (its config.json cannot be read).")
+    record = run_record(ctx, run_id)
     data = record.get("data") or {}
     values = {k: record.get(k) for k in SAME_NAME}
     values |= dict(image_size=data.get("image_size"), demo_images=data.get("synthetic_train"), processes=1, name="")
