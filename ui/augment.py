@@ -11,6 +11,7 @@ from core.imageio import Scan, read_scan
 from core.preview import rga_explicit, rga_samples, training_views
 from core.synthetic import render
 from ui.context import ASSETS, EXAMPLES, Studio, uploaded, user_error
+from ui.kept import keep_on_reload
 
 
 def _scan(upload, example: str | None, demo_index: int) -> Scan:
@@ -104,6 +105,7 @@ def build(ctx: Studio) -> None:
             right,
             view_size,
         ]
+        keep_on_reload(ctx.kept, "augment", form[1:])  # the settings, not the upload, kept across a reload
         preview = make_preview(ctx)
         run.click(preview, form, [samples, views], api_name="augment_preview")
         # Live: drawn on page load and again whenever a setting changes (the newest change wins), so the tab

@@ -19,6 +19,7 @@ from core.jobs import JobManager
 from core.model import DEMO, DEMO_MODEL, model_file, model_files, resolve_model_path
 from core.trust import UNLEARNED, unfinished_run
 from ui.files import ImageFiles
+from ui.kept import KeptForms
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = sorted((ASSETS / "examples").glob("*.png"))  # demo scans from the demo model's test split
@@ -82,6 +83,7 @@ class Studio:
     models_dir: Path | None = None  # model files Diagnose offers beside the runs (app.py --models-dir)
     models: ModelCache = field(default_factory=ModelCache)
     images: ImageFiles = field(default_factory=ImageFiles)  # what handlers return, encoded once each
+    kept: KeptForms = field(default_factory=KeptForms)  # each tab's settings, given back after a reload
 
     def require_user(self, request: gr.Request | None) -> None:
         """Checked inside the handlers that change runs, not only at the login page."""

@@ -13,6 +13,7 @@ from core.infer import redraw, scan_hw
 from core.trust import OOD_MESSAGE, untrusted
 from ui import tables
 from ui.context import DEMO, EXAMPLES, Studio, address_js, follow_models, from_address, uploaded, user_error
+from ui.kept import keep_on_reload
 
 PREDICTED = "predicted class"
 # The All scans table's columns and the pixels each needs in the tab's width (ui.tables.widths makes them shares)
@@ -438,6 +439,7 @@ def build(ctx: Studio) -> None:
             return choice, *describe(choice)
 
         follow_models(ctx, [model])
+        keep_on_reload(ctx.kept, "diagnose", [method, opacity])  # the scans are never kept
         model.change(describe, model, [target, card], api_name=False, show_progress="hidden")
         model.change(None, model, None, js=address_js("model"), api_name=False)  # a reload comes back to it
         gr.on(None, on_load, None, [model, target, card], api_name=False, show_progress="hidden")

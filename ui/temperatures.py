@@ -17,6 +17,7 @@ from core.temperature import temperature_view
 from ui import tables
 from ui.context import DEMO, Studio, address_js, follow_models, from_address, poll, repick, uploaded, user_error
 from ui.form import whole
+from ui.kept import keep_on_reload
 from ui.train import duration, estimate_for, run_device, warmup_note
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
@@ -348,6 +349,8 @@ def build(ctx: Studio, device_choices) -> None:
         progress = gr.Markdown(elem_id="sweep-progress")
         sweep_form = [sweep_t, sweep_n, sweep_epochs, sweep_device, sweep_size]
         sweep_form += [sweep_scaling, sweep_warmup, sweep_images, sweep_batch]
+        keep_on_reload(ctx.kept, "temperatures", inputs)  # a reload of the page keeps both forms
+        keep_on_reload(ctx.kept, "sweep", sweep_form)
         start.click(make_sweep(ctx), sweep_form, tag, api_name=False)
         stop.click(make_stop_sweep(ctx), tag, None, api_name=False)
         # triggers=None: on page load and whenever a field of the sweep's form changes

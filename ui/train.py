@@ -17,6 +17,7 @@ from core.errors import StudioError
 from core.paths import confine
 from ui.context import Studio, address_js, from_address, poll, repick, user_error
 from ui.form import given, setting_input, whole
+from ui.kept import keep_on_reload
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
 STABLE = "studio default (stable)"
@@ -471,7 +472,7 @@ def build(ctx: Studio, device_choices) -> None:
                     1, precision=0, minimum=1, label="GPUs", info="more than one trains with torchrun on GPUs 0..N-1"
                 )
                 seed = setting_input("seed", "Seed")
-                name = setting_input("name", "Run name (optional)")
+                name = setting_input("name", "Run name (optional)", elem_id="train-name")
                 start = gr.Button("Start", variant="primary", elem_id="train-start")
                 estimate_md = gr.Markdown(elem_id="train-estimate")
                 quick = gr.Button("Use the quick preset", visible=False, size="sm", elem_id="train-quick")
@@ -504,6 +505,7 @@ def build(ctx: Studio, device_choices) -> None:
         # the preset the form's values came from when the quick button set them, recorded in the run as the
         # CLI's --preset quick is; the recipe switch sets its own
         form |= dict(started_from=gr.State(None))
+        keep_on_reload(ctx.kept, "train", list(form.values()))  # a reload of the page keeps what was typed
         start.click(make_start(ctx, form), set(form.values()), run_id, api_name=False)
         gr.api(make_api(ctx), api_name="start_training")
         recipe.input(

@@ -1,0 +1,60 @@
+"""A tab's settings kept across a reload of the page: the studio holds each form's last values in its own
+memory, by logged-in user (or for the one user of a studio without login), and gives them back when the page
+loads again. Nothing is written to disk or to the browser (docs/safety.md), uploads are never kept, and a
+restart of the studio forgets them."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import gradio as gr
+
+
+class KeptForms:
+    """The last values of each form by (user, form name), in memory only."""
+
+    def __init__(self):
+        self._values: dict[tuple, list] = {}
+        self._lock = threading.Lock()
+
+    def save(self, user: str | None, form: str, values: list) -> None:
+        with self._lock:
+            self._values[(user, form)] = copy.deepcopy(list(values))
+
+    def get(self, user: str | None, form: str) -> list | None:
+        with self._lock:
+            values = self._values.get((user, form))
+        return None if values is None else copy.deepcopy(values)
+
+
+def user_of(request: gr.Request | None) -> str | None:
+    """Whose form it is: the logged-in user's, None in a studio without login."""
+    return getattr(request, "username", None) or None
+
+
+def keep_on_reload(kept: KeptForms, form: str, components: list) -> None:
+    """Keep the values of `components` (a form's settings; never an upload) whenever one changes, by the
+    page's user, and put them back when the page is loaded again, so that a reload loses nothing typed."""
+    components = list(components)
+
+    def save(*values, request: gr.Request = None):
+        kept.save(user_of(request), form, list(values))
+
+    def restore(request: gr.Request = None):
+        values = kept.get(user_of(request), form)
+        if values is None or len(values) != len(components):
+            return [gr.skip() for _ in components] if len(components) > 1 else gr.skip()
+        return values if len(components) > 1 else values[0]
+
+    # the last change of a burst is the one kept (typing fires a change per key)
+    gr.on(
+        [c.change for c in components],
+        save,
+        components,
+        None,
+        api_name=False,
+        show_progress="hidden",
+        trigger_mode="always_last",
+    )
+    gr.on(None, restore, None, components, api_name=False, show_progress="hidden")
