@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -809,8 +810,6 @@ def test_choosing_ce_hides_the_settings_it_does_not_use(page):
 
 def wait_kept(ctx, form: str, value, timeout: float = 15.0) -> None:
     """Until the studio holds `value` among form `form`'s kept values (the save runs as its own event)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while value not in (ctx.kept.get(None, form) or []):
         assert time.monotonic() < deadline, (form, value, ctx.kept.get(None, form))
@@ -859,3 +858,43 @@ def test_a_reload_keeps_every_tabs_settings_and_nothing_of_them_is_stored_in_the
     name.fill("")
     name.press("Enter")
     wait_kept(ctx, "train", 100)
+
+
+def test_with_login_each_user_gets_back_only_their_own_settings(page, tmp_path):
+    """Two users of a studio with login: what one typed comes back to them after a reload, never to the other
+    (a handler that took its values as *args got no user, and kept every user's form as one)."""
+    from studio_server import start
+
+    url, app, ctx = start(tmp_path, auth=[("ana", "pw of ana"), ("ben", "pw of ben")])
+    contexts = []
+    try:
+
+        def logged_in(user: str):
+            contexts.append(page.context.browser.new_context(viewport={"width": 1400, "height": 1000}))
+            pg = contexts[-1].new_page()
+            pg.goto(url)
+            pg.locator("input").first.fill(user)
+            pg.locator("input[type=password]").fill(f"pw of {user}")
+            pg.locator("button").filter(has_text="Login").click()
+            pg.get_by_role("tab", name="Train").click(timeout=60_000)
+            return pg
+
+        ana = logged_in("ana")
+        ana.locator("#train-epochs input").fill("9")
+        ana.locator("#train-epochs input").press("Enter")
+        deadline = time.monotonic() + 15
+        while 9 not in (ctx.kept.get("ana", "train") or []):
+            assert time.monotonic() < deadline, ctx.kept.get("ana", "train")
+            time.sleep(0.1)
+        assert ctx.kept.get(None, "train") is None  # kept as ana's, not the studio's
+        ana.reload()
+        ana.get_by_role("tab", name="Train").click(timeout=60_000)
+        expect(ana.locator("#train-epochs input")).to_have_value("9", timeout=15_000)
+        ben = logged_in("ben")
+        ben.get_by_text("Estimated time").first.wait_for(timeout=30_000)  # loaded, its own form restored
+        expect(ben.locator("#train-epochs input")).to_have_value("100")
+    finally:
+        for c in contexts:
+            c.close()
+        app.close()
+        ctx.jobs.close()

@@ -38,8 +38,10 @@ def keep_on_reload(kept: KeptForms, form: str, components: list) -> None:
     page's user, and put them back when the page is loaded again, so that a reload loses nothing typed."""
     components = list(components)
 
-    def save(*values, request: gr.Request = None):
-        kept.save(user_of(request), form, list(values))
+    # one dict of the values: a handler taking *values gets no gr.Request (gradio injects it only among the
+    # positional parameters before a *args), and every user's form was kept as the studio's one user's
+    def save(values: dict, request: gr.Request = None):
+        kept.save(user_of(request), form, [values[c] for c in components])
 
     def restore(request: gr.Request = None):
         values = kept.get(user_of(request), form)
@@ -51,7 +53,7 @@ def keep_on_reload(kept: KeptForms, form: str, components: list) -> None:
     gr.on(
         [c.change for c in components],
         save,
-        components,
+        set(components),
         None,
         api_name=False,
         show_progress="hidden",
