@@ -206,7 +206,7 @@ def test_a_run_whose_data_vanished_fails_with_the_reason(manager, tmp_path):
     wait_for(lambda: status_of(run) == "failed")
     assert "no scans found" in runs.read_json(run / "status.json")["error"]
     from ui.context import Studio
-    from ui.train import monitor
+    from ui.watch import monitor
 
     text, warnings, *_ = monitor(Studio(data_root=tmp_path, runs_dir=tmp_path, jobs=manager), run.name)
     assert "failed" in text and "**Error:**" in text and "no scans found" in text  # what the Train tab shows

@@ -126,7 +126,7 @@ def test_a_report_shows_no_scan_when_its_data_says_text_is_burned_into_pixels(tm
     from core import runs
     from core.jobs import JobManager
     from ui.context import Studio
-    from ui.train import monitor
+    from ui.watch import monitor
 
     assert runs.Run(run).status().get("burned_in", 0) == burned
     log = runs.Run(run).log_path.read_text()

@@ -188,7 +188,7 @@ def test_a_finished_runs_kept_model_is_the_epoch_best_row_names(tiny_run):
 def test_a_live_run_reports_its_best_epoch_so_far_and_the_train_tab_says_so(tmp_path):
     from core.jobs import JobManager
     from ui.context import Studio
-    from ui.train import monitor
+    from ui.watch import monitor
 
     run = runs.Run.create(tmp_path, "live", {"method": "tss-kd", "epochs": 5})
     import os

@@ -818,7 +818,7 @@ def test_the_estimate_is_made_again_when_the_watched_run_ends(tmp_path, status, 
 
 @pytest.mark.parametrize(("seconds", "text"), [(40.4, "40 s"), (59.6, "1 min"), (725, "12 min"), (7260, "2 h 1 min")])
 def test_time_left_reads_as_people_say_it(seconds, text):
-    from ui.train import duration
+    from ui.watch import duration
 
     assert duration(seconds) == text
 
@@ -1119,7 +1119,7 @@ def test_a_poll_never_puts_back_the_pick_it_read_when_a_start_has_set_another_si
     from ui.context import Studio, models_update
     from ui.runs import follow
     from ui.temperatures import sweep_choices
-    from ui.train import follow_runs
+    from ui.watch import follow_runs
 
     root = tmp_path / "runs"
     jobs = JobManager(root, poll_s=0.2)

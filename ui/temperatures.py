@@ -18,7 +18,8 @@ from ui import tables
 from ui.context import DEMO, Studio, address_js, follow_models, from_address, poll, repick, uploaded, user_error
 from ui.form import whole
 from ui.kept import keep_on_reload
-from ui.train import duration, estimate_for, run_device, warmup_note
+from ui.train import estimate_for, run_device, warmup_note
+from ui.watch import duration
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
 SWEEP_WARMUP = QUICK["kd_warmup"]  # a sweep's runs are short, as the quick preset's
