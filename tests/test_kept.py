@@ -46,3 +46,11 @@ def test_the_last_values_saved_are_the_ones_kept_and_later_changes_to_a_list_do_
 )
 def test_the_user_is_the_one_logged_in_else_the_studios_one_user(request_, user):
     assert user_of(request_) == user
+
+
+def test_clear_forgets_every_users_forms():
+    kept = KeptForms()
+    kept.save(None, "train", [1])
+    kept.save("ana", "sweep", [2])
+    kept.clear()
+    assert kept.get(None, "train") is None and kept.get("ana", "sweep") is None

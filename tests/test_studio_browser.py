@@ -128,6 +128,17 @@ def broken_inside_words(page, where: str) -> list[str]:
     )
 
 
+def new_train_form(page) -> None:
+    """The Train form as a new user finds it: its reset button (a reload gives back what was typed)."""
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-epochs input").fill("3")  # so that the reset's answer is seen to have come
+    page.locator("#train-epochs input").press("Tab")
+    page.locator("#train-reset").click()
+    expect(page.locator("#train-epochs input")).to_have_value("100", timeout=10_000)
+    expect(page.locator("#train-method input")).to_have_value("tss-kd", timeout=10_000)
+    page.locator("#train-t-target").wait_for(state="visible", timeout=10_000)  # its method's fields shown
+
+
 def options(page, picker: str) -> list[str]:
     page.locator(f"{picker} input").first.click()
     names = page.get_by_role("option").all_inner_texts()
@@ -435,7 +446,7 @@ def test_the_train_tab_offers_the_datasets_in_the_data_folder_and_counts_the_one
     (studio_ctx.data_root / "mnist").mkdir(parents=True, exist_ok=True)
     write_medmnist(studio_ctx.data_root / "mnist" / "pneumonia.npz", n=(37, 5, 5))
     page.reload()
-    page.get_by_role("tab", name="Train").click()
+    new_train_form(page)
     page.get_by_role("radio", name="MedMNIST .npz").click()
     path = page.locator("#train-data-path input")
     path.click()
@@ -449,8 +460,7 @@ def test_the_train_tab_offers_the_datasets_in_the_data_folder_and_counts_the_one
     (studio_ctx.data_root / "mnist" / "pneumonia.npz").unlink()
     # Start with data it cannot train on says why at once, and makes no run (each made a run that failed)
     before = sorted(studio_ctx.runs_dir.iterdir()) if studio_ctx.runs_dir.exists() else []
-    page.reload()  # a new form: MedMNIST picked, its path left empty
-    page.get_by_role("tab", name="Train").click()
+    new_train_form(page)  # MedMNIST picked, its path left empty
     page.get_by_role("radio", name="MedMNIST .npz").click()
     wait_text(page, "#train-estimate", "once the data path is given", 30_000)
     page.locator("#train-start").click()
@@ -463,7 +473,7 @@ def test_the_train_tab_offers_the_datasets_in_the_data_folder_and_counts_the_one
     page.locator("#train-start").click()
     page.locator(".toast-body").get_by_text("one image from 4 on").first.wait_for(timeout=15_000)
     assert (sorted(studio_ctx.runs_dir.iterdir()) if studio_ctx.runs_dir.exists() else []) == before
-    page.reload()  # a new page's form, as the tests after this one expect it
+    new_train_form(page)  # as the tests after this one expect it
 
 
 @pytest.mark.timeout(900)  # the quick preset's run: 55 s on a 2-core Xeon with AMX, minutes on a slow EPYC
@@ -784,7 +794,7 @@ def test_a_deleted_run_leaves_every_picker(page, studio):
 
 
 def test_choosing_ce_hides_the_settings_it_does_not_use(page):
-    page.get_by_role("tab", name="Train").click()
+    new_train_form(page)  # an earlier test's run's settings (CE) are kept across its reload
     for field in ("#train-t-target", "#train-t-nontarget", "#train-kd-weight", "#train-kd-scaling"):
         assert page.locator(field).is_visible(), field
     pick(page, "#train-method", "ce")
@@ -818,6 +828,7 @@ def wait_kept(ctx, form: str, value, timeout: float = 15.0) -> None:
 
 def test_a_reload_keeps_every_tabs_settings_and_nothing_of_them_is_stored_in_the_browser(page, studio):
     url, ctx = studio
+    ctx.kept.clear()  # as a studio just started: no earlier test's form comes back to race the edits below
     page.goto(url)
     page.get_by_role("tab", name="Train").click()
     name = page.locator("#train-name textarea, #train-name input").first
@@ -849,15 +860,17 @@ def test_a_reload_keeps_every_tabs_settings_and_nothing_of_them_is_stored_in_the
     # the studio kept them, not the browser: no storage and no address holds what was typed
     stored = page.evaluate("JSON.stringify([localStorage, sessionStorage, window.location.href, document.cookie])")
     assert "kept-across-reload" not in stored
-    # put back as a new user finds them, for whatever runs after
-    page.get_by_role("tab", name="Train").click()
+    # the reset button puts the defaults back, and a reload after it keeps them
+    new_train_form(page)
     name = page.locator("#train-name textarea, #train-name input").first
-    pick(page, "#train-method", "tss-kd")
-    page.locator("#train-epochs input").fill("100")
-    page.locator("#train-epochs input").press("Enter")
-    name.fill("")
-    name.press("Enter")
+    expect(name).to_have_value("")
+    page.locator("#train-t-target").wait_for(state="visible", timeout=10_000)  # TSS-KD's fields shown again
     wait_kept(ctx, "train", 100)
+    page.reload()
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-estimate").get_by_text("Estimated time").wait_for(timeout=30_000)
+    expect(page.locator("#train-epochs input")).to_have_value("100")
+    expect(page.locator("#train-method input")).to_have_value("tss-kd")
 
 
 def test_with_login_each_user_gets_back_only_their_own_settings(page, tmp_path):

@@ -22,6 +22,11 @@ class KeptForms:
         with self._lock:
             self._values[(user, form)] = copy.deepcopy(list(values))
 
+    def clear(self) -> None:
+        """Forget every form, as a restart of the studio does."""
+        with self._lock:
+            self._values.clear()
+
     def get(self, user: str | None, form: str) -> list | None:
         with self._lock:
             values = self._values.get((user, form))
@@ -33,10 +38,23 @@ def user_of(request: gr.Request | None) -> str | None:
     return getattr(request, "username", None) or None
 
 
-def keep_on_reload(kept: KeptForms, form: str, components: list) -> None:
+def keep_on_reload(kept: KeptForms, form: str, components: list, *, reset=None, shape=None) -> None:
     """Keep the values of `components` (a form's settings; never an upload) whenever one changes, by the
-    page's user, and put them back when the page is loaded again, so that a reload loses nothing typed."""
+    page's user, and put them back when the page is loaded again, so that a reload loses nothing typed.
+    `reset`, a button, puts every component's first value back (what a reload gave before it kept them).
+    `shape(values)`, given the values put back by component, returns {component: other properties} sent with
+    them (the fields a method uses shown, the rest hidden), so the page is right at once: the change events
+    that would say so come seconds later while the page's loading keeps the studio busy."""
     components = list(components)
+
+    def put(values: list):
+        extra = shape(dict(zip(components, values, strict=True))) if shape else {}
+        out = [gr.update(value=v, **extra[c]) if c in extra else v for c, v in zip(components, values, strict=True)]
+        return out if len(components) > 1 else out[0]
+
+    if reset is not None:
+        firsts = [copy.deepcopy(c.value) for c in components]
+        reset.click(lambda: put(copy.deepcopy(firsts)), None, components, api_name=False, show_progress="hidden")
 
     # one dict of the values: a handler taking *values gets no gr.Request (gradio injects it only among the
     # positional parameters before a *args), and every user's form was kept as the studio's one user's
@@ -47,7 +65,7 @@ def keep_on_reload(kept: KeptForms, form: str, components: list) -> None:
         values = kept.get(user_of(request), form)
         if values is None or len(values) != len(components):
             return [gr.skip() for _ in components] if len(components) > 1 else gr.skip()
-        return values if len(components) > 1 else values[0]
+        return put(values)
 
     # the last change of a burst is the one kept (typing fires a change per key)
     gr.on(

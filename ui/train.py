@@ -376,6 +376,7 @@ def build(ctx: Studio, device_choices) -> None:
                 start = gr.Button("Start", variant="primary", elem_id="train-start")
                 estimate_md = gr.Markdown(elem_id="train-estimate")
                 quick = gr.Button("Use the quick preset", visible=False, size="sm", elem_id="train-quick")
+                reset = gr.Button("Reset the form to the defaults", size="sm", elem_id="train-reset")
             with gr.Column(scale=2):
                 run_id = gr.Dropdown(
                     [],
@@ -405,7 +406,14 @@ def build(ctx: Studio, device_choices) -> None:
         # the preset the form's values came from when the quick button set them, recorded in the run as the
         # CLI's --preset quick is; the recipe switch sets its own
         form |= dict(started_from=gr.State(None))
-        keep_on_reload(ctx.kept, "train", list(form.values()))  # a reload of the page keeps what was typed
+        method_fields = [form[f] for f in config.METHOD_SETTINGS]
+
+        def shown_with(values: dict) -> dict:  # the fields of the method put back, shown with it
+            used = config.applies(values[method])
+            return {form[f]: {"visible": f in used} for f in config.METHOD_SETTINGS}
+
+        # a reload keeps what was typed
+        keep_on_reload(ctx.kept, "train", list(form.values()), reset=reset, shape=shown_with)
         start.click(make_start(ctx, form), set(form.values()), run_id, api_name=False)
         gr.api(make_api(ctx), api_name="start_training")
         recipe.input(
@@ -428,8 +436,11 @@ def build(ctx: Studio, device_choices) -> None:
             [*[form[FORM_FIELD.get(k, k)] for k in config.QUICK], form["started_from"]],
             api_name=False,
         )
-        method_fields = [form[f] for f in config.METHOD_SETTINGS]
-        method.change(shown_for, method, method_fields, api_name=False, show_progress="hidden")
+        # always_last: a change while one is answered (a reload giving the kept method back as the page loads)
+        # is answered after it, not dropped, so the fields shown are always those of the method shown
+        method.change(
+            shown_for, method, method_fields, api_name=False, show_progress="hidden", trigger_mode="always_last"
+        )
         gr.api(make_status(ctx), api_name="run_status")
         stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)
         resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
