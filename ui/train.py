@@ -293,10 +293,15 @@ def run_device(name: str) -> str:
     return str(pick_device(name)) if name == "auto" else name
 
 
+def visible_for(method: str) -> list[bool]:
+    """Whether each of the method settings (core.config.METHOD_SETTINGS) is shown: those `method` uses."""
+    used = config.applies(method)
+    return [name in used for name in config.METHOD_SETTINGS]
+
+
 def shown_for(method: str) -> list:
     """Only the settings the chosen method uses are shown (core.config.applies); the rest are hidden."""
-    used = config.applies(method)
-    return [gr.update(visible=name in used) for name in config.METHOD_SETTINGS]
+    return [gr.update(visible=v) for v in visible_for(method)]
 
 
 def recipe_values(recipe: str) -> list:
@@ -409,8 +414,7 @@ def build(ctx: Studio, device_choices) -> None:
         method_fields = [form[f] for f in config.METHOD_SETTINGS]
 
         def shown_with(values: dict) -> dict:  # the fields of the method put back, shown with it
-            used = config.applies(values[method])
-            return {form[f]: {"visible": f in used} for f in config.METHOD_SETTINGS}
+            return {c: {"visible": v} for c, v in zip(method_fields, visible_for(values[method]), strict=True)}
 
         # a reload keeps what was typed
         keep_on_reload(ctx.kept, "train", list(form.values()), reset=reset, shape=shown_with)
