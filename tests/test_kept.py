@@ -54,3 +54,38 @@ def test_clear_forgets_every_users_forms():
     kept.save("ana", "sweep", [2])
     kept.clear()
     assert kept.get(None, "train") is None and kept.get("ana", "sweep") is None
+
+
+def test_no_trigger_of_the_studio_has_two_always_last_listeners_that_run_in_python(tmp_path):
+    """gradio's page sends a whole trigger again when an always_last answer comes after the trigger fired again;
+    two such listeners of one trigger whose answers overlap re-sent each other's trigger forever (the Train tab's
+    Data radio, three times a second, a core of the browser's CPU). So each trigger has at most one (ui.kept)."""
+    from collections import defaultdict
+
+    from app import build_app
+    from core.jobs import JobManager
+    from ui.context import Studio
+
+    ctx = Studio(
+        data_root=tmp_path / "data",
+        runs_dir=tmp_path / "runs",
+        jobs=JobManager(tmp_path / "runs", grace_s=5),
+        auth=False,
+        models_dir=tmp_path / "models",
+    )
+    try:
+        app = build_app(ctx)
+    finally:
+        ctx.jobs.close()
+    deferred = defaultdict(list)
+    for fn in app.fns.values():
+        if fn.fn is not None and fn.trigger_mode == "always_last":
+            for block, event in fn.targets:
+                if event != "load":  # the page sends each load listener by itself, never a trigger again
+                    deferred[(block, event)].append(fn.name)
+    label = {
+        b._id: getattr(b, "elem_id", None) or getattr(b, "label", None) or type(b).__name__ for b in app.blocks.values()
+    }
+    twice = {f"{label.get(block)} {event}": names for (block, event), names in deferred.items() if len(names) > 1}
+    assert len(deferred) > 40  # the studio's forms were found (every setting's change)
+    assert twice == {}, twice

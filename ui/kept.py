@@ -33,6 +33,15 @@ class KeptForms:
         return None if values is None else copy.deepcopy(values)
 
 
+# gradio 6.31's page, when an always_last event's answer comes while the same trigger fired again, sends the whole
+# trigger again: every listener of it, not that one. Two always_last listeners of one trigger whose answers overlap
+# so send each other's trigger forever (measured: the Train tab's Data radio fired 3 times a second, unchanged, and
+# its renderer took 80% of a core until the page was reloaded). So a trigger has at most one always_last listener
+# that runs on the studio; the others run for every change (`multiple`) or in the browser. tests/test_kept.py
+# checks every trigger of the studio.
+ONE_DEFERRED = "at most one always_last listener with a Python function per trigger"
+
+
 def user_of(request: gr.Request | None) -> str | None:
     """Whose form it is: the logged-in user's, None in a studio without login."""
     return getattr(request, "username", None) or None
@@ -67,7 +76,8 @@ def keep_on_reload(kept: KeptForms, form: str, components: list, *, reset=None, 
             return [gr.skip() for _ in components] if len(components) > 1 else gr.skip()
         return put(values)
 
-    # the last change of a burst is the one kept (typing fires a change per key)
+    # every change saved, one at a time in the order they came, so the last is the one kept (under 1 ms each);
+    # not always_last (see ONE_DEFERRED)
     gr.on(
         [c.change for c in components],
         save,
@@ -75,6 +85,7 @@ def keep_on_reload(kept: KeptForms, form: str, components: list, *, reset=None, 
         None,
         api_name=False,
         show_progress="hidden",
-        trigger_mode="always_last",
+        trigger_mode="multiple",
+        concurrency_limit=1,
     )
     gr.on(None, restore, None, components, api_name=False, show_progress="hidden")
