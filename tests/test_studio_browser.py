@@ -849,6 +849,9 @@ def test_a_reload_keeps_every_tabs_settings_and_nothing_of_them_is_stored_in_the
     page.locator("#augment-seed input").fill("11")
     page.locator("#augment-seed input").press("Enter")
     wait_kept(ctx, "augment", 11)
+    page.get_by_role("tab", name="Runs").click()
+    page.locator("#runs-split").get_by_text("val").click()
+    wait_kept(ctx, "runs", "val")
     page.reload()
     page.get_by_role("tab", name="Train").click()
     expect(page.locator("#train-epochs input")).to_have_value("7", timeout=15_000)
@@ -859,6 +862,8 @@ def test_a_reload_keeps_every_tabs_settings_and_nothing_of_them_is_stored_in_the
     expect(page.locator("#sweep-epochs input")).to_have_value("3", timeout=15_000)
     page.get_by_role("tab", name="Augment").click()
     expect(page.locator("#augment-seed input")).to_have_value("11", timeout=15_000)
+    page.get_by_role("tab", name="Runs").click()
+    expect(page.locator("#runs-split input[value='val']")).to_be_checked(timeout=15_000)
     # the studio kept them, not the browser: no storage and no address holds what was typed
     stored = page.evaluate("JSON.stringify([localStorage, sessionStorage, window.location.href, document.cookie])")
     assert "kept-across-reload" not in stored

@@ -11,6 +11,7 @@ from core.export import export_run
 from core.paths import confine
 from ui import tables
 from ui.context import Studio, address_js, all_from_address, from_address, poll, repick, user_error
+from ui.kept import keep_on_reload
 from ui.temperatures import make_stop_sweep, sweep_choices, sweep_runs_table, sweep_view
 
 COLUMNS = list(listing.TABLE)
@@ -175,7 +176,7 @@ def build(ctx: Studio) -> None:
         curves = gr.Plot(label="Curves of the selected runs", elem_id="runs-curves")
         with gr.Row():
             one = gr.Dropdown([], label="Run", allow_custom_value=True, elem_id="runs-one")
-            split = gr.Radio(["val", "test"], value="test", label="Split")
+            split = gr.Radio(["val", "test"], value="test", label="Split", elem_id="runs-split")
         with gr.Row():
             evaluate = gr.Button("Evaluate", interactive=False, elem_id="runs-evaluate")
             calibration = gr.Button("Calibration", interactive=False)
@@ -227,6 +228,7 @@ def build(ctx: Studio) -> None:
         calibration.click(make_calibration(ctx), [one, split], [metrics, confusion], api_name=False)
         download.click(revealed(make_download(ctx)), one, files, api_name=False)
         report.click(revealed(make_report(ctx)), one, files, api_name=False)
+        keep_on_reload(ctx.kept, "runs", [split])  # the runs picked come back by the page's address
         delete.click(make_delete(ctx), [one, confirm], [rows, selected, confirm], api_name=False).then(
             lambda lr, s, o: follow(ctx, lr, s, o), [last, selected, one], pickers, api_name=False
         )
