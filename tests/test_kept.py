@@ -66,13 +66,7 @@ def test_no_trigger_of_the_studio_has_two_always_last_listeners_that_run_in_pyth
     from core.jobs import JobManager
     from ui.context import Studio
 
-    ctx = Studio(
-        data_root=tmp_path / "data",
-        runs_dir=tmp_path / "runs",
-        jobs=JobManager(tmp_path / "runs", grace_s=5),
-        auth=False,
-        models_dir=tmp_path / "models",
-    )
+    ctx = Studio(data_root=tmp_path, runs_dir=tmp_path / "runs", jobs=JobManager(tmp_path / "runs"))
     try:
         app = build_app(ctx)
     finally:

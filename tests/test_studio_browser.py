@@ -474,7 +474,7 @@ def test_the_train_tab_offers_the_datasets_in_the_data_folder_and_counts_the_one
     page.locator(".toast-body").get_by_text("one image from 4 on").first.wait_for(timeout=15_000)
     assert (sorted(studio_ctx.runs_dir.iterdir()) if studio_ctx.runs_dir.exists() else []) == before
     # the same page goes on, as a user's would: a new form for the tests after this one. (Its Data radio once
-    # re-sent its change three times a second from here, and the next test's run took 749 s; ui.kept.ONE_DEFERRED)
+    # re-sent its change three times a second from here, and the next test's run took 749 s; ui.kept.IN_ORDER)
     new_train_form(page)
 
 

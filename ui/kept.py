@@ -33,13 +33,13 @@ class KeptForms:
         return None if values is None else copy.deepcopy(values)
 
 
-# gradio 6.31's page, when an always_last event's answer comes while the same trigger fired again, sends the whole
-# trigger again: every listener of it, not that one. Two always_last listeners of one trigger whose answers overlap
-# so send each other's trigger forever (measured: the Train tab's Data radio fired 3 times a second, unchanged, and
-# its renderer took 80% of a core until the page was reloaded). So a trigger has at most one always_last listener
-# that runs on the studio; the others run for every change (`multiple`) or in the browser. tests/test_kept.py
-# checks every trigger of the studio.
-ONE_DEFERRED = "at most one always_last listener with a Python function per trigger"
+# A listener's settings to answer every change, one at a time in the order they came (so the last answer is the
+# last change's), for a trigger that already has an always_last listener in Python. gradio 6.31's page, when an
+# always_last answer comes while its trigger fired again, sends the whole trigger again: every listener of it, not
+# that one; two always_last listeners of one trigger whose answers overlap so send each other's trigger forever
+# (the Train tab's Data radio fired 3 times a second, unchanged, its renderer at 80% of a core until a reload).
+# tests/test_kept.py checks every trigger of the studio.
+IN_ORDER = {"trigger_mode": "multiple", "concurrency_limit": 1}
 
 
 def user_of(request: gr.Request | None) -> str | None:
@@ -76,8 +76,7 @@ def keep_on_reload(kept: KeptForms, form: str, components: list, *, reset=None, 
             return [gr.skip() for _ in components] if len(components) > 1 else gr.skip()
         return put(values)
 
-    # every change saved, one at a time in the order they came, so the last is the one kept (under 1 ms each);
-    # not always_last (see ONE_DEFERRED)
+    # every change saved (under 1 ms each), the last one kept; the tab's own work on the change is always_last
     gr.on(
         [c.change for c in components],
         save,
@@ -85,7 +84,6 @@ def keep_on_reload(kept: KeptForms, form: str, components: list, *, reset=None, 
         None,
         api_name=False,
         show_progress="hidden",
-        trigger_mode="multiple",
-        concurrency_limit=1,
+        **IN_ORDER,
     )
     gr.on(None, restore, None, components, api_name=False, show_progress="hidden")

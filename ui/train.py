@@ -15,7 +15,7 @@ from core.errors import StudioError
 from core.paths import confine
 from ui.context import Studio, address_js, poll, user_error
 from ui.form import given, setting_input, whole
-from ui.kept import keep_on_reload
+from ui.kept import IN_ORDER, keep_on_reload
 from ui.watch import duration, follow_runs, monitor, reopen
 
 SOURCES = {"demo data": "synthetic", "MedMNIST .npz": "medmnist", "image folder or CSV": "folder"}
@@ -440,18 +440,10 @@ def build(ctx: Studio, device_choices) -> None:
             [*[form[FORM_FIELD.get(k, k)] for k in config.QUICK], form["started_from"]],
             api_name=False,
         )
-        # multiple: a change while one is answered (a reload giving the kept method back as the page loads) is
-        # answered after it, not dropped, so the fields shown are always those of the method shown; not
-        # always_last, which the estimate is on the same change (ui.kept.ONE_DEFERRED)
-        method.change(
-            shown_for,
-            method,
-            method_fields,
-            api_name=False,
-            show_progress="hidden",
-            trigger_mode="multiple",
-            concurrency_limit=1,  # answered in the order the changes came
-        )
+        # every change answered in order (a reload giving the kept method back as the page loads answers after
+        # it, not dropped), so the fields shown are always those of the method shown; the estimate is the
+        # change's always_last listener (ui.kept.IN_ORDER)
+        method.change(shown_for, method, method_fields, api_name=False, show_progress="hidden", **IN_ORDER)
         gr.api(make_status(ctx), api_name="run_status")
         stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)
         resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
@@ -475,15 +467,9 @@ def build(ctx: Studio, device_choices) -> None:
 
         gr.on(None, on_load, None, [run_id, known], api_name=False, show_progress="hidden")
         # on page load and when the source changes: what the data folder holds of that kind, to pick
+        # (the estimate is the source change's always_last listener: ui.kept.IN_ORDER)
         gr.on(
-            None,
-            lambda s: data_choices(ctx, s),
-            source,
-            data_path,
-            api_name=False,
-            show_progress="hidden",
-            trigger_mode="multiple",  # the estimate is the source change's always_last listener (ui.kept)
-            concurrency_limit=1,  # answered in the order the changes came
+            None, lambda s: data_choices(ctx, s), source, data_path, api_name=False, show_progress="hidden", **IN_ORDER
         )
         run_id.change(None, run_id, None, js=address_js("run"), api_name=False)  # a reload comes back to it
         run_id.change(lambda r: monitor(ctx, r), run_id, watch, api_name=False, show_progress="hidden")
