@@ -124,6 +124,11 @@ def test_the_sweep_form_says_how_long_its_runs_take_before_it_is_queued(tmp_path
         assert sweep_estimate(ctx, "2, -1", "0.4", 5, "cpu", 16, "nontarget", 10) == ""  # a bad grid: nothing
         small = sweep_estimate(ctx, "2, 4", "0.4", 3, "cpu", 16, "nontarget", 0, 300)
         assert small.startswith("2 runs of 3 epochs x 300 images: **about ")
+        assert "That is long" not in small  # 1,800 images at 16 px: minutes on any CPU
+        # 25 pairs (a sweep's most) of 50-epoch runs: hours on any CPU, and the form says what shortens them
+        big = sweep_estimate(ctx, "1, 2, 4, 6, 8", "0.2, 0.4, 1, 2, 4", 50, "cpu", 16, "nontarget", 0)
+        assert big.startswith("25 runs of 50 epochs x 2,000 images: **about ") and " h " in big
+        assert "That is long: each run takes about " in big and "fewer pairs, epochs or training images" in big
         for images in (0, -5, None):  # no training image: no estimate
             assert sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 0, images) == ""
         for batch in (0, 1, None):  # a batch too small for batch norm: no estimate either

@@ -10,6 +10,7 @@ import numpy as np
 from core import figures as plots
 from core.config import QUICK, DataConfig, TrainConfig
 from core.errors import StudioError
+from core.estimate import LONG_S
 from core.imageio import read_scan
 from core.losses import KD_SCALINGS
 from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
@@ -190,7 +191,13 @@ def sweep_estimate(
     if found is None:
         return f"{what}; time on {where} {NOT_KNOWN} (the first run measures it)." + warmup_note(cfg)
     speed = f"{found['images_per_s']:.0f} images/s"
-    return f"{what}: **about {duration(n * found['seconds'])}** on {where} ({speed})." + warmup_note(cfg)
+    text = f"{what}: **about {duration(n * found['seconds'])}** on {where} ({speed})."
+    if n * found["seconds"] > LONG_S:  # as the Train tab says of a long run, with what shortens it
+        text += (
+            f" That is long: each run takes about {duration(found['seconds'])}; fewer pairs, epochs or "
+            "training images shorten it in proportion."
+        )
+    return text + warmup_note(cfg)
 
 
 def refresh_estimate(ctx: Studio, shown: str | None, targets, nontargets, epochs, device, *rest):
