@@ -5,7 +5,8 @@ A job manager keeps one queue per device and starts a queued run when its device
 All state lives in the run directories (see core.runs), so closing the browser or restarting the app
 neither stops nor loses a run: on start the manager re-queues runs that were queued, adopts trainers
 that are still alive (also one launched and still loading its data, whose run still reads `queued`), and
-marks runs whose trainer died as failed (they can be resumed). Stop sends
+marks runs whose trainer died as failed (they can be resumed); a trainer started elsewhere later (the command
+line, another studio) is adopted when Stop is asked of its run. Stop sends
 SIGTERM (the trainer finishes its step and saves `last.safetensors`), then SIGKILL after a grace
 period; either way the run ends `stopped`.
 """
@@ -118,6 +119,8 @@ class JobManager:
                         runs.set_status(run, "stopped")
                         return
             proc = self._procs.get(run)
+            if proc is None:  # a trainer started elsewhere since this studio started (the command line, another
+                proc = self._adopt_started_elsewhere(run)  # studio) is stopped as one adopted at its start is
             if proc is None or runs.Run(run).status().get("status") in runs.FINAL:
                 raise StudioError(f"{run.name} is not running.")
             members = [r for r, p in self._procs.items() if p == proc]  # the run, and its grid's others
@@ -186,6 +189,21 @@ class JobManager:
         self._thread.join(timeout=5)
 
     # ---- internals ----------------------------------------------------------------------------------
+
+    def _adopt_started_elsewhere(self, run: Path) -> int | None:
+        """Take on the live trainer of `run` that this manager did not start or find at its start, with the other
+        runs of its grid that it trains, as `recover` does; None when no trainer of it is alive. Called with the
+        lock held."""
+        status = runs.Run(run).status()
+        pid = _trainer_pid(status)
+        if pid is None:
+            return None
+        for name in status.get("grid") or [run.name]:
+            member = self.runs_dir / name
+            if member == run or (member.is_dir() and runs.Run(member).status().get("pid") == pid):
+                self._procs[member] = pid
+                self._devices[member] = status.get("device", "cpu")
+        return pid
 
     def _enqueue(self, job: tuple[Path, ...], device: str) -> None:
         with self._lock:
@@ -339,10 +357,35 @@ def _seconds_left(run: Path, status: dict, rows: list[dict]) -> float:
 
 
 def _signal_group(pid: int, sig: int) -> None:
+    """Signal a trainer and the processes it started (torchrun's workers): its process group when that group is a
+    session of its own, as every trainer the studio starts is; else the trainer alone, since one started from a
+    shell script shares the script's group, and with it perhaps the studio's own process."""
     try:
-        os.killpg(os.getpgid(pid), sig)
+        group = os.getpgid(pid)
+        if group == os.getsid(pid):
+            os.killpg(group, sig)
+        else:
+            os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _trainer_pid(status: dict) -> int | None:
+    """The pid in a run's status when its trainer is alive and the process is a trainer (its command runs
+    core.train or core.grid, under torchrun or not): a pid the system has since given to another process, after
+    a trainer died without a word, is not signalled. Where /proc cannot tell, the live pid is taken as the
+    trainer's."""
+    if not runs.trainer_alive(status):
+        return None
+    pid = int(status["pid"])
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return None if Path("/proc/self").exists() else pid  # gone meanwhile, or no /proc on this system
+    except OSError:
+        return pid
+    trainer = {b"core.train", b"core.grid", b"core/train.py", b"core/grid.py"}
+    return pid if any(a in trainer or a.endswith((b"/core/train.py", b"/core/grid.py")) for a in argv) else None
 
 
 def _last_error(run: Path) -> str | None:

@@ -135,6 +135,49 @@ def test_restarting_the_app_finds_a_running_run_again(tmp_path):
         second.close()
 
 
+def test_a_run_started_on_the_command_line_after_the_studio_is_stopped_by_it(tmp_path):
+    """The studio follows runs started anywhere, so its Stop must stop one started from a shell after it: that
+    run once got "is not running" while the page showed it training. The trainer here shares this test's
+    process group, as one started by a shell script shares the script's: the stop signals the trainer alone."""
+    jm = JobManager(tmp_path, grace_s=30, poll_s=0.2)
+    argv = [sys.executable, "-m", "core.train", "--image-size", "16", "--synthetic-train", "1024", "--epochs", "20"]
+    argv += ["--batch-size", "16", "--device", "cpu", "--runs-dir", str(tmp_path), "--name", "shell"]
+    trainer = subprocess.Popen(argv, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    try:
+        assert os.getpgid(trainer.pid) == os.getpgid(0)  # its group is this test's
+        run = wait_for(lambda: next(iter(tmp_path.glob("shell-*")), None))
+        wait_for(lambda: status_of(run) == "running")
+        assert jm.active() == []  # not this studio's: it started after the studio
+        jm.stop(run.name)
+        assert trainer.wait(timeout=300) == 0  # it finished its step, saved, and ended on its own
+        assert status_of(run) == "stopped" and (run / "last.safetensors").is_file()  # resumable
+        with pytest.raises(StudioError, match="is not running"):
+            jm.stop(run.name)  # stopped: nothing more to stop
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        jm.close()
+
+
+def test_stop_never_signals_a_process_that_is_not_a_trainer(tmp_path):
+    """A run marked running whose trainer died without a word, its pid since given to another process: Stop
+    says the run is not running and leaves that process alone."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    jm = JobManager(tmp_path, poll_s=0.2)
+    try:
+        run = runs.create_run_dir(tmp_path, "orphan")
+        runs.write_json(run / "config.json", {})
+        runs.set_status(run, "running", pid=other.pid, epoch=1, epochs=5, device="cpu")
+        with pytest.raises(StudioError, match="is not running"):
+            jm.stop(run.name)
+        time.sleep(0.5)
+        assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()
+        jm.close()
+
+
 def test_restart_marks_a_dead_trainer_failed_and_requeues_queued_runs(tmp_path):
     dead = runs.create_run_dir(tmp_path, "dead")
     runs.write_json(dead / "config.json", {})
