@@ -1,5 +1,7 @@
 """Run folders: the list the Runs tab and every picker show."""
 
+import os
+
 import pytest
 
 from core import listing, runs
@@ -191,8 +193,6 @@ def test_a_live_run_reports_its_best_epoch_so_far_and_the_train_tab_says_so(tmp_
     from ui.watch import monitor
 
     run = runs.Run.create(tmp_path, "live", {"method": "tss-kd", "epochs": 5})
-    import os
-
     run.set_status("running", epoch=3, epochs=5, chance_acc=0.25, pid=os.getpid())  # a live trainer's pid
     for r in (row(1, 0.40, 0.70), row(2, 0.60, 0.85), row(3, 0.55, 0.80)):
         runs.append_metrics(run.path, r)
@@ -208,6 +208,34 @@ def test_a_live_run_reports_its_best_epoch_so_far_and_the_train_tab_says_so(tmp_
         assert (s["best_epoch"], s["test_acc"]) == (2, 0.58)
         text = monitor(Studio(data_root=tmp_path, runs_dir=tmp_path, jobs=jobs), run.name)[0]
         assert "Kept model: epoch 2 (val acc 0.600, val AUC 0.850); test acc 0.580, test AUC 0.830" in text
+    finally:
+        jobs.close()
+
+
+@pytest.mark.parametrize(
+    "status, stop, resume",
+    [("queued", True, False), ("running", True, False), ("stopped", False, True), ("failed", False, True)]
+    + [("done", False, False)],
+)
+def test_the_train_tab_offers_stop_and_resume_only_where_they_act(tmp_path, status, stop, resume):
+    """Stop lives while the watched run is queued or running, Resume once it is stopped or failed, "Use its
+    settings" whenever a run is watched; with no run, none (they answered "is not running" and the like)."""
+    from core.jobs import JobManager
+    from ui.context import Studio
+    from ui.watch import monitor
+
+    run = runs.Run.create(tmp_path, "watched", {"method": "tss-kd", "epochs": 5})
+    live = status in ("queued", "running")  # a live trainer's pid, or the manager takes the run for dead (failed)
+    run.set_status(status, epoch=1, epochs=5, pid=os.getpid() if live else None)
+    jobs = JobManager(tmp_path)
+    try:
+        ctx = Studio(data_root=tmp_path, runs_dir=tmp_path, jobs=jobs)
+        out = monitor(ctx, run.name)
+        assert [b["interactive"] for b in out[-3:]] == [stop, resume, True]
+        unchanged = monitor(ctx, run.name, out[6])  # nothing changed: nothing sent, the buttons included
+        assert all(b == {"__type__": "update"} for b in unchanged[-3:])  # gr.skip()
+        for missing in (None, "", "no-such-run"):
+            assert [b["interactive"] for b in monitor(ctx, missing)[-3:]] == [False, False, False]
     finally:
         jobs.close()
 

@@ -4,6 +4,7 @@ Screenshots go to a temporary folder, so that `make test` leaves the checkout as
 screenshots` runs these tests with STUDIO_SCREENSHOTS=docs/screenshots to refresh the README's.
 """
 
+import contextlib
 import csv
 import os
 import re
@@ -767,6 +768,55 @@ def test_a_run_started_through_the_api_appears_in_runs_without_a_click_and_reloa
     expect(page.locator("#train-size input")).to_have_value("16")
     expect(page.locator("#train-t-target")).to_be_hidden()  # CE has no temperatures to set
     ctx.jobs.wait([ctx.jobs.find(run_id)], timeout=240)
+
+
+def test_a_run_started_on_the_command_line_is_stopped_and_resumed_from_the_train_tab(page, studio):
+    """A user watches a run started from a shell after the studio: Stop is live while it trains and stops it
+    (it once answered "is not running"), Resume is live once it is stopped and trains it on, and neither is
+    live where it cannot act."""
+    import subprocess
+    import sys
+
+    url, ctx = studio
+    argv = [sys.executable, "-m", "core.train", "--image-size", "16", "--synthetic-train", "1024", "--epochs", "20"]
+    argv += ["--batch-size", "16", "--device", "cpu", "--runs-dir", str(ctx.runs_dir), "--name", "from-shell"]
+    root = Path(__file__).resolve().parents[1]
+    trainer = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Train").click()
+        run = None
+        deadline = time.time() + 120
+        while run is None and time.time() < deadline:
+            run = next(iter(ctx.runs_dir.glob("from-shell-*")), None)
+            page.wait_for_timeout(500)
+        assert run is not None, "the command-line run made no folder"
+        pick(page, "#train-run", run.name)
+        stop, resume = page.locator("#train-stop"), page.locator("#train-resume")
+        page.locator("#train-progress").get_by_text(f"{run.name}: running").wait_for(timeout=120_000)
+        expect(stop).to_be_enabled(timeout=10_000)
+        expect(resume).to_be_disabled()
+        stop.click()
+        page.locator("#train-progress").get_by_text(f"{run.name}: stopped").wait_for(timeout=120_000)
+        assert trainer.wait(timeout=60) == 0  # it saved its step and ended on its own
+        expect(resume).to_be_enabled(timeout=10_000)
+        expect(stop).to_be_disabled()
+        assert page.locator(".toast-body").all_inner_texts() == []  # no "is not running"
+        resume.click()  # the studio trains it on, as one of its own
+        page.locator("#train-progress").get_by_text(re.compile(f"{run.name}: (queued|running)")).wait_for(
+            timeout=60_000
+        )
+        expect(stop).to_be_enabled(timeout=10_000)
+        expect(resume).to_be_disabled()
+        stop.click()
+        page.locator("#train-progress").get_by_text(f"{run.name}: stopped").wait_for(timeout=120_000)
+        expect(page.locator("#train-take-settings")).to_be_enabled()  # a run is watched, whatever its state
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        for name in ctx.jobs.active():
+            with contextlib.suppress(Exception):
+                ctx.jobs.stop(name)
 
 
 def test_a_deleted_run_leaves_every_picker(page, studio):

@@ -392,9 +392,10 @@ def build(ctx: Studio, device_choices) -> None:
                     elem_id="train-run",
                 )
                 with gr.Row():
-                    stop = gr.Button("Stop")
-                    resume = gr.Button("Resume")
-                    take = gr.Button("Use its settings", elem_id="train-take-settings")
+                    # live only where they can act on the watched run (ui.watch.controls)
+                    stop = gr.Button("Stop", interactive=False, elem_id="train-stop")
+                    resume = gr.Button("Resume", interactive=False, elem_id="train-resume")
+                    take = gr.Button("Use its settings", interactive=False, elem_id="train-take-settings")
                 progress = gr.Markdown(elem_id="train-progress")
                 warnings = gr.Markdown(elem_id="train-warnings", elem_classes=["studio-warning"])
                 curves = gr.Plot(label="Curves", elem_id="train-curves")
@@ -450,7 +451,7 @@ def build(ctx: Studio, device_choices) -> None:
         # the watched run's settings into the form, to start a run like it with a change
         take.click(make_take_settings(ctx, form, device_choices), run_id, list(form.values()), api_name=False)
         seen, known = gr.State(None), gr.State(None)
-        watch = [progress, warnings, curves, log, status, settings, seen]
+        watch = [progress, warnings, curves, log, status, settings, seen, stop, resume, take]
         poll(2, lambda r, s: monitor(ctx, r, s), [run_id, seen], watch)
         counted = gr.State(None)  # the watched run's end the estimate was last refreshed for
 

@@ -25,21 +25,32 @@ def warnings_text(status: dict) -> str:
     return "\n\n".join(f"**Warning ({w['kind']}, epoch {w['epoch']}):** {w['message']}" for w in status["warnings"])
 
 
+def controls(status: str | None) -> tuple:
+    """Stop, Resume and "Use its settings" for a watched run in `status` (None: no run to watch), each live only
+    where it can act: Stop on a queued or running run, Resume on a stopped or failed one."""
+    return (
+        gr.update(interactive=status in ("queued", "running")),
+        gr.update(interactive=status in ("stopped", "failed")),
+        gr.update(interactive=status is not None),
+    )
+
+
 def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
     """Progress text, warnings, curves, log tail and status of the run being watched, for the timer: nothing
     is sent when nothing changed, and the curves are redrawn only when a new epoch was written.
-    Returns (progress, warnings, curves, log, status, the run's settings, what was seen)."""
+    Returns (progress, warnings, curves, log, status, the run's settings, what was seen, and the Stop, Resume
+    and "Use its settings" buttons: `controls`)."""
     if not run_id:
-        return "", "", None, "", None, None, None
+        return "", "", None, "", None, None, None, *controls(None)
     try:
         s = ctx.jobs.status(run_id)
     except Exception as e:  # a deleted or unknown run: say so instead of failing every tick
-        return f"**{e}**", "", None, "", None, None, None
+        return f"**{e}**", "", None, "", None, None, None, *controls(None)
     run = ctx.jobs.find(run_id)
     tail = runs.Run(run).log_tail(15)
     now = (run_id, s["epoch"], repr(s), tail)
     if seen is not None and tuple(seen) == now:
-        return (*[gr.skip()] * 6, seen)
+        return (*[gr.skip()] * 6, seen, *[gr.skip()] * 3)
     same_curves = seen is not None and tuple(seen[:2]) == now[:2]
     latest = s["latest"] or {}
     state = "starting (loading its data)" if s.get("starting") else s["status"]
@@ -58,7 +69,7 @@ def monitor(ctx: Studio, run_id: str, seen: tuple | None = None):
     chance = s.get("chance_acc")  # jobs.status read status.json once already
     curves = gr.skip() if same_curves else plots.live_curves({s["run"]: runs.read_metrics(run)}, chance_acc=chance)
     settings = gr.skip() if same_curves else runs.Run(run).config()  # the run's own, not the form's
-    return text, warnings_text(s), curves, tail, s, settings, now
+    return text, warnings_text(s), curves, tail, s, settings, now, *controls(s["status"])
 
 
 def burned_in_text(count: int | None) -> str:
