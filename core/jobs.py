@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 
@@ -48,6 +49,9 @@ class JobManager:
         self._procs: dict[Path, subprocess.Popen | int] = {}  # a Popen we started, or the pid of an adopted one
         self._devices: dict[Path, str] = {}
         self._stopping: set[Path] = set()
+        # what this manager writes in the runs it launches (runs.claim_launch): another studio on the same runs
+        # folder, or another manager in this process, leaves them be
+        self._owner = {"pid": os.getpid(), "manager": uuid.uuid4().hex}
         self._closed = threading.Event()
         self.recover()
         self._thread = threading.Thread(target=self._loop, args=(poll_s,), name="job-manager", daemon=True)
@@ -99,7 +103,7 @@ class JobManager:
             if proc is not None and any(p == proc for r, p in self._procs.items() if r != run):
                 self._procs.pop(run)  # its grid's process trains the others on, and is done with this one
                 self._stopping.discard(run)
-        runs.set_status(run, "queued", pid=None, launched=None)  # until a new trainer is launched for it
+        runs.set_status(run, "queued", pid=None, launched=None, claimed_by=None)  # until a trainer is launched for it
         self._enqueue((run,), status.get("device", "cpu"))  # a grid's run continues alone
 
     def stop(self, run: str | Path) -> None:
@@ -108,16 +112,9 @@ class JobManager:
         process stops it after its current step and trains the others on. A stopped run resumes on its own."""
         run = self.find(run)
         with self._lock:
-            for q in self._queues.values():
-                for i, job in enumerate(q):
-                    if run in job:
-                        rest = tuple(r for r in job if r != run)
-                        if rest:
-                            q[i] = rest
-                        else:
-                            del q[i]
-                        runs.set_status(run, "stopped")
-                        return
+            if self._unqueue(run) and not runs.launched_elsewhere(runs.Run(run).status(), self._owner):
+                runs.set_status(run, "stopped")  # never launched: it ends here
+                return
             proc = self._procs.get(run)
             if proc is None:  # a trainer started elsewhere since this studio started (the command line, another
                 proc = self._adopt_started_elsewhere(run)  # studio) is stopped as one adopted at its start is
@@ -190,6 +187,20 @@ class JobManager:
 
     # ---- internals ----------------------------------------------------------------------------------
 
+    def _unqueue(self, run: Path) -> bool:
+        """Take `run` out of this manager's queues (out of its grid's job, the others staying queued); whether it
+        was queued here. Called with the lock held."""
+        for q in self._queues.values():
+            for i, job in enumerate(q):
+                if run in job:
+                    rest = tuple(r for r in job if r != run)
+                    if rest:
+                        q[i] = rest
+                    else:
+                        del q[i]
+                    return True
+        return False
+
     def _adopt_started_elsewhere(self, run: Path) -> int | None:
         """Take on the live trainer of `run` that this manager did not start or find at its start, with the other
         runs of its grid that it trains, as `recover` does; None when no trainer of it is alive. Called with the
@@ -223,6 +234,8 @@ class JobManager:
                 with self._lock:
                     self._procs[run] = int(status["pid"])
                     self._devices[run] = status.get("device", "cpu")
+            elif status.get("status") == "queued" and runs.launched_elsewhere(status, self._owner):
+                continue  # another studio on this runs folder is launching it
             elif status.get("status") == "queued" and status.get("grid") and not runs.Run(run).last_path.exists():
                 grids.setdefault(tuple(status["grid"]), []).append(run)  # queued together again
             elif status.get("status") == "queued":
@@ -271,7 +284,11 @@ class JobManager:
             for device, q in self._queues.items():
                 busy = len(trainers.get(device, ()))
                 while q and busy < self.per_device:
-                    job = q.popleft()
+                    # what is still queued and this manager's to launch: another studio on the same runs folder
+                    # may have launched it, or a run stopped on the command line be queued no more
+                    job = tuple(r for r in q.popleft() if runs.claim_launch(r, self._owner))
+                    if not job:
+                        continue
                     proc = self._spawn(job, device)
                     for run in job:
                         self._procs[run] = proc

@@ -123,6 +123,28 @@ def note_launch(run: Path, pid: int) -> bool:
     return True
 
 
+def claim_launch(run: Path, owner: dict) -> bool:
+    """Claim a queued run for the job manager `owner` ({"pid": its process, "manager": its id}) under the status
+    lock, before it launches a trainer for it. False, changing nothing, when the run is no longer queued or is
+    another's to launch (`launched_elsewhere`): two studios on one runs folder each queue the queued runs they
+    find, and only one may launch each (the other's trainer would be refused, and its manager would mark the
+    run failed while the first one's trains it)."""
+    with status_lock(run):
+        current = read_json(run / STATUS, {}) or {}
+        if current.get("status") != "queued" or launched_elsewhere(current, owner):
+            return False
+        current["claimed_by"] = owner
+        write_json(run / STATUS, current)
+    return True
+
+
+def launched_elsewhere(status: dict, owner: dict) -> bool:
+    """Whether a queued run is another live job manager's (it claimed it: `claim_launch`) or has a live trainer."""
+    claimer = status.get("claimed_by") or {}
+    theirs = claimer.get("manager") not in (None, owner["manager"]) and pid_alive(claimer.get("pid"))
+    return theirs or trainer_alive(status)
+
+
 def is_starting(status: dict) -> bool:
     """A queued run whose trainer the job manager has launched (`note_launch`): it is loading its data."""
     return status.get("status") == "queued" and bool(status.get("launched"))

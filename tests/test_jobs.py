@@ -159,6 +159,37 @@ def test_a_run_started_on_the_command_line_after_the_studio_is_stopped_by_it(tmp
         jm.close()
 
 
+def test_two_studios_on_one_runs_folder_launch_a_queued_run_once(tmp_path):
+    """A studio started while another has a run queued queues it too (it finds it queued), and both wait for
+    the device's slot. When it comes free only one may launch the run: both did, the second trainer was refused
+    or trained the same folder alongside, and its studio marked the run failed while the other trained it."""
+    first = JobManager(tmp_path, per_device=1, grace_s=30, poll_s=0.2)
+    second = None
+    try:
+        busy = first.submit(cfg(tmp_path, train=1024, epochs=20, name="busy"))  # the device's one slot
+        waiting = first.submit(cfg(tmp_path, train=1024, epochs=20, name="waiting"))
+        wait_for(lambda: status_of(busy) == "running")
+        second = JobManager(tmp_path, per_device=1, grace_s=30, poll_s=0.2)  # adopts `busy`, queues `waiting`
+        assert status_of(waiting) == "queued" and second.active() == [busy.name]
+        first.stop(busy.name)  # the slot comes free for both studios at once
+        wait_for(lambda: status_of(waiting) == "running")
+        time.sleep(10)  # long enough for a second trainer to start, be refused, and its end be handled
+        owners = [jm for jm in (first, second) if waiting.name in jm.active()]
+        assert len(owners) == 1 and status_of(waiting) == "running"
+        assert "has started before" not in runs.Run(waiting).process_log_path.read_text()  # no second trainer
+        other = second if owners[0] is first else first
+        other.stop(waiting.name)  # queued there once: stopped where it trains
+        wait_for(lambda: status_of(waiting) == "stopped")
+        wait_for(lambda: not owners[0].active())
+    finally:
+        for jm in (first, second):
+            if jm is not None:
+                for name in jm.active():
+                    with contextlib.suppress(StudioError):
+                        jm.stop(name)
+                jm.close()
+
+
 def test_stop_never_signals_a_process_that_is_not_a_trainer(tmp_path):
     """A run marked running whose trainer died without a word, its pid since given to another process: Stop
     says the run is not running and leaves that process alone."""
