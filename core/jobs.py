@@ -206,7 +206,7 @@ class JobManager:
         runs of its grid that it trains, as `recover` does; None when no trainer of it is alive. Called with the
         lock held."""
         status = runs.Run(run).status()
-        pid = _trainer_pid(status)
+        pid = runs.trainer_pid(status)
         if pid is None:
             return None
         for name in status.get("grid") or [run.name]:
@@ -385,24 +385,6 @@ def _signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _trainer_pid(status: dict) -> int | None:
-    """The pid in a run's status when its trainer is alive and the process is a trainer (its command runs
-    core.train or core.grid, under torchrun or not): a pid the system has since given to another process, after
-    a trainer died without a word, is not signalled. Where /proc cannot tell, the live pid is taken as the
-    trainer's."""
-    if not runs.trainer_alive(status):
-        return None
-    pid = int(status["pid"])
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return None if Path("/proc/self").exists() else pid  # gone meanwhile, or no /proc on this system
-    except OSError:
-        return pid
-    trainer = {b"core.train", b"core.grid", b"core/train.py", b"core/grid.py"}
-    return pid if any(a in trainer or a.endswith((b"/core/train.py", b"/core/grid.py")) for a in argv) else None
 
 
 def _last_error(run: Path) -> str | None:

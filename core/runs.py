@@ -214,6 +214,24 @@ def trainer_alive(status: dict) -> bool:
     return status.get("status") in ("queued", "running") and pid_alive(status.get("pid"))
 
 
+def trainer_pid(status: dict) -> int | None:
+    """The pid in a run's status when its trainer is alive and the process is a trainer (its command runs
+    core.train or core.grid, under torchrun or not): a pid the system has since given to another process, after
+    a trainer died without a word, is not signalled. Where /proc cannot tell, the live pid is taken as the
+    trainer's."""
+    if not trainer_alive(status):
+        return None
+    pid = int(status["pid"])
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return None if Path("/proc/self").exists() else pid  # gone meanwhile, or no /proc on this system
+    except OSError:
+        return pid
+    trainer = {b"core.train", b"core.grid", b"core/train.py", b"core/grid.py"}
+    return pid if any(a in trainer or a.endswith((b"/core/train.py", b"/core/grid.py")) for a in argv) else None
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
