@@ -24,7 +24,7 @@ import uuid
 from collections import deque
 from pathlib import Path
 
-from core import config, runs
+from core import config, process, runs
 from core.config import TrainConfig
 from core.data import split_sizes
 from core.errors import StudioError
@@ -51,7 +51,7 @@ class JobManager:
         self._stopping: set[Path] = set()
         # what this manager writes in the runs it launches (runs.claim_launch): another studio on the same runs
         # folder, or another manager in this process, leaves them be
-        self._owner = {"pid": os.getpid(), "manager": uuid.uuid4().hex}
+        self._owner = {"pid": os.getpid(), "started": process.started(os.getpid()), "manager": uuid.uuid4().hex}
         self._closed = threading.Event()
         self.recover()
         self._thread = threading.Thread(target=self._loop, args=(poll_s,), name="job-manager", daemon=True)
@@ -124,9 +124,11 @@ class JobManager:
             if any(runs.Run(r).status().get("status") not in runs.FINAL for r in members if r != run):
                 runs.Run(run).request_stop()
                 return
+            pid = proc.pid if isinstance(proc, subprocess.Popen) else proc
+            if not isinstance(proc, subprocess.Popen) and process.alive(pid) and not process.is_trainer(pid):
+                raise StudioError(f"{run.name} trains inside another program (process {pid}); stop it there.")
             self._stopping.update(members)
-        pid = proc.pid if isinstance(proc, subprocess.Popen) else proc
-        _signal_group(pid, signal.SIGTERM)
+        process.signal_group(pid, signal.SIGTERM)
         threading.Thread(target=self._kill_later, args=(run, pid), daemon=True).start()
 
     def status(self, run: str | Path) -> dict:
@@ -206,9 +208,9 @@ class JobManager:
         runs of its grid that it trains, as `recover` does; None when no trainer of it is alive. Called with the
         lock held."""
         status = runs.Run(run).status()
-        pid = runs.trainer_pid(status)
-        if pid is None:
+        if not runs.trainer_alive(status):
             return None
+        pid = int(status["pid"])
         for name in status.get("grid") or [run.name]:
             member = self.runs_dir / name
             if member == run or (member.is_dir() and runs.Run(member).status().get("pid") == pid):
@@ -229,12 +231,12 @@ class JobManager:
             status = runs.Run(run).status()
             if not status:
                 continue
-            if runs.trainer_alive(status):
+            if runs.trainer_alive(status):  # never a process that took a dead trainer's pid since
                 # a trainer at work, or launched and still loading its data (still "queued"): adopt it
                 with self._lock:
                     self._procs[run] = int(status["pid"])
                     self._devices[run] = status.get("device", "cpu")
-            elif status.get("status") == "queued" and runs.launched_elsewhere(status, self._owner):
+            elif status.get("status") == "queued" and runs.claimed_elsewhere(status, self._owner):
                 continue  # another studio on this runs folder is launching it
             elif status.get("status") == "queued" and status.get("grid") and not runs.Run(run).last_path.exists():
                 grids.setdefault(tuple(status["grid"]), []).append(run)  # queued together again
@@ -258,7 +260,7 @@ class JobManager:
         with self._lock:
             items = list(self._procs.items())
         for run, proc in items:
-            alive = proc.poll() is None if isinstance(proc, subprocess.Popen) else runs.pid_alive(proc)
+            alive = proc.poll() is None if isinstance(proc, subprocess.Popen) else process.alive(proc)
             if alive:
                 continue
             with self._lock:
@@ -329,11 +331,11 @@ class JobManager:
     def _kill_later(self, run: Path, pid: int) -> None:
         deadline = time.monotonic() + self.grace_s
         while time.monotonic() < deadline:
-            if not runs.pid_alive(pid) or _zombie(pid):
+            if not process.alive(pid) or process.zombie(pid):
                 return
             time.sleep(0.2)
         log.warning("run %s did not stop within %.0f s; killing it", run.name, self.grace_s)
-        _signal_group(pid, signal.SIGKILL)
+        process.signal_group(pid, signal.SIGKILL)
 
 
 def _device_for(cfg: TrainConfig, processes: int) -> str:
@@ -373,20 +375,6 @@ def _seconds_left(run: Path, status: dict, rows: list[dict]) -> float:
     return seconds
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    """Signal a trainer and the processes it started (torchrun's workers): its process group when that group is a
-    session of its own, as every trainer the studio starts is; else the trainer alone, since one started from a
-    shell script shares the script's group, and with it perhaps the studio's own process."""
-    try:
-        group = os.getpgid(pid)
-        if group == os.getsid(pid):
-            os.killpg(group, sig)
-        else:
-            os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _last_error(run: Path) -> str | None:
     """The trainer's own 'error: ...' line, when it printed one before exiting."""
     try:
@@ -395,14 +383,6 @@ def _last_error(run: Path) -> str | None:
         return None
     errors = [line[len("error: ") :] for line in lines if line.startswith("error: ")]
     return errors[-1] if errors else None
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return False
 
 
 def _has_cuda() -> bool:

@@ -19,6 +19,7 @@ try:
 except ImportError:  # not POSIX: status updates are not serialised between processes
     fcntl = None
 
+from core import process
 from core.errors import StudioError
 
 RUNS_DIR = "runs"  # where run folders are made unless told otherwise (TrainConfig.runs_dir's default)
@@ -101,6 +102,8 @@ def set_status(run: Path, status: str, **fields) -> dict:
     """Update status.json, keeping fields written earlier (e.g. the pid) unless replaced."""
     if status not in STATUSES:
         raise ValueError(status)
+    if "pid" in fields and "pid_started" not in fields:  # which process it is, not only its number
+        fields["pid_started"] = process.started(fields["pid"])
     with status_lock(run):
         current = read_json(run / STATUS, {}) or {}
         current.update(fields, status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -118,7 +121,8 @@ def note_launch(run: Path, pid: int) -> bool:
         current = read_json(run / STATUS, {}) or {}
         if current.get("status") != "queued":
             return False
-        current.update(pid=pid, launched=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        current.update(pid=pid, pid_started=process.started(pid), launched=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        current.pop("claimed_by", None)  # from here on its live trainer says whose it is (`trainer_alive`)
         write_json(run / STATUS, current)
     return True
 
@@ -138,11 +142,18 @@ def claim_launch(run: Path, owner: dict) -> bool:
     return True
 
 
-def launched_elsewhere(status: dict, owner: dict) -> bool:
-    """Whether a queued run is another live job manager's (it claimed it: `claim_launch`) or has a live trainer."""
+def claimed_elsewhere(status: dict, owner: dict) -> bool:
+    """Whether another live job manager has claimed this queued run to launch it (`claim_launch`); its claim
+    gives way to the trainer's pid once launched (`note_launch`)."""
     claimer = status.get("claimed_by") or {}
-    theirs = claimer.get("manager") not in (None, owner["manager"]) and pid_alive(claimer.get("pid"))
-    return theirs or trainer_alive(status)
+    return claimer.get("manager") not in (None, owner["manager"]) and process.same(
+        claimer.get("pid"), claimer.get("started")
+    )
+
+
+def launched_elsewhere(status: dict, owner: dict) -> bool:
+    """Whether a queued run is another live job manager's to launch or has a live trainer."""
+    return claimed_elsewhere(status, owner) or trainer_alive(status)
 
 
 def is_starting(status: dict) -> bool:
@@ -210,38 +221,9 @@ def best_row(rows: list[dict]) -> dict | None:
 
 def trainer_alive(status: dict) -> bool:
     """Whether a trainer process works on the run: marked running, or queued (launched and still loading its
-    data), and its process is alive. One marked so whose process is gone was killed, or the machine restarted."""
-    return status.get("status") in ("queued", "running") and pid_alive(status.get("pid"))
-
-
-def trainer_pid(status: dict) -> int | None:
-    """The pid in a run's status when its trainer is alive and the process is a trainer (its command runs
-    core.train or core.grid, under torchrun or not): a pid the system has since given to another process, after
-    a trainer died without a word, is not signalled. Where /proc cannot tell, the live pid is taken as the
-    trainer's."""
-    if not trainer_alive(status):
-        return None
-    pid = int(status["pid"])
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return None if Path("/proc/self").exists() else pid  # gone meanwhile, or no /proc on this system
-    except OSError:
-        return pid
-    trainer = {b"core.train", b"core.grid", b"core/train.py", b"core/grid.py"}
-    return pid if any(a in trainer or a.endswith((b"/core/train.py", b"/core/grid.py")) for a in argv) else None
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    data), and the very process recorded still runs (`process.same`). One marked so whose process is gone was
+    killed, or the machine restarted, even where another process has its pid since."""
+    return status.get("status") in ("queued", "running") and process.same(status.get("pid"), status.get("pid_started"))
 
 
 def delete_run(run: Path) -> None:

@@ -51,8 +51,9 @@ def _check_resumable(run: Path) -> None:
     status = runs.Run(run).status()
     if status.get("status") == "done":
         raise StudioError(f"{run.name} has already finished; start a new run instead.")
-    # "running" only: a run the studio queued and launched this trainer for is marked queued with its pid
-    if status.get("status") == "running" and runs.pid_alive(status.get("pid")):
+    # "running" only: a run the studio queued and launched this trainer for is marked queued with its pid; and
+    # only while the process recorded lives, not another that took its pid after it died with the machine
+    if status.get("status") == "running" and runs.trainer_alive(status):
         raise StudioError(f"{run.name} is still running (process {status.get('pid')}).")
 
 

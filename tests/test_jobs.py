@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
+from core import process, runs
 from core.data import DataConfig
 from core.errors import StudioError
 from core.jobs import DIED, JobManager
@@ -124,15 +125,19 @@ def test_restarting_the_app_finds_a_running_run_again(tmp_path):
     wait_for(lambda: status_of(run) == "running")
     first.close()  # the app goes away; the trainer lives in its own process group
     pid = runs.read_json(run / "status.json")["pid"]
-    assert runs.pid_alive(pid)
-    second = JobManager(tmp_path, poll_s=0.2)
+    second = None
     try:
+        assert process.alive(pid)
+        second = JobManager(tmp_path, poll_s=0.2)
         assert second.active() == [run.name]
         assert second.status(run.name)["status"] == "running"
         second.stop(run.name)
         wait_for(lambda: status_of(run) == "stopped")
     finally:
-        second.close()
+        if second is not None:
+            second.close()
+        with contextlib.suppress(ProcessLookupError):  # never left training when the test fails
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_run_started_on_the_command_line_after_the_studio_is_stopped_by_it(tmp_path):
@@ -190,19 +195,31 @@ def test_two_studios_on_one_runs_folder_launch_a_queued_run_once(tmp_path):
                 jm.close()
 
 
-def test_stop_never_signals_a_process_that_is_not_a_trainer(tmp_path):
-    """A run marked running whose trainer died without a word, its pid since given to another process: Stop
-    says the run is not running and leaves that process alone."""
+@pytest.mark.parametrize(
+    ("started", "said"),
+    [
+        ("an earlier boot:1234", "is not running"),  # the trainer died, its pid given to this process since
+        (None, r"trains inside another program \(process \d+\); stop it there"),  # it trains inside itself
+    ],
+    ids=["pid-reused", "another-program"],
+)
+def test_stop_never_signals_a_process_that_is_not_a_trainer(tmp_path, started, said):
+    """A run whose status names a process that is not a trainer of its own: one that took a dead trainer's pid,
+    or a program training the run inside itself (a notebook calling run_training). Stop says so and leaves that
+    process alone."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     jm = JobManager(tmp_path, poll_s=0.2)
     try:
         run = runs.create_run_dir(tmp_path, "orphan")
         runs.write_json(run / "config.json", {})
         runs.set_status(run, "running", pid=other.pid, epoch=1, epochs=5, device="cpu")
-        with pytest.raises(StudioError, match="is not running"):
+        if started:
+            runs.set_status(run, "running", pid_started=started)
+        with pytest.raises(StudioError, match=said):
             jm.stop(run.name)
         time.sleep(0.5)
         assert other.poll() is None  # not signalled
+        assert status_of(run) == "running" and jm.active() == ([] if started else [run.name])
     finally:
         other.kill()
         other.wait()
@@ -229,6 +246,41 @@ def test_restart_marks_a_dead_trainer_failed_and_requeues_queued_runs(tmp_path):
         jm.close()
 
 
+@pytest.mark.parametrize("started", ["an earlier boot:1234", None], ids=["recorded", "not-recorded"])
+@pytest.mark.parametrize("state", ["running", "queued"])
+def test_restart_adopts_no_process_that_took_a_dead_trainers_pid(tmp_path, state, started):
+    """A trainer killed with the machine, its pid given since to another program: the restarted studio marks
+    its running run failed, or launches its queued one anew, and leaves that program alone (it used to adopt
+    any live pid, show the run as training forever and signal the program at Stop)."""
+    from dataclasses import asdict
+
+    run = runs.create_run_dir(tmp_path, "reused")
+    runs.write_json(run / "config.json", asdict(cfg(tmp_path).resolved()))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        if state == "running":
+            runs.set_status(run, "running", pid=other.pid, epoch=0, epochs=1, device="cpu")
+        else:
+            runs.set_status(run, "queued", device="cpu", pid=None)
+            assert runs.note_launch(run, other.pid)
+        # the dead trainer's start, or none where an older version wrote the status (its command line tells)
+        runs.set_status(run, state, pid_started=started)
+        jm = JobManager(tmp_path, poll_s=0.2)
+        try:
+            if state == "running":
+                status = runs.read_json(run / "status.json")
+                assert status["status"] == "failed" and status["error"] == DIED and jm.active() == []
+            else:
+                wait_for(lambda: status_of(run) == "done")  # trained by a trainer of its own
+                assert runs.read_json(run / "status.json")["pid"] != other.pid
+        finally:
+            jm.close()
+        assert other.poll() is None  # never signalled
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_restart_adopts_a_trainer_still_loading_its_data_instead_of_starting_a_second(tmp_path):
     """A trainer loads its data before it marks the run running (minutes for a big DICOM folder); a studio
     restarted meanwhile used to queue the run again, and two trainers wrote one run folder."""
@@ -237,7 +289,10 @@ def test_restart_adopts_a_trainer_still_loading_its_data_instead_of_starting_a_s
     run = runs.create_run_dir(tmp_path, "loading")
     runs.write_json(run / "config.json", asdict(cfg(tmp_path).resolved()))
     runs.set_status(run, "queued", device="cpu", pid=None)
-    loading = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    loading = subprocess.Popen(  # a trainer's command line, loading its data for a minute
+        [sys.executable, "-c", "import time; time.sleep(60)", "-m", "core.train", "--prepared", str(run)],
+        start_new_session=True,
+    )
     reaped = threading.Thread(target=loading.wait, daemon=True)  # as init reaps the old studio's orphan
     reaped.start()
     try:

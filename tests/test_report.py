@@ -2,6 +2,7 @@
 
 import html
 import json
+import os
 import re
 import shutil
 
@@ -79,9 +80,13 @@ def test_report_opens_in_a_real_browser(tiny_run, tmp_path):
             {"status": "running", "pid": 2**22 + 12345, "warnings": []},  # above any pid Linux hands out
             ["running, but its trainer is no longer running"],
         ),
+        (
+            {"status": "running", "pid": os.getpid(), "warnings": []},  # its pid now another program's (pytest)
+            ["running, but its trainer is no longer running"],
+        ),
         ({"status": "done", "warnings": []}, []),
     ],
-    ids=["warning", "failed", "trainer-gone", "clean"],
+    ids=["warning", "failed", "trainer-gone", "pid-reused", "clean"],
 )
 def test_the_report_carries_the_runs_failure_and_warnings_at_the_top(tiny_run, tmp_path, status, shown):
     """A report is handed on: a flagged or failed run must not read as a fine one."""

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from core import listing, runs
+from core import listing, process, runs
 
 
 def test_runs_are_listed_newest_first_by_start_time_not_by_name(tmp_path, monkeypatch):
@@ -159,9 +159,105 @@ GONE = 2**22 + 12345  # above any pid Linux hands out
     ],
 )
 def test_a_trainer_is_alive_only_for_a_live_run_whose_process_lives(state, pid, alive):
-    import os
+    pid = os.getpid() if pid == "self" else pid  # a trainer inside this very program, as run_training is
+    assert runs.trainer_alive({"status": state, "pid": pid, "pid_started": process.started(pid)}) is alive
 
-    assert runs.trainer_alive({"status": state, "pid": os.getpid() if pid == "self" else pid}) is alive
+
+def sleeper(*argv: str):
+    """A live process whose command line ends in `argv`: a trainer's (`-m core.train --prepared RUN`) still
+    loading its data, or any other program that may hold a dead trainer's pid."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *argv])
+
+
+@pytest.fixture
+def trainer_pid():
+    """The pid of a live process that a studio takes for a run's trainer (its command runs core.train)."""
+    proc = sleeper("-m", "core.train", "--prepared", "runs/watched")
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("argv", "trainer"),
+    [
+        (["-m", "core.train", "--prepared", "/runs/a", "--device", "cpu"], True),
+        (["-m", "core.train", "--resume", "/runs/a"], True),
+        (["-m", "torch.distributed.run", "--standalone", "-m", "core.train", "--prepared", "a"], True),
+        (["-m", "core.grid", "--prepared", "/runs/a", "/runs/b"], True),
+        (["/src/tsskd/core/train.py", "--config", "c.json"], True),
+        (["core/grid.py"], True),
+        ([], False),  # another program: one that trains inside itself (a notebook), or any other
+        (["-m", "http.server", "core.training"], False),
+    ],
+)
+def test_only_a_process_of_core_train_or_core_grid_is_a_trainer_the_studio_signals(argv, trainer):
+    proc = sleeper(*argv)
+    try:
+        assert process.is_trainer(proc.pid) is trainer
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("recorded", ["its own", "earlier", "not recorded"])
+@pytest.mark.parametrize("program", ["trainer", "other"])
+def test_a_run_is_trained_only_by_the_very_process_its_status_names(recorded, program):
+    """After a crash or a restart the system hands a dead trainer's pid to another process: the run's status
+    names the process by its pid and its start, so the studio neither adopts nor signals that process, nor
+    says the run is still training. A status written before the start was recorded falls back on the
+    process's command line."""
+    proc = sleeper(*(["-m", "core.train"] if program == "trainer" else []))
+    try:
+        started = {"its own": process.started(proc.pid), "earlier": "an earlier boot:1234", "not recorded": None}
+        status = {"status": "running", "pid": proc.pid, "pid_started": started[recorded]}
+        own = recorded == "its own" or (recorded == "not recorded" and program == "trainer")
+        assert runs.trainer_alive(status) is own and process.same(proc.pid, started[recorded]) is own
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not runs.trainer_alive(status)  # and never a process that has gone
+
+
+def test_a_status_names_the_process_by_its_start_as_well_as_its_pid(tmp_path):
+    run = runs.create_run_dir(tmp_path, "named")
+    written = runs.set_status(run, "running", pid=os.getpid())
+    assert written["pid_started"] == process.started(os.getpid()) and written["pid_started"].count(":") == 1
+    assert runs.set_status(run, "stopped", pid=None)["pid_started"] is None
+    assert runs.set_status(run, "running")["pid_started"] is None  # kept with the pid, as every field is
+    assert process.started(GONE) is None and process.started(None) is None
+
+
+def test_a_claim_to_launch_gives_way_to_the_launched_trainer(tmp_path):
+    """Two studios on one runs folder: the one that claims a queued run launches it, the other leaves it; once
+    launched, its live trainer says whose the run is and the claim leaves status.json."""
+
+    run = runs.create_run_dir(tmp_path, "claimed")
+    runs.set_status(run, "queued", pid=None)
+    mine, theirs = ({"pid": os.getpid(), "started": process.started(os.getpid()), "manager": m} for m in "ab")
+    assert runs.claim_launch(run, mine)
+    status = runs.read_json(run / "status.json")
+    assert runs.claimed_elsewhere(status, theirs) and not runs.claimed_elsewhere(status, mine)
+    assert not runs.claim_launch(run, theirs) and runs.claim_launch(run, mine)
+    trainer = sleeper("-m", "core.train", "--prepared", str(run))
+    try:
+        assert runs.note_launch(run, trainer.pid)
+        status = runs.read_json(run / "status.json")
+        assert "claimed_by" not in status and status["pid"] == trainer.pid
+        assert runs.launched_elsewhere(status, theirs) and not runs.claim_launch(run, theirs)
+    finally:
+        trainer.kill()
+        trainer.wait()
+    # the trainer died before it ran, and a studio that has gone claims nothing (its pid another process's since,
+    # or no process's): the run is anyone's to launch
+    for gone in ({"pid": GONE, "manager": "gone"}, {"pid": os.getpid(), "started": "earlier:1", "manager": "c"}):
+        runs.set_status(run, "queued", pid=None, launched=None, claimed_by=gone)
+        assert not runs.launched_elsewhere(runs.read_json(run / "status.json"), theirs)
+    assert runs.claim_launch(run, theirs)
+    assert runs.read_json(run / "status.json")["claimed_by"] == theirs
 
 
 def row(epoch, acc, auc=None):
@@ -187,13 +283,13 @@ def test_a_finished_runs_kept_model_is_the_epoch_best_row_names(tiny_run):
     assert runs.best_row(runs.read_metrics(tiny_run))["epoch"] == kept
 
 
-def test_a_live_run_reports_its_best_epoch_so_far_and_the_train_tab_says_so(tmp_path):
+def test_a_live_run_reports_its_best_epoch_so_far_and_the_train_tab_says_so(tmp_path, trainer_pid):
     from core.jobs import JobManager
     from ui.context import Studio
     from ui.watch import monitor
 
     run = runs.Run.create(tmp_path, "live", {"method": "tss-kd", "epochs": 5})
-    run.set_status("running", epoch=3, epochs=5, chance_acc=0.25, pid=os.getpid())  # a live trainer's pid
+    run.set_status("running", epoch=3, epochs=5, chance_acc=0.25, pid=trainer_pid)
     for r in (row(1, 0.40, 0.70), row(2, 0.60, 0.85), row(3, 0.55, 0.80)):
         runs.append_metrics(run.path, r)
     jobs = JobManager(tmp_path)
@@ -217,7 +313,7 @@ def test_a_live_run_reports_its_best_epoch_so_far_and_the_train_tab_says_so(tmp_
     [("queued", True, False), ("running", True, False), ("stopped", False, True), ("failed", False, True)]
     + [("done", False, False)],
 )
-def test_the_train_tab_offers_stop_and_resume_only_where_they_act(tmp_path, status, stop, resume):
+def test_the_train_tab_offers_stop_and_resume_only_where_they_act(tmp_path, trainer_pid, status, stop, resume):
     """Stop lives while the watched run is queued or running, Resume once it is stopped or failed, "Use its
     settings" whenever a run is watched; with no run, none (they answered "is not running" and the like)."""
     from core.jobs import JobManager
@@ -226,7 +322,7 @@ def test_the_train_tab_offers_stop_and_resume_only_where_they_act(tmp_path, stat
 
     run = runs.Run.create(tmp_path, "watched", {"method": "tss-kd", "epochs": 5})
     live = status in ("queued", "running")  # a live trainer's pid, or the manager takes the run for dead (failed)
-    run.set_status(status, epoch=1, epochs=5, pid=os.getpid() if live else None)
+    run.set_status(status, epoch=1, epochs=5, pid=trainer_pid if live else None)
     jobs = JobManager(tmp_path)
     try:
         ctx = Studio(data_root=tmp_path, runs_dir=tmp_path, jobs=jobs)
@@ -254,7 +350,6 @@ def test_the_train_tab_offers_stop_and_resume_only_where_they_act(tmp_path, stat
 def test_the_time_left_of_a_run_in_a_grid_counts_the_epochs_of_its_grid_between(tmp_path, others, left):
     """A sweep's runs train their epochs in turn in one process: one watched in the Train tab said '20 s
     left' where its grid had minutes to go."""
-    import os
 
     from core.jobs import JobManager
 
@@ -370,7 +465,6 @@ def test_python_m_core_runs_refuses_a_runs_folder_that_is_not_one(tmp_path, caps
 def test_every_file_of_a_run_has_the_mode_the_umask_gives(tmp_path, umask):
     """The weights, the checkpoint and the out-of-distribution check as the JSON beside them: safetensors'
     own writer made its files 0600 whatever the umask, so a run was half readable by the group."""
-    import os
 
     from conftest import tiny_config
 

@@ -170,6 +170,28 @@ def test_resume_refuses_finished_or_unknown_runs(tmp_path):
         run_training(tiny_config(tmp_path), resume=str(tmp_path))
 
 
+@pytest.mark.slow  # two runs, trained to the end
+def test_resume_refuses_a_run_its_trainer_still_trains_and_takes_one_whose_trainer_died(tmp_path):
+    """A run marked running is another trainer's only while its pid is a trainer's: after the machine restarted
+    its pid may be another program's, and the run must resume (it said "still running" forever)."""
+    from core.errors import StudioError
+
+    cfg = tiny_config(tmp_path, epochs=2)
+    run = run_training(cfg, stop=StopAfter(4))  # stopped in epoch 2, with its checkpoint
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "core.train"])
+    try:
+        runs.set_status(run, "running", pid=trainer.pid)
+        with pytest.raises(StudioError, match="is still running"):
+            run_training(cfg, resume=str(run))
+    finally:
+        trainer.kill()
+        trainer.wait()
+    # the trainer died with the machine, its pid given since to this test's process
+    runs.set_status(run, "running", pid=os.getpid(), pid_started="an earlier boot:1234")
+    assert run_training(cfg, resume=str(run)) == run
+    assert_complete_run(run, 2)
+
+
 def test_a_crash_marks_the_run_failed_with_its_reason(tmp_path, monkeypatch):
     import core.engine as engine
 
