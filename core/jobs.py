@@ -331,7 +331,7 @@ class JobManager:
     def _kill_later(self, run: Path, pid: int) -> None:
         deadline = time.monotonic() + self.grace_s
         while time.monotonic() < deadline:
-            if not process.alive(pid) or process.zombie(pid):
+            if not process.alive(pid):
                 return
             time.sleep(0.2)
         log.warning("run %s did not stop within %.0f s; killing it", run.name, self.grace_s)

@@ -4,6 +4,7 @@ is a trainer, and how to signal one. Linux tells these from /proc; elsewhere a l
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ TRAINERS = {b"core.train", b"core.grid", b"core/train.py", b"core/grid.py"}  # h
 
 
 def alive(pid: int | None) -> bool:
+    """Whether process `pid` runs: a zombie (exited, not yet reaped by its parent) does not."""
     if not pid:
         return False
     try:
@@ -19,8 +21,8 @@ def alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _zombie(pid)
 
 
 def started(pid: int | None) -> str | None:
@@ -30,7 +32,7 @@ def started(pid: int | None) -> str | None:
         return None
     try:
         stat = Path(f"/proc/{int(pid)}/stat").read_text()
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        boot = _boot_id()
     except OSError:
         return None
     return f"{boot}:{stat.rsplit(')', 1)[-1].split()[19]}"  # field 22, starttime, counted after the name
@@ -60,12 +62,17 @@ def is_trainer(pid: int) -> bool:
             return True
         if cmdline:
             break
-        time.sleep(0.025)  # a process in the middle of its exec reads empty for a moment (or a zombie, for good)
+        time.sleep(0.025)  # a process in the middle of its exec reads empty for a moment
     argv = cmdline.split(b"\0")
     return any(a in TRAINERS or a.endswith((b"/core/train.py", b"/core/grid.py")) for a in argv)
 
 
-def zombie(pid: int) -> bool:
+@functools.cache
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
     except OSError:

@@ -222,6 +222,26 @@ def test_a_run_is_trained_only_by_the_very_process_its_status_names(recorded, pr
     assert not runs.trainer_alive(status)  # and never a process that has gone
 
 
+def test_a_trainer_that_exited_is_not_alive_before_its_parent_reaps_it():
+    """An exited process stays in the process table (a zombie) until its parent reaps it, and `kill(pid, 0)`
+    still succeeds: a run adopted from elsewhere whose trainer exited must not read as training meanwhile."""
+    import time
+    from pathlib import Path
+
+    proc = sleeper("-m", "core.train")
+    status = {"status": "running", "pid": proc.pid, "pid_started": process.started(proc.pid)}
+    assert process.alive(proc.pid) and runs.trainer_alive(status)
+    proc.kill()
+    deadline = time.monotonic() + 30
+    while not Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        assert not process.alive(proc.pid) and not runs.trainer_alive(status)  # exited, not yet reaped
+    finally:
+        proc.wait()
+
+
 def test_a_status_names_the_process_by_its_start_as_well_as_its_pid(tmp_path):
     run = runs.create_run_dir(tmp_path, "named")
     written = runs.set_status(run, "running", pid=os.getpid())
