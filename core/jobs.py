@@ -112,13 +112,14 @@ class JobManager:
         process stops it after its current step and trains the others on. A stopped run resumes on its own."""
         run = self.find(run)
         with self._lock:
-            if self._unqueue(run) and not runs.launched_elsewhere(runs.Run(run).status(), self._owner):
+            status = runs.Run(run).status()
+            if self._unqueue(run) and not runs.launched_elsewhere(status, self._owner):
                 runs.set_status(run, "stopped")  # never launched: it ends here
                 return
             proc = self._procs.get(run)
             if proc is None:  # a trainer started elsewhere since this studio started (the command line, another
-                proc = self._adopt_started_elsewhere(run)  # studio) is stopped as one adopted at its start is
-            if proc is None or runs.Run(run).status().get("status") in runs.FINAL:
+                proc = self._adopt_started_elsewhere(run, status)  # studio) is stopped as one adopted at start is
+            if proc is None or status.get("status") in runs.FINAL:
                 raise StudioError(f"{run.name} is not running.")
             members = [r for r, p in self._procs.items() if p == proc]  # the run, and its grid's others
             if any(runs.Run(r).status().get("status") not in runs.FINAL for r in members if r != run):
@@ -203,19 +204,23 @@ class JobManager:
                     return True
         return False
 
-    def _adopt_started_elsewhere(self, run: Path) -> int | None:
-        """Take on the live trainer of `run` that this manager did not start or find at its start, with the other
-        runs of its grid that it trains, as `recover` does; None when no trainer of it is alive. Called with the
-        lock held."""
-        status = runs.Run(run).status()
+    def _adopt(self, run: Path, status: dict) -> None:
+        """Follow the live trainer that `status` names as if this manager had started it for `run`. Called with
+        the lock held."""
+        self._procs[run] = int(status["pid"])
+        self._devices[run] = status.get("device", "cpu")
+
+    def _adopt_started_elsewhere(self, run: Path, status: dict) -> int | None:
+        """Take on the live trainer of `run` (whose status is `status`) that this manager did not start or find at
+        its start, with the other runs of its grid that it trains, as `recover` does; None when no trainer of it
+        is alive. Called with the lock held."""
         if not runs.trainer_alive(status):
             return None
         pid = int(status["pid"])
         for name in status.get("grid") or [run.name]:
             member = self.runs_dir / name
             if member == run or (member.is_dir() and runs.Run(member).status().get("pid") == pid):
-                self._procs[member] = pid
-                self._devices[member] = status.get("device", "cpu")
+                self._adopt(member, status)
         return pid
 
     def _enqueue(self, job: tuple[Path, ...], device: str) -> None:
@@ -234,8 +239,7 @@ class JobManager:
             if runs.trainer_alive(status):  # never a process that took a dead trainer's pid since
                 # a trainer at work, or launched and still loading its data (still "queued"): adopt it
                 with self._lock:
-                    self._procs[run] = int(status["pid"])
-                    self._devices[run] = status.get("device", "cpu")
+                    self._adopt(run, status)
             elif status.get("status") == "queued" and runs.claimed_elsewhere(status, self._owner):
                 continue  # another studio on this runs folder is launching it
             elif status.get("status") == "queued" and status.get("grid") and not runs.Run(run).last_path.exists():
