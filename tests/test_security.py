@@ -124,11 +124,17 @@ def test_authentication_guards_the_api_and_the_handlers(tmp_path):
         tiny = {"method": "ce", "image_size": 16, "epochs": 1, "batch_size": 16, "device": "cpu"}
         run_id = client.predict({**tiny, "synthetic_train": 256, "name": "authed"}, api_name="/start_training")
         assert run_id.startswith("authed-")
-        ctx.jobs.stop(run_id)
+        assert client.predict(run_id, api_name="/stop_training")["status"] == "stopped"
         import gradio as gr
+
+        from ui.train import make_run_api
 
         with pytest.raises(gr.Error, match="log in"):  # the handler itself checks, login page or not
             make_api(ctx)({**tiny, "name": "sneaky"}, request=None)
+        for handler in make_run_api(ctx):  # nor stopped or resumed by one not logged in
+            with pytest.raises(gr.Error, match="log in"):
+                handler(run_id, request=None)
+        assert ctx.jobs.status(run_id)["status"] == "stopped"
     finally:
         app.close()
         ctx.jobs.close()

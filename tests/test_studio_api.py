@@ -60,7 +60,15 @@ def scans(tmp_path_factory):
 def test_the_api_lists_exactly_the_documented_names(studio):
     client, _, _ = studio
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/diagnose", "/augment_preview", "/start_training", "/run_status", "/list_runs"} <= names
+    assert names == {
+        "/diagnose",
+        "/augment_preview",
+        "/start_training",
+        "/run_status",
+        "/stop_training",
+        "/resume_training",
+        "/list_runs",
+    }
 
 
 def test_augment_preview_and_diagnose_need_only_what_a_user_must_give(studio):
@@ -472,6 +480,56 @@ def ended(client, run_id: str, seconds: float = 240) -> dict:
             break
         time.sleep(0.5)
     return status
+
+
+def test_stop_and_resume_through_the_api_as_the_train_tabs_buttons_do(studio):
+    """A run started through the API is stopped through it (answered once stopped, its epochs kept), resumed from
+    where it stopped, not from scratch, and stopped again; a queued run stops without ever training."""
+    client, ctx, _ = studio
+    long = {**TINY, "epochs": 200, "synthetic_train": 256, "name": "api-stop"}
+    run_id = client.predict(long, api_name="/start_training")
+    queued = client.predict({**long, "name": "api-queued"}, api_name="/start_training")  # behind it on the CPU
+    stopped = client.predict(queued, api_name="/stop_training")
+    assert (stopped["status"], stopped["epoch"]) == ("stopped", 0)
+    deadline = time.time() + 240
+    while client.predict(run_id, api_name="/run_status")["epoch"] < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    first = client.predict(run_id, api_name="/stop_training")
+    assert first["status"] == "stopped" and 2 <= first["epoch"] < 200, first
+    assert client.predict(run_id, api_name="/run_status")["epoch"] == first["epoch"]  # nothing trained on after
+    again = client.predict(run_id, api_name="/resume_training")
+    assert again["status"] in ("queued", "running") and again["epoch"] == first["epoch"]
+    deadline = time.time() + 240
+    while client.predict(run_id, api_name="/run_status")["epoch"] < first["epoch"] + 1 and time.time() < deadline:
+        time.sleep(0.5)
+    second = client.predict(run_id, api_name="/stop_training")
+    assert second["status"] == "stopped" and first["epoch"] < second["epoch"] < 200, second
+    epochs = [row["epoch"] for row in runs.read_metrics(ctx.jobs.find(run_id))]
+    assert epochs == list(range(1, second["epoch"] + 1))  # resumed, not trained again from its first epoch
+
+
+@pytest.mark.parametrize(
+    "endpoint, run, message",
+    [
+        ("/stop_training", "no-such-run", "no run named"),
+        ("/resume_training", "no-such-run", "no run named"),
+        ("/stop_training", "../../etc", "no run named"),
+        ("/resume_training", "../../etc", "no run named"),
+        ("/stop_training", "done", "is not running"),
+        ("/resume_training", "done", "only stopped or failed runs resume"),
+    ],
+)
+def test_stop_and_resume_through_the_api_refuse_what_they_cannot_do_and_change_nothing(studio, endpoint, run, message):
+    client, ctx, _ = studio
+    if run == "done":
+        run = client.predict({**TINY, "name": "api-done"}, api_name="/start_training")
+        assert ended(client, run)["status"] == "done"
+    before = sorted(p.name for p in ctx.runs_dir.iterdir())
+    with pytest.raises(Exception, match=message):
+        client.predict(run, api_name=endpoint)
+    assert sorted(p.name for p in ctx.runs_dir.iterdir()) == before
+    if run.startswith("api-done"):
+        assert client.predict(run, api_name="/run_status")["status"] == "done"
 
 
 def test_a_run_on_dicom_files_with_text_burned_into_their_pixels_says_so_through_run_status(studio):

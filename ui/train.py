@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -217,6 +218,31 @@ def make_control(ctx: Studio, action: str):
         getattr(ctx.jobs, action)(run_id)
 
     return control
+
+
+def make_run_api(ctx: Studio) -> tuple:
+    """The API's Stop and Resume: what the Train tab's buttons do, answering with the run's status after it."""
+
+    @user_error
+    def stop_training(run_id: str, request: gr.Request = None) -> dict:
+        """Stop a run (API: /stop_training): drop it from its queue, or ask its trainer to stop after its current
+        step (its kept model and metrics stay; it can be resumed). A run of a sweep's grid stops alone. Returns
+        its status once stopped (SIGKILL follows a trainer that takes longer than the studio's grace period)."""
+        ctx.require_user(request)
+        ctx.jobs.stop(run_id)
+        deadline = time.monotonic() + ctx.jobs.grace_s + 10
+        while (status := ctx.jobs.status(run_id))["status"] not in runs.FINAL and time.monotonic() < deadline:
+            time.sleep(0.25)
+        return status
+
+    @user_error
+    def resume_training(run_id: str, request: gr.Request = None) -> dict:
+        """Resume a stopped or failed run from its last epoch (API: /resume_training). Returns its status."""
+        ctx.require_user(request)
+        ctx.jobs.resume(run_id)
+        return ctx.jobs.status(run_id)
+
+    return stop_training, resume_training
 
 
 def make_status(ctx: Studio):
@@ -446,6 +472,9 @@ def build(ctx: Studio, device_choices) -> None:
         # change's always_last listener (ui.kept.IN_ORDER)
         method.change(shown_for, method, method_fields, api_name=False, show_progress="hidden", **IN_ORDER)
         gr.api(make_status(ctx), api_name="run_status")
+        stop_api, resume_api = make_run_api(ctx)
+        gr.api(stop_api, api_name="stop_training")
+        gr.api(resume_api, api_name="resume_training")
         stop.click(make_control(ctx, "stop"), run_id, None, api_name=False)
         resume.click(make_control(ctx, "resume"), run_id, None, api_name=False)
         # the watched run's settings into the form, to start a run like it with a change
