@@ -12,9 +12,12 @@ that the Runs tab, the report and Diagnose open like any other; a stopped one re
 manager asks through `Run.request_stop`, which the run's loop reads after each step); SIGTERM or Ctrl-C
 stops them all.
 
+    python -m core.grid --t-targets 2,4 --t-nontargets 0.4,4 [any option of core.train]
     python -m core.grid --prepared RUN [RUN ...] [--device DEVICE]
 
-The job manager (`JobManager.submit_grid`) and the Temperatures tab start grids this way.
+The first makes a sweep as the Temperatures tab does (`sweep<N>-T<t_target>-t<t_nontarget>-<time>`, one
+TSS-KD run per pair, every other setting as core.train takes it) and trains it here; the job manager
+(`JobManager.submit_grid`) and so the Temperatures tab start the grids they prepared the second way.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from core import cli, config, distributed, runs
+from core import cli, config, distributed, runs, settings
 from core.config import TrainConfig
 from core.data import load_dataset
 from core.device import pick_device
@@ -36,7 +39,9 @@ from core.engine import StopFlag, place
 from core.errors import StudioError
 from core.estimate import note_time_outside_epochs, process_started
 from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
-from core.train_args import check_prepared
+from core.model import check_pretrained
+from core.sweep import new_tag, temperature_grid
+from core.train_args import HelpFormatter, check_prepared, given_settings, parse_args
 
 log = logging.getLogger("core.train")
 
@@ -59,6 +64,20 @@ def check_grid(cfgs: list[TrainConfig]) -> None:
             + ", ".join(differ)
             + "."
         )
+
+
+def create_grid(runs_dir: str | Path, cfgs: list[TrainConfig]) -> list[Path]:
+    """The grid's run folders, each with its config, made together: one that cannot be made takes those made
+    before it away again, so no half of a grid is left."""
+    made: list[Path] = []
+    try:
+        for cfg in cfgs:
+            made.append(runs.Run.create(runs_dir, cfg.name, config.to_record(cfg)).path)
+    except BaseException:
+        for run in made:
+            runs.Run(run).delete()
+        raise
+    return made
 
 
 def load_grid(paths: list[str | Path], device: str | None = None) -> list[tuple[Path, TrainConfig]]:
@@ -95,19 +114,25 @@ class RunStop:
         return self._alone
 
 
-def train_grid(
-    grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = None, started: float | None = None
-) -> dict[str, str]:
-    """Train the prepared runs of `grid` in this process; returns run name -> how it ended."""
-    started = time.perf_counter() if started is None else started  # the process's start, from main()
-    stop = stop or StopFlag()
-    cfg = grid[0][1].resolved()
+def _device_for(cfg: TrainConfig):
     device = pick_device(cfg.device)
     if cfg.cuda_graphs:
         from core.graphs import check_graphable
 
         check_graphable(device, 1)
-    data = place(load_dataset(cfg.data), device)  # once, for every run
+    return device
+
+
+def train_grid(
+    grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = None, started: float | None = None, data=None
+) -> dict[str, str]:
+    """Train the prepared runs of `grid` in this process (on `data` when it was loaded already); returns run
+    name -> how it ended."""
+    started = time.perf_counter() if started is None else started  # the process's start, from main()
+    stop = stop or StopFlag()
+    cfg = grid[0][1].resolved()
+    device = _device_for(cfg)
+    data = place(load_dataset(cfg.data) if data is None else data, device)  # once, for every run
     group = distributed.Group()
     members = [p.name for p, _ in grid]
     fits: dict[Path, Fit] = {}
@@ -160,7 +185,72 @@ def train_grid(
     return {run.name: ended[run] for run, _ in grid}
 
 
+def _temperatures(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give numbers separated by commas (2,4,8), not {text!r}") from None
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    """The command line of a new sweep: its temperatures, and every option of core.train for the rest."""
+    ap = argparse.ArgumentParser(
+        prog="python -m core.grid",
+        description=__doc__.split("\n\n")[0],
+        epilog="or: python -m core.grid --prepared RUN [RUN ...] [--device DEVICE], to train run folders the "
+        "studio prepared",
+        formatter_class=HelpFormatter,
+    )
+    group = ap.add_argument_group("sweep")
+    for flag, what in (("--t-targets", "target-class"), ("--t-nontargets", "non-target")):
+        group.add_argument(flag, required=True, type=_temperatures, metavar="T,T,...", help=f"{what} temperatures")
+    settings.add_arguments(ap)
+    return ap
+
+
+# what a sweep sets itself in each of its runs: given on its command line, they would not apply
+SWEEP_SETS = {"t_target": "--t-target", "t_nontarget": "--t-nontarget", "name": "--name"}
+
+
+def sweep(argv: list[str] | None, *, stop: StopFlag, started: float) -> tuple[str, dict[str, str]]:
+    """`python -m core.grid --t-targets ... --t-nontargets ... [options]`: the sweep's runs made as the
+    Temperatures tab makes them and trained here. Everything is checked and the data loaded before a run folder
+    is made; a refusal makes none. Returns the sweep's name and run name -> how it ended."""
+    args = parse_args(argv, sweep_parser())
+    typed = given_settings(argv, sweep_parser())
+    wrong = [flag for key, flag in SWEEP_SETS.items() if key in typed]
+    wrong += ["--method"] if typed.get("method", "tss-kd") != "tss-kd" else []
+    if wrong:
+        raise StudioError(
+            "a sweep trains TSS-KD at each pair of --t-targets and --t-nontargets and names its runs itself; "
+            f"leave out {', '.join(wrong)}."
+        )
+    base = settings.from_args(args).resolved()
+    tag = new_tag(base.runs_dir)
+    cfgs = temperature_grid(base, args.t_targets, args.t_nontargets, tag=tag)
+    check_grid(cfgs)
+    device = _device_for(cfgs[0])  # a device that is not here is refused before anything is made
+    data = load_dataset(cfgs[0].data)
+    if base.pretrained:
+        check_pretrained(base.pretrained, base.arch, base.data.image_size)
+    grid = list(zip(create_grid(base.runs_dir, cfgs), cfgs, strict=True))
+    return tag, train_grid(grid, stop=stop, started=started, data=place(data, device))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    started = process_started()
+    if "--prepared" not in argv:
+        console_log()
+        stop = StopFlag()
+        stop.install()
+        try:
+            tag, ended = sweep(argv, stop=stop, started=started)
+        except StudioError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({"sweep": tag, "runs": ended}))
+        return 1 if "failed" in ended.values() else 0
     ap = argparse.ArgumentParser(prog="python -m core.grid", description=__doc__.split("\n\n")[0])
     ap.add_argument("--prepared", nargs="+", required=True, metavar="RUN", help="prepared run folders to train")
     ap.add_argument("--device", default=None, help="the device for all of them (default: their config's)")
@@ -169,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     stop.install()
     try:
-        ended = train_grid(load_grid(args.prepared, args.device), stop=stop, started=process_started())
+        ended = train_grid(load_grid(args.prepared, args.device), stop=stop, started=started)
     except StudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

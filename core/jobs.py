@@ -73,19 +73,12 @@ class JobManager:
     def submit_grid(self, cfgs: list[TrainConfig]) -> list[Path]:
         """Queue runs that differ only in their temperatures as one job: one process trains them all on
         one copy of the data (core.grid). Checks everything first; makes no run folder on a refusal."""
-        from core.grid import check_grid
+        from core.grid import check_grid, create_grid
 
         cfgs = [cfg.resolved() for cfg in cfgs]
         check_grid(cfgs)
         device = _device_for(cfgs[0], 1)
-        made: list[Path] = []
-        try:
-            for cfg in cfgs:
-                made.append(runs.Run.create(self.runs_dir, cfg.name, config.to_record(cfg)).path)
-        except BaseException:
-            for run in made:
-                runs.Run(run).delete()
-            raise
+        made = create_grid(self.runs_dir, cfgs)
         names = [run.name for run in made]
         for cfg, run in zip(cfgs, made, strict=True):
             runs.set_status(run, "queued", epoch=0, epochs=cfg.epochs, device=device, processes=1, grid=names, pid=None)

@@ -50,9 +50,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, with `--preset NAME`'s settings as defaults: flags given explicitly still win."""
-    ap = get_args_parser()
+def parse_args(argv: list[str] | None = None, ap: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The command line (of `ap`, core.train's by default), with `--preset NAME`'s settings as defaults: flags
+    given explicitly still win."""
+    ap = ap or get_args_parser()
     args = ap.parse_args(argv)
     if args.preset:
         ap.set_defaults(**PRESETS[args.preset])
@@ -60,9 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def given_settings(argv: list[str] | None) -> dict:
-    """The settings named on the command line, by field name, and nothing else (no defaults)."""
-    ap = get_args_parser()
+def given_settings(argv: list[str] | None, ap: argparse.ArgumentParser | None = None) -> dict:
+    """The settings named on the command line (of `ap`, core.train's by default), by field name, and nothing
+    else (no defaults)."""
+    ap = ap or get_args_parser()
     for action in ap._actions:  # no defaults: only what was typed reaches the namespace
         action.default = argparse.SUPPRESS
     given = vars(ap.parse_args(argv))

@@ -171,3 +171,58 @@ def test_a_run_that_fails_in_a_grid_fails_alone(tmp_path, monkeypatch):
     assert ended == {paths[0].name: "done", paths[1].name: "failed"}
     assert runs.Run(paths[1]).status()["error"] == "disk full" and "disk full" in (paths[1] / "train.log").read_text()
     assert runs.Run(paths[0]).status()["status"] == "done" and (paths[0] / "model.safetensors").is_file()
+
+
+TINY_ARGS = ["--image-size", "16", "--synthetic-train", "64", "--synthetic-val", "32", "--synthetic-test", "32"]
+TINY_ARGS += ["--epochs", "1", "--batch-size", "16", "--device", "cpu"]
+
+
+def test_the_command_line_makes_a_sweep_as_the_temperatures_tab_does_and_trains_it(tmp_path, capsys):
+    """`core.grid --t-targets --t-nontargets` with core.train's options: one TSS-KD run per pair with those
+    options, named as the tab names a sweep's runs, listed and read as a sweep, each trained to the end."""
+    from core.sweep import grid_results, list_sweeps
+
+    argv = ["--t-targets", "2,4", "--t-nontargets", "0.4", "--lr", "0.02", *TINY_ARGS, "--runs-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["sweep"] == "sweep1" and sorted(out["runs"].values()) == ["done", "done"]
+    assert [s["sweep"] for s in list_sweeps(tmp_path)] == ["sweep1"]
+    tts, tns, grid, found = grid_results(tmp_path, "sweep1")
+    assert (tts, tns) == ([2.0, 4.0], [0.4]) and (grid > 0).all()
+    for row in found:
+        cfg = runs.Run(tmp_path / row["run"]).config()
+        assert (cfg["method"], cfg["lr"], cfg["epochs"], cfg["data"]["image_size"]) == ("tss-kd", 0.02, 1, 16)
+        assert len(rows(tmp_path / row["run"])) == 1 and (tmp_path / row["run"] / "model.safetensors").is_file()
+    # the next sweep takes the next name, as the tab's would
+    assert main(["--t-targets", "2", "--t-nontargets", "0.4", *TINY_ARGS, "--runs-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sweep"] == "sweep2"
+    assert [r["status"] for r in grid_results(tmp_path, "sweep2")[3]] == ["done"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--t-targets", "2", "--t-nontargets", "0.4", "--method", "ce"], "leave out --method"),
+        (["--t-targets", "2", "--t-nontargets", "0.4", "--t-target", "3"], "leave out --t-target"),
+        (["--t-targets", "2", "--t-nontargets", "0.4", "--name", "mine"], "leave out --name"),
+        (["--t-targets", "2,-1", "--t-nontargets", "0.4"], "positive numbers, not -1"),
+        (["--t-targets", ",".join(map(str, range(1, 7))), "--t-nontargets", "1,2,3,4,5"], "at most 25 runs"),
+        (["--t-targets", "2", "--t-nontargets", "0.4", "--epochs", "0"], "at least one epoch"),
+        (["--t-targets", "2", "--t-nontargets", "0.4", "--dataset", "medmnist", "--data-path", "/no.npz"], "no such"),
+        (["--t-targets", "2", "--t-nontargets", "0.4", "--device", "cuda:7"], "cuda"),
+    ],
+)
+def test_a_sweep_the_command_line_cannot_train_is_refused_and_makes_no_run(tmp_path, capsys, argv, message):
+    runs_dir = tmp_path / "runs"
+    tiny = [a for a in TINY_ARGS if a not in ("--device", "cpu")] if "--device" in argv else TINY_ARGS
+    assert main([*tiny, *argv, "--runs-dir", str(runs_dir)]) == 2
+    assert message in capsys.readouterr().err
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+@pytest.mark.parametrize("argv", [["--t-targets", "2,x", "--t-nontargets", "1"], ["--t-nontargets", "1"]])
+def test_temperatures_the_command_line_cannot_read_are_a_usage_error(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--runs-dir", str(tmp_path / "runs")])
+    assert e.value.code == 2 and "--t-targets" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
