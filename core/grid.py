@@ -40,7 +40,7 @@ from core.errors import StudioError
 from core.estimate import note_time_outside_epochs, process_started
 from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
 from core.model import check_pretrained
-from core.sweep import new_tag, temperature_grid
+from core.sweep import new_tag, set_by_the_sweep, temperature_grid
 from core.train_args import HelpFormatter, check_prepared, given_settings, parse_args
 
 log = logging.getLogger("core.train")
@@ -208,22 +208,16 @@ def sweep_parser() -> argparse.ArgumentParser:
     return ap
 
 
-# what a sweep sets itself in each of its runs: given on its command line, they would not apply
-SWEEP_SETS = {"t_target": "--t-target", "t_nontarget": "--t-nontarget", "name": "--name"}
-
-
 def sweep(argv: list[str] | None, *, stop: StopFlag, started: float) -> tuple[str, dict[str, str]]:
     """`python -m core.grid --t-targets ... --t-nontargets ... [options]`: the sweep's runs made as the
     Temperatures tab makes them and trained here. Everything is checked and the data loaded before a run folder
     is made; a refusal makes none. Returns the sweep's name and run name -> how it ended."""
     args = parse_args(argv, sweep_parser())
-    typed = given_settings(argv, sweep_parser())
-    wrong = [flag for key, flag in SWEEP_SETS.items() if key in typed]
-    wrong += ["--method"] if typed.get("method", "tss-kd") != "tss-kd" else []
+    wrong = set_by_the_sweep(given_settings(argv, sweep_parser()))
     if wrong:
         raise StudioError(
             "a sweep trains TSS-KD at each pair of --t-targets and --t-nontargets and names its runs itself; "
-            f"leave out {', '.join(wrong)}."
+            f"leave out {', '.join('--' + k.replace('_', '-') for k in wrong)}."
         )
     base = settings.from_args(args).resolved()
     tag = new_tag(base.runs_dir)

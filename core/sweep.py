@@ -30,6 +30,17 @@ def new_tag(runs_dir) -> str:
     return f"sweep{max((int(m[1]) for n in names if (m := _NUMBERED.match(n))), default=0) + 1}"
 
 
+# what a sweep sets in each of its runs itself (`temperature_grid`): given with a sweep, they would not apply
+SET_BY_THE_SWEEP = ("t_target", "t_nontarget", "name")
+
+
+def set_by_the_sweep(given: dict) -> list[str]:
+    """The settings among `given` (by field name) that a sweep sets in each of its runs itself, and a method
+    other than TSS-KD: given with a sweep (on the command line, to the API), they would not apply."""
+    wrong = [k for k in SET_BY_THE_SWEEP if k in given]
+    return wrong + (["method"] if given.get("method", "tss-kd") != "tss-kd" else [])
+
+
 def temperature_grid(
     base: TrainConfig, t_targets: list[float], t_nontargets: list[float], *, tag: str
 ) -> list[TrainConfig]:

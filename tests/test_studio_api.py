@@ -67,6 +67,8 @@ def test_the_api_lists_exactly_the_documented_names(studio):
         "/run_status",
         "/stop_training",
         "/resume_training",
+        "/start_sweep",
+        "/stop_sweep",
         "/list_runs",
     }
 
@@ -532,6 +534,76 @@ def test_stop_and_resume_through_the_api_refuse_what_they_cannot_do_and_change_n
         assert client.predict(run, api_name="/run_status")["status"] == "done"
 
 
+def test_a_sweep_started_through_the_api_trains_its_runs_together_as_the_temperatures_tab_does(studio):
+    client, ctx, _ = studio
+    tag = client.predict({"t_targets": [2, 4], "t_nontargets": "0.4", **TINY, "lr": 0.02}, api_name="/start_sweep")
+    assert re.fullmatch(r"sweep\d+", tag)
+    members = sorted(r["run"] for r in client.predict(api_name="/list_runs") if r["run"].startswith(tag + "-"))
+    assert [m.split("-")[1:3] for m in members] == [["T2", "t0.4"], ["T4", "t0.4"]]
+    assert all(ended(client, m)["status"] == "done" for m in members)
+    for m in members:  # the settings given, TSS-KD, and one process for both: a grid
+        cfg, status = (json.loads((ctx.jobs.find(m) / f).read_text()) for f in ("config.json", "status.json"))
+        assert (cfg["method"], cfg["lr"], cfg["epochs"], cfg["data"]["image_size"]) == ("tss-kd", 0.02, 1, 16)
+        assert status["grid"] == members
+    with pytest.raises(Exception, match=f"no run of the sweep {tag} is queued or running"):
+        client.predict(tag, api_name="/stop_sweep")
+
+
+def test_a_sweep_stopped_through_the_api_stops_every_run_and_each_resumes_alone(studio):
+    client, ctx, _ = studio
+    tag = client.predict(
+        {"t_targets": [2, 4], "t_nontargets": [0.4], **TINY, "epochs": 200, "synthetic_train": 256},
+        api_name="/start_sweep",
+    )
+    members = sorted(r["run"] for r in client.predict(api_name="/list_runs") if r["run"].startswith(tag + "-"))
+    deadline = time.time() + 240
+    while client.predict(members[0], api_name="/run_status")["epoch"] < 1 and time.time() < deadline:
+        time.sleep(0.5)
+    assert sorted(client.predict(tag, api_name="/stop_sweep")) == members
+    assert all(ended_as(client, m, "stopped")["epoch"] < 200 for m in members)
+    again = client.predict(members[1], api_name="/resume_training")  # alone, the other stays stopped
+    assert again["status"] in ("queued", "running")
+    assert client.predict(members[1], api_name="/stop_training")["status"] == "stopped"
+    assert client.predict(members[0], api_name="/run_status")["status"] == "stopped"
+
+
+def ended_as(client, run_id: str, status: str, seconds: float = 60) -> dict:
+    deadline, got = time.time() + seconds, {}
+    while time.time() < deadline:
+        got = client.predict(run_id, api_name="/run_status")
+        if got["status"] == status:
+            break
+        time.sleep(0.25)
+    return got
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"t_nontargets": [0.4]}, '"t_targets" takes a list of numbers'),
+        ({"t_targets": [], "t_nontargets": [0.4]}, '"t_targets" takes a list of numbers'),
+        ({"t_targets": [True], "t_nontargets": [0.4]}, '"t_targets" takes a list of numbers'),
+        ({"t_targets": "2, x", "t_nontargets": [0.4]}, "t_targets: write numbers separated by commas"),
+        ({"t_targets": [2, -1], "t_nontargets": [0.4]}, "positive numbers, not -1"),
+        ({"t_targets": list(range(1, 7)), "t_nontargets": [1, 2, 3, 4, 5]}, "at most 25 runs"),
+        ({"t_targets": [2], "t_nontargets": [0.4], "method": "ce"}, "leave out 'method'"),
+        ({"t_targets": [2], "t_nontargets": [0.4], "t_target": 3, "name": "x"}, "leave out 't_target', 'name'"),
+        ({"t_targets": [2], "t_nontargets": [0.4], "like": "some-run"}, "leave out 'like'"),
+        ({"t_targets": [2], "t_nontargets": [0.4], "epochs": 0}, "at least one epoch"),
+        ({"t_targets": [2], "t_nontargets": [0.4], "colour": 1}, "unknown setting 'colour'"),
+        ({"t_targets": [2], "t_nontargets": [0.4], "runs_dir": "/tmp"}, "set by the studio"),
+        ({"t_targets": [2], "t_nontargets": [0.4], "dataset": "folder", "data_path": "../.."}, "data folder"),
+        ({"t_targets": [2], "t_nontargets": [0.4], "device": "cuda:64"}, "cuda:64"),
+    ],
+)
+def test_a_sweep_the_api_cannot_train_is_refused_and_makes_no_run(studio, settings, message):
+    client, ctx, _ = studio
+    before = sorted(p.name for p in ctx.runs_dir.iterdir())
+    with pytest.raises(Exception, match=re.escape(message)):
+        client.predict({**TINY, **settings}, api_name="/start_sweep")
+    assert sorted(p.name for p in ctx.runs_dir.iterdir()) == before
+
+
 def test_a_run_on_dicom_files_with_text_burned_into_their_pixels_says_so_through_run_status(studio):
     """The count is in /run_status (the Train tab's note reads it), and the run's log says so, not only its report."""
     client, ctx, tmp = studio
@@ -595,6 +667,10 @@ def test_start_training_with_only_a_method_and_epochs_starts_a_run_with_the_rest
         ({"dataset": "folder"}, "the folder data needs its path, an image folder or a CSV manifest"),
         ({"data": {"dataset": "folder", "data_path": None}}, "the folder data needs its path"),
         ({"dataset": "dicomweb"}, "unknown dataset 'dicomweb'; choose one of synthetic, medmnist, folder"),
+        # a device this machine lacks once made a run that failed in its trainer ("cuda" when CUDA is here)
+        ({"device": "cuda:64"}, "cuda:64"),
+        ({"device": "mps"}, "unsupported device 'mps'"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
     ],
 )
 def test_start_training_refuses_bad_settings_and_makes_no_run(studio, settings, message):

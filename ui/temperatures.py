@@ -8,18 +8,19 @@ import gradio as gr
 import numpy as np
 
 from core import figures as plots
+from core import settings as config_io
 from core.config import QUICK, DataConfig, TrainConfig
 from core.errors import StudioError
 from core.estimate import LONG_S
 from core.imageio import read_scan
 from core.losses import KD_SCALINGS
-from core.sweep import grid_results, list_sweeps, new_tag, progress_text, stop_sweep, temperature_grid
+from core.sweep import grid_results, list_sweeps, new_tag, progress_text, set_by_the_sweep, stop_sweep, temperature_grid
 from core.temperature import temperature_view
 from ui import tables
 from ui.context import DEMO, Studio, address_js, follow_models, from_address, poll, repick, uploaded, user_error
 from ui.form import whole
 from ui.kept import keep_on_reload
-from ui.train import estimate_for, run_device, warmup_note
+from ui.train import confined, estimate_for, run_device, warmup_note
 from ui.watch import duration
 
 S_WARN = 10  # s above this: warn that training from scratch is likely to collapse
@@ -156,12 +157,62 @@ def make_sweep(ctx: Studio):
         ctx.require_user(request)
         targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
         base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images, batch)
-        with _NAMING:  # two tabs queueing at once must not both take the next number
-            tag = new_tag(ctx.runs_dir)
-            ctx.jobs.submit_grid(temperature_grid(base, targets, nontargets, tag=tag))  # one process for the grid
-        return tag
+        return queue_sweep(ctx, base, targets, nontargets)
 
     return sweep
+
+
+def queue_sweep(ctx: Studio, base: TrainConfig, targets: list[float], nontargets: list[float]) -> str:
+    """Name a new sweep and queue its runs (one per temperature pair, `base` for the rest) as one grid, trained
+    in one process; returns its name."""
+    with _NAMING:  # two tabs queueing at once must not both take the next number
+        tag = new_tag(ctx.runs_dir)
+        ctx.jobs.submit_grid(temperature_grid(base, targets, nontargets, tag=tag))
+    return tag
+
+
+def _listed(value, what: str) -> list[float]:
+    """A sweep's temperatures as the API takes them: a JSON list of numbers, or text as the tab's fields."""
+    if isinstance(value, str):
+        return _floats(value, what)
+    if isinstance(value, list) and value and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return [float(v) for v in value]
+    raise StudioError(f'"{what}" takes a list of numbers, such as [2, 4, 8].')
+
+
+def make_sweep_api(ctx: Studio) -> tuple:
+    """The API's sweeps: /start_sweep queues one as the tab's Queue sweep does, from settings as /start_training
+    takes them; /stop_sweep stops it as the tab's button does."""
+
+    @user_error
+    def start_sweep(settings: dict, request: gr.Request = None) -> str:
+        """Queue a temperature sweep (API: /start_sweep): one TSS-KD run per pair of "t_targets" and
+        "t_nontargets" (lists of numbers), trained together in one process; every other setting by name as
+        /start_training takes them ("preset": "quick" for short runs), the rest defaulted. Returns the sweep's
+        name; its runs are named <sweep>-T<t_target>-t<t_nontarget>-<time>."""
+        ctx.require_user(request)
+        if not isinstance(settings, dict):
+            raise StudioError('give the sweep as one JSON object: {"t_targets": [2, 4], "t_nontargets": [0.4, 4]}.')
+        settings = dict(settings)
+        targets = _listed(settings.pop("t_targets", None), "t_targets")
+        nontargets = _listed(settings.pop("t_nontargets", None), "t_nontargets")
+        wrong = set_by_the_sweep(settings) + (["like"] if "like" in settings else [])
+        if wrong:
+            raise StudioError(
+                'a sweep trains TSS-KD at each pair of "t_targets" and "t_nontargets" and names its runs itself; '
+                f"leave out {', '.join(repr(k) for k in wrong)}."
+            )
+        base = config_io.from_settings(settings, base=TrainConfig(runs_dir=str(ctx.runs_dir)))
+        return queue_sweep(ctx, confined(ctx, base), targets, nontargets)
+
+    @user_error
+    def stop_a_sweep(sweep: str, request: gr.Request = None) -> list[str]:
+        """Stop every queued or running run of a sweep (API: /stop_sweep), as the tab's button does: each stops
+        after its current step and can be resumed alone (/resume_training). Returns the runs asked to stop."""
+        ctx.require_user(request)
+        return stop_sweep(ctx.jobs, sweep)
+
+    return start_sweep, stop_a_sweep
 
 
 def sweep_estimate(
@@ -361,6 +412,9 @@ def build(ctx: Studio, device_choices) -> None:
         keep_on_reload(ctx.kept, "sweep", sweep_form)
         start.click(make_sweep(ctx), sweep_form, tag, api_name=False)
         stop.click(make_stop_sweep(ctx), tag, None, api_name=False)
+        start_api, stop_api = make_sweep_api(ctx)
+        gr.api(start_api, api_name="start_sweep")
+        gr.api(stop_api, api_name="stop_sweep")
         # triggers=None: on page load and whenever a field of the sweep's form changes
         gr.on(
             None,
