@@ -223,12 +223,12 @@ def sweep(argv: list[str] | None, *, stop: StopFlag, started: float) -> tuple[st
     tag = new_tag(base.runs_dir)
     cfgs = temperature_grid(base, args.t_targets, args.t_nontargets, tag=tag)
     check_grid(cfgs)
-    device = _device_for(cfgs[0])  # a device that is not here is refused before anything is made
+    _device_for(cfgs[0])  # a device that is not here is refused before anything is made
     data = load_dataset(cfgs[0].data)
     if base.pretrained:
         check_pretrained(base.pretrained, base.arch, base.data.image_size)
     grid = list(zip(create_grid(base.runs_dir, cfgs), cfgs, strict=True))
-    return tag, train_grid(grid, stop=stop, started=started, data=place(data, device))
+    return tag, train_grid(grid, stop=stop, started=started, data=data)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,6 +135,15 @@ def test_authentication_guards_the_api_and_the_handlers(tmp_path):
             with pytest.raises(gr.Error, match="log in"):
                 handler(run_id, request=None)
         assert ctx.jobs.status(run_id)["status"] == "stopped"
+        from ui.temperatures import make_sweep_api
+
+        start_sweep, stop_sweep = make_sweep_api(ctx)  # nor a sweep queued or stopped
+        before = sorted(p.name for p in ctx.runs_dir.iterdir())
+        with pytest.raises(gr.Error, match="log in"):
+            start_sweep({**tiny, "method": "tss-kd", "t_targets": [2], "t_nontargets": [0.4]}, request=None)
+        with pytest.raises(gr.Error, match="log in"):
+            stop_sweep("sweep1", request=None)
+        assert sorted(p.name for p in ctx.runs_dir.iterdir()) == before
     finally:
         app.close()
         ctx.jobs.close()
