@@ -114,7 +114,7 @@ class RunStop:
         return self._alone
 
 
-def _device_for(cfg: TrainConfig):
+def _training_device(cfg: TrainConfig):
     device = pick_device(cfg.device)
     if cfg.cuda_graphs:
         from core.graphs import check_graphable
@@ -131,7 +131,7 @@ def train_grid(
     started = time.perf_counter() if started is None else started  # the process's start, from main()
     stop = stop or StopFlag()
     cfg = grid[0][1].resolved()
-    device = _device_for(cfg)
+    device = _training_device(cfg)
     data = place(load_dataset(cfg.data) if data is None else data, device)  # once, for every run
     group = distributed.Group()
     members = [p.name for p, _ in grid]
@@ -223,7 +223,7 @@ def sweep(argv: list[str] | None, *, stop: StopFlag, started: float) -> tuple[st
     tag = new_tag(base.runs_dir)
     cfgs = temperature_grid(base, args.t_targets, args.t_nontargets, tag=tag)
     check_grid(cfgs)
-    _device_for(cfgs[0])  # a device that is not here is refused before anything is made
+    _training_device(cfgs[0])  # a device that is not here is refused before anything is made
     data = load_dataset(cfgs[0].data)
     if base.pretrained:
         check_pretrained(base.pretrained, base.arch, base.data.image_size)

@@ -230,10 +230,10 @@ def make_run_api(ctx: Studio) -> tuple:
         its status once stopped (SIGKILL follows a trainer that takes longer than the studio's grace period)."""
         ctx.require_user(request)
         ctx.jobs.stop(run_id)
-        deadline = time.monotonic() + ctx.jobs.grace_s + 10
-        while (status := ctx.jobs.status(run_id))["status"] not in runs.FINAL and time.monotonic() < deadline:
-            time.sleep(0.25)
-        return status
+        run, deadline = runs.Run(ctx.jobs.find(run_id)), time.monotonic() + ctx.jobs.grace_s + 10
+        while run.status().get("status") not in runs.FINAL and time.monotonic() < deadline:
+            time.sleep(0.25)  # its status.json alone; the metrics are read once, for the answer
+        return ctx.jobs.status(run_id)
 
     @user_error
     def resume_training(run_id: str, request: gr.Request = None) -> dict:
