@@ -11,8 +11,9 @@ With --whole: how close the estimates are once a run was measured, whole runs ag
 first run (the quick preset's settings) measures; then the same run again, a 2 x 2 temperature sweep (one
 grid process, as the Temperatures tab trains it) and a run of twice the epochs are each foretold as the
 Train and Temperatures tabs foretell them (core.estimate.estimate_seconds; training, validation, saving and
-the time outside the epochs) and as they did before (the training images alone at the measured speed),
-then queued on the studio's job manager and timed from queueing to their end (default
+the time outside the epochs, at the speed runs keep when alone), as they did at the epochs' median speed, and
+as they did before that (the training images alone at the measured speed), then queued on the studio's job
+manager and timed from queueing to their end (default
 bench/results/estimate-whole-<device>.json).
 
     python bench/estimate.py
@@ -80,6 +81,17 @@ def timed(manager, cfgs: list[TrainConfig]) -> float:
     return time.perf_counter() - t0
 
 
+def at_median_speed(runs_dir: str, cfg: TrainConfig, device: str) -> dict:
+    """The estimate as it was made at the measured epochs' median speed (the 50th percentile where it now takes
+    the 80th, `core.estimate.alone_speed`)."""
+    alone = estimate.ALONE
+    estimate.ALONE = 0.5
+    try:
+        return estimate.estimate_seconds(runs_dir, cfg, device)
+    finally:
+        estimate.ALONE = alone
+
+
 def whole(device, *, runs_dir: str, settings: dict | None = None) -> dict:
     """A measured first run, then three foretold and timed (see the module's doc); `settings` (the studio's
     API's, by name) apply over the quick preset."""
@@ -101,6 +113,7 @@ def whole(device, *, runs_dir: str, settings: dict | None = None) -> dict:
         ]:
             found = estimate.estimate_seconds(runs_dir, cfgs[0].resolved(), str(device))
             foretold = len(cfgs) * found["seconds"]
+            median = len(cfgs) * at_median_speed(runs_dir, cfgs[0].resolved(), str(device))["seconds"]
             before = len(cfgs) * cfgs[0].epochs * found["train_images"] / found["images_per_s"]
             wall = timed(manager, cfgs)
             result["cases"].append(
@@ -110,11 +123,16 @@ def whole(device, *, runs_dir: str, settings: dict | None = None) -> dict:
                     "wall_s": wall,
                     "estimate_s": foretold,
                     "estimate_over_wall": foretold / wall,
+                    "median_speed_s": median,
+                    "median_speed_over_wall": median / wall,
                     "before_s": before,
                     "before_over_wall": before / wall,
                 }
             )
-            print(f"{label}: foretold {foretold:.0f} s (before: {before:.0f} s), took {wall:.0f} s")
+            print(
+                f"{label}: foretold {foretold:.0f} s (median speed: {median:.0f} s, training alone: {before:.0f} s),"
+                f" took {wall:.0f} s"
+            )
     return result
 
 

@@ -30,15 +30,37 @@ def test_no_estimate_before_anything_was_measured_on_this_device(tmp_path):
     assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cpu") is None
 
 
-def test_the_estimate_is_the_median_speed_of_comparable_runs(tmp_path):
-    fake_run(tmp_path)  # 100, 120, 110 images/s: median 110
+def test_the_estimate_is_the_speed_comparable_runs_keep_when_alone(tmp_path):
+    fake_run(tmp_path)  # 100, 120, 110 images/s: their 80th percentile is 116
     fake_run(tmp_path, image_size=64, speeds=(5.0,))  # another size: not comparable
     fake_run(tmp_path, method="ce", speeds=(1000.0,))  # one pass a step instead of two: not comparable
     found = estimate.estimate_seconds(tmp_path, TrainConfig(epochs=10), "cpu")
-    expected = {"seconds": 10 * 5000 / 110.0, "images_per_s": 110.0, "epochs_measured": 3, "train_images": 5000}
+    expected = {"seconds": 10 * 5000 / 116.0, "images_per_s": 116.0, "epochs_measured": 3, "train_images": 5000}
     assert found == pytest.approx(expected)
     kd = estimate.estimate_seconds(tmp_path, TrainConfig(method="kd", epochs=1), "cpu")
-    assert kd["images_per_s"] == 110.0  # the same kind of step as TSS-KD: two views, two passes
+    assert kd["images_per_s"] == pytest.approx(116.0)  # the same kind of step as TSS-KD: two views, two passes
+
+
+def test_epochs_slowed_by_work_beside_them_do_not_drag_the_estimate_down(tmp_path):
+    """The median went by them: after a sweep trained beside a test run on a 2-core Xeon (9-53 images/s), the
+    Temperatures tab foretold 28 images/s where the machine does 47 alone."""
+    fake_run(tmp_path, speeds=(40.0, 47.0, 46.0, 48.0, 47.0))  # alone, its first epoch slower
+    fake_run(tmp_path, speeds=(9.0, 21.0, 14.0, 28.0, 30.0, 47.0, 25.0, 18.0, 22.0, 12.0, 19.0))  # beside tests
+    found = estimate.estimate_seconds(tmp_path, TrainConfig(epochs=10), "cpu")
+    assert 40.0 <= found["images_per_s"] <= 48.0 and found["epochs_measured"] == 16
+
+
+def test_the_estimate_goes_by_the_latest_comparable_runs(tmp_path):
+    """A run folder measured on another machine (copied, or the studio's runs kept across an upgrade) ages out."""
+    import os
+
+    old = [fake_run(tmp_path, speeds=(500.0,) * 5) for _ in range(3)]  # a faster machine, long ago
+    for i, run in enumerate(old):
+        os.utime(run.path / runs.METRICS, (1_000_000 + i, 1_000_000 + i))
+    for _ in range(estimate.RECENT_RUNS):
+        fake_run(tmp_path, speeds=(50.0, 52.0))
+    found = estimate.estimate_seconds(tmp_path, TrainConfig(epochs=1), "cpu")
+    assert found["images_per_s"] == pytest.approx(52.0) and found["epochs_measured"] == 2 * estimate.RECENT_RUNS
 
 
 def test_the_estimate_counts_validation_saving_and_the_time_outside_the_epochs_as_measured(tmp_path):
@@ -50,8 +72,8 @@ def test_the_estimate_counts_validation_saving_and_the_time_outside_the_epochs_a
     fake_run(tmp_path, speeds=(90.0,))  # an earlier run: its speed counts, its missing figures do not
     found = estimate.estimate_seconds(tmp_path, TrainConfig(epochs=10), "cpu")
     extra = 1.5  # the median of 1.5, 1.5 and 2.5 seconds an epoch; outside the epochs: the median of 12 and 20
-    assert found["images_per_s"] == 105.0 and found["epochs_measured"] == 4
-    assert found["seconds"] == pytest.approx(16.0 + 10 * (5000 / 105.0 + extra))
+    assert found["images_per_s"] == pytest.approx(114.0) and found["epochs_measured"] == 4  # 90 100 [110 120]
+    assert found["seconds"] == pytest.approx(16.0 + 10 * (5000 / 114.0 + extra))
 
 
 @pytest.mark.slow  # a real run
@@ -67,7 +89,8 @@ def test_a_real_run_records_what_the_next_estimate_adds(tmp_path):
     assert all(r["seconds"] > r["train_images"] / r["images_per_s"] for r in rows)  # validated and saved too
     found = estimate.estimate_seconds(cfg.runs_dir, cfg.resolved(), "cpu")
     extras = sorted(r["seconds"] - r["train_images"] / r["images_per_s"] for r in rows)
-    speed = sum(r["images_per_s"] for r in rows) / 2
+    slow, fast = sorted(r["images_per_s"] for r in rows)
+    speed = slow + 0.8 * (fast - slow)  # the speed it keeps alone: the 80th percentile of its epochs
     assert found["seconds"] == pytest.approx(outside + 2 * (48 / speed + sum(extras) / 2))
 
 
@@ -87,7 +110,7 @@ def test_a_trainer_process_counts_its_own_start_up_as_time_outside_its_epochs():
 
 def test_cuda_and_cuda_0_are_the_same_device(tmp_path):
     fake_run(tmp_path, device="cuda:0")
-    assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cuda")["images_per_s"] == 110.0
+    assert estimate.estimate_seconds(tmp_path, TrainConfig(), "cuda")["images_per_s"] == pytest.approx(116.0)
 
 
 def medmnist_file(root, *, compressed: bool):
@@ -147,7 +170,7 @@ def test_every_data_source_is_counted_before_it_is_loaded(tmp_path, dataset, mak
     found = estimate.estimate_seconds(tmp_path / "runs", TrainConfig(data=data, epochs=2), "cpu")
     loaded = load_dataset(data)
     assert counted == len(loaded.train)  # a folder's split drawn per class from its listing, as loading draws it
-    assert found["train_images"] == counted and found["seconds"] == pytest.approx(2 * counted / 110.0)
+    assert found["train_images"] == counted and found["seconds"] == pytest.approx(2 * counted / 116.0)
 
 
 @pytest.mark.parametrize(
