@@ -40,7 +40,7 @@ from core.errors import StudioError
 from core.estimate import note_time_outside_epochs, process_started
 from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
 from core.model import check_pretrained
-from core.sweep import new_tag, set_by_the_sweep, temperature_grid
+from core.sweep import new_tag, parse_numbers, set_by_the_sweep, temperature_grid
 from core.train_args import HelpFormatter, check_prepared, given_settings, parse_args
 
 log = logging.getLogger("core.train")
@@ -186,10 +186,11 @@ def train_grid(
 
 
 def _temperatures(text: str) -> list[float]:
+    """A sweep's temperatures read as the Temperatures tab reads them (`core.sweep.parse_numbers`)."""
     try:
-        return [float(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"give numbers separated by commas (2,4,8), not {text!r}") from None
+        return parse_numbers(text, "temperatures")
+    except StudioError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def sweep_parser() -> argparse.ArgumentParser:

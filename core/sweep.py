@@ -30,6 +30,18 @@ def new_tag(runs_dir) -> str:
     return f"sweep{max((int(m[1]) for n in names if (m := _NUMBERED.match(n))), default=0) + 1}"
 
 
+def parse_numbers(text: str, what: str) -> list[float]:
+    """Numbers as the Temperatures tab's fields, the API and `python -m core.grid` take them: "2, 4, 8" (commas
+    or semicolons between them, spaces anywhere). `StudioError` naming `what` for anything else, or none."""
+    try:
+        values = [float(v) for v in str(text).replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise StudioError(f"{what}: write numbers separated by commas (2, 4, 8), not {text!r}.") from None
+    if not values:
+        raise StudioError(f"{what}: give at least one number.")
+    return values
+
+
 # what a sweep sets in each of its runs itself (`temperature_grid`): given with a sweep, they would not apply
 SET_BY_THE_SWEEP = ("t_target", "t_nontarget", "name")
 

@@ -220,6 +220,35 @@ def test_a_sweep_the_command_line_cannot_train_is_refused_and_makes_no_run(tmp_p
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [("2,4,8", [2.0, 4.0, 8.0]), (" 2, 4 ", [2.0, 4.0]), ("2;4", [2.0, 4.0]), ("0.4,", [0.4]), ("1e1", [10.0])],
+)
+def test_the_command_line_reads_temperatures_as_the_temperatures_tab_does(text, values):
+    from core.grid import sweep_parser
+    from ui.temperatures import sweep_values
+
+    args = sweep_parser().parse_args(["--t-targets", text, "--t-nontargets", text])
+    assert args.t_targets == args.t_nontargets == values
+    assert sweep_values(text, text) == (values, values)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    # "2 4" was read as 24 by the command line, which took the spaces out before it split at the commas
+    [("2 4", "write numbers separated by commas"), ("2,x", "not '2,x'"), (" , ", "at least one number")],
+)
+def test_temperatures_that_are_not_numbers_are_refused_alike(tmp_path, capsys, text, message):
+    from ui.temperatures import sweep_values
+
+    with pytest.raises(SystemExit) as e:
+        main(["--t-targets", text, "--t-nontargets", "1", "--runs-dir", str(tmp_path / "runs")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(StudioError, match=message):
+        sweep_values(text, "1")
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("argv", [["--t-targets", "2,x", "--t-nontargets", "1"], ["--t-nontargets", "1"]])
 def test_temperatures_the_command_line_cannot_read_are_a_usage_error(tmp_path, capsys, argv):
     with pytest.raises(SystemExit) as e:

@@ -14,7 +14,16 @@ from core.errors import StudioError
 from core.estimate import LONG_S
 from core.imageio import read_scan
 from core.losses import KD_SCALINGS
-from core.sweep import grid_results, list_sweeps, new_tag, progress_text, set_by_the_sweep, stop_sweep, temperature_grid
+from core.sweep import (
+    grid_results,
+    list_sweeps,
+    new_tag,
+    parse_numbers,
+    progress_text,
+    set_by_the_sweep,
+    stop_sweep,
+    temperature_grid,
+)
 from core.temperature import temperature_view
 from ui import tables
 from ui.context import DEMO, Studio, address_js, follow_models, from_address, poll, repick, uploaded, user_error
@@ -57,20 +66,15 @@ def curvature_note(s: float) -> tuple[str, str]:
     return f"**s = {s:.3g}** (classic KD: 1)", warning
 
 
-def _floats(text: str, what: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise StudioError(f"{what}: write numbers separated by commas.") from None
-    if not values:
-        raise StudioError(f"{what}: give at least one number.")
-    return values
+def sweep_values(targets_text: str, nontargets_text: str) -> tuple[list[float], list[float]]:
+    """The sweep form's two fields of temperatures, read as the command line and the API read them."""
+    return parse_numbers(targets_text, "t_target values"), parse_numbers(nontargets_text, "t_nontarget values")
 
 
 def make_explain(ctx: Studio):
     @user_error
     def explain(student_text, teacher_text, target, t_target, t_nontarget, kd_weight, class_text, scaling):
-        student, teacher = _floats(student_text, "student logits"), _floats(teacher_text, "teacher logits")
+        student, teacher = parse_numbers(student_text, "student logits"), parse_numbers(teacher_text, "teacher logits")
         view = temperature_view(
             student,
             teacher,
@@ -155,7 +159,7 @@ def make_sweep(ctx: Studio):
         request: gr.Request = None,
     ):
         ctx.require_user(request)
-        targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
+        targets, nontargets = sweep_values(targets_text, nontargets_text)
         base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images, batch)
         return queue_sweep(ctx, base, targets, nontargets)
 
@@ -174,7 +178,7 @@ def queue_sweep(ctx: Studio, base: TrainConfig, targets: list[float], nontargets
 def _listed(value, what: str) -> list[float]:
     """A sweep's temperatures as the API takes them: a JSON list of numbers, or text as the tab's fields."""
     if isinstance(value, str):
-        return _floats(value, what)
+        return parse_numbers(value, what)
     if isinstance(value, list) and value and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         return [float(v) for v in value]
     raise StudioError(f'"{what}" takes a list of numbers, such as [2, 4, 8].')
@@ -230,7 +234,7 @@ def sweep_estimate(
     """The time the sweep the form describes would take (its runs train one after another in one process),
     from the speed measured or probed for one of its runs (core.estimate); empty while the form is invalid."""
     try:
-        targets, nontargets = _floats(targets_text, "t_target values"), _floats(nontargets_text, "t_nontarget values")
+        targets, nontargets = sweep_values(targets_text, nontargets_text)
         base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images, batch)
         grid = temperature_grid(base, targets, nontargets, tag="")
     except (StudioError, gr.Error, TypeError, ValueError):
