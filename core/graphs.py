@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 
+from core.device import pick_device
 from core.errors import StudioError
 
 
@@ -37,6 +38,15 @@ def check_graphable(device: torch.device, world: int) -> None:
         raise StudioError("CUDA graphs need a CUDA GPU; drop --cuda-graphs or train with --device cuda.")
     if world > 1:
         raise StudioError("CUDA graphs run in one process; drop --cuda-graphs under torchrun.")
+
+
+def training_device(name: str, cuda_graphs: bool, world: int = 1) -> torch.device:
+    """The device a run (or a grid of runs) trains on, `core.device.pick_device`'s, refused before anything is
+    written where it is not here or cannot run the CUDA graphs asked for."""
+    device = pick_device(name)
+    if cuda_graphs:
+        check_graphable(device, world)
+    return device
 
 
 class GraphedSteps:

@@ -34,11 +34,11 @@ from pathlib import Path
 from core import cli, config, distributed, runs, settings
 from core.config import TrainConfig
 from core.data import load_dataset
-from core.device import pick_device
 from core.engine import StopFlag, place
 from core.errors import StudioError
 from core.estimate import note_time_outside_epochs, process_started
 from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
+from core.graphs import training_device
 from core.model import check_pretrained
 from core.sweep import new_tag, parse_numbers, set_by_the_sweep, temperature_grid
 from core.train_args import HelpFormatter, check_prepared, given_settings, parse_args
@@ -114,15 +114,6 @@ class RunStop:
         return self._alone
 
 
-def _training_device(cfg: TrainConfig):
-    device = pick_device(cfg.device)
-    if cfg.cuda_graphs:
-        from core.graphs import check_graphable
-
-        check_graphable(device, 1)
-    return device
-
-
 def train_grid(
     grid: list[tuple[Path, TrainConfig]], *, stop: StopFlag | None = None, started: float | None = None, data=None
 ) -> dict[str, str]:
@@ -131,7 +122,7 @@ def train_grid(
     started = time.perf_counter() if started is None else started  # the process's start, from main()
     stop = stop or StopFlag()
     cfg = grid[0][1].resolved()
-    device = _training_device(cfg)
+    device = training_device(cfg.device, cfg.cuda_graphs)
     data = place(load_dataset(cfg.data) if data is None else data, device)  # once, for every run
     group = distributed.Group()
     members = [p.name for p, _ in grid]
@@ -224,7 +215,7 @@ def sweep(argv: list[str] | None, *, stop: StopFlag, started: float) -> tuple[st
     tag = new_tag(base.runs_dir)
     cfgs = temperature_grid(base, args.t_targets, args.t_nontargets, tag=tag)
     check_grid(cfgs)
-    _training_device(cfgs[0])  # a device that is not here is refused before anything is made
+    training_device(cfgs[0].device, cfgs[0].cuda_graphs)  # a device that is not here is refused before anything is made
     data = load_dataset(cfgs[0].data)
     if base.pretrained:
         check_pretrained(base.pretrained, base.arch, base.data.image_size)

@@ -27,8 +27,8 @@ from pathlib import Path
 from core import config, process, runs
 from core.config import TrainConfig
 from core.data import split_sizes
-from core.device import pick_device
 from core.errors import StudioError
+from core.graphs import training_device
 from core.model import check_pretrained
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,8 @@ class JobManager:
 
 def _device_for(cfg: TrainConfig, processes: int) -> str:
     """The device a new run queues for, after checking what can be checked before it exists."""
-    pick_device(cfg.device)  # a GPU this machine lacks: said now, not by a run that fails at its start
+    # a GPU this machine lacks, or CUDA graphs where they cannot run: said now, not by a run that fails at its start
+    training_device(cfg.device, cfg.cuda_graphs, processes)
     if cfg.data.data_path and cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path).exists():
         raise StudioError(f"{Path(cfg.data.data_path).name or 'data path'}: no such file or folder.")
     split_sizes(cfg.data)  # a wrong file, one class, an empty split: said now, not by a failed run

@@ -28,6 +28,7 @@ from core.engine import StopFlag  # noqa: F401 - re-exported
 from core.errors import StudioError
 from core.estimate import note_time_outside_epochs, process_started
 from core.fit import Fit, announce, conclude, console_log, record_failure, run_log
+from core.graphs import training_device
 from core.model import check_pretrained
 from core.train_args import (  # noqa: F401 - get_args_parser re-exported
     check_prepared,
@@ -75,11 +76,7 @@ def run_training(
     pick_device(cfg.device)  # refuse a device that is not here before joining a group
     group = distributed.init(cfg.device)
     try:
-        device = pick_device(distributed.rank_device(group, cfg.device))
-        if cfg.cuda_graphs:
-            from core.graphs import check_graphable
-
-            check_graphable(device, group.world)
+        device = training_device(distributed.rank_device(group, cfg.device), cfg.cuda_graphs, group.world)
         if cfg.batch_size < 2 * group.world:
             raise StudioError(f"the batch size must be at least {2 * group.world} for {group.world} processes.")
         data = load_dataset(cfg.data)  # every rank, the same data

@@ -210,6 +210,7 @@ def test_the_command_line_makes_a_sweep_as_the_temperatures_tab_does_and_trains_
         (["--t-targets", "2", "--t-nontargets", "0.4", "--epochs", "0"], "at least one epoch"),
         (["--t-targets", "2", "--t-nontargets", "0.4", "--dataset", "medmnist", "--data-path", "/no.npz"], "no such"),
         (["--t-targets", "2", "--t-nontargets", "0.4", "--device", "cuda:7"], "cuda"),
+        (["--t-targets", "2", "--t-nontargets", "0.4", "--device", "cpu", "--cuda-graphs"], "CUDA graphs need a CUDA"),
     ],
 )
 def test_a_sweep_the_command_line_cannot_train_is_refused_and_makes_no_run(tmp_path, capsys, argv, message):

@@ -671,6 +671,7 @@ def test_start_training_with_only_a_method_and_epochs_starts_a_run_with_the_rest
         ({"device": "cuda:64"}, "cuda:64"),
         ({"device": "mps"}, "unsupported device 'mps'"),
         ({"device": "gpu"}, "unknown device 'gpu'"),
+        ({"device": "cpu", "cuda_graphs": True}, "CUDA graphs need a CUDA GPU"),  # made a run that then failed
     ],
 )
 def test_start_training_refuses_bad_settings_and_makes_no_run(studio, settings, message):
