@@ -12,7 +12,6 @@ import ipaddress
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from core import estimate  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.device import list_devices, pick_device  # noqa: E402
 from core.jobs import JobManager  # noqa: E402
+from core.process import sigterm_as_ctrl_c  # noqa: E402
 from ui import augment, diagnose, runs, temperatures, train  # noqa: E402
 from ui.context import ASSETS, CACHE_SWEEP_S, UPLOAD_KEEP_S, Studio  # noqa: E402
 
@@ -163,22 +163,12 @@ def private_cache() -> None:
     atexit.register(shutil.rmtree, folder, True)
 
 
-def stop_on_sigterm() -> None:
-    """`kill`, systemd and `docker stop` send SIGTERM, whose default skips every clean-up. Stop as Ctrl-C does
-    instead: the server closes and the studio's temporary images (scans' overlays) are removed on the way out."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 STOPPED = "* TSS-KD Studio stopped. Runs still training go on; started again, the studio follows them."
 
 
 def serve_until_stopped(app) -> None:
-    """Block until Ctrl-C or SIGTERM (`stop_on_sigterm`), then close the server and say so in the studio's
-    words: gradio's own `block_thread` printed "Keyboard interruption in main thread" after a plain `kill`."""
+    """Block until Ctrl-C or SIGTERM (`core.process.sigterm_as_ctrl_c`), then close the server and say so in the
+    studio's words: gradio's own `block_thread` printed "Keyboard interruption in main thread" after a plain `kill`."""
     try:
         while app.is_running:
             time.sleep(0.1)
@@ -242,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         estimate.probe_at_start(ctx.runs_dir, defaults, str(pick_device("auto")))
     app.queue(default_concurrency_limit=4)
     calm_queue(app)
-    stop_on_sigterm()
+    sigterm_as_ctrl_c()  # the server closes and the studio's temporary images are removed on the way out
     app.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(args))
     print(ready_message(args.host, args.port), flush=True)  # (a --share link gradio prints itself)
     serve_until_stopped(app)

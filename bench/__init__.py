@@ -129,11 +129,19 @@ def trained(data, method: str, *, epochs: int, device, runs_dir, **settings) -> 
 
 @contextlib.contextmanager
 def job_manager(runs_dir, *, per_device: int):
-    """The studio's job manager for a benchmark's runs. On leaving (finished, failed or Ctrl-C) it stops
-    whatever is still training, which the studio itself never does on close."""
+    """The studio's job manager for a benchmark's runs. On leaving (finished, failed, Ctrl-C, or SIGTERM: the
+    `timeout` each step of bench/gpu_session.sh runs under) it stops whatever is still training, which the
+    studio itself never does on close: a benchmark ended by its timeout left its trainers training into the
+    next step's measurement."""
+    import signal
+    import threading
+
     from core.errors import StudioError
     from core.jobs import JobManager
+    from core.process import sigterm_as_ctrl_c
 
+    main = threading.current_thread() is threading.main_thread()  # where a signal's handler can be set
+    previous = sigterm_as_ctrl_c() if main else None
     manager = JobManager(runs_dir, per_device=per_device)
     try:
         yield manager
@@ -142,3 +150,5 @@ def job_manager(runs_dir, *, per_device: int):
             with contextlib.suppress(StudioError):  # it ended meanwhile
                 manager.stop(name)
         manager.close()
+        if main:
+            signal.signal(signal.SIGTERM, previous)

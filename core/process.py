@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -91,3 +92,15 @@ def signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def sigterm_as_ctrl_c():
+    """Stop this process on SIGTERM as on Ctrl-C, a KeyboardInterrupt in the main thread: `kill`, systemd,
+    `docker stop` and `timeout` send SIGTERM, whose default skips every clean-up (the studio's server closing
+    and its temporary images removed; a benchmark's trainers stopped, which else train on, in a process group of
+    their own, after `timeout` ended their benchmark). Returns the handler it replaced."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)

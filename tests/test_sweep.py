@@ -302,3 +302,53 @@ def test_the_temperatures_tab_queues_a_sweep_and_fills_its_heatmap(tmp_path):
         assert sweep_view(ctx, tag, seen)[0].__class__.__name__ != "Figure"  # unchanged: nothing redrawn
     finally:
         jobs.close()
+
+
+BENCH_WITH_A_LONG_RUN = """
+import sys
+from bench import job_manager
+from core.config import DataConfig, TrainConfig
+
+runs_dir = sys.argv[1]
+data = DataConfig(image_size=16, synthetic_train=64, synthetic_val=16, synthetic_test=16)
+with job_manager(runs_dir, per_device=1) as manager:
+    run = manager.submit(TrainConfig(data=data, epochs=10_000, batch_size=16, runs_dir=runs_dir, device="cpu"))
+    manager.wait([run])
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_benchmark_ended_by_its_timeout_stops_the_runs_it_started(tmp_path, sig):
+    """`timeout` (each step of bench/gpu_session.sh runs under one) ends a benchmark with SIGTERM; its trainers,
+    in a process group of their own, trained on into the next step's measurement. Ctrl-C stopped them before."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from core import process
+
+    root = Path(__file__).resolve().parents[1]
+    runs_dir = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    bench = subprocess.Popen([sys.executable, "-c", BENCH_WITH_A_LONG_RUN, str(runs_dir)], cwd=root, env=env)
+    try:
+        deadline, status = time.monotonic() + 120, {}
+        while time.monotonic() < deadline and not (status.get("status") == "running" and status.get("epoch")):
+            time.sleep(0.5)  # until its trainer has trained an epoch
+            folders = list(runs_dir.iterdir()) if runs_dir.is_dir() else []
+            status = runs.Run(folders[0]).status() if folders else {}
+        assert status.get("status") == "running" and process.alive(status["pid"]), status
+        bench.send_signal(getattr(signal, sig))
+        assert bench.wait(timeout=120) != 0
+        deadline = time.monotonic() + 60  # the trainer stops after its current step
+        while time.monotonic() < deadline and process.alive(status["pid"]):
+            time.sleep(0.5)
+        assert not process.alive(status["pid"])
+        assert runs.Run(folders[0]).status()["status"] == "stopped"  # and resumes from where it stopped
+    finally:
+        bench.kill()
+        if status.get("pid") and process.alive(status["pid"]):
+            os.killpg(status["pid"], signal.SIGKILL)
