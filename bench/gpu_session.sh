@@ -11,6 +11,7 @@
 # 5. bench/gpu_options.py at 224 px: torch.compile inside the captured step, channels-last against the default
 #    layout, max-autotune last (its compile may not fit; the file keeps what was measured before the limit).
 # (Graph parity and the method comparison were measured on 2026-11-26: bench/results/.)
+# A step that outlives its timeout stops the runs it started (bench.job_manager), so none trains into the next.
 # The device image has torch but not pydicom or grad-cam: they travel as wheels in .whl/ (README,
 # "Development"). Usage on the device: bash bench/gpu_session.sh
 set -uo pipefail
