@@ -102,8 +102,10 @@ def measured(runs_dir: str | Path, cfg: TrainConfig, device: str) -> dict | None
             continue
         status = run.status()
         saved["_device"] = status.get("device")
+        if not _same_kind(saved, cfg, device):
+            continue  # its metrics unread: a runs folder holds many runs of other kinds
         rows = [r for r in run.metrics() if r.get("images_per_s")]
-        if rows and _same_kind(saved, cfg, device):
+        if rows:
             found.append((_last_written(path), rows, status.get("outside_epochs_s")))
     found = sorted(found, key=lambda f: f[0])[-RECENT_RUNS:]
     speeds = [r["images_per_s"] for _, rows, _ in found for r in rows]
