@@ -121,17 +121,25 @@ def test_the_sweep_form_says_how_long_its_runs_take_before_it_is_queued(tmp_path
         assert "reaches only 50% of its value" in warm  # the Train tab's 10-epoch warm-up would not finish
         one = sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 10)
         assert one.startswith("1 run of 1 epoch x 2,000 images: **about ")
-        assert sweep_estimate(ctx, "2, -1", "0.4", 5, "cpu", 16, "nontarget", 10) == ""  # a bad grid: nothing
+        # a bad grid: what Queue sweep would say, before it is clicked (it was left blank)
+        bad = sweep_estimate(ctx, "2, -1", "0.4", 5, "cpu", 16, "nontarget", 10)
+        assert bad == "**Not a sweep yet:** temperatures must be positive numbers, not -1."
+        unread = sweep_estimate(ctx, "2 4", "0.4", 5, "cpu", 16, "nontarget", 10)
+        assert unread == "**Not a sweep yet:** t_target values: write numbers separated by commas (2, 4, 8), not '2 4'."
+        emptied = sweep_estimate(ctx, "2", "0.4", None, "cpu", 16, "nontarget", 10)
+        assert emptied == "**Not a sweep yet:** Epochs per run: give a number."
         small = sweep_estimate(ctx, "2, 4", "0.4", 3, "cpu", 16, "nontarget", 0, 300)
         assert small.startswith("2 runs of 3 epochs x 300 images: **about ")  # long or not: the next test
         # 25 pairs (a sweep's most) of 50-epoch runs: hours on any CPU, and the form says what shortens them
         big = sweep_estimate(ctx, "1, 2, 4, 6, 8", "0.2, 0.4, 1, 2, 4", 50, "cpu", 16, "nontarget", 0)
         assert big.startswith("25 runs of 50 epochs x 2,000 images: **about ") and " h " in big
         assert "That is long: each run takes about " in big and "fewer pairs, epochs or training images" in big
-        for images in (0, -5, None):  # no training image: no estimate
-            assert sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 0, images) == ""
-        for batch in (0, 1, None):  # a batch too small for batch norm: no estimate either
-            assert sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 0, 300, batch) == ""
+        no_images = "**Not a sweep yet:** the demo data needs at least one training image"
+        for images, says in ((0, no_images), (-5, no_images), (None, "Training images per run: give a number")):
+            assert says in sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 0, images)  # no estimate
+        small_batch = "**Not a sweep yet:** the batch size must be at least 2 (batch norm needs two images)."
+        for batch, says in ((0, small_batch), (1, small_batch), (None, "Batch size: give a number.")):
+            assert says in sweep_estimate(ctx, "2", "0.4", 1, "cpu", 16, "nontarget", 0, 300, batch)
     finally:
         jobs.close()
 

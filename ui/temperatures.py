@@ -232,12 +232,15 @@ def sweep_estimate(
     batch=SWEEP_BATCH,
 ) -> str:
     """The time the sweep the form describes would take (its runs train one after another in one process),
-    from the speed measured or probed for one of its runs (core.estimate); empty while the form is invalid."""
+    from the speed measured or probed for one of its runs (core.estimate); what Queue sweep would refuse while
+    the form is invalid (an emptied field too), as the Train tab's estimate names a wrong data path."""
     try:
         targets, nontargets = sweep_values(targets_text, nontargets_text)
         base = sweep_base(ctx, epochs, device, image_size, scaling, warmup, images, batch)
         grid = temperature_grid(base, targets, nontargets, tag="")
-    except (StudioError, gr.Error, TypeError, ValueError):
+    except (StudioError, gr.Error) as e:
+        return f"**Not a sweep yet:** {e}"
+    except (TypeError, ValueError):
         return ""
     n, cfg = len(grid), grid[0]
     where, found = estimate_for(ctx, cfg)
