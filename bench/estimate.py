@@ -81,17 +81,6 @@ def timed(manager, cfgs: list[TrainConfig]) -> float:
     return time.perf_counter() - t0
 
 
-def at_median_speed(runs_dir: str, cfg: TrainConfig, device: str) -> dict:
-    """The estimate as it was made at the measured epochs' median speed (the 50th percentile where it now takes
-    the 80th, `core.estimate.alone_speed`)."""
-    alone = estimate.ALONE
-    estimate.ALONE = 0.5
-    try:
-        return estimate.estimate_seconds(runs_dir, cfg, device)
-    finally:
-        estimate.ALONE = alone
-
-
 def whole(device, *, runs_dir: str, settings: dict | None = None) -> dict:
     """A measured first run, then three foretold and timed (see the module's doc); `settings` (the studio's
     API's, by name) apply over the quick preset."""
@@ -113,7 +102,8 @@ def whole(device, *, runs_dir: str, settings: dict | None = None) -> dict:
         ]:
             found = estimate.estimate_seconds(runs_dir, cfgs[0].resolved(), str(device))
             foretold = len(cfgs) * found["seconds"]
-            median = len(cfgs) * at_median_speed(runs_dir, cfgs[0].resolved(), str(device))["seconds"]
+            # as estimates were made before: at the measured epochs' median speed
+            median = len(cfgs) * estimate.estimate_seconds(runs_dir, cfgs[0].resolved(), str(device), at=0.5)["seconds"]
             before = len(cfgs) * cfgs[0].epochs * found["train_images"] / found["images_per_s"]
             wall = timed(manager, cfgs)
             result["cases"].append(

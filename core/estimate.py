@@ -17,6 +17,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core import runs
@@ -74,20 +75,16 @@ RECENT_RUNS = 5  # the estimate goes by the latest comparable runs: one measured
 ALONE = 0.8  # ... and by the upper fifth of their epochs' speeds (`alone_speed`)
 
 
-def alone_speed(speeds: list[float]) -> float:
+def alone_speed(speeds: list[float], at: float = ALONE) -> float:
     """The training speed a run keeps when it has the device to itself, from its epochs' `speeds`: their 80th
-    percentile. Work beside a run (tests, another trainer, a browser drawing plots) only slows its epochs, and
-    the median went by them: after a sweep trained beside a test run on a 2-core Xeon (9-53 images/s), the
-    Temperatures tab foretold 28 images/s where the machine does 47 alone. The first epoch of each run, slower
-    (kernels picked, libraries paged in), falls below it too."""
-    ordered = sorted(speeds)
-    at = ALONE * (len(ordered) - 1)
-    low = int(at)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (at - low) * (ordered[high] - ordered[low])
+    percentile (`at`; estimates went by the median, 0.5, before). Work beside a run (tests, another trainer, a
+    browser drawing plots) only slows its epochs, and the median went by them: after a sweep trained beside a
+    test run on a 2-core Xeon (9-53 images/s), the Temperatures tab foretold 28 images/s where the machine does
+    47 alone. The first epoch of each run, slower (kernels picked, libraries paged in), falls below it too."""
+    return float(np.quantile(speeds, at))
 
 
-def measured(runs_dir: str | Path, cfg: TrainConfig, device: str) -> dict | None:
+def measured(runs_dir: str | Path, cfg: TrainConfig, device: str, *, at: float = ALONE) -> dict | None:
     """What the latest `RECENT_RUNS` comparable earlier runs measured: "images_per_s" (training images a second
     when alone, `alone_speed` of their "epochs" epochs), and as medians "epoch_extra_s" (the seconds an epoch took
     beyond its training images: validating and saving) and "outside_s" (the seconds a finished run took outside
@@ -123,7 +120,7 @@ def measured(runs_dir: str | Path, cfg: TrainConfig, device: str) -> dict | None
         return statistics.median(xs) if xs else 0.0
 
     return {
-        "images_per_s": alone_speed(speeds),
+        "images_per_s": alone_speed(speeds, at),
         "epochs": len(speeds),
         "epoch_extra_s": median(extras),
         "outside_s": median(outside),
@@ -222,14 +219,16 @@ def _listed(path: str, stamp: int, val_fraction: float, test_fraction: float) ->
     return train_count(cfg)
 
 
-def estimate_seconds(runs_dir: str | Path, cfg: TrainConfig, device: str, *, probe: bool = False) -> dict | None:
+def estimate_seconds(
+    runs_dir: str | Path, cfg: TrainConfig, device: str, *, probe: bool = False, at: float = ALONE
+) -> dict | None:
     """{"seconds", "images_per_s", "epochs_measured", "train_images"} for training `cfg` on `device`: its
     epochs' training images at the measured speed, plus what earlier runs spent validating and saving each
     epoch and outside their epochs (`measured`). With `probe`, a CPU on which no comparable run was measured
     yet is probed (`probe_speed`; then "epochs_measured" is 0, and the training alone is counted). None when
     there is no speed to go by; `StudioError` when the data cannot be counted (a wrong path), as Start would."""
     n_train = train_images(cfg.data)
-    found = measured(runs_dir, cfg, device)
+    found = measured(runs_dir, cfg, device, at=at)
     if found is None and probe and device == "cpu":
         found = {"images_per_s": probe_speed(cfg, device), "epochs": 0, "epoch_extra_s": 0.0, "outside_s": 0.0}
     if found is None:

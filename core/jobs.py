@@ -339,13 +339,12 @@ class JobManager:
 def _device_for(cfg: TrainConfig, processes: int) -> str:
     """The device a new run queues for, after checking what can be checked before it exists."""
     # a GPU this machine lacks, or CUDA graphs where they cannot run: said now, not by a run that fails at its start
-    training_device(cfg.device, cfg.cuda_graphs, processes)
+    device = str(training_device(cfg.device, cfg.cuda_graphs, processes))  # "auto": cuda where present, else cpu
     if cfg.data.data_path and cfg.data.dataset != "synthetic" and not Path(cfg.data.data_path).exists():
         raise StudioError(f"{Path(cfg.data.data_path).name or 'data path'}: no such file or folder.")
     split_sizes(cfg.data)  # a wrong file, one class, an empty split: said now, not by a failed run
     if cfg.pretrained:
         check_pretrained(cfg.pretrained, cfg.arch, cfg.data.image_size)
-    device = cfg.device if cfg.device != "auto" else "cuda" if _has_cuda() else "cpu"
     gpus = _gpu_count()
     if processes < 1:
         raise StudioError(f"a run trains in at least one process, not {processes}.")
@@ -383,12 +382,6 @@ def _last_error(run: Path) -> str | None:
         return None
     errors = [line[len("error: ") :] for line in lines if line.startswith("error: ")]
     return errors[-1] if errors else None
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _gpu_count() -> int:
