@@ -23,6 +23,7 @@ from core.cam import (
     overlay,
     shown,
 )
+from core.device import amp_dtype
 from core.errors import StudioError
 from core.evaluate import answered_probs
 from core.imageio import Scan, read_scan, to_model_array
@@ -79,6 +80,7 @@ class Predictor:
         self.device = torch.device(device)
         self.lock = threading.RLock()  # feature and lesion-map hooks go on the shared model: one at a time
         self.batcher = Batcher(self._diagnose_batch)  # concurrent diagnoses share one batched pass
+        self._pass_seconds: dict[torch.dtype | None, float] = {}  # a forward pass per scan, by precision
 
     @property
     def classes(self) -> list[str]:
@@ -172,22 +174,25 @@ class Predictor:
 
     def cam_seconds(self, method: str) -> float:
         """About how long one lesion map takes on this device, from one timed forward pass of a batch: ScoreCAM
-        runs the model once per channel of the mapped layer, the others about three passes."""
+        runs the model once per channel of the mapped layer (in its masked passes' precision), the others about
+        three passes."""
         from core.model import cam_layer
 
         check_method(method)
-        if not hasattr(self, "_pass_seconds"):
+        dtype = amp_dtype(self.device) if method == "scorecam" else None
+        if dtype not in self._pass_seconds:
             x = torch.zeros(32, 3, self.spec.image_size, self.spec.image_size, device=self.device)
-            with self.lock, torch.no_grad():
+            autocast = torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+            with self.lock, torch.no_grad(), autocast:
                 self.model(x[:1])  # warm-up
                 start = time.perf_counter()
                 self.model(x)
-                self._pass_seconds = (time.perf_counter() - start) / 32
+                self._pass_seconds[dtype] = (time.perf_counter() - start) / 32
         if method != "scorecam":
-            return 3 * self._pass_seconds
+            return 3 * self._pass_seconds[dtype]
         layers = reversed(list(cam_layer(self.model).modules()))
         channels = next(m.out_channels for m in layers if hasattr(m, "out_channels"))
-        return channels * self._pass_seconds
+        return channels * self._pass_seconds[dtype]
 
     def card(self) -> dict:
         """What a user should know before trusting this model: data, classes, size, method, metrics,

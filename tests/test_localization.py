@@ -64,3 +64,32 @@ def test_the_demo_models_maps_point_at_lesions_far_above_chance():
     assert scored["pointing_game"] > 3 * chance and scored["energy_share"] > 1.5 * chance
     with pytest.raises(StudioError, match="no scans"):
         score_maps(model, images[:0], labels[:0], masks[:0].numpy())
+
+
+@pytest.mark.slow
+def test_the_lesion_map_benchmark_times_scorecam_against_the_packages_float32(tmp_path):
+    """bench/lesion_maps.py maps the same scans with ScoreCAM twice, in the studio's precision and in float32
+    as the grad-cam package runs it, and says how far apart the two are."""
+    import json
+
+    import torch
+
+    from bench import lesion_maps
+    from core.device import amp_dtype
+
+    out = tmp_path / "maps.json"
+    argv = ["--images", "3", "--scorecam-images", "1", "--methods", "gradcam,scorecam", "--out", str(out)]
+    assert lesion_maps.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert {"gradcam", "scorecam", "scorecam, float32 (baseline)", "uniform map (baseline)"} <= set(result["results"])
+    scorecam = result["scorecam_precision"]
+    here = amp_dtype(torch.device("cpu")) or torch.float32
+    assert scorecam["images"] == 1 and scorecam["studio_precision"] == str(here).removeprefix("torch.")
+    for arm in ("studio", "float32"):
+        assert scorecam[arm]["seconds_per_image"] > 0 and 0 <= scorecam[arm]["energy_share"] <= 1
+    assert scorecam["speed_up"] == pytest.approx(
+        scorecam["float32"]["seconds_per_image"] / scorecam["studio"]["seconds_per_image"]
+    )
+    assert scorecam["max_abs_difference"] < 0.05 and scorecam["same_lesion_box"] in (0.0, 1.0)
+    if here == torch.float32:  # no bf16 here: the two are the same computation
+        assert scorecam["max_abs_difference"] == 0 and scorecam["same_lesion_box"] == 1

@@ -162,7 +162,7 @@ def test_one_pass_maps_and_logits_equal_the_full_computation(predictor, method):
     with torch.no_grad():
         plain = model(x)
     targets = [None, 3, None, 0][:n]
-    maps, logits, chosen = cams_and_logits(model, x, targets, method=method)
+    maps, logits, chosen = cams_and_logits(model, x, targets, method=method, amp="off")  # as the package does
     expected = [int(plain[i].argmax()) if t is None else t for i, t in enumerate(targets)]
     assert chosen == expected
     torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-5)
@@ -173,6 +173,38 @@ def test_one_pass_maps_and_logits_equal_the_full_computation(predictor, method):
         reference = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in expected])
     np.testing.assert_allclose(maps, np.clip(np.nan_to_num(reference), 0, 1), atol=1e-5)
     model.zero_grad(set_to_none=True)  # the package's own run left weight gradients on the shared model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("amp", ["off", "bf16", "auto"])
+def test_scorecams_masked_passes_run_in_the_precision_asked_and_the_answer_in_float32(predictor, amp):
+    """ScoreCAM runs the model once per channel of the mapped layer; those passes may run in bf16 (4x faster
+    on an AMX CPU), while the scan's own pass, whose logits Diagnose reports, stays float32, and the map stays
+    that of the float32 passes but for bf16's rounding."""
+    import torch
+
+    from core.cam import cams_and_logits
+    from core.device import amp_dtype
+    from core.imageio import read_scan
+
+    model = predictor.model
+    x = predictor.prepare_many([read_scan(EXAMPLES[0])])
+    x = torch.nn.functional.interpolate(x, scale_factor=0.5, mode="area")  # layer4 4 x 4: 512 passes of 32 px
+    with torch.no_grad():
+        plain = model(x)
+    seen = []
+    hook = model.backbone.conv1.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    try:
+        maps, logits, _ = cams_and_logits(model, x, [None], method="scorecam", amp=amp)
+    finally:
+        hook.remove()
+    masked = amp_dtype(x.device, amp) or torch.float32
+    # a pass for the predicted class and the scan's own pass, then the 512 masked scans in batches of 32
+    assert seen[:2] == [torch.float32] * 2 and seen[2:] == [masked] * (512 // 32), seen
+    torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-5)
+    exact = cams_and_logits(model, x, [None], method="scorecam", amp="off")[0]
+    np.testing.assert_allclose(maps, exact, atol=1e-6 if masked == torch.float32 else 0.05)
+    assert np.corrcoef(maps.ravel(), exact.ravel())[0, 1] > 0.99
 
 
 def test_images_and_download_folders_are_written_once_and_swept_later(tmp_path):
