@@ -136,7 +136,9 @@ def _last_written(run: Path) -> float:
 
 
 PROBE_STEP_S = 1.2  # the probe sizes its batch (up to 16) to take at most about this long per step
-_probing = threading.Lock()  # one probe at a time: two at once would share the cores and halve both
+# One timing at a time (the Train tab's and the sweep form's probes, Diagnose's lesion-map cost): two at once
+# would share the cores and each be measured at half speed. A studio's page load asks for both.
+TIMING = threading.Lock()
 _probed: dict[tuple, float] = {}  # what each probe found, by network, size, method, RGA, precision, batch, device
 
 
@@ -156,8 +158,8 @@ def _let_a_probe_finish(timeout: float = 120.0) -> None:
     """At exit, wait for a probe in flight. It runs on a server's worker thread, a daemon: one still inside
     torch's backward pass when the interpreter ends is stopped there and aborts the whole process ("terminate
     called without an active exception", exit status 134), after a studio stopped cleanly or a test run passed."""
-    if _probing.acquire(timeout=timeout):
-        _probing.release()
+    if TIMING.acquire(timeout=timeout):
+        TIMING.release()
 
 
 atexit.register(_let_a_probe_finish)
@@ -166,7 +168,7 @@ atexit.register(_let_a_probe_finish)
 def _probe(*key) -> float:
     """Probe once per key: a second caller (the Train tab and the sweep form ask at page load, for the same
     settings) waits for the first and takes its figure."""
-    with _probing:
+    with TIMING:
         if key not in _probed:
             _probed[key] = _measure(*key)
         return _probed[key]

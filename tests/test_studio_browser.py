@@ -211,6 +211,34 @@ def test_a_new_user_diagnoses_the_demo_scans_without_a_file_of_their_own(page):
     assert all(r["in_distribution"] == "True" and r["p_mass"] and r["error"] == "" for r in rows)
 
 
+def test_scorecams_cost_is_said_for_the_model_and_the_scans_chosen_before_it_runs(page, studio_ctx, tiny_run):
+    """ScoreCAM runs the model once per feature map: before Diagnose is clicked the tab says what that costs a
+    scan with the chosen model, and for the scans chosen; another model or other scans say it again."""
+    run = studio_ctx.runs_dir / "small-scans-20261207-120000"  # 16 px: a sixteenth of the demo model's work
+    studio_ctx.runs_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(tiny_run, run)
+    page.reload()
+    page.get_by_role("tab", name="Diagnose").click()
+    cost = page.locator("#diagnose-cost")
+    try:
+        pick(page, "#diagnose-method", "scorecam")
+        expect(cost).to_contain_text("ScoreCAM runs the model once per feature map", timeout=30_000)
+        expect(cost).to_contain_text("per scan on this machine.")
+        page.locator("#diagnose-examples").get_by_text("all four").click()
+        expect(cost).to_contain_text(re.compile(r"per scan on this machine; these 4 scans about \d+ (s|min)\."))
+        demo = cost.inner_text()
+        page.locator("#diagnose-model input").click()
+        page.get_by_role("option", name=run.name).first.click(timeout=15_000)  # its label says more than its name
+        page.locator("#diagnose-card").get_by_text(run.name).wait_for(timeout=10_000)
+        expect(cost).not_to_have_text(demo, timeout=30_000)  # the small model's cost, not the demo model's
+        expect(cost).to_contain_text("per scan on this machine")
+        pick(page, "#diagnose-method", "gradcam")
+        expect(cost).to_have_text("", timeout=10_000)  # the others cost about three passes: nothing to say
+    finally:
+        shutil.rmtree(run)
+        page.reload()
+
+
 @pytest.fixture
 def short_cache_page(page, tmp_path, monkeypatch):
     """A studio of its own whose cache keeps uploads 3 s instead of 5 minutes (cleaned every second), and a

@@ -9,11 +9,13 @@ import gradio as gr
 
 from core import answers, archive
 from core.cam import CAM_METHODS
+from core.errors import StudioError
 from core.infer import redraw, scan_hw
 from core.trust import OOD_MESSAGE, untrusted
 from ui import tables
 from ui.context import DEMO, EXAMPLES, Studio, address_js, follow_models, from_address, uploaded, user_error
 from ui.kept import keep_on_reload
+from ui.watch import duration
 
 PREDICTED = "predicted class"
 # The All scans table's columns and the pixels each needs in the tab's width (ui.tables.widths makes them shares)
@@ -328,11 +330,21 @@ def card_markdown(card: dict, choice: str) -> str:
     return "\n".join(lines)
 
 
-def scorecam_note(ctx: Studio, choice: str, method: str) -> str:
+def scorecam_note(ctx: Studio, choice: str, method: str, files: list[str] | None = None) -> str:
+    """What ScoreCAM costs with the chosen model on this machine, a scan and for the scans chosen (a ZIP's scans
+    are counted only once unpacked: with one in the upload, the cost a scan alone)."""
     if method != "scorecam":
         return ""
-    seconds = ctx.predictor(choice).cam_seconds("scorecam")
-    return f"ScoreCAM runs the model once per feature map: about {seconds:.0f} s per scan on this machine."
+    try:
+        seconds = ctx.predictor(choice).cam_seconds("scorecam")
+    except (StudioError, OSError):  # an unreadable or removed model says so on its card and when used
+        return ""
+    each = "under a second" if seconds < 1 else f"about {duration(seconds)}"
+    note = f"ScoreCAM runs the model once per feature map: {each} per scan on this machine"
+    paths = [Path(f) for f in files or []]
+    if len(paths) > 1 and not any(archive.is_archive(p) for p in paths):
+        note += f"; these {len(paths)} scans about {duration(len(paths) * seconds)}"
+    return note + "."
 
 
 def build(ctx: Studio) -> None:
@@ -355,7 +367,9 @@ def build(ctx: Studio) -> None:
                     elem_id="diagnose-model",
                 )
                 card = gr.Markdown(elem_id="diagnose-card")
-                method = gr.Dropdown(list(CAM_METHODS), value="gradcam", label="Lesion-map method")
+                method = gr.Dropdown(
+                    list(CAM_METHODS), value="gradcam", label="Lesion-map method", elem_id="diagnose-method"
+                )
                 cost = gr.Markdown(elem_id="diagnose-cost")
                 target = gr.Dropdown(
                     [PREDICTED], value=PREDICTED, label="Map the evidence for", allow_custom_value=True
@@ -440,10 +454,22 @@ def build(ctx: Studio) -> None:
 
         follow_models(ctx, [model])
         keep_on_reload(ctx.kept, "diagnose", [method, opacity])  # the scans are never kept
-        model.change(describe, model, [target, card], api_name=False, show_progress="hidden")
+
+        def on_model(choice, method, files):
+            """A model's classes and card, and what ScoreCAM costs with it (one listener: see ui.kept)."""
+            return *describe(choice), scorecam_note(ctx, choice, method, files)
+
+        model.change(on_model, [model, method, files], [target, card, cost], api_name=False, show_progress="hidden")
         model.change(None, model, None, js=address_js("model"), api_name=False)  # a reload comes back to it
         gr.on(None, on_load, None, [model, target, card], api_name=False, show_progress="hidden")
-        method.change(lambda c, m: scorecam_note(ctx, c, m), [model, method], cost, api_name=False)
+        gr.on(  # other scans change the cost, as the method and the model do
+            [method.change, files.change],
+            lambda c, m, f: scorecam_note(ctx, c, m, f),
+            [model, method, files],
+            cost,
+            api_name=False,
+            show_progress="hidden",
+        )
         opacity.release(restyle, [stored, opacity], [overlay, slider, gallery], api_name=False)
         run.click(
             make_diagnose(ctx),
