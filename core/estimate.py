@@ -135,7 +135,8 @@ def _last_written(run: Path) -> float:
         return 0.0
 
 
-PROBE_STEP_S = 1.2  # the probe sizes its batch (up to 16) to take at most about this long per step
+PROBE_STEP_S = 1.2  # the probe sizes its batch (up to the run's) to take at most about this long per step
+SCANS = 16  # demo scans the probe renders; its batches take them again as often as they need
 # One timing at a time (the Train tab's and the sweep form's probes, Diagnose's lesion-map cost): two at once
 # would share the cores and each be measured at half speed. A studio's page load asks for both.
 TIMING = threading.Lock()
@@ -145,13 +146,17 @@ _probed: dict[tuple, float] = {}  # what each probe found, by network, size, met
 def probe_speed(cfg: TrainConfig, device: str = "cpu") -> float:
     """Training images/s of `cfg`'s network, method and augmentation on `device` at `cfg`'s image size, from
     real training steps (`core.engine`) of a throwaway network on a few demo scans: a step of 2 images
-    to warm up, a second to size the batch, then the best of three steps of up to 16 images. On a 2-core
-    AVX2 CPU it came within 22% of what a real run then measured, either way (`bench/estimate.py`: 0.90x
-    for ResNet-18 at 32 px, 1.20x at 64 px, 0.78x for ResNet-50 at 32 px). About three seconds; cached
-    per network, size, method, RGA, precision, batch (up to 16) and device. The caller's random state is
-    left as it was."""
+    to warm up, a second to size the batch, then the best of three steps of as many images as take about
+    `PROBE_STEP_S`, up to the run's batch. Steps of at most 16 images, as it took before, made the default
+    run (ResNet-18, 32 px, batch 128) look 1.6x slower than it then trained on an AMX CPU, whose bf16 tiles
+    want large batches (`bench/estimate.py`: 0.62x; now 0.91x; ResNet-18 at 64 px 1.26x, ResNet-50 at 32 px
+    1.14x). On a 2-core AVX2 CPU, with steps of up to 16, it came within 22% of the run either way (0.90x for
+    ResNet-18 at 32 px, 1.20x at 64 px, 0.78x for ResNet-50 at 32 px); of those only ResNet-18 at 32 px is
+    fast enough there to take larger steps now.
+    About two seconds; cached per network, size, method, RGA, precision, batch and device. The caller's random
+    state is left as it was."""
     c = cfg.resolved()
-    return _probe(c.arch, c.data.image_size, c.method, c.rga, c.amp, min(c.batch_size, 16), device)
+    return _probe(c.arch, c.data.image_size, c.method, c.rga, c.amp, c.batch_size, device)
 
 
 def _let_a_probe_finish(timeout: float = 120.0) -> None:
@@ -185,7 +190,7 @@ def _measure(arch: str, size: int, method: str, rga: bool, amp: str, most: int, 
     cfg, dev = cfg.resolved(), torch.device(device)
     dtype, _ = precision(dev, cfg.amp)  # as the run will train (bf16 autocast only where it pays)
     with torch.random.fork_rng(devices=[]):
-        images, labels, _ = render(most, size=size)
+        images, labels, _ = render(min(most, SCANS), size=size)  # a batch repeats them: 256 at 224 px take 2.6 s
         train = Split(images, labels, None)
         spec = ModelSpec(arch=arch, classes=list(CLASSES), image_size=size, channels=images.shape[1])
         state, sampler = engine.new_state(cfg, spec, train, dev)
@@ -193,7 +198,7 @@ def _measure(arch: str, size: int, method: str, rga: bool, amp: str, most: int, 
 
         def timed(n: int) -> float:
             t0 = time.perf_counter()
-            step(torch.arange(n))
+            step(torch.arange(n) % len(images))
             return time.perf_counter() - t0
 
         # a first step pays one-time costs (kernels picked, libraries paged in): 1.16 s against 0.15 on a

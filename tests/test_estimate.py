@@ -247,6 +247,37 @@ def test_a_slow_first_step_does_not_shrink_the_probes_batch(monkeypatch):
     assert sizes[2] == sizes[3] == sizes[4] > 2  # sized by the warm step: a 2-image step at 12 px takes < 1 s
 
 
+@pytest.mark.parametrize(("batch", "step_s", "probed"), [(128, 1000.0, 128), (48, 1000.0, 48), (128, 1e-9, 2)])
+def test_the_probe_steps_up_to_the_runs_batch_as_time_allows(monkeypatch, batch, step_s, probed):
+    """A fast step is probed at the run's own batch, over the same 16 scans again: at most 16 images a step
+    made the default run look 1.6x slower than it trained on an AMX CPU, whose bf16 tiles want large batches;
+    a slow step stays small (here: the time allowed a step is all but nothing)."""
+    from core import engine, synthetic
+
+    make_stepper, sizes, rendered, render = engine.make_stepper, [], [], synthetic.render
+
+    def recorded(*args, **kwargs):
+        step = make_stepper(*args, **kwargs)
+
+        def run(index):
+            sizes.append(len(index))
+            assert int(index.max()) < estimate.SCANS  # the batch takes the rendered scans again
+            return step(index)
+
+        return run
+
+    def counted(n, **kwargs):
+        rendered.append(n)
+        return render(n, **kwargs)
+
+    monkeypatch.setattr(engine, "make_stepper", recorded)
+    monkeypatch.setattr(synthetic, "render", counted)
+    monkeypatch.setattr(estimate, "PROBE_STEP_S", step_s)
+    monkeypatch.setattr(estimate, "_probed", {})  # probed afresh, not found in the cache of another case
+    estimate.probe_speed(TrainConfig(data=DataConfig(image_size=8), batch_size=batch, method="ce", rga=False))
+    assert rendered == [16] and sizes == [2, 2, probed, probed, probed]
+
+
 def test_two_pages_asking_at_once_share_one_probe():
     import threading
 
