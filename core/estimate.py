@@ -149,12 +149,11 @@ def probe_speed(cfg: TrainConfig, device: str = "cpu") -> float:
     to warm up, a second to size the batch, then the best of three steps of as many images as take about
     `PROBE_STEP_S`, up to the run's batch. Steps of at most 16 images, as it took before, made the default
     run (ResNet-18, 32 px, batch 128) look 1.6x slower than it then trained on an AMX CPU, whose bf16 tiles
-    want large batches (`bench/estimate.py`: 0.62x; now 0.91x; ResNet-18 at 64 px 1.26x, ResNet-50 at 32 px
-    1.14x). On a 2-core AVX2 CPU, with steps of up to 16, it came within 22% of the run either way (0.90x for
-    ResNet-18 at 32 px, 1.20x at 64 px, 0.78x for ResNet-50 at 32 px); of those only ResNet-18 at 32 px is
-    fast enough there to take larger steps now.
-    About two seconds; cached per network, size, method, RGA, precision, batch and device. The caller's random
-    state is left as it was."""
+    want large batches (`bench/estimate.py`: 0.62x; now 0.87x; ResNet-18 at 64 px 1.35x, now 1.12x; ResNet-50
+    at 32 px 1.00x, now 0.99x). On a 2-core AVX2 CPU, with steps of up to 16, it came within 22% of the run
+    either way (0.90x for ResNet-18 at 32 px, 1.20x at 64 px, 0.78x for ResNet-50 at 32 px); of those only
+    ResNet-18 at 32 px is fast enough there to take larger steps now. About two seconds; cached per network,
+    size, method, RGA, precision, batch and device. The caller's random state is left as it was."""
     c = cfg.resolved()
     return _probe(c.arch, c.data.image_size, c.method, c.rga, c.amp, c.batch_size, device)
 

@@ -173,9 +173,9 @@ class Predictor:
         return self._summary(scan, *self.assess(scan))
 
     def cam_seconds(self, method: str) -> float:
-        """About how long one lesion map takes on this device, from the better of two timed passes of a batch: ScoreCAM
-        runs the model once per channel of the mapped layer (in its masked passes' precision), the others about
-        three passes."""
+        """About how long one lesion map takes on this device, from the better of two timed passes of a batch:
+        ScoreCAM runs the model once per channel of the mapped layer (in its masked passes' precision), the
+        others about three passes."""
         from core.estimate import TIMING
         from core.model import cam_layer
 
