@@ -97,7 +97,7 @@ def cams_and_logits(
     ScoreCAM and EigenCAM a forward first when a target is the predicted class. `amp` is the precision of
     ScoreCAM's masked passes (`core.device.precision`'s choices; auto: bf16 where the device runs it natively)."""
     check_method(method)
-    masked_dtype = amp_dtype(x.device, amp)
+    masked_dtype = amp_dtype(x.device, amp) if method == "scorecam" else None  # no CPU probe on other maps' path
     if len(targets) != len(x):
         raise StudioError(f"{len(x)} images need {len(x)} target classes, not {len(targets)}.")
     model.eval()
