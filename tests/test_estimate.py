@@ -76,6 +76,22 @@ def test_the_estimate_counts_validation_saving_and_the_time_outside_the_epochs_a
     assert found["seconds"] == pytest.approx(16.0 + 10 * (5000 / 114.0 + extra))
 
 
+@pytest.mark.parametrize("planned", [5000, 3])
+def test_epochs_of_less_than_a_batch_go_by_runs_as_small_only(tmp_path, planned):
+    """A smoke test of 3 demo images for 100 epochs (one step of 3 images an epoch, 28 images/s on an AMX
+    Xeon where batches of 128 train at 130) made the Train tab foretell the default run 4 h 25 min, not 70."""
+    fake_run(tmp_path, speeds=(28.0,) * 100, timed=(3, 0.3, 2.0))  # the smoke test
+    fake_run(tmp_path, speeds=(130.0, 132.0), timed=(5000, 5.0, 12.0))  # a run of full batches
+    fake_run(tmp_path, speeds=(125.0,))  # an earlier run, which did not say its epochs' size: it counts
+    cfg = TrainConfig(data=DataConfig(synthetic_train=planned), epochs=100)
+    found = estimate.estimate_seconds(tmp_path, cfg, "cpu")
+    if planned == 5000:  # the full-batch runs alone: 125, 130 and 132 images/s; 5 s an epoch besides; 12 outside
+        assert found["epochs_measured"] == 3 and found["images_per_s"] == pytest.approx(131.2)
+        assert found["seconds"] == pytest.approx(12.0 + 100 * (5000 / 131.2 + 5.0))
+    else:  # a run as small goes by every epoch, the smoke test's included
+        assert found["epochs_measured"] == 103 and found["images_per_s"] == pytest.approx(28.0)
+
+
 @pytest.mark.slow  # a real run
 def test_a_real_run_records_what_the_next_estimate_adds(tmp_path):
     from conftest import tiny_config
