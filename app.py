@@ -25,10 +25,11 @@ import gradio as gr  # noqa: E402
 from core import estimate  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.device import list_devices, pick_device  # noqa: E402
+from core.errors import StudioError  # noqa: E402
 from core.jobs import JobManager  # noqa: E402
 from core.process import sigterm_as_ctrl_c  # noqa: E402
 from ui import augment, diagnose, runs, temperatures, train  # noqa: E402
-from ui.context import ASSETS, CACHE_SWEEP_S, UPLOAD_KEEP_S, Studio  # noqa: E402
+from ui.context import ASSETS, CACHE_SWEEP_S, UPLOAD_KEEP_S, ModelCache, Studio  # noqa: E402
 
 MAX_FILE_SIZE = "200mb"  # uploads above this are refused by the server before any handler runs
 
@@ -197,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         help="training runs that share one GPU (or the CPU) at a time; a temperature sweep of small runs "
         "finishes sooner with 2 to 4",
     )
+    ap.add_argument(
+        "--diagnose-device",
+        default="cpu",
+        help="where Diagnose runs the models: cpu (default), auto, cuda or cuda:N; on a GPU, ScoreCAM's lesion "
+        "maps take a fraction of a second a scan instead of seconds",
+    )
     ap.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="largest upload accepted, e.g. 200mb")
     ap.add_argument(
         "--auth-file",
@@ -213,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     if port_taken(args.host, args.port):  # said before a minute of start-up, not as the server's traceback
         print(port_message(args.host, args.port), file=sys.stderr)
         return 2
+    try:
+        diagnose_device = pick_device(args.diagnose_device, flag="--diagnose-device")
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args.auth = read_auth(args.auth_file)
     warn_if_shared(args.share, args.host, bool(args.auth))
     data_root = Path(args.data_root)
@@ -225,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs=JobManager(args.runs_dir, per_device=args.runs_per_device),
         auth=bool(args.auth),
         models_dir=Path(args.models_dir).resolve(),
+        models=ModelCache(device=str(diagnose_device)),
     )
     app = build_app(ctx)
     if not ctx.jobs.active():  # a run adopted on restart would slow the probe and be slowed by it

@@ -12,8 +12,9 @@ from core.errors import StudioError
 AMP_CHOICES = ("auto", "bf16", "off")
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'; refuse devices that are not here."""
+def pick_device(name: str = "auto", flag: str = "--device") -> torch.device:
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'; refuse devices that are not here, in
+    words that name the option `flag` it was asked for by."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -22,7 +23,7 @@ def pick_device(name: str = "auto") -> torch.device:
         raise StudioError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N.") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise StudioError(f"device '{name}' asked for, but this machine has no CUDA GPU; use --device cpu.")
+            raise StudioError(f"device '{name}' asked for, but this machine has no CUDA GPU; use {flag} cpu.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise StudioError(f"device '{name}' does not exist; this machine has {torch.cuda.device_count()} GPU(s).")
     elif dev.type != "cpu":

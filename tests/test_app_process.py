@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from studio_server import free_port
 
 pytestmark = pytest.mark.slow  # a whole studio process
@@ -115,6 +116,15 @@ def test_a_studio_stopped_during_a_diagnosis_exits_cleanly(tmp_path):
     assert [f for f in temp.rglob("*") if f.is_file()] == []  # the upload, its unpacked scans, the images
 
 
+def refused_start(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python app.py ARGS` with its folders under `tmp_path`, expected to refuse to start (exit status 2)."""
+    folders = ["--data-root", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
+    cmd = [sys.executable, "app.py", *args, *folders, "--models-dir", str(tmp_path / "models")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    return done
+
+
 def test_a_second_studio_on_a_port_in_use_says_so_and_changes_nothing(tmp_path):
     """`make run` while a studio already runs: one line saying what to do, not the server's traceback after a
     minute of start-up, and no folder made."""
@@ -124,15 +134,28 @@ def test_a_second_studio_on_a_port_in_use_says_so_and_changes_nothing(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        cmd = [sys.executable, "app.py", "--port", str(port), "--data-root", str(tmp_path / "data")]
-        done = subprocess.run(
-            [*cmd, "--runs-dir", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert done.returncode == 2, done.stderr[-2000:]
+        done = refused_start(tmp_path, "--port", str(port))
     assert f"127.0.0.1:{port} is in use: is the studio already running" in done.stderr
     assert f"make run PORT={port + 1}" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+NO_GPU = "this machine has no CUDA GPU; use --diagnose-device cpu."
+HAS_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+
+
+@pytest.mark.parametrize(
+    ("device", "said"),
+    [
+        pytest.param("cuda", NO_GPU, marks=HAS_GPU),
+        pytest.param("cuda:3", NO_GPU, marks=HAS_GPU),
+        ("gpu0", "unknown device 'gpu0'; use auto, cpu, cuda or cuda:N."),
+        ("mps", "unsupported device 'mps'; use auto, cpu, cuda or cuda:N."),
+    ],
+)
+def test_a_diagnose_device_that_is_not_here_is_said_at_start_and_changes_nothing(tmp_path, device, said):
+    """`app.py --diagnose-device` puts Diagnose's models on a GPU; one this machine lacks is one line naming the
+    option, before a minute of start-up, and no folder is made."""
+    done = refused_start(tmp_path, "--port", str(free_port()), "--diagnose-device", device)
+    assert done.stderr.startswith("error: ") and said in done.stderr and "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir())

@@ -47,12 +47,14 @@ def uploaded(files) -> list[str]:
 class ModelCache:
     """Loaded predictors by file, the most recent few kept; loading is the slow part of a diagnosis. A model
     file replaced on disk (a new version under the same name in the models folder, a check refitted with
-    `core.ood`) is loaded again: the key holds the times its weights and JSON were written."""
+    `core.ood`) is loaded again: the key holds the times its weights and JSON were written. Models run on
+    `device` (app.py --diagnose-device; the CPU by default)."""
 
-    def __init__(self, size: int = 4):
+    def __init__(self, size: int = 4, device: str = "cpu"):
         self._items: OrderedDict[tuple, Predictor] = OrderedDict()
         self._lock = threading.Lock()
         self.size = size
+        self.device = str(device)
 
     @staticmethod
     def _key(path: Path) -> tuple:
@@ -65,7 +67,7 @@ class ModelCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        predictor = Predictor(path)
+        predictor = Predictor(path, device=self.device)
         with self._lock:  # two first requests may both load it: one instance is kept, so they batch together
             predictor = self._items.setdefault(key, predictor)
             self._items.move_to_end(key)
