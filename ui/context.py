@@ -54,7 +54,7 @@ class ModelCache:
         self._items: OrderedDict[tuple, Predictor] = OrderedDict()
         self._lock = threading.Lock()
         self.size = size
-        self.device = str(device)
+        self.device = device
 
     @staticmethod
     def _key(path: Path) -> tuple:
